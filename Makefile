@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+# An unpinned torch pulls gigabytes of CUDA wheels; override for your machine, e.g.
+#   make quickstart TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH ?= torch==2.13.0
+STORAGE ?= sqlite:///depthsearch.db
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: help install install-dev quickstart test lint bench clean
+
+help:
+	@echo "make quickstart  - set up .venv, run studies/quickstart.toml into $(STORAGE), export best.json"
+	@echo "make test        - set up .venv with the dev extra, run ruff, mypy and the test suite"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+install: $(PY)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+
+install-dev: $(PY)
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+
+quickstart: install
+	$(BIN)/depthsearch run studies/quickstart.toml --storage $(STORAGE)
+	$(BIN)/depthsearch export --study quickstart --storage $(STORAGE) -o best.json
+
+lint: install-dev
+	$(BIN)/ruff check depthsearch tests benchmarks
+	$(BIN)/ruff format --check depthsearch tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) depthsearch.db depthsearch.db.lock best.json .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,193 @@
+"""The ``depthsearch`` command: parse, call one library function, print, exit.
+
+Exit codes: 0 success; 2 bad input (study file, value, column, URL, study name) or an
+unreachable database; 1 an unexpected failure; 128 + signal number when interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from depthsearch.errors import DepthsearchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_log = logging.getLogger("depthsearch")
+
+
+def _setup_logging(verbose: bool) -> None:
+    import optuna
+
+    handler = logging.StreamHandler(sys.stderr)
+    # On a terminal, a log line first wipes the live progress line.
+    prefix = "\r\033[K" if sys.stderr.isatty() else ""
+    handler.setFormatter(logging.Formatter(prefix + "[depthsearch] %(message)s"))
+    root = logging.getLogger("depthsearch")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Optuna announces every trial itself; our lines carry the same and more.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def _user_errors(fn: F) -> F:
+    """One line on stderr and a non-zero exit for every error a user can act on."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from depthsearch.worker import Interrupted
+
+        try:
+            return fn(*args, **kwargs)
+        except DepthsearchError as e:
+            click.echo(f"depthsearch: error: {e}", err=True)
+            sys.exit(2)
+        except Interrupted as e:
+            click.echo(f"depthsearch: stopped: {e}", err=True)
+            sys.exit(128 + e.signum)
+        except KeyboardInterrupt:
+            click.echo("depthsearch: stopped: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+storage_option = click.option(
+    "--storage",
+    default=None,
+    metavar="URL",
+    help="Study database (default: $DEPTHSEARCH_STORAGE, else sqlite:///depthsearch.db).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log every epoch and more.")
+@click.version_option(package_name="depthsearch")
+def main(verbose: bool) -> None:
+    """Search the depth and width of stacked-LSTM models with Optuna."""
+    _setup_logging(verbose)
+
+
+class _Progress:
+    """Shows trial, epoch and best-so-far: a live line on a terminal, a log line per trial."""
+
+    def __init__(self, max_epochs: int) -> None:
+        self.max_epochs = max_epochs
+        self.tty = sys.stderr.isatty()
+
+    def epoch(self, trial: int, result: Any) -> None:
+        if self.tty:
+            sys.stderr.write(
+                f"\r  trial {trial} epoch {result.epoch}/{self.max_epochs} "
+                f"val_loss={result.val_loss:.5g}   "
+            )
+            sys.stderr.flush()
+        else:
+            _log.debug("trial %d epoch %d val_loss=%.6g", trial, result.epoch, result.val_loss)
+
+    def clear(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+
+
+def _print_summary(study: Any, report: Any, storage_url: str) -> None:
+    from optuna.trial import TrialState
+
+    from depthsearch.storage import mask_url
+
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in TrialState}
+    click.echo(
+        f"study {study.study_name!r} in {mask_url(storage_url)}: {len(trials)} trials "
+        f"({count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
+        f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running); this run: "
+        f"{report.complete} complete, {report.pruned} pruned, {report.failed} failed"
+    )
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if complete:
+        best = min(complete, key=lambda t: (t.value, t.number))
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
+        )
+        click.echo(
+            f"best: trial {best.number} val_loss={best.value:.6g} "
+            f"({best.user_attrs.get('param_count', '?')} parameters) {params}"
+        )
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@storage_option
+@click.option(
+    "--n-trials", type=click.IntRange(min=1), default=None, help="Run N more trials in this call."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="S",
+    help="Start no trial after S seconds.",
+)
+@_user_errors
+def run(study_file: str, storage: str | None, n_trials: int | None, timeout: float | None) -> None:
+    """Create (or resume) the study of STUDY_FILE and run its trials here.
+
+    Without --n-trials, trials run until the study holds its [study] n_trials finished
+    (complete or pruned) trials.
+    """
+    from depthsearch.config import load_spec
+    from depthsearch.data import prepare
+    from depthsearch.storage import resolve_storage
+    from depthsearch.study import create_study
+    from depthsearch.train import resolve_device
+    from depthsearch.worker import run_worker
+
+    spec = load_spec(study_file)
+    url = resolve_storage(storage)
+    # Everything that can be wrong with the input is found before the database is touched.
+    resolve_device(spec.train.device)
+    data = prepare(spec.data, "cpu", seed=spec.seed)
+    study = create_study(spec, url)
+    progress = _Progress(spec.train.max_epochs)
+    report = run_worker(
+        study,
+        spec,
+        url,
+        budget=None if n_trials else spec.n_trials,
+        n_trials=n_trials,
+        timeout=timeout,
+        on_epoch=progress.epoch,
+        data=data,
+    )
+    progress.clear()
+    _print_summary(study, report, url)
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="Study name.")
+@storage_option
+@click.option(
+    "-o", "--output", default="best.json", show_default=True, type=click.Path(dir_okay=False)
+)
+@_user_errors
+def export(study_name: str, storage: str | None, output: str) -> None:
+    """Write the best trial's model config, training config, metrics and origin."""
+    from depthsearch.export import export_best
+    from depthsearch.storage import resolve_storage
+
+    url = resolve_storage(storage)
+    doc = export_best(study_name, url, output)
+    m = doc["metrics"]
+    click.echo(
+        f"wrote {output}: trial {doc['origin']['trial']} of {study_name!r}, "
+        f"val_loss={m['val_loss']:.6g}, layers={len(doc['model']['hidden_sizes'])}, "
+        f"hidden_sizes={doc['model']['hidden_sizes']}, {m['param_count']} parameters"
+    )

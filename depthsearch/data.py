@@ -1,0 +1,213 @@
+"""Series -> windows -> tensors on the training device.
+
+A window is the last ``window`` steps of the input columns; its target is the next ``horizon``
+values of the target column. The split is chronological and the scaling is fitted on the
+training part only, so no validation value leaks into training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from depthsearch.config import DataSpec
+from depthsearch.errors import DataError
+
+__all__ = ["Scaler", "Windows", "load_frame", "make_windows", "prepare", "synthetic_series"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaler:
+    """Standardisation fitted on the training rows: ``(x - mean) / std`` per column."""
+
+    columns: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    target: str
+    target_mean: float
+    target_std: float
+
+    def transform(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """values: ``(rows, len(columns))`` -> the same, standardised."""
+        out: NDArray[np.float64] = (values - np.asarray(self.mean)) / np.asarray(self.std)
+        return out
+
+    def transform_target(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        out: NDArray[np.float64] = (values - self.target_mean) / self.target_std
+        return out
+
+    def inverse_target(self, values: NDArray[Any]) -> NDArray[np.float64]:
+        """Scaled predictions back to the target's own units."""
+        return np.asarray(values, dtype=np.float64) * self.target_std + self.target_mean
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["columns"] = list(self.columns)
+        out["mean"] = list(self.mean)
+        out["std"] = list(self.std)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scaler:
+        return cls(
+            columns=tuple(data["columns"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            target=str(data["target"]),
+            target_mean=float(data["target_mean"]),
+            target_std=float(data["target_std"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """Training and validation windows, already on their device.
+
+    Shapes: ``x_*: (n, window, features)``, ``y_*: (n, horizon)``.
+    """
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    scaler: Scaler
+
+    @property
+    def input_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.y_train.shape[-1])
+
+    def to(self, device: torch.device | str) -> Windows:
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_val=self.x_val.to(device),
+            y_val=self.y_val.to(device),
+        )
+
+
+def synthetic_series(length: int, noise: float, seed: int) -> pd.DataFrame:
+    """Two seasonalities, a slow trend and Gaussian noise, as a one-column frame ``y``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length, dtype=np.float64)
+    y = (
+        np.sin(2 * math.pi * t / 24.0)
+        + 0.5 * np.sin(2 * math.pi * t / 168.0 + 0.3)
+        + 0.002 * t
+        + noise * rng.standard_normal(length)
+    )
+    return pd.DataFrame({"y": y})
+
+
+def load_frame(spec: DataSpec, *, seed: int = 0) -> pd.DataFrame:
+    """The columns the spec needs (inputs and target), numeric and complete.
+
+    Raises:
+        DataError: unreadable file, missing or non-numeric column, missing values.
+    """
+    if spec.source == "synthetic":
+        return synthetic_series(spec.length, spec.noise, seed)
+    assert spec.path is not None  # the spec guarantees a path for CSV sources
+    path = Path(spec.path)
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot read {path} as CSV: {str(e).splitlines()[0]}") from e
+    needed = list(dict.fromkeys([*spec.input_columns, spec.target]))
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: no column(s) {missing}; the file has columns {list(map(str, frame.columns))}"
+        )
+    out = frame[needed]
+    for column in needed:
+        values = pd.to_numeric(out[column], errors="coerce")
+        bad = values.isna() & out[column].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{path}: column {column!r} must be numeric, but row {row + 2} holds "
+                f"{out[column].iloc[row]!r}"
+            )
+        if values.isna().any():
+            count = int(values.isna().sum())
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise DataError(
+                f"{path}: column {column!r} has {count} missing value(s), the first on line "
+                f"{row + 2}; fill or drop them before the study"
+            )
+        if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
+            raise DataError(f"{path}: column {column!r} holds an infinite value")
+    return pd.DataFrame({c: pd.to_numeric(out[c]) for c in needed})
+
+
+def _fit_scaler(frame: pd.DataFrame, spec: DataSpec, cut: int) -> Scaler:
+    def stats(column: str) -> tuple[float, float]:
+        part = frame[column].to_numpy(dtype=np.float64)[:cut]
+        std = float(part.std())
+        # A constant column carries no scale; dividing by 1 keeps it finite.
+        return float(part.mean()), std if std > 1e-12 else 1.0
+
+    cols = spec.input_columns
+    ms = [stats(c) for c in cols]
+    tm, ts = stats(spec.target)
+    return Scaler(cols, tuple(m for m, _ in ms), tuple(s for _, s in ms), spec.target, tm, ts)
+
+
+def _windows(
+    inputs: NDArray[np.float64],
+    target: NDArray[np.float64],
+    window: int,
+    horizon: int,
+    starts: range,
+) -> tuple[Tensor, Tensor]:
+    x_all = np.lib.stride_tricks.sliding_window_view(inputs, window, axis=0)  # (n, F, W)
+    y_all = np.lib.stride_tricks.sliding_window_view(target, horizon)  # (n, H)
+    idx = np.asarray(starts, dtype=np.int64)
+    x = np.ascontiguousarray(x_all[idx].transpose(0, 2, 1), dtype=np.float32)
+    y = np.ascontiguousarray(y_all[idx + window], dtype=np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def make_windows(frame: pd.DataFrame, spec: DataSpec) -> Windows:
+    """Cuts a frame into scaled training and validation windows (on the CPU).
+
+    The first ``1 - val_fraction`` of the rows are the training part; a validation window's
+    targets all lie after it, though its inputs may reach back into it.
+    """
+    rows = len(frame)
+    w, h = spec.window, spec.horizon
+    cut = round(rows * (1.0 - spec.val_fraction))
+    n_train = cut - w - h + 1
+    n_val = rows - cut - h + 1
+    if n_train < 1 or n_val < 1:
+        raise DataError(
+            f"{rows} rows are too few for window={w}, horizon={h}, val_fraction="
+            f"{spec.val_fraction}: that leaves {max(n_train, 0)} training and {max(n_val, 0)} "
+            "validation windows (each needs >= 1); use a smaller window or more data"
+        )
+    scaler = _fit_scaler(frame, spec, cut)
+    inputs = scaler.transform(frame[list(spec.input_columns)].to_numpy(dtype=np.float64))
+    target = scaler.transform_target(frame[spec.target].to_numpy(dtype=np.float64))
+    x_tr, y_tr = _windows(inputs, target, w, h, range(0, n_train))
+    x_va, y_va = _windows(inputs, target, w, h, range(cut - w, cut - w + n_val))
+    return Windows(x_tr, y_tr, x_va, y_va, scaler)
+
+
+def prepare(spec: DataSpec, device: torch.device | str = "cpu", *, seed: int = 0) -> Windows:
+    """Loads the spec's series and returns its windows on ``device``."""
+    return make_windows(load_frame(spec, seed=seed), spec).to(device)

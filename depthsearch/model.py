@@ -1,0 +1,312 @@
+"""The stacked LSTM that every candidate is built from.
+
+This module knows nothing of Optuna or of training: a :class:`ModelConfig` alone rebuilds the
+model, so an exported config is all a user needs to use a found architecture elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, overload
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ModelConfig", "StackedLSTM", "State", "build_model"]
+
+#: The recurrent state: ``(h, c)`` of shape ``(layers * directions, batch, hidden)`` when
+#: every layer has the same width, else one ``(h, c)`` per layer, each
+#: ``(directions, batch, hidden_i)``.
+State = tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a candidate model.
+
+    Args:
+        input_size: features per timestep.
+        hidden_sizes: width of each LSTM layer, bottom to top; the layer count is its length.
+        output_size: values predicted per sequence (the forecast horizon).
+        dropout: dropout probability between layers; never applied after the last layer.
+        bidirectional: run every layer in both directions.
+        residual: add a skip connection around every layer but the first, with a linear
+            projection where the widths differ.
+        layer_norm: apply LayerNorm to the output of every layer but the last.
+        batch_first: inputs are ``(batch, seq, features)`` when true, else
+            ``(seq, batch, features)``.
+    """
+
+    input_size: int
+    hidden_sizes: tuple[int, ...]
+    output_size: int
+    dropout: float = 0.0
+    bidirectional: bool = False
+    residual: bool = False
+    layer_norm: bool = False
+    batch_first: bool = True
+
+    def __post_init__(self) -> None:
+        sizes = self.hidden_sizes
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+            raise ValueError(
+                f"hidden_sizes must be a sequence of positive ints, but got {sizes!r}"
+            )
+        object.__setattr__(self, "hidden_sizes", tuple(sizes))
+        if len(self.hidden_sizes) == 0:
+            raise ValueError("hidden_sizes must name at least one layer, but got ()")
+        for i, width in enumerate(self.hidden_sizes):
+            if not _is_int(width) or width < 1:
+                raise ValueError(
+                    f"hidden_sizes[{i}] must be an int >= 1, but got {width!r} "
+                    f"in hidden_sizes={self.hidden_sizes!r}"
+                )
+        for name in ("input_size", "output_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, but got {value!r}")
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise ValueError(f"dropout must be a float in [0, 1), but got {dropout!r}")
+        if not (0.0 <= float(dropout) < 1.0) or math.isnan(dropout):
+            raise ValueError(f"dropout must be in [0, 1), but got {dropout!r}")
+        object.__setattr__(self, "dropout", float(dropout))
+        for name in ("bidirectional", "residual", "layer_norm", "batch_first"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, but got {getattr(self, name)!r}")
+
+    @property
+    def num_layers(self) -> int:
+        """The number of stacked LSTM layers."""
+        return len(self.hidden_sizes)
+
+    @property
+    def num_directions(self) -> int:
+        """2 when bidirectional, else 1."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every layer has the same width."""
+        return len(set(self.hidden_sizes)) == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that :meth:`from_dict` turns back into an equal config."""
+        out = dataclasses.asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Rebuild a config from :meth:`to_dict` output; unknown keys are refused."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a model config must be a mapping, but got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown model config key(s) {unknown}; allowed keys are {sorted(known)}"
+            )
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data and f.default is dataclasses.MISSING
+        )
+        if missing:
+            raise ValueError(f"model config is missing required key(s) {missing}")
+        return cls(**dict(data))
+
+
+class StackedLSTM(nn.Module):
+    """A stack of LSTM layers read out at the last timestep by a linear head.
+
+    Equal widths without residual or layer-norm use PyTorch's fused multi-layer ``nn.LSTM``
+    (one cuDNN call on GPU); anything else is a stack of single-layer LSTMs in which layer
+    ``i + 1`` takes layer ``i``'s output width (doubled when bidirectional).
+    """
+
+    def __init__(self, config: ModelConfig, *, fused: bool | None = None) -> None:
+        super().__init__()
+        self.config = config
+        directions = config.num_directions
+        can_fuse = config.uniform and not config.residual and not config.layer_norm
+        self.fused = can_fuse if fused is None else (fused and can_fuse)
+        self.lstm: nn.LSTM | None = None
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.projections = nn.ModuleList()
+        if self.fused:
+            self.lstm = nn.LSTM(
+                config.input_size,
+                config.hidden_sizes[0],
+                num_layers=config.num_layers,
+                batch_first=config.batch_first,
+                # nn.LSTM warns for dropout on a single layer; there is no "between" then.
+                dropout=config.dropout if config.num_layers > 1 else 0.0,
+                bidirectional=config.bidirectional,
+            )
+        else:
+            in_width = config.input_size
+            for i, width in enumerate(config.hidden_sizes):
+                self.layers.append(
+                    nn.LSTM(
+                        in_width,
+                        width,
+                        batch_first=config.batch_first,
+                        bidirectional=config.bidirectional,
+                    )
+                )
+                out_width = width * directions
+                if i > 0 and config.residual:
+                    self.projections.append(
+                        nn.Identity()
+                        if in_width == out_width
+                        else nn.Linear(in_width, out_width, bias=False)
+                    )
+                if i < config.num_layers - 1 and config.layer_norm:
+                    self.norms.append(nn.LayerNorm(out_width))
+                in_width = out_width
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_sizes[-1] * directions, config.output_size)
+        self._init_forget_bias()
+
+    def _init_forget_bias(self) -> None:
+        # A forget-gate bias of 1 keeps the cell state flowing early in training, which deep
+        # stacks need (Jozefowicz et al., 2015). PyTorch orders the gates i, f, g, o.
+        for name, param in self.named_parameters():
+            if "bias_ih" in name or "bias_hh" in name:
+                width = param.shape[0] // 4
+                with torch.no_grad():
+                    param[width : 2 * width].fill_(1.0 if "bias_ih" in name else 0.0)
+
+    def _check_input(self, x: Tensor) -> None:
+        cfg = self.config
+        layout = "(batch, seq, features)" if cfg.batch_first else "(seq, batch, features)"
+        if x.dim() != 3:
+            raise ValueError(
+                f"input must be 3-D {layout}, but got shape {tuple(x.shape)} ({x.dim()}-D)"
+            )
+        if x.shape[-1] != cfg.input_size:
+            raise ValueError(
+                f"input has {x.shape[-1]} features per step, but the model was built with "
+                f"input_size={cfg.input_size} (input shape {tuple(x.shape)})"
+            )
+
+    def _check_pair(
+        self, pair: object, shape: tuple[int, ...], what: str
+    ) -> tuple[Tensor, Tensor]:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(
+                f"{what} must be a pair (h, c) of tensors, but got {type(pair).__name__}"
+            )
+        h, c = pair
+        for label, t in (("h", h), ("c", c)):
+            if not isinstance(t, Tensor) or tuple(t.shape) != shape:
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(
+                    f"{what} {label} must have shape {shape} "
+                    "(layers * directions, batch, hidden), but got "
+                    f"{got}"
+                )
+        return h, c
+
+    def _split_state(self, state: State | None, batch: int) -> list[tuple[Tensor, Tensor] | None]:
+        """Turns the public state layout into one ``(h, c)`` (or None) per layer."""
+        cfg = self.config
+        d = cfg.num_directions
+        if state is None:
+            return [None] * cfg.num_layers
+        if cfg.uniform:
+            shape = (cfg.num_layers * d, batch, cfg.hidden_sizes[0])
+            h, c = self._check_pair(state, shape, "initial state")
+            return [
+                (h[i * d : (i + 1) * d], c[i * d : (i + 1) * d]) for i in range(cfg.num_layers)
+            ]
+        if not isinstance(state, list) or len(state) != cfg.num_layers:
+            raise ValueError(
+                f"with mixed widths {cfg.hidden_sizes} the initial state must be a list of "
+                f"{cfg.num_layers} (h, c) pairs, one per layer, but got {type(state).__name__}"
+                + (f" of length {len(state)}" if isinstance(state, (list, tuple)) else "")
+            )
+        return [
+            self._check_pair(pair, (d, batch, width), f"initial state of layer {i}")
+            for i, (pair, width) in enumerate(zip(state, cfg.hidden_sizes, strict=True))
+        ]
+
+    @overload
+    def forward(
+        self, x: Tensor, state: State | None = None, *, return_state: Literal[False] = False
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self, x: Tensor, state: State | None = None, *, return_state: Literal[True]
+    ) -> tuple[Tensor, State]: ...
+
+    def forward(
+        self, x: Tensor, state: State | None = None, *, return_state: bool = False
+    ) -> Tensor | tuple[Tensor, State]:
+        """Runs the stack and reads the prediction from the last timestep.
+
+        Args:
+            x: ``(batch, seq, input_size)``, or ``(seq, batch, input_size)`` when the config
+                says ``batch_first=False``.
+            state: initial ``(h0, c0)``, each ``(layers * directions, batch, hidden)`` when all
+                widths are equal, else a list of one ``(h, c)`` per layer, each
+                ``(directions, batch, hidden_i)``. Zeros when omitted.
+            return_state: also return the final state, in the same layout, so that a caller can
+                carry it across chunks of a long sequence.
+
+        Returns:
+            ``(batch, output_size)``, and the final state when ``return_state`` is true.
+        """
+        cfg = self.config
+        self._check_input(x)
+        batch = x.shape[0] if cfg.batch_first else x.shape[1]
+        per_layer = self._split_state(state, batch)
+        finals: list[tuple[Tensor, Tensor]] = []
+        if self.lstm is not None:
+            fused_state = None
+            if state is not None:
+                # Already validated by _split_state: a pair of (layers * directions, B, H).
+                h0, c0 = state
+                fused_state = (h0, c0)
+            out, (h_n, c_n) = self.lstm(x, fused_state)
+            final: State = (h_n, c_n)
+        else:
+            out = x
+            for i, lstm in enumerate(self.layers):
+                layer_in = out
+                if i > 0:
+                    if cfg.layer_norm:
+                        layer_in = self.norms[i - 1](layer_in)
+                    layer_in = self.dropout(layer_in)
+                out, (h_i, c_i) = lstm(layer_in, per_layer[i])
+                if i > 0 and cfg.residual:
+                    out = out + self.projections[i - 1](layer_in)
+                finals.append((h_i, c_i))
+            if cfg.uniform:
+                final = (
+                    torch.cat([h for h, _ in finals], dim=0),
+                    torch.cat([c for _, c in finals], dim=0),
+                )
+            else:
+                final = finals
+        last = out[:, -1] if cfg.batch_first else out[-1]
+        y: Tensor = self.head(last)
+        if return_state:
+            return y, final
+        return y
+
+
+def build_model(config: ModelConfig) -> StackedLSTM:
+    """Builds the stacked LSTM described by ``config`` (weights freshly initialised)."""
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"build_model needs a ModelConfig, but got {type(config).__name__}")
+    return StackedLSTM(config)

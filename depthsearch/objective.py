@@ -1,0 +1,131 @@
+"""Glues space, model and training to one Optuna trial: sample, build, train, report, prune."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import optuna
+import torch
+
+from depthsearch.config import StudySpec
+from depthsearch.data import Windows
+from depthsearch.errors import NonFiniteLossError
+from depthsearch.model import build_model
+from depthsearch.space import suggest
+from depthsearch.train import EpochResult, FitOptions, History, fit
+
+__all__ = ["Objective", "trial_seed"]
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Wraps a storage call (retries while the database is away); identity by default.
+Guard = Callable[[Callable[[], Any], str], Any]
+
+
+def _no_guard(fn: Callable[[], Any], what: str) -> Any:
+    return fn()
+
+
+def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """Study seed + trial number; a retry keeps the seed of the trial it retries."""
+    original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(
+        trial if isinstance(trial, optuna.trial.FrozenTrial) else _frozen(trial)
+    )
+    number = original if original is not None else trial.number
+    return (study_seed + number) % (2**31)
+
+
+def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+class Objective:
+    """Trains one candidate per call and returns its best validation loss (scaled MSE).
+
+    User attributes set on every trial: ``model_config``, ``param_count``, ``device``,
+    ``torch_threads``, ``train_windows``, ``seed``, and when it ends ``epochs_trained``,
+    ``seconds_per_epoch``, ``best_epoch`` (and ``pruned_reason`` when a NaN or inf loss
+    ended it).
+    """
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        data: Windows,
+        device: torch.device,
+        *,
+        guard: Guard = _no_guard,
+        on_epoch: Callable[[int, EpochResult], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.data = data
+        self.device = device
+        self.guard = guard
+        self.on_epoch = on_epoch
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        spec = self.spec
+        candidate = suggest(
+            trial, spec.space, input_size=self.data.input_size, output_size=self.data.output_size
+        )
+        seed = trial_seed(spec.seed, trial)
+        torch.manual_seed(seed)
+        model = build_model(candidate.model).to(self.device)
+        param_count = sum(p.numel() for p in model.parameters())
+        attrs: dict[str, Any] = {
+            "model_config": candidate.model.to_dict(),
+            "param_count": param_count,
+            "device": str(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "train_windows": int(self.data.x_train.shape[0]),
+            "seed": seed,
+        }
+        options = FitOptions(
+            lr=candidate.lr,
+            batch_size=candidate.batch_size,
+            max_epochs=spec.train.max_epochs,
+            grad_clip=spec.train.grad_clip,
+            weight_decay=spec.train.weight_decay,
+            patience=spec.train.patience,
+            amp=spec.train.amp,
+            seed=seed,
+        )
+        history = History()
+
+        def report(result: EpochResult, _: History) -> None:
+            self.guard(lambda: trial.report(result.val_loss, result.epoch), "reporting an epoch")
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, result)
+            if self.guard(trial.should_prune, "asking the pruner"):
+                raise optuna.TrialPruned(
+                    f"pruned at epoch {result.epoch} (val_loss={result.val_loss:.6g})"
+                )
+
+        started = time.perf_counter()
+        try:
+            fit(model, self.data, options, on_epoch_end=report, history=history)
+        except NonFiniteLossError as e:
+            attrs["pruned_reason"] = f"non-finite loss: {e}"
+            raise optuna.TrialPruned(attrs["pruned_reason"]) from e
+        except optuna.TrialPruned as e:
+            attrs["pruned_reason"] = str(e)
+            raise
+        finally:
+            best = history.best
+            attrs["epochs_trained"] = len(history.epochs)
+            attrs["seconds_per_epoch"] = (
+                history.seconds_per_epoch if history.epochs else time.perf_counter() - started
+            )
+            attrs["best_epoch"] = best.epoch if best is not None else 0
+            if history.stopped_early:
+                attrs["stopped_early"] = True
+            for key, value in attrs.items():
+                self.guard(functools.partial(trial.set_user_attr, key, value), "saving attributes")
+        best = history.best
+        assert best is not None  # fit ran at least one epoch or raised
+        return best.val_loss

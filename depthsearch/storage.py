@@ -1,0 +1,253 @@
+"""Storage URLs, engine options, heartbeats, the cross-worker lock, retries and masking.
+
+SQLite (one machine) and PostgreSQL (many machines) go through Optuna's RDB storage. Each
+worker holds a small pool (see :data:`POOL_SIZE`), so hundreds of workers stay under the
+server's ``max_connections``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from depthsearch.config import WorkersSpec
+from depthsearch.errors import StorageError
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "MAX_OVERFLOW",
+    "POOL_SIZE",
+    "mask_url",
+    "open_storage",
+    "resolve_storage",
+    "retrying",
+    "storage_lock",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///depthsearch.db"
+ENV_VAR = "DEPTHSEARCH_STORAGE"
+#: Connections a worker keeps open to PostgreSQL: the main thread's and the heartbeat thread's.
+POOL_SIZE = 2
+#: Extra short-lived connections allowed at a peak (the budget lock is held on one of them).
+MAX_OVERFLOW = 1
+CONNECT_TIMEOUT_S = 10
+
+T = TypeVar("T")
+
+
+def resolve_storage(cli_value: str | None) -> str:
+    """``--storage`` > ``$DEPTHSEARCH_STORAGE`` > ``sqlite:///depthsearch.db``."""
+    if cli_value:
+        return cli_value
+    return os.environ.get(ENV_VAR) or DEFAULT_STORAGE
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise StorageError(
+            f"cannot parse storage URL {_mask_text(url)!r}: expected e.g. "
+            "'sqlite:///depthsearch.db' or 'postgresql+psycopg://user:password@host:5432/db'"
+        ) from e
+
+
+def _mask_text(url: str) -> str:
+    # For strings that do not even parse: hide whatever sits between "://user:" and "@".
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        return f"{scheme}://{creds}@{host}"
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (``postgresql://user:***@host/db``)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return _mask_text(url)
+
+
+def _dialect(url: URL) -> str:
+    return url.get_backend_name()
+
+
+def _engine_kwargs(url: URL) -> dict[str, Any]:
+    dialect = _dialect(url)
+    if dialect == "postgresql":
+        return {
+            "pool_size": POOL_SIZE,
+            "max_overflow": MAX_OVERFLOW,
+            "pool_pre_ping": True,
+            "pool_recycle": 300,
+            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
+        }
+    if dialect == "sqlite":
+        # Several processes write one SQLite file: wait for its lock instead of failing.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _check_supported(url: URL, raw: str) -> None:
+    dialect = _dialect(url)
+    if dialect not in ("sqlite", "postgresql", "mysql"):
+        raise StorageError(
+            f"unsupported storage {mask_url(raw)!r}: use sqlite:///FILE or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+        )
+    if dialect == "sqlite" and url.database not in (None, "", ":memory:"):
+        parent = Path(url.database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StorageError(
+                f"cannot open storage {mask_url(raw)!r}: the folder {parent} does not exist"
+            )
+
+
+def _describe(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def storage_lock(url: str) -> Iterator[None]:
+    """A lock shared by every process that uses this storage.
+
+    It serialises schema creation (two Optuna processes on an empty PostgreSQL database
+    otherwise race on ``CREATE TYPE``), study creation and the budget check before a trial.
+    PostgreSQL: a session-level advisory lock. SQLite: ``flock`` on a file beside the
+    database (SQLite is one machine by nature).
+    """
+    parsed = _parse(url)
+    dialect = _dialect(parsed)
+    if dialect == "postgresql":
+        engine = sqlalchemy.create_engine(
+            parsed,
+            poolclass=sqlalchemy.pool.NullPool,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        )
+        key = zlib.crc32(b"depthsearch") & 0x7FFFFFFF
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+        finally:
+            engine.dispose()
+    elif dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        lock_path = (
+            Path(parsed.database)
+            .expanduser()
+            .resolve()
+            .with_name(Path(parsed.database).name + ".lock")
+        )
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    else:
+        yield
+
+
+def _is_transient(e: BaseException) -> bool:
+    if isinstance(e, StorageInternalError):
+        return True
+    if isinstance(e, OperationalError):
+        return True
+    return isinstance(e, DBAPIError) and bool(e.connection_invalidated)
+
+
+def retrying(fn: Callable[[], T], *, wait_s: float, what: str, url: str) -> T:
+    """Calls ``fn``, retrying a lost database with backoff for up to ``wait_s`` seconds.
+
+    Raises:
+        StorageError: the database stayed away for ``wait_s`` seconds.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not _is_transient(e):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StorageError(
+                    f"the database {mask_url(url)} was unreachable for {wait_s:.0f}s while "
+                    f"{what}: {_describe(e)}"
+                ) from e
+            _log.warning(
+                "database %s unreachable while %s (%s); retrying in %.1fs",
+                mask_url(url),
+                what,
+                _describe(e),
+                min(delay, left),
+            )
+            time.sleep(min(delay, left) * (0.8 + 0.4 * random.random()))
+            delay = min(delay * 2, 15.0)
+
+
+def open_storage(url: str, workers: WorkersSpec | None = None) -> optuna.storages.RDBStorage:
+    """Connects to the study database (creating its tables when needed).
+
+    Heartbeats are on when ``workers`` is given: a trial whose worker stopped beating for
+    ``grace_period`` seconds is marked FAIL and retried (up to ``max_retry`` times) with the
+    same parameters by the next worker that looks.
+
+    Raises:
+        StorageError: bad URL, unreachable server, or a schema from an older Optuna.
+    """
+    parsed = _parse(url)
+    _check_supported(parsed, url)
+    kwargs: dict[str, Any] = {}
+    if workers is not None:
+        kwargs = {
+            "heartbeat_interval": workers.heartbeat_interval,
+            "grace_period": workers.grace_period,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=workers.max_retry
+            ),
+        }
+    try:
+        with storage_lock(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **kwargs)
+    except RuntimeError as e:
+        if "storage upgrade" in str(e):
+            raise StorageError(
+                f"the database {mask_url(url)} holds an older Optuna schema; upgrade it with "
+                f"`optuna storage upgrade --storage {mask_url(url)}` (back it up first)"
+            ) from e
+        raise
+    except (OperationalError, DBAPIError, StorageInternalError, NoSuchModuleError, OSError) as e:
+        raise StorageError(
+            f"cannot connect to the database {mask_url(url)}: {_describe(e)}"
+        ) from e
+    except ImportError as e:
+        raise StorageError(
+            f"cannot use {mask_url(url)}: its database driver is not installed ({e})"
+        ) from e

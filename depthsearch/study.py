@@ -1,0 +1,225 @@
+"""Create, load or resume a study from a spec; the sampler and the pruner it uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from depthsearch.config import (
+    Choices,
+    Fixed,
+    FloatRange,
+    IntRange,
+    ParamSpec,
+    StudySpec,
+    spec_from_dict,
+)
+from depthsearch.errors import SpecError, StorageError, StudyMismatchError
+from depthsearch.storage import mask_url, open_storage, storage_lock
+
+__all__ = [
+    "SPEC_ATTR",
+    "create_study",
+    "load_study",
+    "make_pruner",
+    "make_sampler",
+    "spec_summary",
+]
+
+_log = logging.getLogger(__name__)
+
+#: Study user attribute holding the validated spec (TOML-shaped dict).
+SPEC_ATTR = "spec"
+SUMMARY_ATTR = "summary"
+
+
+def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate, grouped for the conditional space, constant liar for parallel
+    workers) or random sampling."""
+    if spec.sampler.kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=spec.sampler.n_startup_trials,
+        multivariate=True,
+        group=True,
+        constant_liar=True,
+    )
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    p = spec.pruner
+    if p.kind == "none":
+        return optuna.pruners.NopPruner()
+    if p.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_resource,
+            max_resource=spec.train.max_epochs,
+            reduction_factor=p.reduction_factor,
+        )
+    if p.kind == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_resource,
+            reduction_factor=p.reduction_factor,
+            min_early_stopping_rate=p.min_early_stopping_rate,
+        )
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=p.n_startup_trials,
+        n_warmup_steps=p.n_warmup_steps,
+        interval_steps=p.interval_steps,
+    )
+
+
+def _describe_param(param: ParamSpec) -> str:
+    if isinstance(param, Fixed):
+        return str(param.value)
+    if isinstance(param, Choices):
+        return "{" + ", ".join(map(str, param.values)) + "}"
+    if isinstance(param, IntRange):
+        return f"{param.low}..{param.high}" + (" (log)" if param.log else "")
+    if isinstance(param, FloatRange):
+        return f"{param.low:g}..{param.high:g}" + (" (log)" if param.log else "")
+    raise TypeError(param)  # pragma: no cover
+
+
+def spec_summary(spec: StudySpec) -> str:
+    """One readable line for the dashboard: space, data, training, sampler and pruner."""
+    s, d, t = spec.space, spec.data, spec.train
+    data = "synthetic series" if d.source == "synthetic" else f"{d.path} [{d.target}]"
+    width = "per layer " if s.per_layer_hidden else ""
+    return (
+        f"stacked LSTM: layers {_describe_param(s.num_layers)}, {width}hidden "
+        f"{_describe_param(s.hidden_size)}, dropout {_describe_param(s.dropout)}, lr "
+        f"{_describe_param(s.lr)}, batch {_describe_param(s.batch_size)} | data: {data}, "
+        f"window {d.window} -> horizon {d.horizon}, val {d.val_fraction:g} | "
+        f"{t.max_epochs} epochs on {t.device} | {spec.sampler.kind} sampler, "
+        f"{spec.pruner.kind} pruner | budget {spec.n_trials} trials"
+    )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if a == b else [prefix]
+
+
+def _normalise(doc: Any) -> Any:
+    # JSON round trip: tuples become lists, as they are once stored.
+    return json.loads(json.dumps(doc))
+
+
+def create_study(
+    spec: StudySpec, storage_url: str, *, sampler_seed: int | None = None
+) -> optuna.Study:
+    """Creates the study named in ``spec``, or resumes it when its stored spec is the same.
+
+    Only ``[study] n_trials`` (the budget) may differ on resume; the stored spec then takes
+    the new budget.
+
+    Raises:
+        StudyMismatchError: a study of that name was created from a different spec.
+        StorageError: the database cannot be reached or used.
+    """
+    storage = open_storage(storage_url, spec.workers)
+    sampler = make_sampler(spec, spec.seed if sampler_seed is None else sampler_seed)
+    with storage_lock(storage_url):
+        try:
+            study_id = storage.get_study_id_from_name(spec.name)
+        except KeyError:
+            study_id = None
+        if study_id is None:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=spec.name,
+                direction="minimize",
+                sampler=sampler,
+                pruner=make_pruner(spec),
+            )
+            study.set_user_attr(SPEC_ATTR, _normalise(spec.to_dict()))
+            study.set_user_attr(SUMMARY_ATTR, spec_summary(spec))
+            _log.info("created study %r in %s", spec.name, mask_url(storage_url))
+            return study
+        stored = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
+        if stored is None:
+            raise StudyMismatchError(
+                f"study {spec.name!r} in {mask_url(storage_url)} was not created by depthsearch "
+                "(it has no stored spec); choose another [study] name"
+            )
+        new = _normalise(spec.to_dict())
+        ours = dict(new, study={k: v for k, v in new["study"].items() if k != "n_trials"})
+        ours["data"] = {k: v for k, v in new["data"].items() if k != "path"}
+        theirs = dict(
+            stored, study={k: v for k, v in stored.get("study", {}).items() if k != "n_trials"}
+        )
+        theirs["data"] = {k: v for k, v in stored.get("data", {}).items() if k != "path"}
+        differing = _diff(theirs, ours)
+        if differing:
+            raise StudyMismatchError(
+                f"study {spec.name!r} in {mask_url(storage_url)} was created from a different "
+                f"spec (differs at: {', '.join(differing)}); give the changed spec a new [study] "
+                "name, or delete the old study with `optuna delete-study --study-name "
+                f"'{spec.name}' --storage {mask_url(storage_url)}`"
+            )
+        study = optuna.load_study(
+            study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
+        )
+        if stored.get("study", {}).get("n_trials") != spec.n_trials:
+            study.set_user_attr(SPEC_ATTR, dict(stored, study=new["study"]))
+            study.set_user_attr(SUMMARY_ATTR, spec_summary(spec))
+        _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
+        return study
+
+
+def read_spec(name: str, storage_url: str, *, data_path: str | None = None) -> StudySpec:
+    """The spec stored in study ``name``, validated again (the data file must be here)."""
+    storage = open_storage(storage_url)
+    try:
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            names = [s.study_name for s in storage.get_all_studies()]
+            raise StorageError(
+                f"no study named {name!r} in {mask_url(storage_url)}; studies there: "
+                f"{names if names else 'none'}"
+            ) from None
+        stored = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    if not isinstance(stored, Mapping):
+        raise StudyMismatchError(
+            f"study {name!r} in {mask_url(storage_url)} was not created by depthsearch "
+            "(it has no stored spec)"
+        )
+    doc = _normalise(stored)
+    if data_path is not None and doc.get("data", {}).get("source") == "csv":
+        doc["data"]["path"] = data_path
+    where = f"the spec stored in study {name!r}"
+    try:
+        return spec_from_dict(doc, where=where)
+    except SpecError as e:
+        if "no such file" in str(e):
+            raise SpecError(f"{e}; pass --data PATH to point at this machine's copy") from e
+        raise
+
+
+def load_study(
+    name: str, storage_url: str, *, sampler_seed: int | None = None, data_path: str | None = None
+) -> tuple[optuna.Study, StudySpec]:
+    """Joins an existing study knowing only its name: its spec comes from the database."""
+    spec = read_spec(name, storage_url, data_path=data_path)
+    storage = open_storage(storage_url, spec.workers)
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(spec, sampler_seed),
+        pruner=make_pruner(spec),
+    )
+    return study, spec

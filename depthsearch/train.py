@@ -1,0 +1,182 @@
+"""The training loop (torch only; knows nothing of Optuna).
+
+Data lives on the training device and is batched by indexing: no DataLoader, no per-batch copy
+from the host, and one host synchronisation per epoch (reading the epoch's losses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from depthsearch.data import Windows
+from depthsearch.errors import DepthsearchError, NonFiniteLossError
+
+__all__ = ["EpochResult", "FitOptions", "History", "evaluate", "fit", "resolve_device"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """Hyperparameters of one training run."""
+
+    lr: float
+    batch_size: int
+    max_epochs: int
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+    patience: int = 0
+    amp: bool = True
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class History:
+    """What a run did, filled in epoch by epoch (readable even when a callback stopped it)."""
+
+    epochs: list[EpochResult] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def best(self) -> EpochResult | None:
+        return min(self.epochs, key=lambda e: e.val_loss) if self.epochs else None
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return sum(e.seconds for e in self.epochs) / len(self.epochs) if self.epochs else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda``/``cuda:N`` must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DepthsearchError(
+                f"device {name!r} was asked for, but this torch ({torch.__version__}) sees no "
+                "CUDA device; use device = 'auto' or 'cpu'"
+            )
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise DepthsearchError(
+                f"device {name!r} was asked for, but only {torch.cuda.device_count()} CUDA "
+                "device(s) are visible"
+            )
+    return device
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[object]:
+    # bf16 autocast needs no loss scaling; on the CPU it is slower for LSTMs, so CUDA only.
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[Tensor]:
+    order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def evaluate(
+    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 4096, amp: bool = True
+) -> float:
+    """Mean squared error of ``model`` on ``x: (n, window, features)``, ``y: (n, horizon)``."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=x.device, dtype=torch.float64)
+    try:
+        with torch.inference_mode(), _autocast(x.device, amp):
+            for start in range(0, x.shape[0], batch_size):
+                pred = model(x[start : start + batch_size]).float()
+                total += ((pred - y[start : start + batch_size]) ** 2).sum(dtype=torch.float64)
+    finally:
+        model.train(was_training)
+    return float(total.item()) / (y.numel() or 1)
+
+
+def fit(
+    model: nn.Module,
+    data: Windows,
+    options: FitOptions,
+    *,
+    on_epoch_end: Callable[[EpochResult, History], None] | None = None,
+    history: History | None = None,
+) -> History:
+    """Trains ``model`` on ``data`` with Adam, MSE and gradient clipping by norm.
+
+    Args:
+        model: takes ``(batch, window, features)`` and returns ``(batch, horizon)``; already on
+            the device of ``data``.
+        data: windows on the training device.
+        options: learning rate, batch size, epochs, clipping, seed.
+        on_epoch_end: called after every epoch with its result; it may raise to stop training
+            (a pruner does). The epoch's ``seconds`` include the call.
+        history: filled in place when given, so that a caller still has the epochs trained
+            when ``on_epoch_end`` raised.
+
+    Raises:
+        NonFiniteLossError: the training or validation loss became NaN or infinite.
+    """
+    device = data.x_train.device
+    history = history if history is not None else History()
+    generator = torch.Generator().manual_seed(options.seed)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+    )
+    loss_fn = nn.MSELoss()
+    n = data.x_train.shape[0]
+    best = math.inf
+    since_best = 0
+    for epoch in range(1, options.max_epochs + 1):
+        started = time.perf_counter()
+        result: EpochResult | None = None
+        try:
+            model.train()
+            total = torch.zeros((), device=device)
+            for idx in _batches(n, options.batch_size, generator, device):
+                xb, yb = data.x_train[idx], data.y_train[idx]
+                with _autocast(device, options.amp):
+                    loss = loss_fn(model(xb).float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+                optimizer.step()
+                total += loss.detach() * idx.shape[0]
+            train_loss = float(total.item()) / n
+            if not math.isfinite(train_loss):
+                raise NonFiniteLossError(epoch, train_loss)
+            val_loss = evaluate(model, data.x_val, data.y_val, amp=options.amp)
+            if not math.isfinite(val_loss):
+                raise NonFiniteLossError(epoch, val_loss)
+            result = EpochResult(epoch, train_loss, val_loss)
+            history.epochs.append(result)
+            if on_epoch_end is not None:
+                on_epoch_end(result, history)
+        finally:
+            if result is not None:
+                result.seconds = time.perf_counter() - started
+        if result.val_loss < best:
+            best, since_best = result.val_loss, 0
+        else:
+            since_best += 1
+            if options.patience and since_best >= options.patience:
+                history.stopped_early = True
+                break
+    return history

@@ -1,0 +1,336 @@
+"""The worker loop: reserve a trial under the budget, train it with heartbeats, tell the result.
+
+Many workers (processes, GPUs, machines) can run this loop on one study. The budget check and
+``study.ask()`` happen under one storage-wide lock, so the study never holds more finished,
+running and waiting trials than ``[study] n_trials``; a worker with nothing to reserve waits
+while others run, ready to take over a trial whose worker died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import logging
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, Protocol, cast
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from depthsearch.config import StudySpec
+from depthsearch.data import Windows, prepare
+from depthsearch.objective import Objective
+from depthsearch.storage import mask_url, retrying, storage_lock
+from depthsearch.train import EpochResult, resolve_device
+
+__all__ = ["Interrupted", "WorkerReport", "run_worker"]
+
+_log = logging.getLogger(__name__)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; the running trial has been marked FAIL."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@dataclasses.dataclass
+class WorkerReport:
+    """What one worker did."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+
+    @property
+    def ran(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+class _Signals:
+    """Turns SIGINT/SIGTERM into :class:`Interrupted`, deferred out of critical sections.
+
+    A signal that lands while a trial is being reserved or told would otherwise leave a trial
+    RUNNING with no worker: it is held until the section ends.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._depth:
+            self._pending = signum
+        else:
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._pending is not None:
+                signum, self._pending = self._pending, None
+                raise Interrupted(signum)
+
+
+class _HeartbeatStorage(Protocol):
+    def record_heartbeat(self, trial_id: int) -> None: ...
+
+
+class _Heartbeat:
+    """Records a heartbeat for one trial every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, storage: _HeartbeatStorage, trial_id: int, interval: float) -> None:
+        self._storage = storage
+        self._trial_id = trial_id
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="depthsearch-heartbeat", daemon=True
+        )
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as e:
+                _log.warning("heartbeat for trial id %s failed: %s", self._trial_id, e)
+            if self._stop.wait(self._interval):
+                return
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
+
+
+class _Loop:
+    def __init__(
+        self,
+        study: optuna.Study,
+        spec: StudySpec,
+        storage_url: str,
+        objective: Objective,
+        signals: _Signals,
+    ) -> None:
+        self.study = study
+        self.spec = spec
+        self.url = storage_url
+        self.objective = objective
+        self.signals = signals
+        self.storage = study._storage
+        # RDB storages (wrapped in Optuna's cache) implement heartbeats; others do not.
+        get_interval = getattr(self.storage, "get_heartbeat_interval", None)
+        heartbeat = get_interval() if get_interval is not None else None
+        self.heartbeat_interval: float | None = float(heartbeat) if heartbeat else None
+
+    def guard(self, fn: Callable[[], Any], what: str) -> Any:
+        return retrying(fn, wait_s=self.spec.workers.db_wait, what=what, url=self.url)
+
+    def reserve(self, budget: int | None) -> optuna.Trial | str:
+        """A trial to run, ``"done"`` when the budget is met, or ``"wait"``."""
+        with self.signals.critical(), storage_lock(self.url):
+            if self.heartbeat_interval is not None:
+                optuna.storages.fail_stale_trials(self.study)
+            if budget is not None:
+                trials = self.study.get_trials(
+                    deepcopy=False,
+                    states=(
+                        TrialState.COMPLETE,
+                        TrialState.PRUNED,
+                        TrialState.RUNNING,
+                        TrialState.WAITING,
+                    ),
+                )
+                finished = sum(t.state.is_finished() for t in trials)
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                waiting = sum(t.state == TrialState.WAITING for t in trials)
+                if finished >= budget:
+                    return "done"
+                if not waiting and finished + running >= budget:
+                    return "wait"
+            with warnings.catch_warnings():
+                # We run our own heartbeat thread around each trial (see _Heartbeat).
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                return self.study.ask()
+
+    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None) -> None:
+        def do() -> None:
+            frozen = self.storage.get_trial(trial._trial_id)
+            if frozen.state.is_finished():
+                # Someone (the stale-trial check of another worker) has already ended it.
+                _log.warning("trial %d was already %s", trial.number, frozen.state.name)
+                return
+            if state == TrialState.COMPLETE:
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=state)
+
+        with self.signals.critical():
+            self.guard(do, f"saving trial {trial.number}")
+
+    def fail(self, trial: optuna.Trial, reason: str) -> None:
+        with self.signals.critical():
+            self.guard(lambda: trial.set_user_attr("fail_reason", reason), "saving a failure")
+        self.tell(trial, TrialState.FAIL, None)
+
+    def run_one(self, trial: optuna.Trial, report: WorkerReport) -> None:
+        beat = (
+            _Heartbeat(
+                cast(_HeartbeatStorage, self.storage), trial._trial_id, self.heartbeat_interval
+            )
+            if self.heartbeat_interval is not None
+            else contextlib.nullcontext()
+        )
+        reason: str | None = None
+        try:
+            with beat:
+                value = self.objective(trial)
+        except optuna.TrialPruned as e:
+            self.tell(trial, TrialState.PRUNED, None)
+            report.pruned += 1
+            _log.info("trial %d %s; %s", trial.number, e, self.best_so_far())
+            return
+        except Interrupted as e:
+            self.fail(trial, str(e))
+            report.failed += 1
+            _log.warning("trial %d marked FAIL: %s", trial.number, e)
+            raise
+        except Exception as e:
+            if not _is_oom(e):
+                self.fail(trial, _one_line(e))
+                report.failed += 1
+                raise
+            reason = f"CUDA out of memory: {_one_line(e)}"
+        if reason is not None:
+            # Drop every reference to the failed model before freeing the cache.
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.fail(trial, reason)
+            report.failed += 1
+            _log.warning("trial %d failed, worker carries on: %s", trial.number, reason)
+            return
+        self.tell(trial, TrialState.COMPLETE, value)
+        report.complete += 1
+        _log.info("trial %d complete: val_loss=%.6g; %s", trial.number, value, self.best_so_far())
+
+    def best_so_far(self) -> str:
+        try:
+            best = self.guard(lambda: self.study.best_trial, "reading the best trial")
+        except ValueError:
+            return "no complete trial yet"
+        return f"best so far: trial {best.number} val_loss={best.value:.6g}"
+
+
+def run_worker(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    *,
+    budget: int | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    on_epoch: Callable[[int, EpochResult], None] | None = None,
+    stop: threading.Event | None = None,
+    data: Windows | None = None,
+) -> WorkerReport:
+    """Runs trials of ``study`` until the budget is met, ``n_trials`` ran or time is up.
+
+    Args:
+        budget: stop once the study holds this many finished (complete or pruned) trials,
+            counting every worker's; never start a trial that could exceed it.
+        n_trials: run this many trials in this call (as ``study.optimize`` counts them).
+        timeout: start no new trial after this many seconds.
+        device: overrides the spec's ``[train] device``.
+        threads: torch CPU threads for this process (default: the spec's, else torch's).
+        data: the spec's windows when the caller already loaded them (moved to the device).
+
+    Raises:
+        Interrupted: SIGINT/SIGTERM; the running trial was marked FAIL first.
+        DepthsearchError: bad data, device or database.
+    """
+    torch_device = resolve_device(device or spec.train.device)
+    wanted_threads = threads or spec.train.threads
+    if wanted_threads:
+        torch.set_num_threads(wanted_threads)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
+    signals = _Signals()
+    objective = Objective(spec, data, torch_device, on_epoch=on_epoch)
+    loop = _Loop(study, spec, storage_url, objective, signals)
+    objective.guard = loop.guard
+    report = WorkerReport()
+    started = time.monotonic()
+    poll = min(2.0, loop.heartbeat_interval or 2.0)
+    _log.info(
+        "worker on %s (%d torch threads), study %r in %s",
+        torch_device,
+        torch.get_num_threads(),
+        study.study_name,
+        mask_url(storage_url),
+    )
+    signals.install()
+    try:
+        while True:
+            if stop is not None and stop.is_set():
+                break
+            if n_trials is not None and report.ran >= n_trials:
+                break
+            if timeout is not None and time.monotonic() - started >= timeout:
+                break
+            got = loop.guard(lambda: loop.reserve(budget), "reserving a trial")
+            if got == "done":
+                break
+            if got == "wait":
+                if stop is not None:
+                    stop.wait(poll)
+                else:
+                    time.sleep(poll)
+                continue
+            assert isinstance(got, optuna.Trial)
+            loop.run_one(got, report)
+    finally:
+        signals.restore()
+    return report

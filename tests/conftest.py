@@ -1,0 +1,131 @@
+"""Shared fixtures: tiny study files and a storage over SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_ARTICLE = REPO.parent / "shared" / "seed-article.md"
+PG_ADMIN_URL = os.environ.get("DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+TINY_STUDY = """
+[study]
+name = "{name}"
+n_trials = {n_trials}
+seed = 3
+
+[data]
+source = "synthetic"
+length = 400
+window = 8
+horizon = 2
+
+[space]
+num_layers = {{ low = 1, high = 3 }}
+hidden_size = [4, 8]
+dropout = {{ low = 0.0, high = 0.3 }}
+lr = {{ low = 1e-3, high = 3e-2, log = true }}
+batch_size = [32, 64]
+
+[train]
+max_epochs = {max_epochs}
+device = "cpu"
+threads = 1
+
+[sampler]
+kind = "random"
+
+[pruner]
+kind = "median"
+n_startup_trials = 2
+n_warmup_steps = 1
+{extra}
+"""
+
+
+def write_study(
+    folder: Path, *, name: str = "tiny", n_trials: int = 8, max_epochs: int = 5, extra: str = ""
+) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(
+        TINY_STUDY.format(name=name, n_trials=n_trials, max_epochs=max_epochs, extra=extra),
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path) -> Path:
+    return write_study(tmp_path)
+
+
+def _pg_available() -> str | None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 5})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001
+        return str(e).splitlines()[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test session, dropped afterwards.
+
+    In CI (``CI`` set) a missing server is a failure, never a skip.
+    """
+    import sqlalchemy
+
+    problem = _pg_available()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {problem}")
+    name = f"depthsearch_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A study database: a fresh SQLite file, or the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return str(request.getfixturevalue("pg_database"))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def depthsearch_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the installed ``depthsearch`` console script as a user would."""
+    import shutil
+    import sys
+
+    exe = shutil.which("depthsearch") or str(Path(sys.executable).parent / "depthsearch")
+    return subprocess.run(
+        [exe, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
