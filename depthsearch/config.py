@@ -207,20 +207,12 @@ class StudySpec:
             "space": space,
             "train": dataclasses.asdict(self.train),
             "sampler": dataclasses.asdict(self.sampler),
-            "pruner": dataclasses.asdict(self.pruner),
+            "pruner": {
+                "kind": self.pruner.kind,
+                **{k: getattr(self.pruner, k) for k in _PRUNER_KEYS[self.pruner.kind]},
+            },
             "workers": dataclasses.asdict(self.workers),
         }
-
-    def identity(self) -> dict[str, Any]:
-        """What must match for a run to resume a study: all but the budget and the data's path.
-
-        The data file is identified by its content hash, so that the same study can be run
-        from another checkout or machine.
-        """
-        out = self.to_dict()
-        del out["study"]["n_trials"]
-        out["data"].pop("path", None)
-        return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_ARTICLE = REPO.parent / "shared" / "seed-article.md"
-PG_ADMIN_URL = os.environ.get("DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 TINY_STUDY = """
 [study]
@@ -73,7 +75,7 @@ def _pg_available() -> str | None:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT 1"))
         engine.dispose()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return str(e).splitlines()[0]
     return None
 
@@ -115,7 +117,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def depthsearch_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def depthsearch_cmd(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs the installed ``depthsearch`` console script as a user would."""
     import shutil
     import sys

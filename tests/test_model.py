@@ -98,7 +98,9 @@ def test_equal_widths_use_fused_lstm_and_mixed_widths_a_stack() -> None:
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_fused_and_stacked_paths_compute_the_same_function(bidirectional: bool) -> None:
-    cfg = ModelConfig(input_size=3, hidden_sizes=(5, 5, 5), output_size=2, bidirectional=bidirectional)
+    cfg = ModelConfig(
+        input_size=3, hidden_sizes=(5, 5, 5), output_size=2, bidirectional=bidirectional
+    )
     fused = StackedLSTM(cfg)
     stacked = StackedLSTM(cfg, fused=False)
     assert not stacked.fused
@@ -107,7 +109,9 @@ def test_fused_and_stacked_paths_compute_the_same_function(bidirectional: bool) 
     for i, layer in enumerate(stacked.layers):
         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             for sfx in suffixes:
-                getattr(layer, f"{kind}_l0{sfx}").data.copy_(getattr(fused.lstm, f"{kind}_l{i}{sfx}"))
+                getattr(layer, f"{kind}_l0{sfx}").data.copy_(
+                    getattr(fused.lstm, f"{kind}_l{i}{sfx}")
+                )
     stacked.head.load_state_dict(fused.head.state_dict())
     x = torch.randn(4, 9, 3)
     h0 = torch.randn(3 * cfg.num_directions, 4, 5)
@@ -183,8 +187,13 @@ def test_forget_gate_bias_starts_at_one() -> None:
 
 def test_config_round_trips_through_json() -> None:
     cfg = ModelConfig(
-        input_size=3, hidden_sizes=(8, 4), output_size=2, dropout=0.25, bidirectional=True,
-        residual=True, layer_norm=True,
+        input_size=3,
+        hidden_sizes=(8, 4),
+        output_size=2,
+        dropout=0.25,
+        bidirectional=True,
+        residual=True,
+        layer_norm=True,
     )
     again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and isinstance(again.hidden_sizes, tuple)
@@ -212,7 +221,9 @@ def test_bad_config_is_refused_naming_the_value(kwargs: dict[str, object], messa
 
 def test_from_dict_refuses_unknown_and_missing_keys() -> None:
     with pytest.raises(ValueError, match=r"unknown model config key\(s\) \['layers'\]"):
-        ModelConfig.from_dict({"input_size": 1, "hidden_sizes": [2], "output_size": 1, "layers": 3})
+        ModelConfig.from_dict(
+            {"input_size": 1, "hidden_sizes": [2], "output_size": 1, "layers": 3}
+        )
     with pytest.raises(ValueError, match="missing required key"):
         ModelConfig.from_dict({"input_size": 1, "output_size": 1})
 
@@ -221,7 +232,10 @@ def test_bad_input_and_state_are_refused() -> None:
     model = build_model(ModelConfig(input_size=3, hidden_sizes=(4, 4), output_size=1))
     with pytest.raises(ValueError, match=r"3-D \(batch, seq, features\), but got shape \(5, 3\)"):
         model(torch.randn(5, 3))
-    with pytest.raises(ValueError, match="input has 2 features per step, but the model was built with input_size=3"):
+    with pytest.raises(
+        ValueError,
+        match="input has 2 features per step, but the model was built with input_size=3",
+    ):
         model(torch.randn(5, 4, 2))
     with pytest.raises(ValueError, match=r"must have shape \(2, 5, 4\)"):
         model(torch.randn(5, 4, 3), (torch.zeros(1, 5, 4), torch.zeros(1, 5, 4)))

@@ -1,0 +1,184 @@
+"""The CLI end to end: run a study, resume it, export it, and refuse bad input cleanly."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from depthsearch import build_model, load_config
+from depthsearch.cli import main
+
+from .conftest import depthsearch_cmd, unique, write_study
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def states(url: str, name: str) -> dict[TrialState, int]:
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = study.get_trials(deepcopy=False)
+    return {s: sum(t.state == s for t in trials) for s in TrialState}
+
+
+def test_run_prunes_completes_and_exports(tmp_path: Path, storage_url: str) -> None:
+    name = unique("tiny")
+    study_file = write_study(tmp_path, name=name, n_trials=8)
+    result = invoke("run", str(study_file), "--storage", storage_url)
+    assert result.exit_code == 0, result.output
+    assert "best: trial" in result.output
+    count = states(storage_url, name)
+    assert count[TrialState.COMPLETE] >= 1 and count[TrialState.PRUNED] >= 1
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 8
+    assert count[TrialState.RUNNING] == 0
+
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    for t in study.trials:
+        for key in (
+            "param_count",
+            "epochs_trained",
+            "seconds_per_epoch",
+            "train_windows",
+            "torch_threads",
+            "device",
+            "best_epoch",
+            "model_config",
+            "seed",
+        ):
+            assert key in t.user_attrs, (t.number, key)
+        assert len(t.intermediate_values) == t.user_attrs["epochs_trained"]
+        assert t.user_attrs["seed"] == 3 + t.number
+    assert "spec" in study.user_attrs and "stacked LSTM" in study.user_attrs["summary"]
+
+    out = tmp_path / "best.json"
+    result = invoke("export", "--study", name, "--storage", storage_url, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["origin"]["trial"] == study.best_trial.number
+    assert doc["metrics"]["val_loss"] == pytest.approx(study.best_value)
+    cfg = load_config(out)
+    model = build_model(cfg)
+    trained = study.best_trial.user_attrs
+    assert sum(p.numel() for p in model.parameters()) == trained["param_count"]
+    assert cfg.to_dict() == trained["model_config"]
+
+
+def test_export_rebuilds_a_model_of_identical_structure(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study_file = write_study(tmp_path, name="structure", n_trials=3, max_epochs=2)
+    assert invoke("run", str(study_file), "--storage", url).exit_code == 0
+    assert (
+        invoke(
+            "export", "--study", "structure", "--storage", url, "-o", str(tmp_path / "b.json")
+        ).exit_code
+        == 0
+    )
+    cfg = load_config(tmp_path / "b.json")
+    a, b = build_model(cfg), build_model(load_config(tmp_path / "b.json"))
+    assert {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in b.state_dict().items()
+    }
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 8, cfg.input_size)
+    torch.testing.assert_close(a.eval()(x), b.eval()(x))
+
+
+def test_resume_runs_to_the_budget_and_n_trials_runs_more(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study_file = write_study(tmp_path, name="resume", n_trials=3, max_epochs=2)
+    assert invoke("run", str(study_file), "--storage", url).exit_code == 0
+    # Same spec, same budget: nothing left to do.
+    assert invoke("run", str(study_file), "--storage", url).exit_code == 0
+    assert sum(states(url, "resume").values()) == 3
+    # A larger budget resumes up to it.
+    write_study(tmp_path, name="resume", n_trials=5, max_epochs=2)
+    assert invoke("run", str(study_file), "--storage", url).exit_code == 0
+    assert sum(states(url, "resume").values()) == 5
+    # --n-trials runs that many more, whatever the budget.
+    assert invoke("run", str(study_file), "--storage", url, "--n-trials", "2").exit_code == 0
+    assert sum(states(url, "resume").values()) == 7
+
+
+def test_storage_from_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    study_file = write_study(tmp_path, name="envstudy", n_trials=1, max_epochs=1)
+    result = invoke("run", str(study_file), env={"DEPTHSEARCH_STORAGE": url})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "env.db").exists()
+
+
+def table_counts(db: Path) -> dict[str, int]:
+    if not db.exists():
+        return {}
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    good = write_study(tmp, name="good", n_trials=2, max_epochs=1)
+    unknown_key = tmp / "unknown.toml"
+    unknown_key.write_text(good.read_text().replace("[train]", "[train]\nepochz = 3"))
+    bad_value = tmp / "badvalue.toml"
+    bad_value.write_text(good.read_text().replace("hidden_size = [4, 8]", "hidden_size = [4, -8]"))
+    (tmp / "d.csv").write_text("a,b\n" + "\n".join(f"{i},{i}" for i in range(50)))
+    bad_column = tmp / "badcolumn.toml"
+    bad_column.write_text(
+        good.read_text().replace(
+            'source = "synthetic"\nlength = 400', 'source = "csv"\npath = "d.csv"\ntarget = "y"'
+        )
+    )
+    other_spec = tmp / "other.toml"
+    other_spec.write_text(good.read_text().replace("max_epochs = 1", "max_epochs = 2"))
+    return [
+        (["run", str(tmp / "absent.toml")], "no such study file"),
+        (["run", str(unknown_key)], "[train] unknown key(s) ['epochz']"),
+        (["run", str(bad_value)], "[space] hidden_size: choice -8 must be >= 1, but got -8"),
+        (["run", str(bad_column)], "no column(s) ['y']; the file has columns ['a', 'b']"),
+        (
+            ["run", str(other_spec)],
+            "was created from a different spec (differs at: train.max_epochs)",
+        ),
+        (["run", str(good), "--storage", "notaurl"], "cannot parse storage URL"),
+        (["run", str(good), "--storage", f"sqlite:///{tmp}/no/such/dir/x.db"], "does not exist"),
+        (["export", "--study", "absent"], "no study named 'absent'"),
+        (
+            ["run", str(good), "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/db"],
+            "cannot connect",
+        ),
+    ]
+
+
+def test_bad_input_is_one_line_exit_2_and_leaves_the_database_as_it_was(tmp_path: Path) -> None:
+    db = tmp_path / "depthsearch.db"
+    url = f"sqlite:///{db}"
+    cases = bad_cases(tmp_path)
+    good = tmp_path / "good.toml"
+    assert invoke("run", str(good), "--storage", url).exit_code == 0
+    before = table_counts(db)
+    for args, message in cases:
+        if "--storage" not in args:
+            args = [*args, "--storage", url]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.output)
+        err = result.stderr if hasattr(result, "stderr") else result.output
+        lines = [line for line in err.splitlines() if line.startswith("depthsearch: error:")]
+        assert len(lines) == 1 and message in lines[0], (args, err)
+        assert "Traceback" not in result.output and "secret" not in result.output
+        assert table_counts(db) == before, args
+
+
+def test_console_script_errors_have_no_traceback(tmp_path: Path) -> None:
+    proc = depthsearch_cmd("run", str(tmp_path / "absent.toml"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"depthsearch: error: {tmp_path / 'absent.toml'}: no such study file"
+    ]
+    assert not (tmp_path / "depthsearch.db").exists()

@@ -1,0 +1,148 @@
+"""Study files: the shipped ones load; every bad key or value is refused naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from depthsearch import load_spec
+from depthsearch.config import Choices, FloatRange, IntRange, spec_from_dict
+from depthsearch.errors import SpecError
+
+from .conftest import REPO, write_study
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_study_files_load(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.name and spec.n_trials >= 1
+
+
+def test_quickstart_spec_reads_as_written() -> None:
+    spec = load_spec(REPO / "studies" / "quickstart.toml")
+    assert spec.name == "quickstart"
+    assert spec.data.source == "csv" and spec.data.target == "sunspots"
+    assert Path(spec.data.path or "").is_file() and spec.data.sha256
+    assert spec.space.num_layers == IntRange(1, 4)
+    assert spec.space.hidden_size == Choices((16, 32, 64))
+    assert isinstance(spec.space.lr, FloatRange) and spec.space.lr.log
+
+
+def test_dict_form_round_trips(tiny_study: Path) -> None:
+    spec = load_spec(tiny_study)
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
+BAD = [
+    ("[study]\nname='x'\nn_trials=0\n", "[study] n_trials: must be >= 1, but got 0"),
+    ("[study]\nname='x'\n", "[study] n_trials: is required"),
+    ("[study]\nname='x'\nn_trials=3\ncolour='red'\n", "[study] unknown key(s) ['colour']"),
+    ("[stduy]\nname='x'\n", "unknown table(s) ['stduy']"),
+    (
+        "[study]\nname='x'\nn_trials=3\n[space]\nnum_layers={low=3, high=1}\n",
+        "[space] num_layers: low <= high must hold, but got (low=3, high=1)",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[space]\nnum_layers={low=0, high=2}\n",
+        "[space] num_layers: low must be >= 1, but got 0",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[space]\ndropout={low=0.0, high=1.0}\n",
+        "[space] dropout: high must be < 1.0, but got 1.0",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[space]\nlr={low=0.0, high=0.1, log=true}\n",
+        "[space] lr: low must be > 0.0",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[space]\nhidden_size=[]\n",
+        "[space] hidden_size: a list of choices must not be empty",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[space]\nhidden_size=['big']\n",
+        "[space] hidden_size: choice 'big' must be an integer",
+    ),
+    ("[study]\nname='x'\nn_trials=3\n[space]\nwidth=3\n", "[space] unknown key(s) ['width']"),
+    (
+        "[study]\nname='x'\nn_trials=3\n[train]\ndevice='tpu'\n",
+        "[train] device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', but got 'tpu'",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[train]\nmax_epochs=2.5\n",
+        "[train] max_epochs: must be an integer, but got 2.5",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[sampler]\nkind='cmaes'\n",
+        "[sampler] kind: must be one of ['tpe', 'random'], but got 'cmaes'",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[pruner]\nkind='median'\nreduction_factor=3\n",
+        "[pruner] unknown key(s) ['reduction_factor'] for kind = 'median'",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[data]\nsource='parquet'\n",
+        "[data] source: must be one of ['csv', 'synthetic']",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[data]\nsource='csv'\ntarget='y'\n",
+        "[data] path: is required",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[data]\nsource='csv'\npath='nope.csv'\ntarget='y'\n",
+        "[data] path: no such file",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[data]\nval_fraction=1.0\n",
+        "[data] val_fraction: must be < 1.0",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[workers]\nheartbeat_interval=30\ngrace_period=10\n",
+        "[workers] grace_period must be > heartbeat_interval",
+    ),
+    ("[study\nname='x'\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_study_file_is_refused_naming_file_and_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(str(path))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_study_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no such study file"):
+        load_spec(tmp_path / "absent.toml")
+
+
+def test_csv_path_is_relative_to_the_study_file(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "s.csv").write_text("v\n1\n2\n", encoding="utf-8")
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "[study]\nname='x'\nn_trials=1\n[data]\nsource='csv'\npath='d/s.csv'\ntarget='v'\n"
+    )
+    assert load_spec(path).data.path == str((tmp_path / "d" / "s.csv").resolve())
+
+
+def test_sha256_pins_the_data(tmp_path: Path) -> None:
+    (tmp_path / "s.csv").write_text("v\n1\n2\n", encoding="utf-8")
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "[study]\nname='x'\nn_trials=1\n[data]\nsource='csv'\npath='s.csv'\ntarget='v'\n"
+        f"sha256='{'0' * 64}'\n"
+    )
+    with pytest.raises(SpecError, match="the data differs"):
+        load_spec(path)
+
+
+def test_tiny_study_helper_is_valid(tmp_path: Path) -> None:
+    spec = load_spec(write_study(tmp_path, name="helper", n_trials=2))
+    assert spec.n_trials == 2 and spec.train.threads == 1
