@@ -191,3 +191,148 @@ def export(study_name: str, storage: str | None, output: str) -> None:
         f"val_loss={m['val_loss']:.6g}, layers={len(doc['model']['hidden_sizes'])}, "
         f"hidden_sizes={doc['model']['hidden_sizes']}, {m['param_count']} parameters"
     )
+
+
+@main.command()
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@storage_option
+@_user_errors
+def create(study_file: str, storage: str | None) -> None:
+    """Create the study of STUDY_FILE (its spec stored in it) without training.
+
+    Workers then join it by name: `depthsearch worker --study NAME`.
+    """
+    from depthsearch.config import load_spec
+    from depthsearch.data import prepare
+    from depthsearch.storage import mask_url, resolve_storage
+    from depthsearch.study import create_study
+
+    spec = load_spec(study_file)
+    url = resolve_storage(storage)
+    prepare(spec.data, "cpu", seed=spec.seed)
+    create_study(spec, url)
+    click.echo(f"study {spec.name!r} ready in {mask_url(url)} (budget {spec.n_trials} trials)")
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="Name of the study to join.")
+@storage_option
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the study's).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option(
+    "--data",
+    "data_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="This machine's copy of the study's CSV (checked against its SHA-256).",
+)
+@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Stop after N trials.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="S",
+    help="Start no trial after S seconds.",
+)
+@_user_errors
+def worker(
+    study_name: str,
+    storage: str | None,
+    device: str | None,
+    threads: int | None,
+    data_path: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+) -> None:
+    """Join study NAME and run its trials until its budget is met.
+
+    The spec (data, space, training) is read from the study; start as many workers as you like,
+    on as many machines, all pointed at one database.
+    """
+    import os
+
+    from depthsearch.storage import resolve_storage
+    from depthsearch.study import load_study
+    from depthsearch.worker import run_worker
+
+    url = resolve_storage(storage)
+    # Each worker draws its own samples; a shared seed would make them all propose the same.
+    study, spec = load_study(study_name, url, sampler_seed=None, data_path=data_path)
+    progress = _Progress(spec.train.max_epochs)
+    report = run_worker(
+        study,
+        spec,
+        url,
+        budget=None if n_trials else spec.n_trials,
+        n_trials=n_trials,
+        timeout=timeout,
+        device=device,
+        threads=threads,
+        on_epoch=progress.epoch,
+    )
+    progress.clear()
+    click.echo(
+        f"worker {os.getpid()} done: {report.complete} complete, {report.pruned} pruned, "
+        f"{report.failed} failed"
+    )
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="Name of the study to work on.")
+@storage_option
+@click.option("--gpus", default="all", show_default=True, help="'all' or a list like 0,2.")
+@click.option(
+    "--per-gpu", type=click.IntRange(min=1), default=1, show_default=True, help="Workers per GPU."
+)
+@click.option(
+    "--cpu-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="CPU workers (default: one per core when there is no GPU, else 0).",
+)
+@click.option(
+    "--data",
+    "data_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="This machine's copy of the study's CSV.",
+)
+@_user_errors
+def launch(
+    study_name: str,
+    storage: str | None,
+    gpus: str,
+    per_gpu: int,
+    cpu_workers: int | None,
+    data_path: str | None,
+) -> None:
+    """Start workers on this machine: K per GPU, or N on the CPU, and wait for them.
+
+    Ctrl-C and SIGTERM are forwarded to every worker; each marks its running trial FAIL and
+    exits. The exit code is non-zero when a worker failed.
+    """
+    import os
+
+    from depthsearch.launch import launch as run_launch
+    from depthsearch.launch import parse_gpus, plan_workers, visible_gpus
+    from depthsearch.storage import resolve_storage
+    from depthsearch.study import read_spec
+
+    url = resolve_storage(storage)
+    read_spec(study_name, url, data_path=data_path)  # fail here, once, not in every worker
+    available = visible_gpus()
+    chosen = parse_gpus(gpus, available) if available or gpus != "all" else []
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    if cpu_workers is None:
+        cpu_workers = 0 if chosen else cores
+    if not chosen and cpu_workers == 0:
+        raise DepthsearchError("nothing to launch: no GPU chosen and --cpu-workers 0")
+    plan = plan_workers(gpus=chosen, per_gpu=per_gpu, cpu_workers=cpu_workers, cores=cores)
+    args = ["--study", study_name]
+    if data_path:
+        args += ["--data", data_path]
+    # The URL goes by environment, not argv, where `ps` would show its password.
+    code = run_launch(plan, args, env={"DEPTHSEARCH_STORAGE": url}, echo=click.echo)
+    sys.exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -84,6 +85,7 @@ class Objective:
             "torch_threads": torch.get_num_threads(),
             "train_windows": int(self.data.x_train.shape[0]),
             "seed": seed,
+            "worker_pid": os.getpid(),
         }
         options = FitOptions(
             lr=candidate.lr,

@@ -27,10 +27,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from depthsearch.config import WorkersSpec
 from depthsearch.errors import StorageError
 
+RetryHeartbeatStaleTrialCallback = optuna.storages.RetryHeartbeatStaleTrialCallback
+
 __all__ = [
     "DEFAULT_STORAGE",
     "MAX_OVERFLOW",
     "POOL_SIZE",
+    "RetryHeartbeatStaleTrialCallback",
     "mask_url",
     "open_storage",
     "resolve_storage",

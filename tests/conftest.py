@@ -113,6 +113,27 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_database"))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty study database: a new SQLite file, or a new database on the real server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    import sqlalchemy
+
+    session_url = str(request.getfixturevalue("pg_database"))
+    name = f"{session_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
+    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield session_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

@@ -1,0 +1,5 @@
+"""``python -m depthsearch`` is the ``depthsearch`` command (the launcher spawns workers so)."""
+
+from depthsearch.cli import main
+
+main(prog_name="depthsearch")

@@ -1,0 +1,154 @@
+"""Spawn workers per device: K per GPU (pinned with ``CUDA_VISIBLE_DEVICES``) or N on the CPU.
+
+The launcher forwards SIGINT and SIGTERM to its workers and waits for them; each worker marks
+its running trial FAIL before it exits, so a stopped launch leaves no trial RUNNING.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from depthsearch.errors import DepthsearchError
+
+__all__ = ["WorkerProcess", "launch", "parse_gpus", "plan_workers"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class WorkerProcess:
+    """One planned (and later started) worker."""
+
+    device: str
+    visible_devices: str | None
+    threads: int
+    process: subprocess.Popen[bytes] | None = None
+
+
+def visible_gpus() -> list[int]:
+    """Indices of the CUDA devices this process can see (none without CUDA)."""
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def parse_gpus(value: str, available: Sequence[int]) -> list[int]:
+    """``all`` or a comma list such as ``0,2``, checked against the visible devices."""
+    if value.strip() == "all":
+        return list(available)
+    try:
+        wanted = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise DepthsearchError(
+            f"--gpus must be 'all' or a comma list of device indices like '0,2', but got {value!r}"
+        ) from None
+    missing = [g for g in wanted if g not in available]
+    if missing or not wanted:
+        raise DepthsearchError(
+            f"--gpus {value!r} names device(s) {missing or wanted} that are not visible; "
+            f"visible CUDA devices: {list(available) or 'none'}"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def plan_workers(
+    *,
+    gpus: Sequence[int],
+    per_gpu: int,
+    cpu_workers: int,
+    cores: int,
+) -> list[WorkerProcess]:
+    """K workers per GPU plus N CPU workers sharing the cores (at least one thread each).
+
+    Small LSTMs train faster as several one-thread processes than as one process with many
+    threads, so CPU workers split the cores between them.
+    """
+    plan: list[WorkerProcess] = []
+    gpu_threads = max(1, cores // max(1, len(gpus) * per_gpu + cpu_workers))
+    for gpu in gpus:
+        for _ in range(per_gpu):
+            plan.append(WorkerProcess("cuda", str(gpu), gpu_threads))
+    if cpu_workers:
+        threads = max(1, cores // cpu_workers)
+        for _ in range(cpu_workers):
+            plan.append(WorkerProcess("cpu", "" if gpus else None, threads))
+    return plan
+
+
+def launch(
+    plan: Sequence[WorkerProcess],
+    worker_args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    echo: Callable[[str], None],
+    poll_s: float = 0.5,
+) -> int:
+    """Starts every planned worker and waits; returns 0, or the first failing exit code.
+
+    Args:
+        worker_args: arguments after ``depthsearch worker`` (study, data, ...).
+        env: extra environment for every worker (the storage URL travels here).
+        echo: prints one line per started and per finished worker.
+    """
+    procs: list[WorkerProcess] = []
+    stopping: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+        for w in procs:
+            if w.process is not None and w.process.poll() is None:
+                w.process.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for i, w in enumerate(plan):
+            child_env = {**os.environ, **(env or {})}
+            if w.visible_devices is not None:
+                child_env["CUDA_VISIBLE_DEVICES"] = w.visible_devices
+            child_env["OMP_NUM_THREADS"] = str(w.threads)
+            cmd = [
+                sys.executable,
+                "-m",
+                "depthsearch",
+                "worker",
+                *worker_args,
+                "--device",
+                w.device,
+                "--threads",
+                str(w.threads),
+            ]
+            # Each worker gets its own process group: a Ctrl-C on the terminal reaches the
+            # launcher only, which forwards it once (not twice) to every worker.
+            w.process = subprocess.Popen(cmd, env=child_env, start_new_session=True)
+            procs.append(w)
+            where = (
+                f"GPU {w.visible_devices}"
+                if w.device == "cuda"
+                else f"CPU, {w.threads} thread{'s' if w.threads > 1 else ''}"
+            )
+            echo(f"worker {i}: pid {w.process.pid} on {where}")
+            if stopping:
+                break
+        codes: dict[int, int] = {}
+        while len(codes) < len(procs):
+            for i, w in enumerate(procs):
+                assert w.process is not None
+                if i not in codes and (code := w.process.poll()) is not None:
+                    codes[i] = code
+                    echo(f"worker {i}: pid {w.process.pid} exited with code {code}")
+            time.sleep(poll_s)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopping:
+        return 128 + stopping[0]
+    failed = [c for c in codes.values() if c != 0]
+    return failed[0] if failed else 0

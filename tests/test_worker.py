@@ -1,0 +1,252 @@
+"""Many workers, one study: exact budget, SIGKILL recovery, SIGTERM, unreachable databases.
+
+Every test runs over a fresh SQLite file and a fresh database on the real PostgreSQL server.
+Workers are real processes of the installed command; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from depthsearch.storage import RetryHeartbeatStaleTrialCallback
+
+from .conftest import depthsearch_cmd, write_study
+
+pytestmark = pytest.mark.slow
+
+FAST_HEARTBEAT = """
+[workers]
+heartbeat_interval = 1
+grace_period = 3
+max_retry = 1
+"""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def spawn(*args: str, url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "depthsearch", *args],
+        env={**os.environ, "DEPTHSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def count(url: str, name: str, *states: TrialState) -> int:
+    return sum(t.state in states for t in trials(url, name))
+
+
+def create(tmp_path: Path, url: str, name: str, **kw: object) -> None:
+    study_file = write_study(tmp_path, name=name, **kw)  # type: ignore[arg-type]
+    proc = depthsearch_cmd("create", str(study_file), "--storage", url)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_three_workers_end_with_exactly_the_budget(tmp_path: Path, fresh_storage_url: str) -> None:
+    # Three `run`s at the same moment on an empty database: schema and study creation race.
+    study_file = write_study(tmp_path, name="budget", n_trials=7, max_epochs=3)
+    procs = [spawn("run", str(study_file), url=fresh_storage_url) for _ in range(3)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    got = trials(fresh_storage_url, "budget")
+    numbers = [t.number for t in got]
+    assert len(numbers) == len(set(numbers))
+    assert sum(t.state.is_finished() for t in got) == 7
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in got) == 7
+    assert not [t for t in got if t.state == TrialState.RUNNING]
+    # Each worker did part of the work.
+    assert len({t.user_attrs.get("worker_pid") for t in got}) >= 2
+
+
+def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_url: str) -> None:
+    url = fresh_storage_url
+    create(
+        tmp_path,
+        url,
+        "kill",
+        n_trials=2,
+        max_epochs=40,
+        extra=FAST_HEARTBEAT.replace("[workers]", "[workers]") + "\n",
+    )
+    victim = spawn("worker", "--study", "kill", url=url)
+    wait_for(
+        lambda: any(
+            t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
+            for t in trials(url, "kill")
+        ),
+        90,
+        "a running trial with two epochs reported",
+    )
+    killed = next(t for t in trials(url, "kill") if t.state == TrialState.RUNNING)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    survivor = spawn("worker", "--study", "kill", url=url)
+    _, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    final = {t.number: t for t in trials(url, "kill")}
+    assert final[killed.number].state == TrialState.FAIL
+    retries = [
+        t
+        for t in final.values()
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number
+    ]
+    assert len(retries) == 1
+    assert retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
+    assert retries[0].user_attrs["seed"] == killed.user_attrs.get(
+        "seed", retries[0].user_attrs["seed"]
+    )
+    assert count(url, "kill", TrialState.COMPLETE, TrialState.PRUNED) == 2
+    assert count(url, "kill", TrialState.RUNNING, TrialState.WAITING) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_worker_and_leaves_nothing_running(
+    tmp_path: Path, fresh_storage_url: str, sig: signal.Signals
+) -> None:
+    url = fresh_storage_url
+    create(tmp_path, url, "term", n_trials=5, max_epochs=60)
+    proc = spawn("worker", "--study", "term", url=url)
+    wait_for(
+        lambda: any(
+            len(t.intermediate_values) >= 1 and t.state == TrialState.RUNNING
+            for t in trials(url, "term")
+        ),
+        90,
+        "a running trial",
+    )
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 15
+    assert proc.returncode == 128 + sig, err
+    assert f"stopped: interrupted by {sig.name}" in err
+    got = trials(url, "term")
+    assert not [t for t in got if t.state == TrialState.RUNNING]
+    failed = [t for t in got if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == f"interrupted by {sig.name}"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for s in held:
+        s.close()
+    server.close()
+
+
+@pytest.mark.parametrize("target", ["refused", "silent"])
+def test_unreachable_database_is_one_line_and_quick(silent_server: int, target: str) -> None:
+    if target == "refused":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # closed again: nothing listens there
+    else:
+        port = silent_server
+    url = f"postgresql+psycopg://postgres:hunter2@127.0.0.1:{port}/nowhere"
+    started = time.monotonic()
+    proc = depthsearch_cmd("worker", "--study", "x", "--storage", url, timeout=60)
+    assert time.monotonic() - started < 30
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("depthsearch: error: cannot connect"), (
+        proc.stderr
+    )
+    assert "hunter2" not in proc.stderr and "***" in lines[0]
+
+
+def test_unknown_study_name_lists_what_is_there(tmp_path: Path, fresh_storage_url: str) -> None:
+    create(tmp_path, fresh_storage_url, "present", n_trials=1)
+    proc = depthsearch_cmd("worker", "--study", "absent", "--storage", fresh_storage_url)
+    assert proc.returncode == 2
+    assert "no study named 'absent'" in proc.stderr and "present" in proc.stderr
+
+
+def test_launch_cpu_workers_split_threads_and_meet_the_budget(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    url = fresh_storage_url
+    create(tmp_path, url, "launched", n_trials=4, max_epochs=2)
+    proc = depthsearch_cmd(
+        "launch", "--study", "launched", "--storage", url, "--cpu-workers", "2", timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if "pid" in line and "on CPU" in line]
+    assert (len(lines) == 2 and all("1 thread" in line for line in lines)) or os.cpu_count() != 2
+    assert count(url, "launched", TrialState.COMPLETE, TrialState.PRUNED) == 4
+    assert {t.user_attrs["torch_threads"] for t in trials(url, "launched")} == {
+        max(1, (os.cpu_count() or 2) // 2)
+    }
+
+
+def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_url: str) -> None:
+    url = fresh_storage_url
+    create(tmp_path, url, "stopme", n_trials=20, max_epochs=60)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "depthsearch",
+            "launch",
+            "--study",
+            "stopme",
+            "--storage",
+            url,
+            "--cpu-workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: count(url, "stopme", TrialState.RUNNING) == 2, 90, "two running trials")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert out.count("exited with code 143") == 2, out
+    assert count(url, "stopme", TrialState.RUNNING) == 0
+    assert count(url, "stopme", TrialState.FAIL) == 2
