@@ -336,3 +336,21 @@ def launch(
     # The URL goes by environment, not argv, where `ps` would show its password.
     code = run_launch(plan, args, env={"DEPTHSEARCH_STORAGE": url}, echo=click.echo)
     sys.exit(code)
+
+
+@main.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@_user_errors
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard over the study database (localhost unless told otherwise)."""
+    from depthsearch.dashboard import serve
+    from depthsearch.storage import resolve_storage
+
+    serve(
+        resolve_storage(storage),
+        host=host,
+        port=port,
+        on_ready=lambda url: click.echo(f"dashboard: {url}", err=False),
+    )

@@ -1,0 +1,60 @@
+"""Serve optuna-dashboard over a study database, in process."""
+
+from __future__ import annotations
+
+import logging
+import socketserver
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from depthsearch.errors import DepthsearchError
+from depthsearch.storage import mask_url, open_storage
+
+__all__ = ["serve"]
+
+_log = logging.getLogger(__name__)
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        _log.debug("dashboard: " + format, *args)
+
+
+def serve(
+    storage_url: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serves optuna-dashboard for every study in ``storage_url`` until interrupted.
+
+    Raises:
+        StorageError: the database cannot be reached.
+        DepthsearchError: the port is taken or the address cannot be bound.
+    """
+    from optuna_dashboard import wsgi
+
+    storage = open_storage(storage_url)
+    app = wsgi(storage)
+    try:
+        server = make_server(
+            host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
+    except OSError as e:
+        raise DepthsearchError(
+            f"cannot serve the dashboard on {host}:{port}: {e.strerror or e} "
+            "(is another server on that port? choose one with --port)"
+        ) from e
+    url = f"http://{host}:{server.server_port}/dashboard"
+    _log.info("optuna-dashboard for %s on %s", mask_url(storage_url), url)
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
