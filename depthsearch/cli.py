@@ -175,22 +175,100 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
 @click.option("--study", "study_name", required=True, help="Study name.")
 @storage_option
 @click.option(
-    "-o", "--output", default="best.json", show_default=True, type=click.Path(dir_okay=False)
+    "-o",
+    "--output",
+    default=None,
+    help="File (default best.json), or folder with --retrain (default best/).",
+)
+@click.option(
+    "--pick",
+    default="best",
+    show_default=True,
+    help="'best' or 'smallest-within=P%': the smallest model within P% of the best loss.",
+)
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="Train the picked config again and save model.pt and config.json.",
+)
+@click.option(
+    "--data",
+    "data_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="This machine's copy of the study's CSV (with --retrain).",
 )
 @_user_errors
-def export(study_name: str, storage: str | None, output: str) -> None:
-    """Write the best trial's model config, training config, metrics and origin."""
-    from depthsearch.export import export_best
+def export(
+    study_name: str,
+    storage: str | None,
+    output: str | None,
+    pick: str,
+    retrain: bool,
+    data_path: str | None,
+) -> None:
+    """Write the picked trial's model config, training config, metrics and origin.
+
+    With --retrain, also train that config again on the study's data (its training windows,
+    the trial's seed, for the trial's best epoch count) and save the model.
+    """
+    from depthsearch.export import export_best, parse_pick, retrain_best
     from depthsearch.storage import resolve_storage
 
+    if pick != "best":
+        parse_pick(pick)
     url = resolve_storage(storage)
-    doc = export_best(study_name, url, output)
+    if retrain:
+        folder = output or "best"
+        doc = retrain_best(study_name, url, folder, pick=pick, data_path=data_path)
+        r = doc["retrain"]
+        click.echo(
+            f"wrote {folder}/model.pt and {folder}/config.json: trial {doc['origin']['trial']} "
+            f"retrained on {r['data']} ({r['train_windows']} training windows, {r['epochs']} "
+            f"epochs on {r['device']}): val_loss={r['val_loss']:.6g} "
+            f"(the trial reached {doc['metrics']['val_loss']:.6g})"
+        )
+        return
+    path = output or "best.json"
+    doc = export_best(study_name, url, path, pick=pick)
     m = doc["metrics"]
     click.echo(
-        f"wrote {output}: trial {doc['origin']['trial']} of {study_name!r}, "
+        f"wrote {path}: trial {doc['origin']['trial']} of {study_name!r} (pick {pick}), "
         f"val_loss={m['val_loss']:.6g}, layers={len(doc['model']['hidden_sizes'])}, "
         f"hidden_sizes={doc['model']['hidden_sizes']}, {m['param_count']} parameters"
     )
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--csv",
+    "csv_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="CSV with the study's columns.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Output CSV (default: stdout).",
+)
+@_user_errors
+def predict(model_dir: str, csv_path: str, output: str | None) -> None:
+    """Predict with a model saved by `export --retrain`, for every window of a CSV."""
+    from depthsearch.export import predict_csv
+
+    frame = predict_csv(model_dir, csv_path)
+    if output is None:
+        click.echo(frame.to_csv(index=False), nl=False)
+        return
+    try:
+        frame.to_csv(output, index=False)
+    except OSError as e:
+        raise DepthsearchError(f"cannot write {output}: {e.strerror or e}") from e
+    click.echo(f"wrote {output}: {len(frame)} predictions")
 
 
 @main.command()

@@ -198,9 +198,9 @@ class StudySpec:
         }
         data = {k: v for k, v in dataclasses.asdict(self.data).items() if v is not None}
         data["features"] = list(self.data.features)
-        if self.data.source == "synthetic":
-            for key in ("path", "sha256"):
-                data.pop(key, None)
+        unused = ("path", "sha256") if self.data.source == "synthetic" else ("length", "noise")
+        for key in unused:
+            data.pop(key, None)
         return {
             "study": {"name": self.name, "n_trials": self.n_trials, "seed": self.seed},
             "data": data,

@@ -9,14 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from depthsearch.errors import DepthsearchError, StorageError
-from depthsearch.model import ModelConfig
+from depthsearch.model import ModelConfig, StackedLSTM
 from depthsearch.storage import mask_url, open_storage
 from depthsearch.study import SPEC_ATTR
 
-__all__ = ["FORMAT", "best_config", "export_best", "load_config", "read_export"]
+__all__ = [
+    "FORMAT",
+    "best_config",
+    "export_best",
+    "load_config",
+    "load_model",
+    "pick_trial",
+    "predict_csv",
+    "read_export",
+    "retrain_best",
+]
 
 FORMAT = "depthsearch.config/1"
 
@@ -33,7 +44,14 @@ def _open(study_name: str, storage_url: str) -> optuna.Study:
         ) from None
 
 
-def _best_trial(study: optuna.Study, storage_url: str) -> optuna.trial.FrozenTrial:
+def pick_trial(
+    study: optuna.Study, storage_url: str, pick: str = "best"
+) -> optuna.trial.FrozenTrial:
+    """The trial that ``pick`` names among the complete ones.
+
+    ``best``: the lowest validation loss. ``smallest-within=P%``: the fewest parameters among
+    the trials whose loss is within P percent of the best (ties: the lower loss).
+    """
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -44,13 +62,34 @@ def _best_trial(study: optuna.Study, storage_url: str) -> optuna.trial.FrozenTri
             f"study {study.study_name!r} in {mask_url(storage_url)} has no complete trial yet; "
             "run more trials first"
         )
-    return min(complete, key=lambda t: (t.values[0], t.number))
+    best = min(complete, key=lambda t: (t.values[0], t.number))
+    if pick == "best":
+        return best
+    tolerance = parse_pick(pick)
+    limit = best.values[0] + abs(best.values[0]) * tolerance
+    near = [t for t in complete if t.values[0] <= limit]
+    return min(near, key=lambda t: (t.user_attrs.get("param_count", 0), t.values[0], t.number))
 
 
-def best_config(study_name: str, storage_url: str) -> dict[str, Any]:
-    """The export document of a study's best complete trial (lowest validation loss)."""
+def parse_pick(pick: str) -> float:
+    """``smallest-within=2%`` -> 0.02; anything else but ``best`` is refused."""
+    prefix = "smallest-within="
+    if pick.startswith(prefix) and pick.endswith("%"):
+        try:
+            value = float(pick[len(prefix) : -1])
+        except ValueError:
+            value = -1.0
+        if value >= 0:
+            return value / 100.0
+    raise DepthsearchError(
+        f"--pick must be 'best' or 'smallest-within=P%' (P >= 0, e.g. 2%), but got {pick!r}"
+    )
+
+
+def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dict[str, Any]:
+    """The export document of the picked complete trial (see :func:`pick_trial`)."""
     study = _open(study_name, storage_url)
-    trial = _best_trial(study, storage_url)
+    trial = pick_trial(study, storage_url, pick)
     spec = study.user_attrs.get(SPEC_ATTR, {})
     attrs = trial.user_attrs
     train = dict(spec.get("train", {}))
@@ -77,22 +116,18 @@ def best_config(study_name: str, storage_url: str) -> dict[str, Any]:
             "trial": trial.number,
             "params": trial.params,
             "storage": mask_url(storage_url),
+            "pick": pick,
             "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
 
 
-def export_best(study_name: str, storage_url: str, output: str | Path) -> dict[str, Any]:
-    """Writes the best trial's export document to ``output`` (JSON) and returns it."""
-    doc = best_config(study_name, storage_url)
-    path = Path(output)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as e:
-        raise DepthsearchError(f"cannot write {path}: {e.strerror or e}") from e
+def export_best(
+    study_name: str, storage_url: str, output: str | Path, *, pick: str = "best"
+) -> dict[str, Any]:
+    """Writes the picked trial's export document to ``output`` (JSON) and returns it."""
+    doc = best_config(study_name, storage_url, pick=pick)
+    _write_json(Path(output), doc)
     return doc
 
 
@@ -117,3 +152,156 @@ def load_config(path: str | Path) -> ModelConfig:
         return ModelConfig.from_dict(doc["model"])
     except ValueError as e:
         raise DepthsearchError(f"{path}: bad model config: {e}") from e
+
+
+# --------------------------------------------------------------------------------------------
+# A trained model: retrain the best config, save it, load it, predict with it.
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+
+
+def retrain_best(
+    study_name: str,
+    storage_url: str,
+    output_dir: str | Path,
+    *,
+    pick: str = "best",
+    data_path: str | None = None,
+) -> dict[str, Any]:
+    """Trains the picked trial's config again and saves ``model.pt`` and ``config.json``.
+
+    The model trains on the study's own data and split (its training windows), with the
+    trial's seed, learning rate and batch size, for the trial's ``best_epoch`` epochs: on the
+    CPU this reproduces the trial's model at its best epoch.
+
+    Returns:
+        The saved config document, with ``retrain`` holding the retrained validation loss.
+    """
+    import torch
+
+    from depthsearch.data import prepare
+    from depthsearch.model import build_model
+    from depthsearch.study import read_spec
+    from depthsearch.train import FitOptions, evaluate, fit, resolve_device
+
+    doc = best_config(study_name, storage_url, pick=pick)
+    spec = read_spec(study_name, storage_url, data_path=data_path)
+    device = resolve_device(spec.train.device)
+    data = prepare(spec.data, "cpu", seed=spec.seed)
+    train = doc["train"]
+    cfg = ModelConfig.from_dict(doc["model"])
+    seed = int(train["seed"])
+    torch.manual_seed(seed)
+    model = build_model(cfg).to(device)
+    epochs = int(train.get("best_epoch") or spec.train.max_epochs)
+    options = FitOptions(
+        lr=float(train["lr"]),
+        batch_size=int(train["batch_size"]),
+        max_epochs=epochs,
+        grad_clip=spec.train.grad_clip,
+        weight_decay=spec.train.weight_decay,
+        amp=spec.train.amp,
+        seed=seed,
+    )
+    on_device = data.to(device)
+    fit(model, on_device, options)
+    val_loss = evaluate(model, on_device.x_val, on_device.y_val, amp=spec.train.amp)
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL_FILE)
+    except OSError as e:
+        raise DepthsearchError(f"cannot write to {out}: {e.strerror or e}") from e
+    doc["retrain"] = {
+        "epochs": epochs,
+        "device": str(device),
+        "val_loss": val_loss,
+        "data": spec.data.path or "synthetic series",
+        "train_windows": int(data.x_train.shape[0]),
+    }
+    doc["scaler"] = data.scaler.to_dict()
+    _write_json(out / CONFIG_FILE, doc)
+    return doc
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise DepthsearchError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def load_model(directory: str | Path) -> StackedLSTM:
+    """Loads a model saved by ``depthsearch export --retrain`` (in eval mode, on the CPU).
+
+    The weights are read with ``torch.load(..., weights_only=True)``: no pickled code runs.
+    """
+    import torch
+
+    from depthsearch.model import build_model
+
+    folder = Path(directory)
+    cfg = load_config(folder / CONFIG_FILE)
+    try:
+        state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DepthsearchError(
+            f"{folder / MODEL_FILE}: no such file (export with --retrain)"
+        ) from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise DepthsearchError(
+            f"{folder / MODEL_FILE} does not fit {folder / CONFIG_FILE}: {e}"
+        ) from e
+    return model.eval()
+
+
+def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
+    """Predictions of a saved model for every window of a CSV with the study's columns.
+
+    Returns:
+        One row per window: ``row`` (0-based index of the window's last input row in the CSV)
+        and ``{target}+1`` ... ``{target}+horizon`` in the target's own units.
+    """
+    import numpy as np
+    import torch
+
+    from depthsearch.config import DataSpec
+    from depthsearch.data import Scaler, load_frame
+
+    folder = Path(directory)
+    doc = read_export(folder / CONFIG_FILE)
+    if "scaler" not in doc:
+        raise DepthsearchError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
+    scaler = Scaler.from_dict(doc["scaler"])
+    data = doc["data"]
+    window = int(data["window"])
+    spec = DataSpec(
+        source="csv",
+        path=str(csv),
+        target=scaler.target,
+        features=tuple(scaler.columns) if tuple(scaler.columns) != (scaler.target,) else (),
+        window=window,
+        horizon=int(data["horizon"]),
+    )
+    frame = load_frame(spec)
+    if len(frame) < window:
+        raise DepthsearchError(f"{csv}: {len(frame)} rows, but one window needs {window}")
+    inputs = scaler.transform(frame[list(scaler.columns)].to_numpy(dtype=np.float64))
+    windows = np.lib.stride_tricks.sliding_window_view(inputs, window, axis=0)
+    x = torch.from_numpy(np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float32))
+    model = load_model(folder)
+    with torch.inference_mode():
+        y = model(x).numpy()
+    values = scaler.inverse_target(y)
+    out = pd.DataFrame(
+        values, columns=[f"{scaler.target}+{i + 1}" for i in range(values.shape[1])]
+    )
+    out.insert(0, "row", np.arange(window - 1, len(frame)))
+    return out

@@ -29,8 +29,9 @@ def test_quickstart_spec_reads_as_written() -> None:
     assert isinstance(spec.space.lr, FloatRange) and spec.space.lr.log
 
 
-def test_dict_form_round_trips(tiny_study: Path) -> None:
-    spec = load_spec(tiny_study)
+@pytest.mark.parametrize("which", ["tiny", "quickstart"])
+def test_dict_form_round_trips(tiny_study: Path, which: str) -> None:
+    spec = load_spec(tiny_study if which == "tiny" else REPO / "studies" / "quickstart.toml")
     assert spec_from_dict(spec.to_dict()) == spec
 
 
