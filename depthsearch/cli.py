@@ -432,3 +432,48 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         port=port,
         on_ready=lambda url: click.echo(f"dashboard: {url}", err=False),
     )
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="Study name.")
+@storage_option
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="trials.csv, trials.parquet or trials.json (default: a table on stdout).",
+)
+@_user_errors
+def trials(study_name: str, storage: str | None, output: str | None) -> None:
+    """One row per trial: number, state, value, params, user attributes, duration."""
+    from depthsearch.report import trials_frame, write_trials
+    from depthsearch.storage import resolve_storage
+
+    url = resolve_storage(storage)
+    if output is None:
+        frame = trials_frame(study_name, url)
+        cols = [c for c in frame.columns if not c.startswith("user_attrs_model_config")]
+        click.echo(frame[cols].to_string(index=False))
+        return
+    frame = write_trials(study_name, url, output)
+    click.echo(f"wrote {output}: {len(frame)} trials, {len(frame.columns)} columns")
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="Study name.")
+@storage_option
+@click.option(
+    "-o",
+    "--output",
+    default="report",
+    show_default=True,
+    type=click.Path(dir_okay=True, file_okay=False),
+)
+@_user_errors
+def report(study_name: str, storage: str | None, output: str) -> None:
+    """Write index.html and PNGs: history, loss by depth and width, importances, curves."""
+    from depthsearch.report import write_report
+    from depthsearch.storage import resolve_storage
+
+    files = write_report(study_name, resolve_storage(storage), output)
+    click.echo(f"wrote {files[0]} and {len(files) - 1} plots")

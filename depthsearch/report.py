@@ -1,0 +1,274 @@
+"""The trials as a table, and a static report that answers "how deep, how wide?".
+
+The report is an ``index.html`` with PNGs beside it, readable with no network: nothing is
+fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import statistics
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from depthsearch.errors import DepthsearchError
+from depthsearch.export import _open, pick_trial
+from depthsearch.storage import mask_url
+
+__all__ = ["trials_frame", "write_report", "write_trials"]
+
+
+def trials_frame(study_name: str, storage_url: str) -> pd.DataFrame:
+    """One row per trial: number, state, value, flattened params, user attributes, duration."""
+    study = _open(study_name, storage_url)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.values[0] if t.values else math.nan,
+            "duration_s": t.duration.total_seconds() if t.duration is not None else math.nan,
+            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+        }
+        row.update({f"params_{k}": v for k, v in t.params.items()})
+        for key, value in t.user_attrs.items():
+            row[f"user_attrs_{key}"] = (
+                json.dumps(value) if isinstance(value, (dict, list)) else value
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_trials(study_name: str, storage_url: str, output: str | Path) -> pd.DataFrame:
+    """Writes :func:`trials_frame` as CSV, Parquet or JSON, chosen by the file's extension."""
+    frame = trials_frame(study_name, storage_url)
+    path = Path(output)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame.to_csv(path, index=False)
+        elif suffix == ".parquet":
+            try:
+                frame.to_parquet(path, index=False)
+            except ImportError as e:
+                raise DepthsearchError(
+                    f"writing {path} needs a Parquet engine: pip install pyarrow ({e})"
+                ) from e
+        elif suffix == ".json":
+            frame.to_json(path, orient="records", indent=2)
+        else:
+            raise DepthsearchError(
+                f"cannot tell the format of {path}: use a .csv, .parquet or .json file name"
+            )
+    except OSError as e:
+        raise DepthsearchError(f"cannot write {path}: {e.strerror or e}") from e
+    return frame
+
+
+def _width(t: optuna.trial.FrozenTrial) -> float | None:
+    cfg = t.user_attrs.get("model_config")
+    if isinstance(cfg, dict) and cfg.get("hidden_sizes"):
+        sizes = cfg["hidden_sizes"]
+        return float(statistics.mean(sizes))
+    return None
+
+
+def _layers(t: optuna.trial.FrozenTrial) -> int | None:
+    cfg = t.user_attrs.get("model_config")
+    if isinstance(cfg, dict) and cfg.get("hidden_sizes"):
+        return len(cfg["hidden_sizes"])
+    return None
+
+
+def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    complete = [t for t in done if t.state == TrialState.COMPLETE]
+    out: list[tuple[str, str]] = []
+
+    def save(fig: Any, name: str, caption: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        out.append((name, caption))
+
+    # Optimisation history.
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for state, marker, color in ((TrialState.COMPLETE, "o", "C0"), (TrialState.PRUNED, "x", "C3")):
+        ts = [t for t in done if t.state == state]
+        ax.scatter(
+            [t.number for t in ts],
+            [float(t.value or 0.0) for t in ts],
+            marker=marker,
+            c=color,
+            label=state.name.lower(),
+        )
+    best, running = [], math.inf
+    for t in sorted(complete, key=lambda t: t.number):
+        running = min(running, float(t.value or math.inf))
+        best.append((t.number, running))
+    if best:
+        ax.step(*zip(*best, strict=True), where="post", c="k", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation loss (pruned: at the epoch it stopped)")
+    ax.set_yscale("log")
+    ax.legend()
+    save(fig, "history.png", "Optimization history")
+
+    def by(key: Any, name: str, label: str, caption: str) -> None:
+        groups: dict[float, list[float]] = {}
+        for t in complete:
+            k = key(t)
+            if k is not None:
+                groups.setdefault(k, []).append(float(t.value or math.nan))
+        if not groups:
+            return
+        keys = sorted(groups)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.boxplot([groups[k] for k in keys], positions=range(len(keys)), widths=0.5)
+        for i, k in enumerate(keys):
+            ax.scatter([i] * len(groups[k]), groups[k], c="C0", alpha=0.6, s=14)
+        ax.set_xticks(range(len(keys)), [f"{k:g}" for k in keys])
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation loss (complete trials)")
+        ax.set_yscale("log")
+        save(fig, name, caption)
+
+    by(_layers, "depth.png", "layer count", "Validation loss by layer count: the depth answer")
+    by(_width, "width.png", "hidden size (mean over layers)", "Validation loss by hidden size")
+
+    if len(complete) >= 2:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "few trials in a regime" is expected here
+                importances = optuna.importance.get_param_importances(study)
+        except (ValueError, RuntimeError):
+            importances = {}
+        if importances:
+            fig, ax = plt.subplots(figsize=(7, 0.5 + 0.4 * len(importances)))
+            names = list(importances)[::-1]
+            ax.barh(names, [importances[n] for n in names], color="C2")
+            ax.set_xlabel("importance (Optuna's default evaluator, complete trials)")
+            save(fig, "importance.png", "Parameter importances")
+
+    top = sorted(complete, key=lambda t: float(t.value or math.inf))[:5]
+    if top:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for t in top:
+            steps = sorted(t.intermediate_values)
+            tag = " (picked)" if t.number in picks.values() else ""
+            ax.plot(
+                steps,
+                [t.intermediate_values[s] for s in steps],
+                marker=".",
+                label=f"trial {t.number}: {_layers(t)} layers{tag}",
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation loss")
+        ax.set_yscale("log")
+        ax.legend()
+        save(fig, "curves.png", "Learning curves of the five best trials")
+    return out
+
+
+def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, float, float]]:
+    rows: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        layers = _layers(t)
+        if layers is not None:
+            rows.setdefault(layers, []).append(t)
+    table = []
+    for layers in sorted(rows):
+        ts = rows[layers]
+        values = [
+            float(t.value) for t in ts if t.state == TrialState.COMPLETE and t.value is not None
+        ]
+        pruned = sum(t.state == TrialState.PRUNED for t in ts)
+        table.append(
+            (
+                layers,
+                len(ts),
+                pruned,
+                min(values) if values else math.nan,
+                statistics.median(values) if values else math.nan,
+            )
+        )
+    return table
+
+
+def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> list[Path]:
+    """Writes ``index.html`` and its PNGs; returns the files written."""
+    study = _open(study_name, storage_url)
+    folder = Path(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DepthsearchError(f"cannot create {folder}: {e.strerror or e}") from e
+    picks = {
+        "best": pick_trial(study, storage_url, "best").number,
+        "smallest within 2%": pick_trial(study, storage_url, "smallest-within=2%").number,
+    }
+    plots = _plots(study, folder, picks)
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    by_number = {t.number: t for t in trials}
+    esc = html.escape
+    pick_rows = "".join(
+        f"<tr><td>{esc(label)}</td><td>{n}</td><td>{by_number[n].value:.6g}</td>"
+        f"<td>{_layers(by_number[n])}</td>"
+        f"<td>{esc(str(by_number[n].user_attrs.get('model_config', {}).get('hidden_sizes')))}</td>"
+        f"<td>{by_number[n].user_attrs.get('param_count')}</td></tr>"
+        for label, n in picks.items()
+    )
+    depth_rows = "".join(
+        f"<tr><td>{layers}</td><td>{n}</td><td>{pruned}</td><td>{best:.6g}</td>"
+        f"<td>{median:.6g}</td></tr>"
+        for layers, n, pruned, best, median in _depth_table(study)
+    )
+    figures = "".join(
+        f'<figure><img src="{esc(name)}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
+        "</figcaption></figure>"
+        for name, caption in plots
+    )
+    summary = esc(str(study.user_attrs.get("summary", "")))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>depthsearch report: {esc(study_name)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
+figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Study {esc(study_name)}</h1>
+<p>{summary}</p>
+<p>Storage {esc(mask_url(storage_url))}; {len(trials)} trials: {counts["complete"]} complete,
+{counts["pruned"]} pruned, {counts["fail"]} failed. Written
+{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}.</p>
+<h2>Picked models</h2>
+<table><tr><th>pick</th><th>trial</th><th>val loss</th><th>layers</th><th>hidden sizes</th>
+<th>parameters</th></tr>{pick_rows}</table>
+<h2>How deep?</h2>
+<table><tr><th>layers</th><th>trials</th><th>pruned</th><th>best loss</th>
+<th>median loss (complete)</th></tr>{depth_rows}</table>
+{figures}
+</body></html>
+"""
+    (folder / "index.html").write_text(page, encoding="utf-8")
+    return [folder / "index.html", *(folder / name for name, _ in plots)]
