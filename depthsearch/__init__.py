@@ -2,7 +2,7 @@
 
 from depthsearch.config import StudySpec, load_spec
 from depthsearch.errors import DepthsearchError
-from depthsearch.export import load_config
+from depthsearch.export import load_config, load_model
 from depthsearch.model import ModelConfig, StackedLSTM, build_model
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "StudySpec",
     "build_model",
     "load_config",
+    "load_model",
     "load_spec",
 ]
 

@@ -1,0 +1,155 @@
+"""The real optuna-dashboard over a depthsearch study: its HTTP API, and the page in Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from depthsearch.cli import main
+
+from .conftest import REPO, depthsearch_cmd, write_study
+
+SCREENSHOT_DIR = Path(
+    os.environ.get("DEPTHSEARCH_SCREENSHOTS", REPO / ".pytest_cache" / "screenshots")
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    folder = tmp_path_factory.mktemp("dash")
+    url = f"sqlite:///{folder / 'study.db'}"
+    study_file = write_study(folder, name="dash-study", n_trials=5, max_epochs=3)
+    assert CliRunner().invoke(main, ["run", str(study_file), "--storage", url]).exit_code == 0
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depthsearch", "dashboard", "--storage", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if get(base + "/api/studies")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError(f"dashboard did not answer: {proc.communicate()}")
+    yield base, url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_api_lists_the_study_and_its_learning_curves(served: tuple[str, str]) -> None:
+    base, _ = served
+    status, body = get(base + "/api/studies")
+    assert status == 200
+    studies = json.loads(body)["study_summaries"]
+    study = next(s for s in studies if s["study_name"] == "dash-study")
+    attrs = {a["key"]: a["value"] for a in study["user_attrs"]}
+    assert "stacked LSTM" in attrs["summary"]
+    status, body = get(f"{base}/api/studies/{study['study_id']}")
+    assert status == 200
+    detail = json.loads(body)
+    trials = detail["trials"]
+    assert len(trials) == 5
+    assert all(t["intermediate_values"] for t in trials)
+    assert {a["key"] for a in trials[0]["user_attrs"]} >= {
+        "param_count",
+        "seconds_per_epoch",
+        "device",
+    }
+
+
+def test_bundle_is_served_to_a_browser(served: tuple[str, str]) -> None:
+    base, _ = served
+    status, body = get(base + "/static/bundle.js", {"Accept-Encoding": "gzip"})
+    assert status == 200 and len(body) > 1000
+
+
+def test_taken_port_and_bad_database_are_one_line_errors(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, url = served
+    port = base.rsplit(":", 1)[1]
+    proc = depthsearch_cmd("dashboard", "--storage", url, "--port", port, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "Address already in use" in proc.stderr or "cannot serve the dashboard" in proc.stderr
+    proc = depthsearch_cmd(
+        "dashboard", "--storage", "postgresql+psycopg://x:pw@127.0.0.1:1/none", timeout=60
+    )
+    assert proc.returncode == 2 and "cannot connect" in proc.stderr and "pw@" not in proc.stderr
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium must be installed in CI (.ci/run installs it)")
+        pytest.skip("no chromium here: apt-get install chromium (make test does, as root)")
+    return exe
+
+
+def test_chromium_renders_the_study_page_with_its_trials(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    exe = chromium()
+    base, _ = served
+    studies = json.loads(get(base + "/api/studies")[1])["study_summaries"]
+    study_id = next(s["study_id"] for s in studies if s["study_name"] == "dash-study")
+    page = f"{base}/dashboard/studies/{study_id}/trials"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=15000",
+        "--window-size=1400,1000",
+    ]
+    dom = subprocess.run(
+        [exe, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "dash-study" in dom.stdout
+    # The trial list shows each trial by number.
+    assert all(f"Trial {n}" in dom.stdout for n in range(5)), dom.stdout[-3000:]
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOT_DIR / "dashboard-trials.png"
+    proc = subprocess.run(
+        [exe, *flags, f"--screenshot={shot}", page], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"

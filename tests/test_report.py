@@ -1,0 +1,166 @@
+"""Taking the result: trials table, report, retrained model, predictions, the smallest pick."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from depthsearch import load_model
+from depthsearch.cli import main
+from depthsearch.data import prepare
+from depthsearch.export import read_export
+from depthsearch.study import read_spec
+
+from .conftest import write_study
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    folder = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{folder / 'study.db'}"
+    study_file = write_study(folder, name="result", n_trials=8, max_epochs=4)
+    result = CliRunner().invoke(main, ["run", str(study_file), "--storage", url])
+    assert result.exit_code == 0, result.output
+    return url, folder
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_trials_table_round_trips_through_pandas(
+    finished_study: tuple[str, Path], suffix: str
+) -> None:
+    url, folder = finished_study
+    out = folder / f"trials{suffix}"
+    cli("trials", "--study", "result", "--storage", url, "-o", str(out))
+    read = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json}[suffix]
+    frame = read(out)
+    study = optuna.load_study(study_name="result", storage=url)
+    assert list(frame["number"]) == [t.number for t in study.trials]
+    assert list(frame["state"]) == [t.state.name for t in study.trials]
+    for col in (
+        "value",
+        "duration_s",
+        "params_num_layers",
+        "params_lr",
+        "user_attrs_param_count",
+        "user_attrs_seconds_per_epoch",
+        "user_attrs_device",
+    ):
+        assert col in frame.columns, col
+    complete = frame[frame["state"] == "COMPLETE"]
+    assert complete["value"].min() == pytest.approx(study.best_value)
+    cfg = json.loads(frame["user_attrs_model_config"].iloc[0])
+    assert cfg["input_size"] == 1
+
+
+def test_trials_refuses_an_unknown_format(finished_study: tuple[str, Path]) -> None:
+    url, folder = finished_study
+    result = CliRunner().invoke(
+        main, ["trials", "--study", "result", "--storage", url, "-o", str(folder / "t.xlsx")]
+    )
+    assert result.exit_code == 2 and "use a .csv, .parquet or .json file name" in result.output
+
+
+def test_report_writes_page_and_plots_with_no_network(finished_study: tuple[str, Path]) -> None:
+    url, folder = finished_study
+    out = folder / "rep"
+    cli("report", "--study", "result", "--storage", url, "-o", str(out))
+    names = {p.name for p in out.iterdir()}
+    assert {"index.html", "history.png", "depth.png", "width.png", "curves.png"} <= names
+    page = (out / "index.html").read_text()
+    assert "How deep?" in page and "smallest within 2%" in page
+    assert "http://" not in page and "https://" not in page
+    for name in names - {"index.html"}:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'src="{name}"' in page
+
+
+def test_retrained_model_reloads_and_predicts_bit_for_bit(
+    finished_study: tuple[str, Path],
+) -> None:
+    url, folder = finished_study
+    out = folder / "best"
+    text = cli("export", "--study", "result", "--storage", url, "--retrain", "-o", str(out))
+    assert "retrained on synthetic series" in text
+    doc = read_export(out / "config.json")
+    study = optuna.load_study(study_name="result", storage=url)
+    # Same data, seed and epochs on the CPU: the retrained model is the trial's best state.
+    assert doc["retrain"]["val_loss"] == pytest.approx(study.best_value, rel=1e-6)
+    model = load_model(out)
+    again = load_model(str(out))
+    data = prepare(read_spec("result", url).data, seed=3)
+    with torch.inference_mode():
+        a, b = model(data.x_val), again(data.x_val)
+    assert torch.equal(a, b)
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert set(state) == set(model.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_predict_writes_one_row_per_window(finished_study: tuple[str, Path]) -> None:
+    url, folder = finished_study
+    out = folder / "best-p"
+    cli("export", "--study", "result", "--storage", url, "--retrain", "-o", str(out))
+    csv = folder / "new.csv"
+    pd.DataFrame({"y": [float(i % 7) for i in range(30)]}).to_csv(csv, index=False)
+    cli("predict", str(out), "--csv", str(csv), "-o", str(folder / "pred.csv"))
+    pred = pd.read_csv(folder / "pred.csv")
+    assert list(pred.columns) == ["row", "y+1", "y+2"]
+    assert len(pred) == 30 - 8 + 1 and pred["row"].iloc[0] == 7
+    bad = folder / "bad.csv"
+    bad.write_text("z\n1\n2\n")
+    result = CliRunner().invoke(main, ["predict", str(out), "--csv", str(bad)])
+    assert result.exit_code == 2 and "no column(s) ['y']" in result.output
+
+
+def test_smallest_within_picks_no_larger_model(finished_study: tuple[str, Path]) -> None:
+    url, folder = finished_study
+    cli("export", "--study", "result", "--storage", url, "-o", str(folder / "best.json"))
+    cli(
+        "export",
+        "--study",
+        "result",
+        "--storage",
+        url,
+        "--pick",
+        "smallest-within=2%",
+        "-o",
+        str(folder / "small.json"),
+    )
+    cli(
+        "export",
+        "--study",
+        "result",
+        "--storage",
+        url,
+        "--pick",
+        "smallest-within=1000%",
+        "-o",
+        str(folder / "tiny.json"),
+    )
+    best, small, tiny = (
+        json.loads((folder / f).read_text()) for f in ("best.json", "small.json", "tiny.json")
+    )
+    assert small["format"] == best["format"] and set(small) == set(best)
+    assert small["metrics"]["param_count"] <= best["metrics"]["param_count"]
+    assert small["metrics"]["val_loss"] <= best["metrics"]["val_loss"] * 1.02
+    study = optuna.load_study(study_name="result", storage=url)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert tiny["metrics"]["param_count"] == min(t.user_attrs["param_count"] for t in complete)
+    result = CliRunner().invoke(
+        main, ["export", "--study", "result", "--storage", url, "--pick", "smallest"]
+    )
+    assert (
+        result.exit_code == 2 and "--pick must be 'best' or 'smallest-within=P%'" in result.output
+    )
