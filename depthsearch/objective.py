@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,9 +35,10 @@ def _no_guard(fn: Callable[[], Any], what: str) -> Any:
 
 def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """Study seed + trial number; a retry keeps the seed of the trial it retries."""
-    original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(
-        trial if isinstance(trial, optuna.trial.FrozenTrial) else _frozen(trial)
-    )
+    frozen = trial if isinstance(trial, optuna.trial.FrozenTrial) else _frozen(trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     number = original if original is not None else trial.number
     return (study_seed + number) % (2**31)
 

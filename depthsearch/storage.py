@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -228,6 +229,15 @@ def open_storage(url: str, workers: WorkersSpec | None = None) -> optuna.storage
     parsed = _parse(url)
     _check_supported(parsed, url)
     kwargs: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        # Heartbeats are "experimental" in Optuna since 2.8; we depend on them knowingly.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _open_storage(url, parsed, workers, kwargs)
+
+
+def _open_storage(
+    url: str, parsed: URL, workers: WorkersSpec | None, kwargs: dict[str, Any]
+) -> optuna.storages.RDBStorage:
     if workers is not None:
         kwargs = {
             "heartbeat_interval": workers.heartbeat_interval,

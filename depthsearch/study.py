@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,13 +43,16 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
     workers) or random sampling."""
     if spec.sampler.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=spec.sampler.n_startup_trials,
-        multivariate=True,
-        group=True,
-        constant_liar=True,
-    )
+    with warnings.catch_warnings():
+        # multivariate, group and constant_liar are "experimental" flags of long standing.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=spec.sampler.n_startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+        )
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

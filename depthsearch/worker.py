@@ -169,7 +169,9 @@ class _Loop:
         """A trial to run, ``"done"`` when the budget is met, or ``"wait"``."""
         with self.signals.critical(), storage_lock(self.url):
             if self.heartbeat_interval is not None:
-                optuna.storages.fail_stale_trials(self.study)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(self.study)
             if budget is not None:
                 trials = self.study.get_trials(
                     deepcopy=False,
