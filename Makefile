@@ -16,7 +16,6 @@ help:
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
 install: $(PY)
 	$(PY) -m pip install -q $(TORCH)

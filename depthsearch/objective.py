@@ -64,12 +64,14 @@ class Objective:
         *,
         guard: Guard = _no_guard,
         on_epoch: Callable[[int, EpochResult], None] | None = None,
+        interrupt: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.data = data
         self.device = device
         self.guard = guard
         self.on_epoch = on_epoch
+        self.interrupt = interrupt
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.spec
@@ -112,7 +114,14 @@ class Objective:
 
         started = time.perf_counter()
         try:
-            fit(model, self.data, options, on_epoch_end=report, history=history)
+            fit(
+                model,
+                self.data,
+                options,
+                on_epoch_end=report,
+                history=history,
+                interrupt=self.interrupt,
+            )
         except NonFiniteLossError as e:
             attrs["pruned_reason"] = f"non-finite loss: {e}"
             raise optuna.TrialPruned(attrs["pruned_reason"]) from e

@@ -118,6 +118,7 @@ def fit(
     *,
     on_epoch_end: Callable[[EpochResult, History], None] | None = None,
     history: History | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> History:
     """Trains ``model`` on ``data`` with Adam, MSE and gradient clipping by norm.
 
@@ -130,6 +131,8 @@ def fit(
             (a pruner does). The epoch's ``seconds`` include the call.
         history: filled in place when given, so that a caller still has the epochs trained
             when ``on_epoch_end`` raised.
+        interrupt: called before every batch; it raises to stop training at once (a worker's
+            SIGTERM check). A plain attribute read, so it costs nothing measurable.
 
     Raises:
         NonFiniteLossError: the training or validation loss became NaN or infinite.
@@ -151,6 +154,8 @@ def fit(
             model.train()
             total = torch.zeros((), device=device)
             for idx in _batches(n, options.batch_size, generator, device):
+                if interrupt is not None:
+                    interrupt()
                 xb, yb = data.x_train[idx], data.y_train[idx]
                 with _autocast(device, options.amp):
                     loss = loss_fn(model(xb).float(), yb)

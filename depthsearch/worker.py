@@ -57,15 +57,17 @@ class WorkerReport:
 
 
 class _Signals:
-    """Turns SIGINT/SIGTERM into :class:`Interrupted`, deferred out of critical sections.
+    """Turns SIGINT/SIGTERM into :class:`Interrupted`, raised only at safe points.
 
-    A signal that lands while a trial is being reserved or told would otherwise leave a trial
-    RUNNING with no worker: it is held until the section ends.
+    The handler never raises: it records the signal. The worker checks at safe points (every
+    training batch, every epoch, before reserving a trial, while waiting) and never inside a
+    reservation or a tell, so no trial is left RUNNING with no worker. An exception raised
+    from a handler could land anywhere, a finaliser included, where Python drops it.
     """
 
     def __init__(self) -> None:
         self._depth = 0
-        self._pending: int | None = None
+        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -80,10 +82,20 @@ class _Signals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._depth:
-            self._pending = signum
-        else:
-            raise Interrupted(signum)
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self) -> None:
+        """Raises :class:`Interrupted` when a signal arrived (outside critical sections)."""
+        if self.signum is not None and self._depth == 0:
+            raise Interrupted(self.signum)
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.check()
+            time.sleep(min(0.1, left))
+        self.check()
 
     @contextlib.contextmanager
     def critical(self) -> Iterator[None]:
@@ -92,9 +104,6 @@ class _Signals:
             yield
         finally:
             self._depth -= 1
-            if self._depth == 0 and self._pending is not None:
-                signum, self._pending = self._pending, None
-                raise Interrupted(signum)
 
 
 class _HeartbeatStorage(Protocol):
@@ -300,7 +309,7 @@ def run_worker(
         torch.backends.cudnn.benchmark = True
     data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
     signals = _Signals()
-    objective = Objective(spec, data, torch_device, on_epoch=on_epoch)
+    objective = Objective(spec, data, torch_device, on_epoch=on_epoch, interrupt=signals.check)
     loop = _Loop(study, spec, storage_url, objective, signals)
     objective.guard = loop.guard
     report = WorkerReport()
@@ -322,14 +331,12 @@ def run_worker(
                 break
             if timeout is not None and time.monotonic() - started >= timeout:
                 break
+            signals.check()
             got = loop.guard(lambda: loop.reserve(budget), "reserving a trial")
             if got == "done":
                 break
             if got == "wait":
-                if stop is not None:
-                    stop.wait(poll)
-                else:
-                    time.sleep(poll)
+                signals.sleep(poll)
                 continue
             assert isinstance(got, optuna.Trial)
             loop.run_one(got, report)
