@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import FrameType
 from typing import Any, Protocol, cast
 
@@ -59,14 +59,13 @@ class WorkerReport:
 class _Signals:
     """Turns SIGINT/SIGTERM into :class:`Interrupted`, raised only at safe points.
 
-    The handler never raises: it records the signal. The worker checks at safe points (every
-    training batch, every epoch, before reserving a trial, while waiting) and never inside a
+    The handler never raises: it records the signal. The worker checks only at safe points
+    (before every training batch, before reserving a trial, while waiting), never inside a
     reservation or a tell, so no trial is left RUNNING with no worker. An exception raised
     from a handler could land anywhere, a finaliser included, where Python drops it.
     """
 
     def __init__(self) -> None:
-        self._depth = 0
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -86,8 +85,8 @@ class _Signals:
             self.signum = signum
 
     def check(self) -> None:
-        """Raises :class:`Interrupted` when a signal arrived (outside critical sections)."""
-        if self.signum is not None and self._depth == 0:
+        """Raises :class:`Interrupted` when a signal arrived."""
+        if self.signum is not None:
             raise Interrupted(self.signum)
 
     def sleep(self, seconds: float) -> None:
@@ -96,14 +95,6 @@ class _Signals:
             self.check()
             time.sleep(min(0.1, left))
         self.check()
-
-    @contextlib.contextmanager
-    def critical(self) -> Iterator[None]:
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
 
 
 class _HeartbeatStorage(Protocol):
@@ -176,7 +167,7 @@ class _Loop:
 
     def reserve(self, budget: int | None) -> optuna.Trial | str:
         """A trial to run, ``"done"`` when the budget is met, or ``"wait"``."""
-        with self.signals.critical(), storage_lock(self.url):
+        with storage_lock(self.url):
             if self.heartbeat_interval is not None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -215,12 +206,10 @@ class _Loop:
             else:
                 self.study.tell(trial, state=state)
 
-        with self.signals.critical():
-            self.guard(do, f"saving trial {trial.number}")
+        self.guard(do, f"saving trial {trial.number}")
 
     def fail(self, trial: optuna.Trial, reason: str) -> None:
-        with self.signals.critical():
-            self.guard(lambda: trial.set_user_attr("fail_reason", reason), "saving a failure")
+        self.guard(lambda: trial.set_user_attr("fail_reason", reason), "saving a failure")
         self.tell(trial, TrialState.FAIL, None)
 
     def run_one(self, trial: optuna.Trial, report: WorkerReport) -> None:
