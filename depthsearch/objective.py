@@ -6,13 +6,13 @@ import functools
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import optuna
 import torch
 
+from depthsearch._optuna import quiet_experimental
 from depthsearch.config import StudySpec
 from depthsearch.data import Windows
 from depthsearch.errors import NonFiniteLossError
@@ -36,8 +36,7 @@ def _no_guard(fn: Callable[[], Any], what: str) -> Any:
 def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """Study seed + trial number; a retry keeps the seed of the trial it retries."""
     frozen = trial if isinstance(trial, optuna.trial.FrozenTrial) else _frozen(trial)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_experimental():
         original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     number = original if original is not None else trial.number
     return (study_seed + number) % (2**31)

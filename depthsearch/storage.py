@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import time
-import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
+from depthsearch._optuna import quiet_experimental
 from depthsearch.config import WorkersSpec
 from depthsearch.errors import StorageError
 
@@ -229,25 +229,16 @@ def open_storage(url: str, workers: WorkersSpec | None = None) -> optuna.storage
     parsed = _parse(url)
     _check_supported(parsed, url)
     kwargs: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        # Heartbeats are "experimental" in Optuna since 2.8; we depend on them knowingly.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _open_storage(url, parsed, workers, kwargs)
-
-
-def _open_storage(
-    url: str, parsed: URL, workers: WorkersSpec | None, kwargs: dict[str, Any]
-) -> optuna.storages.RDBStorage:
     if workers is not None:
+        with quiet_experimental():
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=workers.max_retry)
         kwargs = {
             "heartbeat_interval": workers.heartbeat_interval,
             "grace_period": workers.grace_period,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=workers.max_retry
-            ),
+            "heartbeat_stale_trial_callback": retry,
         }
     try:
-        with storage_lock(url):
+        with storage_lock(url), quiet_experimental():
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(parsed), **kwargs)
     except RuntimeError as e:
         if "storage upgrade" in str(e):

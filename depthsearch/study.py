@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
+from depthsearch._optuna import quiet_experimental
 from depthsearch.config import (
     Choices,
     Fixed,
@@ -43,9 +43,7 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
     workers) or random sampling."""
     if spec.sampler.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    with warnings.catch_warnings():
-        # multivariate, group and constant_liar are "experimental" flags of long standing.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_experimental():
         return optuna.samplers.TPESampler(
             seed=seed,
             n_startup_trials=spec.sampler.n_startup_trials,

@@ -24,6 +24,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from depthsearch._optuna import quiet_experimental
 from depthsearch.config import StudySpec
 from depthsearch.data import Windows, prepare
 from depthsearch.objective import Objective
@@ -169,8 +170,7 @@ class _Loop:
         """A trial to run, ``"done"`` when the budget is met, or ``"wait"``."""
         with storage_lock(self.url):
             if self.heartbeat_interval is not None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                with quiet_experimental():
                     optuna.storages.fail_stale_trials(self.study)
             if budget is not None:
                 trials = self.study.get_trials(
