@@ -21,7 +21,15 @@ from torch import Tensor
 from depthsearch.config import DataSpec
 from depthsearch.errors import DataError
 
-__all__ = ["Scaler", "Windows", "load_frame", "make_windows", "prepare", "synthetic_series"]
+__all__ = [
+    "Scaler",
+    "Windows",
+    "input_windows",
+    "load_frame",
+    "make_windows",
+    "prepare",
+    "synthetic_series",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +176,17 @@ def _fit_scaler(frame: pd.DataFrame, spec: DataSpec, cut: int) -> Scaler:
     return Scaler(cols, tuple(m for m, _ in ms), tuple(s for _, s in ms), spec.target, tm, ts)
 
 
+def input_windows(inputs: NDArray[np.float64], window: int, starts: range | None = None) -> Tensor:
+    """``inputs: (rows, features)`` -> float32 ``(n, window, features)``, one per start row.
+
+    Every start row (``rows - window + 1`` windows) when ``starts`` is None.
+    """
+    x_all = np.lib.stride_tricks.sliding_window_view(inputs, window, axis=0)  # (n, F, W)
+    if starts is not None:
+        x_all = x_all[np.asarray(starts, dtype=np.int64)]
+    return torch.from_numpy(np.ascontiguousarray(x_all.transpose(0, 2, 1), dtype=np.float32))
+
+
 def _windows(
     inputs: NDArray[np.float64],
     target: NDArray[np.float64],
@@ -175,12 +194,10 @@ def _windows(
     horizon: int,
     starts: range,
 ) -> tuple[Tensor, Tensor]:
-    x_all = np.lib.stride_tricks.sliding_window_view(inputs, window, axis=0)  # (n, F, W)
     y_all = np.lib.stride_tricks.sliding_window_view(target, horizon)  # (n, H)
     idx = np.asarray(starts, dtype=np.int64)
-    x = np.ascontiguousarray(x_all[idx].transpose(0, 2, 1), dtype=np.float32)
     y = np.ascontiguousarray(y_all[idx + window], dtype=np.float32)
-    return torch.from_numpy(x), torch.from_numpy(y)
+    return input_windows(inputs, window, starts), torch.from_numpy(y)
 
 
 def make_windows(frame: pd.DataFrame, spec: DataSpec) -> Windows:

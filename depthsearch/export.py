@@ -12,10 +12,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from depthsearch.errors import DepthsearchError, StorageError
+from depthsearch.errors import DepthsearchError
 from depthsearch.model import ModelConfig, StackedLSTM
 from depthsearch.storage import mask_url, open_storage
-from depthsearch.study import SPEC_ATTR
+from depthsearch.study import SPEC_ATTR, no_such_study
 
 __all__ = [
     "FORMAT",
@@ -37,11 +37,7 @@ def _open(study_name: str, storage_url: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        names = [s.study_name for s in storage.get_all_studies()]
-        raise StorageError(
-            f"no study named {study_name!r} in {mask_url(storage_url)}; studies there: "
-            f"{names if names else 'none'}"
-        ) from None
+        raise no_such_study(storage, study_name, storage_url) from None
 
 
 def pick_trial(
@@ -273,7 +269,7 @@ def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
     import torch
 
     from depthsearch.config import DataSpec
-    from depthsearch.data import Scaler, load_frame
+    from depthsearch.data import Scaler, input_windows, load_frame
 
     folder = Path(directory)
     doc = read_export(folder / CONFIG_FILE)
@@ -294,8 +290,7 @@ def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
     if len(frame) < window:
         raise DepthsearchError(f"{csv}: {len(frame)} rows, but one window needs {window}")
     inputs = scaler.transform(frame[list(scaler.columns)].to_numpy(dtype=np.float64))
-    windows = np.lib.stride_tricks.sliding_window_view(inputs, window, axis=0)
-    x = torch.from_numpy(np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float32))
+    x = input_windows(inputs, window)
     model = load_model(folder)
     with torch.inference_mode():
         y = model(x).numpy()

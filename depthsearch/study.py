@@ -179,6 +179,17 @@ def create_study(
         return study
 
 
+def no_such_study(
+    storage: optuna.storages.BaseStorage, name: str, storage_url: str
+) -> StorageError:
+    """The error for a study name that is not in the database, listing those that are."""
+    names = [s.study_name for s in storage.get_all_studies()]
+    return StorageError(
+        f"no study named {name!r} in {mask_url(storage_url)}; studies there: "
+        f"{names if names else 'none'}"
+    )
+
+
 def read_spec(name: str, storage_url: str, *, data_path: str | None = None) -> StudySpec:
     """The spec stored in study ``name``, validated again (the data file must be here)."""
     storage = open_storage(storage_url)
@@ -186,11 +197,7 @@ def read_spec(name: str, storage_url: str, *, data_path: str | None = None) -> S
         try:
             study_id = storage.get_study_id_from_name(name)
         except KeyError:
-            names = [s.study_name for s in storage.get_all_studies()]
-            raise StorageError(
-                f"no study named {name!r} in {mask_url(storage_url)}; studies there: "
-                f"{names if names else 'none'}"
-            ) from None
+            raise no_such_study(storage, name, storage_url) from None
         stored = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
     finally:
         storage.remove_session()
