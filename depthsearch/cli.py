@@ -60,6 +60,14 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+data_option = click.option(
+    "--data",
+    "data_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="This machine's copy of the study's CSV (checked against its SHA-256).",
+)
+
 storage_option = click.option(
     "--storage",
     default=None,
@@ -191,13 +199,7 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     is_flag=True,
     help="Train the picked config again and save model.pt and config.json.",
 )
-@click.option(
-    "--data",
-    "data_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="This machine's copy of the study's CSV (with --retrain).",
-)
+@data_option
 @_user_errors
 def export(
     study_name: str,
@@ -297,13 +299,7 @@ def create(study_file: str, storage: str | None) -> None:
 @storage_option
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the study's).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
-@click.option(
-    "--data",
-    "data_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="This machine's copy of the study's CSV (checked against its SHA-256).",
-)
+@data_option
 @click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Stop after N trials.")
 @click.option(
     "--timeout",
@@ -368,13 +364,7 @@ def worker(
     default=None,
     help="CPU workers (default: one per core when there is no GPU, else 0).",
 )
-@click.option(
-    "--data",
-    "data_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="This machine's copy of the study's CSV.",
-)
+@data_option
 @_user_errors
 def launch(
     study_name: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -80,20 +81,11 @@ def _pg_available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A throwaway PostgreSQL database for this test session, dropped afterwards.
-
-    In CI (``CI`` set) a missing server is a failure, never a skip.
-    """
+@contextlib.contextmanager
+def throwaway_database(name: str) -> Iterator[str]:
+    """Creates database ``name`` on the server, yields its URL, and drops it afterwards."""
     import sqlalchemy
 
-    problem = _pg_available()
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required in CI: {problem}")
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {problem}")
-    name = f"depthsearch_test_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
@@ -103,6 +95,21 @@ def pg_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test session, dropped afterwards.
+
+    In CI (``CI`` set) a missing server is a failure, never a skip.
+    """
+    problem = _pg_available()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {problem}")
+    with throwaway_database(f"depthsearch_test_{uuid.uuid4().hex[:10]}") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -119,19 +126,9 @@ def fresh_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    import sqlalchemy
-
     session_url = str(request.getfixturevalue("pg_database"))
-    name = f"{session_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
-    admin = sqlalchemy.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield session_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(f"{session_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}") as url:
+        yield url
 
 
 def unique(prefix: str) -> str:
