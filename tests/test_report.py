@@ -126,29 +126,22 @@ def test_predict_writes_one_row_per_window(finished_study: tuple[str, Path]) -> 
 
 def test_smallest_within_picks_no_larger_model(finished_study: tuple[str, Path]) -> None:
     url, folder = finished_study
-    cli("export", "--study", "result", "--storage", url, "-o", str(folder / "best.json"))
-    cli(
-        "export",
-        "--study",
-        "result",
-        "--storage",
-        url,
-        "--pick",
-        "smallest-within=2%",
-        "-o",
-        str(folder / "small.json"),
-    )
-    cli(
-        "export",
-        "--study",
-        "result",
-        "--storage",
-        url,
-        "--pick",
-        "smallest-within=1000%",
-        "-o",
-        str(folder / "tiny.json"),
-    )
+    for pick, name in (
+        ("best", "best"),
+        ("smallest-within=2%", "small"),
+        ("smallest-within=1000%", "tiny"),
+    ):
+        cli(
+            "export",
+            "--study",
+            "result",
+            "--storage",
+            url,
+            "--pick",
+            pick,
+            "-o",
+            str(folder / f"{name}.json"),
+        )
     best, small, tiny = (
         json.loads((folder / f).read_text()) for f in ("best.json", "small.json", "tiny.json")
     )
