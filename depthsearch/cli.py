@@ -119,14 +119,22 @@ def _print_summary(study: Any, report: Any, storage_url: str) -> None:
         f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running); this run: "
         f"{report.complete} complete, {report.pruned} pruned, {report.failed} failed"
     )
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    if len(study.directions) > 1 and complete:
+        click.echo(
+            f"Pareto front ({', '.join(study.metric_names or [])}): "
+            + ", ".join(
+                f"trial {t.number} ({', '.join(f'{v:.6g}' for v in t.values)})"
+                for t in sorted(study.best_trials, key=lambda t: t.values)
+            )
+        )
     if complete:
-        best = min(complete, key=lambda t: (t.value, t.number))
+        best = min(complete, key=lambda t: (t.values[0], t.number))
         params = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
         )
         click.echo(
-            f"best: trial {best.number} val_loss={best.value:.6g} "
+            f"best: trial {best.number} val_loss={best.values[0]:.6g} "
             f"({best.user_attrs.get('param_count', '?')} parameters) {params}"
         )
 

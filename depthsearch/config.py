@@ -24,6 +24,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "OBJECTIVES",
     "Choices",
     "DataSpec",
     "Fixed",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 MAX_LAYERS = 64
+#: What a study may minimise. ``val_loss`` comes first: it is what the learning curves show.
+OBJECTIVES = ("val_loss", "param_count", "seconds_per_epoch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +188,12 @@ class StudySpec:
     pruner: PrunerSpec = PrunerSpec()
     workers: WorkersSpec = WorkersSpec()
     source: str = dataclasses.field(default="<dict>", compare=False)
+    objectives: tuple[str, ...] = ("val_loss",)
+
+    @property
+    def multi_objective(self) -> bool:
+        """True when the study minimises more than the validation loss (a Pareto front)."""
+        return len(self.objectives) > 1
 
     def to_dict(self) -> dict[str, Any]:
         """The study file as a dict (TOML-shaped), with every default filled in."""
@@ -202,7 +211,12 @@ class StudySpec:
         for key in unused:
             data.pop(key, None)
         return {
-            "study": {"name": self.name, "n_trials": self.n_trials, "seed": self.seed},
+            "study": {
+                "name": self.name,
+                "n_trials": self.n_trials,
+                "seed": self.seed,
+                "objectives": list(self.objectives),
+            },
             "data": data,
             "space": space,
             "train": dataclasses.asdict(self.train),
@@ -494,9 +508,16 @@ _PRUNER_KEYS = {
 }
 
 
-def _parse_pruner(raw: object, where: str) -> PrunerSpec:
+def _parse_pruner(raw: object, where: str, objectives: tuple[str, ...]) -> PrunerSpec:
     t = _Table(raw, where, "pruner")
-    kind = t.str("kind", "median", tuple(_PRUNER_KEYS))
+    multi = len(objectives) > 1
+    kind = t.str("kind", "none" if multi else "median", tuple(_PRUNER_KEYS))
+    if multi and kind != "none":
+        raise t.err(
+            "kind",
+            f"Optuna prunes single-objective studies only, but this study minimises "
+            f"{list(objectives)}; use kind = 'none' (the default there) or one objective",
+        )
     allowed = set(_PRUNER_KEYS[kind]) | {"kind"}
     extra = sorted(set(t.raw) - allowed)
     if extra:
@@ -557,6 +578,7 @@ def spec_from_dict(
         )
     n_trials = st.int("n_trials", None, 1, 1_000_000)
     seed = st.int("seed", 0, 0, 2**31 - 1)
+    objectives = _parse_objectives(st)
     st.finish()
     data = _parse_data(doc.get("data", {}), where, base)
     space = _parse_space(doc.get("space", {}), where)
@@ -567,11 +589,32 @@ def spec_from_dict(
         n_startup_trials=sp.int("n_startup_trials", 5, 0),
     )
     sp.finish()
-    pruner = _parse_pruner(doc.get("pruner", {}), where)
+    pruner = _parse_pruner(doc.get("pruner", {}), where, objectives)
     workers = _parse_workers(doc.get("workers", {}), where)
     if data.window < 1:
         raise SpecError(f"{where}: [data] window must be >= 1")
-    return StudySpec(name, n_trials, seed, data, space, train, sampler, pruner, workers, where)
+    return StudySpec(
+        name, n_trials, seed, data, space, train, sampler, pruner, workers, where, objectives
+    )
+
+
+def _parse_objectives(t: _Table) -> tuple[str, ...]:
+    raw = t.get("objectives", ["val_loss"])
+    if not isinstance(raw, list) or not raw or not all(isinstance(o, str) for o in raw):
+        raise t.err("objectives", f"must be a non-empty list of names, but got {raw!r}")
+    unknown = [o for o in raw if o not in OBJECTIVES]
+    if unknown:
+        raise t.err(
+            "objectives", f"unknown objective(s) {unknown}; allowed are {list(OBJECTIVES)}"
+        )
+    if len(set(raw)) != len(raw):
+        raise t.err("objectives", f"names an objective twice: {raw!r}")
+    if raw[0] != "val_loss":
+        raise t.err(
+            "objectives",
+            f"must start with 'val_loss' (the loss the learning curves show), but got {raw!r}",
+        )
+    return tuple(raw)
 
 
 def load_spec(path: str | Path) -> StudySpec:

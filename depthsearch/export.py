@@ -46,11 +46,18 @@ def pick_trial(
     """The trial that ``pick`` names among the complete ones.
 
     ``best``: the lowest validation loss. ``smallest-within=P%``: the fewest parameters among
-    the trials whose loss is within P percent of the best (ties: the lower loss).
+    the trials whose loss is within P percent of the best (ties: the lower loss). On a
+    multi-objective study both choose from the Pareto front (``study.best_trials``).
     """
+    tolerance = None if pick == "best" else parse_pick(pick)
+    pool = (
+        study.best_trials
+        if len(study.directions) > 1
+        else study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
     complete = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for t in pool
         if t.values and math.isfinite(t.values[0]) and "model_config" in t.user_attrs
     ]
     if not complete:
@@ -59,12 +66,16 @@ def pick_trial(
             "run more trials first"
         )
     best = min(complete, key=lambda t: (t.values[0], t.number))
-    if pick == "best":
+    if tolerance is None:
         return best
-    tolerance = parse_pick(pick)
     limit = best.values[0] + abs(best.values[0]) * tolerance
     near = [t for t in complete if t.values[0] <= limit]
     return min(near, key=lambda t: (t.user_attrs.get("param_count", 0), t.values[0], t.number))
+
+
+def _metric_names(study: optuna.Study) -> list[str]:
+    names = study.metric_names
+    return list(names) if names else ["val_loss"]
 
 
 def parse_pick(pick: str) -> float:
@@ -102,6 +113,7 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
         "data": spec.get("data", {}),
         "metrics": {
             "val_loss": trial.values[0],
+            "objectives": dict(zip(_metric_names(study), trial.values, strict=True)),
             "param_count": attrs.get("param_count"),
             "epochs_trained": attrs.get("epochs_trained"),
             "best_epoch": attrs.get("best_epoch"),

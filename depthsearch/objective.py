@@ -49,6 +49,11 @@ def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
 class Objective:
     """Trains one candidate per call and returns its best validation loss (scaled MSE).
 
+    A multi-objective study gets one value per ``[study] objectives`` (``val_loss`` first,
+    then ``param_count`` / ``seconds_per_epoch``). Optuna keeps no intermediate values there
+    (``trial.report`` is single-objective only), so the curve is stored as the user attribute
+    ``val_loss_curve`` and nothing is pruned.
+
     User attributes set on every trial: ``model_config``, ``param_count``, ``device``,
     ``torch_threads``, ``train_windows``, ``seed``, and when it ends ``epochs_trained``,
     ``seconds_per_epoch``, ``best_epoch`` (and ``pruned_reason`` when a NaN or inf loss
@@ -72,7 +77,7 @@ class Objective:
         self.on_epoch = on_epoch
         self.interrupt = interrupt
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         spec = self.spec
         candidate = suggest(
             trial, spec.space, input_size=self.data.input_size, output_size=self.data.output_size
@@ -101,8 +106,13 @@ class Objective:
             seed=seed,
         )
         history = History()
+        multi = spec.multi_objective
 
         def report(result: EpochResult, _: History) -> None:
+            if multi:
+                if self.on_epoch is not None:
+                    self.on_epoch(trial.number, result)
+                return
             self.guard(lambda: trial.report(result.val_loss, result.epoch), "reporting an epoch")
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
@@ -136,8 +146,17 @@ class Objective:
             attrs["best_epoch"] = best.epoch if best is not None else 0
             if history.stopped_early:
                 attrs["stopped_early"] = True
+            if multi:
+                attrs["val_loss_curve"] = [e.val_loss for e in history.epochs]
             for key, value in attrs.items():
                 self.guard(functools.partial(trial.set_user_attr, key, value), "saving attributes")
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised
-        return best.val_loss
+        if not multi:
+            return best.val_loss
+        measured = {
+            "val_loss": best.val_loss,
+            "param_count": float(param_count),
+            "seconds_per_epoch": float(attrs["seconds_per_epoch"]),
+        }
+        return tuple(measured[name] for name in spec.objectives)

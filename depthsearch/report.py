@@ -29,12 +29,19 @@ __all__ = ["trials_frame", "write_report", "write_trials"]
 def trials_frame(study_name: str, storage_url: str) -> pd.DataFrame:
     """One row per trial: number, state, value, flattened params, user attributes, duration."""
     study = _open(study_name, storage_url)
+    names = study.metric_names or ["val_loss"]
+    multi = len(study.directions) > 1
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
             "value": t.values[0] if t.values else math.nan,
+            **(
+                {f"values_{n}": v for n, v in zip(names, t.values or (), strict=False)}
+                if multi
+                else {}
+            ),
             "duration_s": t.duration.total_seconds() if t.duration is not None else math.nan,
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
         }
@@ -73,6 +80,31 @@ def write_trials(study_name: str, storage_url: str, output: str | Path) -> pd.Da
     return frame
 
 
+def _loss(t: optuna.trial.FrozenTrial) -> float:
+    """The validation loss (the first objective); NaN when the trial has none."""
+    return float(t.values[0]) if t.values else math.nan
+
+
+def curve(t: optuna.trial.FrozenTrial) -> dict[int, float]:
+    """Validation loss by epoch: Optuna's intermediate values, or on a multi-objective study
+    (where Optuna keeps none) the ``val_loss_curve`` user attribute."""
+    if t.intermediate_values:
+        return dict(t.intermediate_values)
+    stored = t.user_attrs.get("val_loss_curve")
+    if isinstance(stored, list):
+        return {i + 1: float(v) for i, v in enumerate(stored)}
+    return {}
+
+
+def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """The non-dominated ``(loss, size, number)`` points (both minimised), by size."""
+    front: list[tuple[float, float, int]] = []
+    for loss, size, number in sorted(points, key=lambda p: (p[1], p[0], p[2])):
+        if not front or loss < front[-1][0]:
+            front.append((loss, size, number))
+    return front
+
+
 def _width(t: optuna.trial.FrozenTrial) -> float | None:
     cfg = t.user_attrs.get("model_config")
     if isinstance(cfg, dict) and cfg.get("hidden_sizes"):
@@ -97,7 +129,7 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if t.value is not None and math.isfinite(t.value)
+        if math.isfinite(_loss(t))
     ]
     complete = [t for t in done if t.state == TrialState.COMPLETE]
     out: list[tuple[str, str]] = []
@@ -114,14 +146,14 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
         ts = [t for t in done if t.state == state]
         ax.scatter(
             [t.number for t in ts],
-            [float(t.value or 0.0) for t in ts],
+            [_loss(t) for t in ts],
             marker=marker,
             c=color,
             label=state.name.lower(),
         )
     best, running = [], math.inf
     for t in sorted(complete, key=lambda t: t.number):
-        running = min(running, float(t.value or math.inf))
+        running = min(running, _loss(t))
         best.append((t.number, running))
     if best:
         ax.step(*zip(*best, strict=True), where="post", c="k", label="best so far")
@@ -136,7 +168,7 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
         for t in complete:
             k = key(t)
             if k is not None:
-                groups.setdefault(k, []).append(float(t.value or math.nan))
+                groups.setdefault(k, []).append(_loss(t))
         if not groups:
             return
         keys = sorted(groups)
@@ -157,7 +189,7 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "few trials in a regime" is expected here
-                importances = optuna.importance.get_param_importances(study)
+                importances = optuna.importance.get_param_importances(study, target=_loss)
         except (ValueError, RuntimeError):
             importances = {}
         if importances:
@@ -167,15 +199,52 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
             ax.set_xlabel("importance (Optuna's default evaluator, complete trials)")
             save(fig, "importance.png", "Parameter importances")
 
-    top = sorted(complete, key=lambda t: float(t.value or math.inf))[:5]
+    sized = [
+        (_loss(t), float(t.user_attrs["param_count"]), t.number)
+        for t in complete
+        if isinstance(t.user_attrs.get("param_count"), (int, float))
+    ]
+    if sized:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.scatter([p[1] for p in sized], [p[0] for p in sized], c="C0", alpha=0.6, s=16)
+        front = pareto(sized)
+        ax.step(
+            [p[1] for p in front],
+            [p[0] for p in front],
+            where="post",
+            c="k",
+            label="Pareto front (loss, parameters)",
+        )
+        by_number = {p[2]: p for p in sized}
+        for i, (label, number) in enumerate(picks.items()):
+            if number in by_number:
+                loss, size, _ = by_number[number]
+                ax.scatter([size], [loss], s=120, facecolors="none", edgecolors=f"C{i + 1}", lw=2)
+                ax.annotate(
+                    f"{label}: trial {number}",
+                    (size, loss),
+                    textcoords="offset points",
+                    xytext=(8, 8 + 12 * i),
+                    color=f"C{i + 1}",
+                )
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("validation loss (complete trials)")
+        ax.legend()
+        save(fig, "size.png", "Validation loss against model size, with the picks marked")
+
+    top = sorted(complete, key=_loss)[:5]
     if top:
         fig, ax = plt.subplots(figsize=(7, 4))
         for t in top:
-            steps = sorted(t.intermediate_values)
+            points = curve(t)
+            steps = sorted(points)
             tag = " (picked)" if t.number in picks.values() else ""
             ax.plot(
                 steps,
-                [t.intermediate_values[s] for s in steps],
+                [points[s] for s in steps],
                 marker=".",
                 label=f"trial {t.number}: {_layers(t)} layers{tag}",
             )
@@ -196,9 +265,7 @@ def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, float, float]
     table = []
     for layers in sorted(rows):
         ts = rows[layers]
-        values = [
-            float(t.value) for t in ts if t.state == TrialState.COMPLETE and t.value is not None
-        ]
+        values = [_loss(t) for t in ts if t.state == TrialState.COMPLETE and t.values]
         pruned = sum(t.state == TrialState.PRUNED for t in ts)
         table.append(
             (
@@ -230,7 +297,7 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
     by_number = {t.number: t for t in trials}
     esc = html.escape
     pick_rows = "".join(
-        f"<tr><td>{esc(label)}</td><td>{n}</td><td>{by_number[n].value:.6g}</td>"
+        f"<tr><td>{esc(label)}</td><td>{n}</td><td>{_loss(by_number[n]):.6g}</td>"
         f"<td>{_layers(by_number[n])}</td>"
         f"<td>{esc(str(by_number[n].user_attrs.get('model_config', {}).get('hidden_sizes')))}</td>"
         f"<td>{by_number[n].user_attrs.get('param_count')}</td></tr>"
@@ -247,6 +314,17 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         for name, caption in plots
     )
     summary = esc(str(study.user_attrs.get("summary", "")))
+    front_line = ""
+    if len(study.directions) > 1:
+        front = sorted(study.best_trials, key=lambda t: t.values)
+        names = ", ".join(study.metric_names or [])
+        front_line = (
+            f"<p>Pareto front ({esc(names)}), {len(front)} trials: "
+            + ", ".join(
+                f"trial {t.number} ({', '.join(f'{v:.6g}' for v in t.values)})" for t in front
+            )
+            + ". The picks below are chosen from it.</p>"
+        )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>depthsearch report: {esc(study_name)}</title>
@@ -262,6 +340,7 @@ figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 {counts["pruned"]} pruned, {counts["fail"]} failed. Written
 {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}.</p>
 <h2>Picked models</h2>
+{front_line}
 <table><tr><th>pick</th><th>trial</th><th>val loss</th><th>layers</th><th>hidden sizes</th>
 <th>parameters</th></tr>{pick_rows}</table>
 <h2>How deep?</h2>

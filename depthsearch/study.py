@@ -93,8 +93,13 @@ def spec_summary(spec: StudySpec) -> str:
     s, d, t = spec.space, spec.data, spec.train
     data = "synthetic series" if d.source == "synthetic" else f"{d.path} [{d.target}]"
     width = "per layer " if s.per_layer_hidden else ""
+    goal = (
+        f"minimise {' and '.join(spec.objectives)} (Pareto front)"
+        if spec.multi_objective
+        else "minimise val_loss"
+    )
     return (
-        f"stacked LSTM: layers {_describe_param(s.num_layers)}, {width}hidden "
+        f"{goal} | stacked LSTM: layers {_describe_param(s.num_layers)}, {width}hidden "
         f"{_describe_param(s.hidden_size)}, dropout {_describe_param(s.dropout)}, lr "
         f"{_describe_param(s.lr)}, batch {_describe_param(s.batch_size)} | data: {data}, "
         f"window {d.window} -> horizon {d.horizon}, val {d.val_fraction:g} | "
@@ -140,10 +145,13 @@ def create_study(
             study = optuna.create_study(
                 storage=storage,
                 study_name=spec.name,
-                direction="minimize",
+                directions=["minimize"] * len(spec.objectives),
                 sampler=sampler,
                 pruner=make_pruner(spec),
             )
+            with quiet_experimental():
+                # The dashboard labels the axes (and the Pareto front) with these names.
+                study.set_metric_names(list(spec.objectives))
             study.set_user_attr(SPEC_ATTR, _normalise(spec.to_dict()))
             study.set_user_attr(SUMMARY_ATTR, spec_summary(spec))
             _log.info("created study %r in %s", spec.name, mask_url(storage_url))
@@ -161,6 +169,7 @@ def create_study(
             stored, study={k: v for k, v in stored.get("study", {}).items() if k != "n_trials"}
         )
         theirs["data"] = {k: v for k, v in stored.get("data", {}).items() if k != "path"}
+        theirs["study"].setdefault("objectives", ["val_loss"])  # specs stored before objectives
         differing = _diff(theirs, ours)
         if differing:
             raise StudyMismatchError(

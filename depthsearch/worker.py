@@ -194,7 +194,12 @@ class _Loop:
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                 return self.study.ask()
 
-    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None) -> None:
+    def tell(
+        self,
+        trial: optuna.Trial,
+        state: TrialState,
+        value: float | tuple[float, ...] | None,
+    ) -> None:
         def do() -> None:
             frozen = self.storage.get_trial(trial._trial_id)
             if frozen.state.is_finished():
@@ -251,9 +256,13 @@ class _Loop:
             return
         self.tell(trial, TrialState.COMPLETE, value)
         report.complete += 1
-        _log.info("trial %d complete: val_loss=%.6g; %s", trial.number, value, self.best_so_far())
+        loss = value[0] if isinstance(value, tuple) else value
+        _log.info("trial %d complete: val_loss=%.6g; %s", trial.number, loss, self.best_so_far())
 
     def best_so_far(self) -> str:
+        if self.spec.multi_objective:
+            front = self.guard(lambda: self.study.best_trials, "reading the Pareto front")
+            return f"Pareto front: {len(front)} trial(s)"
         try:
             best = self.guard(lambda: self.study.best_trial, "reading the best trial")
         except ValueError:

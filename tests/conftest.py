@@ -63,6 +63,19 @@ def write_study(
     return path
 
 
+OBJECTIVES = 'objectives = ["val_loss", "param_count"]'
+
+
+def pareto_study(folder: Path, name: str, n_trials: int = 10) -> Path:
+    """The tiny study with two objectives (and, as a multi-objective study needs, no pruner)."""
+    path = write_study(folder, name=name, n_trials=n_trials, max_epochs=3)
+    text = path.read_text().replace("seed = 3\n", f"seed = 3\n{OBJECTIVES}\n")
+    text = text.replace('kind = "median"\nn_startup_trials = 2\nn_warmup_steps = 1\n', "")
+    text = text.replace("[pruner]\n", "")
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture
 def tiny_study(tmp_path: Path) -> Path:
     return write_study(tmp_path)

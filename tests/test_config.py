@@ -102,6 +102,25 @@ BAD = [
         "[workers] grace_period must be > heartbeat_interval",
     ),
     ("[study\nname='x'\n", "not valid TOML"),
+    (
+        "[study]\nname='x'\nn_trials=3\nobjectives=['val_loss', 'flops']\n",
+        "[study] objectives: unknown objective(s) ['flops']; allowed are ['val_loss', "
+        "'param_count', 'seconds_per_epoch']",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\nobjectives=['param_count', 'val_loss']\n",
+        "[study] objectives: must start with 'val_loss'",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\nobjectives=['val_loss', 'val_loss']\n",
+        "[study] objectives: names an objective twice",
+    ),
+    ("[study]\nname='x'\nn_trials=3\nobjectives=[]\n", "[study] objectives: must be a non"),
+    (
+        "[study]\nname='x'\nn_trials=3\nobjectives=['val_loss', 'param_count']\n"
+        "[pruner]\nkind='median'\n",
+        "[pruner] kind: Optuna prunes single-objective studies only",
+    ),
 ]
 
 
@@ -116,6 +135,17 @@ def test_bad_study_file_is_refused_naming_file_and_key(
     assert str(info.value).startswith(str(path))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_multi_objective_study_defaults_to_no_pruner(tmp_path: Path) -> None:
+    path = tmp_path / "mo.toml"
+    path.write_text("[study]\nname='x'\nn_trials=3\nobjectives=['val_loss', 'param_count']\n")
+    spec = load_spec(path)
+    assert spec.objectives == ("val_loss", "param_count") and spec.multi_objective
+    assert spec.pruner.kind == "none"
+    assert spec_from_dict(spec.to_dict()) == spec
+    single = load_spec(write_study(tmp_path))
+    assert single.objectives == ("val_loss",) and not single.multi_objective
 
 
 def test_missing_study_file(tmp_path: Path) -> None:

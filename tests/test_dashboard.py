@@ -13,12 +13,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 from click.testing import CliRunner
 
 from depthsearch.cli import main
 
-from .conftest import REPO, depthsearch_cmd, write_study
+from .conftest import REPO, depthsearch_cmd, pareto_study, write_study
 
 SCREENSHOT_DIR = Path(
     os.environ.get("DEPTHSEARCH_SCREENSHOTS", REPO / ".pytest_cache" / "screenshots")
@@ -46,6 +47,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     url = f"sqlite:///{folder / 'study.db'}"
     study_file = write_study(folder, name="dash-study", n_trials=5, max_epochs=3)
     assert CliRunner().invoke(main, ["run", str(study_file), "--storage", url]).exit_code == 0
+    pareto_file = pareto_study(folder, "dash-pareto", n_trials=6)
+    assert CliRunner().invoke(main, ["run", str(pareto_file), "--storage", url]).exit_code == 0
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "depthsearch", "dashboard", "--storage", url, "--port", str(port)],
@@ -90,6 +93,24 @@ def test_api_lists_the_study_and_its_learning_curves(served: tuple[str, str]) ->
     }
 
 
+def study_id(base: str, name: str) -> int:
+    studies = json.loads(get(base + "/api/studies")[1])["study_summaries"]
+    return int(next(s["study_id"] for s in studies if s["study_name"] == name))
+
+
+def test_api_serves_the_pareto_front_of_a_two_objective_study(served: tuple[str, str]) -> None:
+    base, url = served
+    status, body = get(f"{base}/api/studies/{study_id(base, 'dash-pareto')}")
+    assert status == 200
+    detail = json.loads(body)
+    assert detail["directions"] == ["minimize", "minimize"]
+    assert detail["objective_names"] == ["val_loss", "param_count"]
+    study = optuna.load_study(study_name="dash-pareto", storage=url)
+    assert sorted(t["number"] for t in detail["best_trials"]) == sorted(
+        t.number for t in study.best_trials
+    )
+
+
 def test_bundle_is_served_to_a_browser(served: tuple[str, str]) -> None:
     base, _ = served
     status, body = get(base + "/static/bundle.js", {"Accept-Encoding": "gzip"})
@@ -119,15 +140,8 @@ def chromium() -> str:
     return exe
 
 
-def test_chromium_renders_the_study_page_with_its_trials(
-    served: tuple[str, str], tmp_path: Path
-) -> None:
-    exe = chromium()
-    base, _ = served
-    studies = json.loads(get(base + "/api/studies")[1])["study_summaries"]
-    study_id = next(s["study_id"] for s in studies if s["study_name"] == "dash-study")
-    page = f"{base}/dashboard/studies/{study_id}/trials"
-    flags = [
+def browser_flags(tmp_path: Path) -> list[str]:
+    return [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -140,16 +154,40 @@ def test_chromium_renders_the_study_page_with_its_trials(
         "--virtual-time-budget=15000",
         "--window-size=1400,1000",
     ]
+
+
+def render(page: str, tmp_path: Path, screenshot: str) -> str:
+    """The page's DOM after its scripts ran, and a screenshot of it under SCREENSHOT_DIR."""
+    exe = chromium()
+    flags = browser_flags(tmp_path)
     dom = subprocess.run(
         [exe, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "dash-study" in dom.stdout
-    # The trial list shows each trial by number.
-    assert all(f"Trial {n}" in dom.stdout for n in range(5)), dom.stdout[-3000:]
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOT_DIR / "dashboard-trials.png"
+    shot = SCREENSHOT_DIR / screenshot
     proc = subprocess.run(
         [exe, *flags, f"--screenshot={shot}", page], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"
+    return dom.stdout
+
+
+def test_chromium_renders_the_study_page_with_its_trials(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, _ = served
+    page = f"{base}/dashboard/studies/{study_id(base, 'dash-study')}/trials"
+    dom = render(page, tmp_path, "dashboard-trials.png")
+    assert "dash-study" in dom
+    # The trial list shows each trial by number.
+    assert all(f"Trial {n}" in dom for n in range(5)), dom[-3000:]
+
+
+def test_chromium_renders_the_pareto_front(served: tuple[str, str], tmp_path: Path) -> None:
+    base, _ = served
+    dom = render(
+        f"{base}/dashboard/studies/{study_id(base, 'dash-pareto')}", tmp_path, "pareto.png"
+    )
+    assert "dash-pareto" in dom and "Pareto Front" in dom, dom[-3000:]
+    assert "val_loss" in dom and "param_count" in dom
