@@ -1,13 +1,19 @@
 """Throughput of 1 and 2 CPU workers on one study, and the share of a trial spent in storage.
 
-Part 1 launches `depthsearch launch --cpu-workers N` on a fresh study with a fixed budget of
-identical trials (a fixed architecture, no pruning) and reports trials per hour for N = 1, 2.
-Part 2 runs one in-process worker with every storage call timed, on SQLite and on PostgreSQL,
-and reports the share of the trials' wall time spent in storage calls.
+Part 1 launches `depthsearch launch --cpu-workers N` on a fresh PostgreSQL study with a fixed
+budget of identical trials (a fixed architecture, no pruning) and reports trials per hour for
+N = 1 and 2, timed from the command's start to its exit (process start-up included). A third
+row runs one `depthsearch worker --threads 1`: the per-worker baseline with the same one thread
+each of the two launched workers gets.
+Part 2 runs one in-process worker with every storage call of the trial's path timed (the
+heartbeat thread's are not: they run beside training), on SQLite and on PostgreSQL, for two
+trial shapes: "small" (sunspots, 2 x 32, 8 epochs) and "medium" (the half-hourly demand series,
+window 48, 2 x 64, 12 epochs). It prints the share of the trials' wall time spent in storage and
+the fixed cost behind it: milliseconds per trial and per epoch.
 
-    python benchmarks/workers.py [--budget 8] [--epochs 6] [--pg postgresql+psycopg://...]
+    python benchmarks/workers.py [--budget 12] [--repeats 3] [--pg postgresql+psycopg://...]
 
-Last line: ``speedup_2_workers=X storage_share_pg=Y``.
+Last line: ``speedup_2_workers=X storage_share_pg=Y`` (the medium shape).
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ seed = 1
 [data]
 source = "csv"
 path = "{data}"
-target = "sunspots"
-window = 24
+target = "{target}"
+window = {window}
 horizon = 3
 
 [space]
 num_layers = 2
-hidden_size = 32
+hidden_size = {hidden}
 dropout = 0.1
 lr = 0.003
 batch_size = 64
@@ -57,11 +63,27 @@ device = "cpu"
 kind = "none"
 """
 
+#: Trial shapes: (data file, target column, window, hidden size, epochs).
+SHAPES = {
+    "small": ("sunspots.csv", "sunspots", 24, 32, 8),
+    "medium": ("taylor.csv", "demand (MW)", 48, 64, 12),
+}
 
-def write_study(folder: Path, name: str, budget: int, epochs: int) -> Path:
+
+def write_study(folder: Path, name: str, budget: int, shape: str) -> Path:
+    data, target, window, hidden, epochs = SHAPES[shape]
     path = folder / f"{name}.toml"
-    data = REPO / "studies" / "data" / "sunspots.csv"
-    path.write_text(STUDY.format(name=name, budget=budget, epochs=epochs, data=data))
+    path.write_text(
+        STUDY.format(
+            name=name,
+            budget=budget,
+            data=REPO / "studies" / "data" / data,
+            target=target,
+            window=window,
+            hidden=hidden,
+            epochs=epochs,
+        )
+    )
     return path
 
 
@@ -79,23 +101,25 @@ def fresh_pg(admin_url: str) -> tuple[str, Any]:
     return admin_url.rsplit("/", 1)[0] + "/" + name, drop
 
 
-def throughput(folder: Path, url: str, workers: int, budget: int, epochs: int) -> float:
-    """Trials per hour for `launch --cpu-workers workers` to finish the budget."""
+def throughput(folder: Path, url: str, workers: int, budget: int, one_thread: bool) -> float:
+    """Trials per hour for `launch --cpu-workers workers` (or one 1-thread `worker`)."""
     name = f"tp{workers}-{uuid.uuid4().hex[:6]}"
-    study = write_study(folder, name, budget, epochs)
+    study = write_study(folder, name, budget, "medium")
     exe = [sys.executable, "-m", "depthsearch"]
     subprocess.run([*exe, "create", str(study), "--storage", url], check=True, capture_output=True)
-    started = time.perf_counter()
-    subprocess.run(
-        [*exe, "launch", "--study", name, "--storage", url, "--cpu-workers", str(workers)],
-        check=True,
-        capture_output=True,
+    command = (
+        [*exe, "worker", "--study", name, "--storage", url, "--threads", "1"]
+        if one_thread
+        else [*exe, "launch", "--study", name, "--storage", url, "--cpu-workers", str(workers)]
     )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if one_thread else None
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return budget / (time.perf_counter() - started) * 3600
 
 
-def storage_share(folder: Path, url: str, budget: int, epochs: int) -> tuple[float, float]:
-    """(share of trial wall time in storage calls, mean seconds per trial), one worker."""
+def storage_share(folder: Path, url: str, budget: int, shape: str) -> tuple[float, float, float]:
+    """(share of wall time in storage calls, seconds per trial, storage ms per trial)."""
     import optuna
 
     from depthsearch.config import load_spec
@@ -103,7 +127,7 @@ def storage_share(folder: Path, url: str, budget: int, epochs: int) -> tuple[flo
     from depthsearch.worker import run_worker
 
     name = f"share-{uuid.uuid4().hex[:6]}"
-    spec = load_spec(write_study(folder, name, budget, epochs))
+    spec = load_spec(write_study(folder, name, budget, shape))
     study = create_study(spec, url)
     spent = [0.0]
     storage = study._storage
@@ -140,14 +164,15 @@ def storage_share(folder: Path, url: str, budget: int, epochs: int) -> tuple[flo
     started = time.perf_counter()
     run_worker(study, spec, url, budget=budget)
     wall = time.perf_counter() - started
+    worker_module.storage_lock = plain_lock  # type: ignore[assignment]
     done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
-    return spent[0] / wall, wall / max(1, len(done))
+    n = max(1, len(done))
+    return spent[0] / wall, wall / n, spent[0] / n * 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--budget", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres", help="admin URL"
@@ -155,43 +180,54 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import optuna
+    import torch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
     cores = len(os.sched_getaffinity(0))
     print(
-        f"# {cores} cores, budget {args.budget} identical trials x {args.epochs} epochs, "
-        f"median of {args.repeats}"
+        f"# {cores} cores; budget {args.budget} identical trials; throughput on the medium "
+        f"shape, median of {args.repeats}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url, drop = fresh_pg(args.pg)
         try:
-            rates: dict[int, list[float]] = {1: [], 2: []}
+            runs = (("1 (launch: 2 threads)", 1, False), ("1 (worker --threads 1)", 1, True))
+            runs += (("2 (launch: 1 thread each)", 2, False),)
+            rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
             for _ in range(args.repeats):
-                for n in (1, 2):
-                    rates[n].append(throughput(folder, url, n, args.budget, args.epochs))
-            one, two = statistics.median(rates[1]), statistics.median(rates[2])
+                for label, n, one_thread in runs:
+                    rates[label].append(throughput(folder, url, n, args.budget, one_thread))
+            med = {label: statistics.median(r) for label, r in rates.items()}
             print("| CPU workers | trials/hour (median) | runs |")
             print("|---|---|---|")
-            for n in (1, 2):
-                runs = ", ".join(f"{r:.0f}" for r in rates[n])
-                print(f"| {n} | {statistics.median(rates[n]):.0f} | {runs} |")
-            print(f"speedup of 2 workers over 1: {two / one:.2f}x")
+            for label, r in rates.items():
+                print(f"| {label} | {med[label]:.0f} | {', '.join(f'{x:.0f}' for x in r)} |")
+            one, one_1t, two = med.values()
+            speedup = two / one
+            print(f"speedup of 2 workers over 1 (launch defaults): {speedup:.2f}x")
+            print(f"speedup of 2 workers over one 1-thread worker: {two / one_1t:.2f}x")
             print()
-            print("| storage | share of trial wall time in storage calls | s/trial |")
-            print("|---|---|---|")
-            shares = {}
-            for label, store in (
-                ("sqlite", f"sqlite:///{folder / 'share.db'}"),
-                ("postgresql", url),
-            ):
-                share, per_trial = storage_share(folder, store, args.budget, args.epochs)
-                shares[label] = share
-                print(f"| {label} | {share * 100:.2f}% | {per_trial:.2f} |")
+            print("| storage | trial shape | s/trial | storage ms/trial | share of wall time |")
+            print("|---|---|---|---|---|")
+            shares: dict[tuple[str, str], float] = {}
+            for shape in SHAPES:
+                for label, store in (
+                    ("sqlite", f"sqlite:///{folder / f'share-{shape}.db'}"),
+                    ("postgresql", url),
+                ):
+                    share, per_trial, ms = storage_share(folder, store, args.budget, shape)
+                    shares[label, shape] = share
+                    print(
+                        f"| {label} | {shape} | {per_trial:.2f} | {ms:.0f} | {share * 100:.2f}% |"
+                    )
         finally:
             drop()
-    print(f"speedup_2_workers={two / one:.2f} storage_share_pg={shares['postgresql'] * 100:.2f}%")
+    print(
+        f"speedup_2_workers={speedup:.2f} "
+        f"storage_share_pg={shares['postgresql', 'medium'] * 100:.2f}%"
+    )
 
 
 if __name__ == "__main__":

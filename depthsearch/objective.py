@@ -43,6 +43,11 @@ def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) 
 
 
 def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    # The trial as ask() read it (system attributes included): Optuna keeps it on the trial,
+    # so no storage round trip is needed.
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    if isinstance(cached, optuna.trial.FrozenTrial):
+        return cached
     return trial.study._storage.get_trial(trial._trial_id)
 
 
@@ -107,6 +112,8 @@ class Objective:
         )
         history = History()
         multi = spec.multi_objective
+        # NopPruner never prunes: asking it would cost a storage round trip per epoch.
+        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
 
         def report(result: EpochResult, _: History) -> None:
             if multi:
@@ -116,7 +123,7 @@ class Objective:
             self.guard(lambda: trial.report(result.val_loss, result.epoch), "reporting an epoch")
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
-            if self.guard(trial.should_prune, "asking the pruner"):
+            if prunes and self.guard(trial.should_prune, "asking the pruner"):
                 raise optuna.TrialPruned(
                     f"pruned at epoch {result.epoch} (val_loss={result.val_loss:.6g})"
                 )

@@ -131,6 +131,26 @@ def _describe(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+_LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
+
+
+def _lock_engine(url: str, parsed: URL) -> sqlalchemy.Engine:
+    """One pooled connection per process for the lock: a new connection for every trial
+    would cost a PostgreSQL log-in (several milliseconds) each time."""
+    engine = _LOCK_ENGINES.get(url)
+    if engine is None:
+        engine = sqlalchemy.create_engine(
+            parsed,
+            pool_size=1,
+            max_overflow=2,  # only threads of one process contending for the lock use these
+            pool_pre_ping=True,
+            pool_recycle=300,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        )
+        _LOCK_ENGINES[url] = engine
+    return engine
+
+
 @contextlib.contextmanager
 def storage_lock(url: str) -> Iterator[None]:
     """A lock shared by every process that uses this storage.
@@ -143,23 +163,20 @@ def storage_lock(url: str) -> Iterator[None]:
     parsed = _parse(url)
     dialect = _dialect(parsed)
     if dialect == "postgresql":
-        engine = sqlalchemy.create_engine(
-            parsed,
-            poolclass=sqlalchemy.pool.NullPool,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
-        )
         key = zlib.crc32(b"depthsearch") & 0x7FFFFFFF
-        try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                conn.commit()
+        with _lock_engine(url, parsed).connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                # A session-level lock outlives transactions: release it before the
+                # connection goes back to the pool, or close the connection (which releases it).
                 try:
-                    yield
-                finally:
                     conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                     conn.commit()
-        finally:
-            engine.dispose()
+                except DBAPIError:
+                    conn.invalidate()
     elif dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
         lock_path = (
             Path(parsed.database)

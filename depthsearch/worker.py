@@ -29,7 +29,7 @@ from depthsearch.config import StudySpec
 from depthsearch.data import Windows, prepare
 from depthsearch.objective import Objective
 from depthsearch.storage import mask_url, retrying, storage_lock
-from depthsearch.train import EpochResult, resolve_device
+from depthsearch.train import EpochResult, keep_freed_memory, resolve_device
 
 __all__ = ["Interrupted", "WorkerReport", "run_worker"]
 
@@ -162,6 +162,26 @@ class _Loop:
         get_interval = getattr(self.storage, "get_heartbeat_interval", None)
         heartbeat = get_interval() if get_interval is not None else None
         self.heartbeat_interval: float | None = float(heartbeat) if heartbeat else None
+        #: (val_loss, number) of the best complete trial last announced in the log.
+        self.announced: tuple[float, int] | None = None
+
+    def announce_best(self, trials: list[optuna.trial.FrozenTrial], budget: int) -> None:
+        """Logs the study's best trial when it changed, from the trials the budget check has
+        just read (every worker's): no storage call of its own."""
+        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+        if not complete or self.spec.multi_objective:
+            return
+        best = min((t.values[0], t.number) for t in complete)
+        if best != self.announced:
+            self.announced = best
+            finished = sum(t.state.is_finished() for t in trials)
+            _log.info(
+                "best so far: trial %d val_loss=%.6g (%d of %d trials finished)",
+                best[1],
+                best[0],
+                finished,
+                budget,
+            )
 
     def guard(self, fn: Callable[[], Any], what: str) -> Any:
         return retrying(fn, wait_s=self.spec.workers.db_wait, what=what, url=self.url)
@@ -182,6 +202,7 @@ class _Loop:
                         TrialState.WAITING,
                     ),
                 )
+                self.announce_best(trials, budget)
                 finished = sum(t.state.is_finished() for t in trials)
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
@@ -201,15 +222,14 @@ class _Loop:
         value: float | tuple[float, ...] | None,
     ) -> None:
         def do() -> None:
-            frozen = self.storage.get_trial(trial._trial_id)
-            if frozen.state.is_finished():
-                # Someone (the stale-trial check of another worker) has already ended it.
-                _log.warning("trial %d was already %s", trial.number, frozen.state.name)
-                return
+            # skip_if_finished: another worker's stale-trial check may have ended it already,
+            # or a retried tell whose first attempt reached the database.
             if state == TrialState.COMPLETE:
-                self.study.tell(trial, value)
+                frozen = self.study.tell(trial, value, skip_if_finished=True)
             else:
-                self.study.tell(trial, state=state)
+                frozen = self.study.tell(trial, state=state, skip_if_finished=True)
+            if frozen.state != state:
+                _log.warning("trial %d was already %s", trial.number, frozen.state.name)
 
         self.guard(do, f"saving trial {trial.number}")
 
@@ -232,7 +252,7 @@ class _Loop:
         except optuna.TrialPruned as e:
             self.tell(trial, TrialState.PRUNED, None)
             report.pruned += 1
-            _log.info("trial %d %s; %s", trial.number, e, self.best_so_far())
+            _log.info("trial %d %s", trial.number, e)
             return
         except Interrupted as e:
             self.fail(trial, str(e))
@@ -256,18 +276,13 @@ class _Loop:
             return
         self.tell(trial, TrialState.COMPLETE, value)
         report.complete += 1
-        loss = value[0] if isinstance(value, tuple) else value
-        _log.info("trial %d complete: val_loss=%.6g; %s", trial.number, loss, self.best_so_far())
-
-    def best_so_far(self) -> str:
-        if self.spec.multi_objective:
-            front = self.guard(lambda: self.study.best_trials, "reading the Pareto front")
-            return f"Pareto front: {len(front)} trial(s)"
-        try:
-            best = self.guard(lambda: self.study.best_trial, "reading the best trial")
-        except ValueError:
-            return "no complete trial yet"
-        return f"best so far: trial {best.number} val_loss={best.value:.6g}"
+        if isinstance(value, tuple):
+            shown = ", ".join(
+                f"{n}={v:.6g}" for n, v in zip(self.spec.objectives, value, strict=True)
+            )
+        else:
+            shown = f"val_loss={value:.6g}"
+        _log.info("trial %d complete: %s", trial.number, shown)
 
 
 def run_worker(
@@ -300,6 +315,7 @@ def run_worker(
         DepthsearchError: bad data, device or database.
     """
     torch_device = resolve_device(device or spec.train.device)
+    keep_freed_memory()
     wanted_threads = threads or spec.train.threads
     if wanted_threads:
         torch.set_num_threads(wanted_threads)
