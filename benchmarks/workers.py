@@ -5,11 +5,12 @@ budget of identical trials (a fixed architecture, no pruning) and reports trials
 N = 1 and 2, timed from the command's start to its exit (process start-up included). A third
 row runs one `depthsearch worker --threads 1`: the per-worker baseline with the same one thread
 each of the two launched workers gets.
-Part 2 runs one in-process worker with every storage call of the trial's path timed (the
-heartbeat thread's are not: they run beside training), on SQLite and on PostgreSQL, for two
-trial shapes: "small" (sunspots, 2 x 32, 8 epochs) and "medium" (the half-hourly demand series,
-window 48, 2 x 64, 12 epochs). It prints the share of the trials' wall time spent in storage and
-the fixed cost behind it: milliseconds per trial and per epoch.
+Part 2 runs one in-process worker with every storage call timed, on SQLite and on PostgreSQL,
+for two trial shapes: "small" (sunspots, 2 x 32, 8 epochs) and "medium" (the half-hourly demand
+series, window 48, 2 x 64, 12 epochs). The share is the time the training thread spends in
+storage calls (reserving, the seed, attributes, the tell, and any wait for the reporter),
+over the wall time. The epochs' reports and pruner questions run in a thread beside training;
+their milliseconds per trial are printed apart (the heartbeat thread's are not counted).
 
     python benchmarks/workers.py [--budget 12] [--repeats 3] [--pg postgresql+psycopg://...]
 
@@ -118,10 +119,17 @@ def throughput(folder: Path, url: str, workers: int, budget: int, one_thread: bo
     return budget / (time.perf_counter() - started) * 3600
 
 
-def storage_share(folder: Path, url: str, budget: int, shape: str) -> tuple[float, float, float]:
-    """(share of wall time in storage calls, seconds per trial, storage ms per trial)."""
+def storage_share(
+    folder: Path, url: str, budget: int, shape: str
+) -> tuple[float, float, float, float]:
+    """(share of wall time the training thread spends in storage calls, seconds per trial,
+    its storage ms per trial, storage ms per trial done beside training by the reporter)."""
+    import contextlib
+    import threading
+
     import optuna
 
+    import depthsearch.worker as worker_module
     from depthsearch.config import load_spec
     from depthsearch.study import create_study
     from depthsearch.worker import run_worker
@@ -129,10 +137,27 @@ def storage_share(folder: Path, url: str, budget: int, shape: str) -> tuple[floa
     name = f"share-{uuid.uuid4().hex[:6]}"
     spec = load_spec(write_study(folder, name, budget, shape))
     study = create_study(spec, url)
-    spent = [0.0]
+    spent = {"training": 0.0, "beside": 0.0}
+    local = threading.local()
+    main_thread = threading.main_thread()
+
+    @contextlib.contextmanager
+    def timing() -> Any:
+        # Count only the outermost storage call of a thread (cached calls nest).
+        depth = getattr(local, "depth", 0)
+        local.depth = depth + 1
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            local.depth = depth
+            if depth == 0:
+                where = "training" if threading.current_thread() is main_thread else "beside"
+                spent[where] += time.perf_counter() - t0
+
     storage = study._storage
     for attr in dir(type(storage)):
-        # Heartbeats run in their own thread, beside training, not in the trial's path.
+        # Heartbeats run in their own thread every few seconds; not part of a trial's work.
         if attr.startswith("_") or attr == "record_heartbeat":
             continue
         method = getattr(storage, attr)
@@ -140,34 +165,32 @@ def storage_share(folder: Path, url: str, budget: int, shape: str) -> tuple[floa
             continue
 
         def timed(*args: Any, __m: Any = method, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
+            with timing():
                 return __m(*args, **kwargs)
-            finally:
-                spent[0] += time.perf_counter() - t0
 
         setattr(storage, attr, functools.wraps(method)(timed))
-    import contextlib
-
-    import depthsearch.worker as worker_module
-
     plain_lock = worker_module.storage_lock
 
     @contextlib.contextmanager
-    def timed_lock(u: str) -> Any:
+    def timed_lock_once(u: str) -> Any:
         t0 = time.perf_counter()
         with plain_lock(u):
-            spent[0] += time.perf_counter() - t0
+            spent["training"] += time.perf_counter() - t0
             yield
 
-    worker_module.storage_lock = timed_lock  # type: ignore[assignment]
+    worker_module.storage_lock = timed_lock_once  # type: ignore[assignment]
     started = time.perf_counter()
     run_worker(study, spec, url, budget=budget)
     wall = time.perf_counter() - started
     worker_module.storage_lock = plain_lock  # type: ignore[assignment]
     done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
     n = max(1, len(done))
-    return spent[0] / wall, wall / n, spent[0] / n * 1000
+    return (
+        spent["training"] / wall,
+        wall / n,
+        spent["training"] / n * 1000,
+        spent["beside"] / n * 1000,
+    )
 
 
 def main() -> None:
@@ -209,18 +232,22 @@ def main() -> None:
             print(f"speedup of 2 workers over 1 (launch defaults): {speedup:.2f}x")
             print(f"speedup of 2 workers over one 1-thread worker: {two / one_1t:.2f}x")
             print()
-            print("| storage | trial shape | s/trial | storage ms/trial | share of wall time |")
-            print("|---|---|---|---|---|")
+            print(
+                "| storage | trial shape | s/trial | storage ms/trial, training thread | "
+                "share of wall time | storage ms/trial beside training |"
+            )
+            print("|---|---|---|---|---|---|")
             shares: dict[tuple[str, str], float] = {}
             for shape in SHAPES:
                 for label, store in (
                     ("sqlite", f"sqlite:///{folder / f'share-{shape}.db'}"),
                     ("postgresql", url),
                 ):
-                    share, per_trial, ms = storage_share(folder, store, args.budget, shape)
+                    share, per_trial, ms, beside = storage_share(folder, store, args.budget, shape)
                     shares[label, shape] = share
                     print(
-                        f"| {label} | {shape} | {per_trial:.2f} | {ms:.0f} | {share * 100:.2f}% |"
+                        f"| {label} | {shape} | {per_trial:.2f} | {ms:.0f} | "
+                        f"{share * 100:.2f}% | {beside:.0f} |"
                     )
         finally:
             drop()

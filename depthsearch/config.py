@@ -503,6 +503,7 @@ def _parse_train(raw: object, where: str) -> TrainSpec:
 _PRUNER_KEYS = {
     "none": (),
     "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "depth-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
     "hyperband": ("min_resource", "reduction_factor"),
     "successive-halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
 }

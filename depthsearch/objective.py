@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -49,6 +51,57 @@ def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     if isinstance(cached, optuna.trial.FrozenTrial):
         return cached
     return trial.study._storage.get_trial(trial._trial_id)
+
+
+class _Reporter:
+    """Reports each epoch to Optuna and asks the pruner, in a thread beside training.
+
+    Training never waits for the database: the epoch's loss is queued and the next epoch
+    starts at once. When the pruner says stop, or a storage call fails for good, the training
+    loop learns it at its next batch (``check`` runs before every batch) and stops there.
+    """
+
+    def __init__(self, trial: optuna.Trial, guard: Guard, *, prunes: bool) -> None:
+        self.trial = trial
+        self.guard = guard
+        self.prunes = prunes
+        self.pruned: str | None = None
+        self.error: BaseException | None = None
+        self._queue: queue.SimpleQueue[EpochResult | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="depthsearch-report", daemon=True)
+        self._thread.start()
+
+    def submit(self, result: EpochResult) -> None:
+        self._queue.put(result)
+
+    def check(self) -> None:
+        """Raises the pruner's decision or the storage error, if any came."""
+        if self.error is not None:
+            raise self.error
+        if self.pruned is not None:
+            raise optuna.TrialPruned(self.pruned)
+
+    def close(self) -> None:
+        """Waits until every queued epoch is reported (or reporting failed)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        trial = self.trial
+        while (result := self._queue.get()) is not None:
+            if self.pruned is not None or self.error is not None:
+                continue  # training stops at its next batch; nothing more to say
+            try:
+                self.guard(
+                    functools.partial(trial.report, result.val_loss, result.epoch),
+                    "reporting an epoch",
+                )
+                if self.prunes and self.guard(trial.should_prune, "asking the pruner"):
+                    self.pruned = (
+                        f"pruned at epoch {result.epoch} (val_loss={result.val_loss:.6g})"
+                    )
+            except BaseException as e:  # handed to the training thread by check()
+                self.error = e
 
 
 class Objective:
@@ -112,32 +165,47 @@ class Objective:
         )
         history = History()
         multi = spec.multi_objective
-        # NopPruner never prunes: asking it would cost a storage round trip per epoch.
-        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        # Optuna keeps no intermediate values on a multi-objective study; NopPruner never
+        # prunes, so asking it would only cost a storage round trip per epoch.
+        reporter = (
+            None
+            if multi
+            else _Reporter(
+                trial,
+                self.guard,
+                prunes=not isinstance(trial.study.pruner, optuna.pruners.NopPruner),
+            )
+        )
 
-        def report(result: EpochResult, _: History) -> None:
-            if multi:
-                if self.on_epoch is not None:
-                    self.on_epoch(trial.number, result)
-                return
-            self.guard(lambda: trial.report(result.val_loss, result.epoch), "reporting an epoch")
+        def epoch_end(result: EpochResult, _: History) -> None:
+            if reporter is not None:
+                reporter.submit(result)
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
-            if prunes and self.guard(trial.should_prune, "asking the pruner"):
-                raise optuna.TrialPruned(
-                    f"pruned at epoch {result.epoch} (val_loss={result.val_loss:.6g})"
-                )
+
+        def interrupt() -> None:
+            if self.interrupt is not None:
+                self.interrupt()
+            if reporter is not None:
+                reporter.check()
 
         started = time.perf_counter()
         try:
-            fit(
-                model,
-                self.data,
-                options,
-                on_epoch_end=report,
-                history=history,
-                interrupt=self.interrupt,
-            )
+            try:
+                fit(
+                    model,
+                    self.data,
+                    options,
+                    on_epoch_end=epoch_end,
+                    history=history,
+                    interrupt=interrupt,
+                )
+            finally:
+                if reporter is not None:
+                    # Every epoch is in the database before the attributes and the tell.
+                    reporter.close()
+            if reporter is not None:
+                reporter.check()  # the pruner may have spoken on the last epoch
         except NonFiniteLossError as e:
             attrs["pruned_reason"] = f"non-finite loss: {e}"
             raise optuna.TrialPruned(attrs["pruned_reason"]) from e

@@ -20,6 +20,7 @@ from depthsearch.config import (
     spec_from_dict,
 )
 from depthsearch.errors import SpecError, StorageError, StudyMismatchError
+from depthsearch.pruning import DepthAwarePruner
 from depthsearch.storage import mask_url, open_storage, storage_lock
 
 __all__ = [
@@ -62,6 +63,12 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             min_resource=p.min_resource,
             max_resource=spec.train.max_epochs,
             reduction_factor=p.reduction_factor,
+        )
+    if p.kind == "depth-aware":
+        return DepthAwarePruner(
+            n_startup_trials=p.n_startup_trials,
+            n_warmup_steps=p.n_warmup_steps,
+            interval_steps=p.interval_steps,
         )
     if p.kind == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(

@@ -1,0 +1,164 @@
+"""On a GPU: the fused multi-layer kernel against the per-layer stack, and workers per GPU.
+
+Part 1 trains the same architecture two ways, PyTorch's fused multi-layer `nn.LSTM` (one
+cuDNN call) and depthsearch's stack of single-layer LSTMs (what mixed widths, residual and
+layer-norm need), with bf16 autocast as trials use it, and reports training samples per second.
+Part 2 runs `depthsearch launch --per-gpu K --gpus 0` on a fresh SQLite study of --budget
+trials (hidden sizes 64-256, 1-4 layers, random sampler with a fixed seed, no pruning) for
+K = 1, 2, 4, 8 and reports trials per hour; the K with the most is the one to make the default.
+
+    python benchmarks/gpu.py [--budget 32] [--epochs 10] [--device cuda]
+
+`--device cpu` runs part 1 on the CPU (a check of the script, not a GPU figure); part 2 needs
+CUDA. Last line: ``best_per_gpu=K`` (or ``fused_speedup=X`` without CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+STUDY = """
+[study]
+name = "{name}"
+n_trials = {budget}
+seed = 1
+
+[data]
+source = "csv"
+path = "{data}"
+target = "demand (MW)"
+window = 48
+horizon = 3
+
+[space]
+num_layers = {{ low = 1, high = 4 }}
+hidden_size = [64, 128, 256]
+dropout = 0.1
+lr = 0.002
+batch_size = 128
+
+[train]
+max_epochs = {epochs}
+device = "cuda"
+
+[sampler]
+kind = "random"
+
+[pruner]
+kind = "none"
+"""
+
+
+def fused_vs_stacked(device: str, steps: int) -> float:
+    import torch
+
+    from depthsearch.model import ModelConfig, StackedLSTM
+    from depthsearch.train import _autocast
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    print("| layers | hidden | batch | fused samples/s | per-layer samples/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    ratios = []
+    for layers in (2, 4, 8):
+        for hidden in (64, 256):
+            batch, window = 256, 48
+            x = torch.randn(batch, window, 1, device=dev)
+            y = torch.randn(batch, 3, device=dev)
+            rates = []
+            for fused in (True, False):
+                cfg = ModelConfig(input_size=1, hidden_sizes=(hidden,) * layers, output_size=3)
+                model = StackedLSTM(cfg, fused=fused).to(dev)
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+                def step() -> None:
+                    with _autocast(dev, True):
+                        loss = torch.nn.functional.mse_loss(model(x).float(), y)  # noqa: B023
+                    opt.zero_grad(set_to_none=True)  # noqa: B023
+                    loss.backward()
+                    opt.step()  # noqa: B023
+
+                for _ in range(5):
+                    step()
+                times = []
+                for _ in range(3):
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    for _ in range(steps):
+                        step()
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t0)
+                rates.append(batch * steps / statistics.median(times))
+            ratios.append(rates[0] / rates[1])
+            print(
+                f"| {layers} | {hidden} | 256 | {rates[0]:.0f} | {rates[1]:.0f} | "
+                f"{rates[0] / rates[1]:.2f} |"
+            )
+    return statistics.median(ratios)
+
+
+def per_gpu_sweep(budget: int, epochs: int) -> int:
+    print()
+    print("| workers per GPU | trials/hour | s for the budget |")
+    print("|---|---|---|")
+    best = (0.0, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'gpu.db'}"
+        exe = [sys.executable, "-m", "depthsearch"]
+        for k in (1, 2, 4, 8):
+            name = f"k{k}-{uuid.uuid4().hex[:6]}"
+            path = Path(tmp) / f"{name}.toml"
+            path.write_text(
+                STUDY.format(
+                    name=name,
+                    budget=budget,
+                    epochs=epochs,
+                    data=REPO / "studies" / "data" / "taylor.csv",
+                )
+            )
+            subprocess.run([*exe, "create", str(path), "--storage", url], check=True)
+            t0 = time.perf_counter()
+            launch = ["launch", "--study", name, "--storage", url, "--gpus", "0"]
+            subprocess.run([*exe, *launch, "--per-gpu", str(k)], check=True, capture_output=True)
+            took = time.perf_counter() - t0
+            rate = budget / took * 3600
+            best = max(best, (rate, k))
+            print(f"| {k} | {rate:.0f} | {took:.1f} |")
+    return best[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("gpu.py: no CUDA device here; run it on a GPU machine (or --device cpu)")
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    print(f"# {name}, torch {torch.__version__}")
+    fused = fused_vs_stacked(args.device, args.steps)
+    print(f"median fused / per-layer: {fused:.2f}x")
+    if not args.device.startswith("cuda"):
+        print(f"fused_speedup={fused:.2f}")
+        return
+    print(f"best_per_gpu={per_gpu_sweep(args.budget, args.epochs)}")
+
+
+if __name__ == "__main__":
+    main()

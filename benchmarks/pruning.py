@@ -1,0 +1,248 @@
+"""How much pruning saves, what it costs, and whether it is fair to deep candidates.
+
+Part 1 runs the same study (the shipped sunspot series; 1-8 layers, plain or residual) with
+the pruner `none`, `median` and `hyperband`, for --seeds seeds of --trials trials each, and
+reports the best validation loss and the epochs trained. epochs_saved = epochs without pruning /
+epochs with it; loss_gap = median over seeds of (best with - best without) / best without.
+
+Part 2 replays pruners on the runs without pruning, where every candidate trained to the end:
+candidates come in their original order, each reports its epochs one by one to a fresh
+in-memory study whose pruner decides, exactly as Optuna's would live. A stop is unfair when the
+candidate's final loss was in the top 10% of its run. It counts unfair stops by layer count for
+`median` and `depth-aware` (same settings), and the epochs each would have trained.
+
+    python benchmarks/pruning.py [--seeds 3] [--trials 24] [--epochs 20]
+
+Last line: ``epochs_saved=X loss_gap=Y`` for the better pruner of part 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+STUDY = """
+[study]
+name = "{name}"
+n_trials = {trials}
+seed = {seed}
+
+[data]
+source = "csv"
+path = "{data}"
+target = "sunspots"
+window = 24
+horizon = 3
+
+[space]
+num_layers = {{ low = 1, high = 8 }}
+hidden_size = [16, 32]
+dropout = {{ low = 0.0, high = 0.3 }}
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+batch_size = [64, 128]
+residual = [false, true]
+
+[train]
+max_epochs = {epochs}
+device = "cpu"
+threads = 1
+
+[sampler]
+kind = "tpe"
+n_startup_trials = 6
+
+[pruner]
+{pruner}
+"""
+
+PRUNERS = {
+    "none": 'kind = "none"',
+    "median": 'kind = "median"\nn_startup_trials = 3\nn_warmup_steps = 3',
+    "hyperband": 'kind = "hyperband"\nmin_resource = 2\nreduction_factor = 3',
+}
+REPLAYED = {
+    "median": 'kind = "median"\nn_startup_trials = 3\nn_warmup_steps = 3',
+    "depth-aware": 'kind = "depth-aware"\nn_startup_trials = 3\nn_warmup_steps = 3',
+}
+
+
+def run_study(folder: Path, pruner: str, seed: int, trials: int, epochs: int) -> Any:
+    import optuna
+
+    from depthsearch.config import load_spec
+    from depthsearch.study import create_study
+    from depthsearch.worker import run_worker
+
+    name = f"{pruner}-{seed}"
+    path = folder / f"{name}.toml"
+    path.write_text(
+        STUDY.format(
+            name=name,
+            trials=trials,
+            seed=seed,
+            epochs=epochs,
+            data=REPO / "studies" / "data" / "sunspots.csv",
+            pruner=PRUNERS[pruner],
+        )
+    )
+    spec = load_spec(path)
+    url = f"sqlite:///{folder / 'pruning.db'}"
+    study = create_study(spec, url)
+    run_worker(study, spec, url, budget=trials)
+    done = study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
+    return done
+
+
+def replay(candidates: list[Any], pruner_toml: str, epochs: int) -> tuple[dict[int, int], int]:
+    """Pruner decisions on fully trained curves: (stops of top-10% candidates by layer count,
+    epochs that would have been trained)."""
+    import optuna
+    import tomllib
+    from optuna.distributions import IntDistribution
+
+    from depthsearch.config import spec_from_dict
+    from depthsearch.study import make_pruner
+
+    spec = spec_from_dict(
+        {"study": {"name": "replay", "n_trials": 1}, "pruner": tomllib.loads(pruner_toml)}
+    )
+    study = optuna.create_study(pruner=make_pruner(spec))
+    dist = {"num_layers": IntDistribution(1, 64)}
+    finals = sorted(min(c.intermediate_values.values()) for c in candidates)
+    cutoff = finals[max(0, math.ceil(len(finals) * 0.1) - 1)]
+    unfair: dict[int, int] = defaultdict(int)
+    trained = 0
+    for c in candidates:
+        layers = int(c.params["num_layers"])
+        study.enqueue_trial({"num_layers": layers})
+        trial = study.ask(dist)
+        curve = [c.intermediate_values[s] for s in sorted(c.intermediate_values)]
+        stopped = False
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                trained += step
+                stopped = True
+                break
+        if not stopped:
+            study.tell(trial, min(curve))
+            trained += len(curve)
+        elif min(curve) <= cutoff:
+            unfair[layers] += 1
+    return unfair, trained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import optuna
+    import torch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)
+    seeds = list(range(1, args.seeds + 1))
+    print(
+        f"# sunspots, {args.trials} trials x up to {args.epochs} epochs, seeds {seeds}, "
+        "1 CPU thread"
+    )
+    runs: dict[tuple[str, int], list[Any]] = {}
+    wall: dict[str, float] = defaultdict(float)
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for pruner in PRUNERS:
+                started = time.perf_counter()
+                runs[pruner, seed] = run_study(Path(tmp), pruner, seed, args.trials, args.epochs)
+                wall[pruner] += time.perf_counter() - started
+
+    def best(trials: list[Any]) -> float:
+        return min(t.values[0] for t in trials if t.state.name == "COMPLETE")
+
+    def epochs(trials: list[Any]) -> int:
+        return sum(int(t.user_attrs["epochs_trained"]) for t in trials)
+
+    print("| pruner | best val loss per seed | median | epochs trained | wall s |")
+    print("|---|---|---|---|---|")
+    for pruner in PRUNERS:
+        bests = [best(runs[pruner, s]) for s in seeds]
+        total = sum(epochs(runs[pruner, s]) for s in seeds)
+        print(
+            f"| {pruner} | {', '.join(f'{b:.5f}' for b in bests)} | "
+            f"{statistics.median(bests):.5f} | {total} | {wall[pruner]:.0f} |"
+        )
+    base_epochs = sum(epochs(runs["none", s]) for s in seeds)
+    summary = {}
+    for pruner in ("median", "hyperband"):
+        saved = base_epochs / sum(epochs(runs[pruner, s]) for s in seeds)
+        gap = statistics.median(
+            (best(runs[pruner, s]) - best(runs["none", s])) / best(runs["none", s]) for s in seeds
+        )
+        summary[pruner] = (saved, gap)
+        print(f"{pruner}: epochs_saved={saved:.2f}x loss_gap={gap * 100:+.2f}%")
+    within = [p for p in summary if summary[p][1] <= 0.02]
+    better = (
+        max(within, key=lambda p: summary[p][0])
+        if within
+        else min(summary, key=lambda p: summary[p][1])
+    )
+
+    print()
+    print("Replay on the runs without pruning (every candidate trained to the end):")
+    candidates = [runs["none", s] for s in seeds]
+    total_by_layers: dict[int, int] = defaultdict(int)
+    top_by_layers: dict[int, int] = defaultdict(int)
+    for run in candidates:
+        finals = sorted(min(t.intermediate_values.values()) for t in run)
+        cutoff = finals[max(0, math.ceil(len(finals) * 0.1) - 1)]
+        for t in run:
+            total_by_layers[int(t.params["num_layers"])] += 1
+            if min(t.intermediate_values.values()) <= cutoff:
+                top_by_layers[int(t.params["num_layers"])] += 1
+    results = {}
+    for label, toml in REPLAYED.items():
+        unfair: dict[int, int] = defaultdict(int)
+        trained = 0
+        for run in candidates:
+            u, e = replay(sorted(run, key=lambda t: t.number), toml, args.epochs)
+            trained += e
+            for k, v in u.items():
+                unfair[k] += v
+        results[label] = (unfair, trained)
+    layers = sorted(total_by_layers)
+    print("| layers | candidates | top 10% | unfair stops, median | unfair stops, depth-aware |")
+    print("|---|---|---|---|---|")
+    for n in layers:
+        print(
+            f"| {n} | {total_by_layers[n]} | {top_by_layers[n]} | "
+            f"{results['median'][0].get(n, 0)} | {results['depth-aware'][0].get(n, 0)} |"
+        )
+    tops = sum(top_by_layers.values())
+    for label, (unfair, trained) in results.items():
+        stops = sum(unfair.values())
+        print(
+            f"{label}: {stops} of {tops} top-10% candidates stopped "
+            f"({stops / max(1, tops) * 100:.0f}%); epochs {trained} of {base_epochs} "
+            f"(saves {base_epochs / max(1, trained):.2f}x)"
+        )
+    saved, gap = summary[better]
+    print(f"better pruner: {better}")
+    print(f"epochs_saved={saved:.2f} loss_gap={gap * 100:.2f}%")
+
+
+if __name__ == "__main__":
+    main()

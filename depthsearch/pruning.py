@@ -1,0 +1,80 @@
+"""A median pruner that compares a candidate only with candidates of its own depth.
+
+Deep stacks learn more slowly in their first epochs. Optuna's median pruner compares epoch 3 of
+a 12-layer stack with epoch 3 of every other trial, 1-layer ones included, and so stops deep
+candidates that would have ended near the top. :class:`DepthAwarePruner` applies the same rule
+(stop when the trial's best loss so far is worse than the median of the complete trials at
+the same epoch) within the trial's depth band only: 1, 2, 3-4, 5-8, 9-16, ... layers. A band
+with fewer than ``n_startup_trials`` complete trials prunes nothing yet, so the first deep
+candidates train to the end and set the bar for those that follow.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["DepthAwarePruner", "depth_band"]
+
+
+def depth_band(layers: int | None) -> int | None:
+    """The band of a layer count: 0 for 1 layer, 1 for 2, 2 for 3-4, 3 for 5-8, ..."""
+    if layers is None:
+        return None
+    return max(0, math.ceil(math.log2(layers)))
+
+
+def _layers(trial: FrozenTrial) -> int | None:
+    value = trial.params.get("num_layers")
+    return int(value) if value is not None else None
+
+
+class DepthAwarePruner(optuna.pruners.BasePruner):
+    """Median pruning within depth bands.
+
+    Args:
+        n_startup_trials: complete trials a band needs before it prunes.
+        n_warmup_steps: epochs every trial trains before it can be pruned.
+        interval_steps: check every this many epochs after the warm-up.
+    """
+
+    def __init__(
+        self, n_startup_trials: int = 3, n_warmup_steps: int = 2, interval_steps: int = 1
+    ) -> None:
+        if n_startup_trials < 0 or n_warmup_steps < 0 or interval_steps < 1:
+            raise ValueError(
+                "n_startup_trials >= 0, n_warmup_steps >= 0 and interval_steps >= 1 must hold, "
+                f"but got ({n_startup_trials}, {n_warmup_steps}, {interval_steps})"
+            )
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.interval_steps = interval_steps
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        if (step - self.n_warmup_steps) % self.interval_steps:
+            return False
+        best = min(trial.intermediate_values.values())
+        if math.isnan(best):
+            return True
+        band = depth_band(_layers(trial))
+        peers = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if depth_band(_layers(t)) == band
+        ]
+        if len(peers) < max(1, self.n_startup_trials):
+            return False
+        at_step = [
+            v
+            for t in peers
+            if (v := t.intermediate_values.get(step)) is not None and not math.isnan(v)
+        ]
+        if not at_step:
+            return False
+        return best > statistics.median(at_step)

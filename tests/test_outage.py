@@ -1,0 +1,161 @@
+"""The PostgreSQL server goes away in the middle of a study, and comes back (or does not).
+
+Workers reach the real server through a loopback TCP proxy that the test can cut: every open
+connection is dropped and new ones are closed at once, as when the server restarts or the
+network fails. Nothing is mocked: the workers are processes of the installed command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from .test_worker import FAST_HEARTBEAT, count, create, spawn, trials, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+class Proxy:
+    """Forwards 127.0.0.1:<port> to the PostgreSQL server until cut."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = int(self.listener.getsockname()[1])
+        self.up = True
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self.lock:
+                self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drops every connection and refuses (closes) new ones until :meth:`restore`."""
+        self.up = False
+        with self.lock:
+            for s in self.open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self.open.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.closed = True
+        self.cut()
+        self.listener.close()
+
+
+@pytest.fixture
+def proxied(pg_database: str, tmp_path: Path) -> Iterator[tuple[str, str, Proxy]]:
+    """(direct URL, URL through the proxy, proxy) for a fresh database on the real server."""
+    from .conftest import throwaway_database
+
+    with throwaway_database(f"{pg_database.rsplit('/', 1)[1]}_out{time.time_ns() % 10**6}") as url:
+        proxy = Proxy(("127.0.0.1", 5432))
+        host = url.split("@", 1)[1].split("/", 1)[0]
+        try:
+            yield url, url.replace(host, f"127.0.0.1:{proxy.port}"), proxy
+        finally:
+            proxy.close()
+
+
+def training(url: str, name: str) -> bool:
+    """True when a trial is RUNNING with at least one epoch reported (mid-training)."""
+    return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials(url, name))
+
+
+def test_worker_rides_out_a_database_outage(
+    tmp_path: Path, proxied: tuple[str, str, Proxy]
+) -> None:
+    direct, via, proxy = proxied
+    create(tmp_path, direct, "outage", n_trials=6, max_epochs=12, extra=FAST_HEARTBEAT)
+    worker = spawn("worker", "--study", "outage", url=via)
+    try:
+        wait_for(lambda: training(direct, "outage"), 120, "a trial in training")
+        proxy.cut()
+        time.sleep(6)  # longer than a few retries, well inside db_wait (120 s)
+        proxy.restore()
+        _, err = worker.communicate(timeout=240)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "unreachable while" in err and "retrying in" in err, err
+    # Nothing lost, nothing left running, the budget met exactly.
+    assert count(direct, "outage", TrialState.COMPLETE, TrialState.PRUNED) == 6
+    assert count(direct, "outage", TrialState.RUNNING, TrialState.WAITING) == 0
+
+
+def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
+    tmp_path: Path, proxied: tuple[str, str, Proxy]
+) -> None:
+    direct, via, proxy = proxied
+    extra = FAST_HEARTBEAT + "db_wait = 3\n"
+    create(tmp_path, direct, "gone", n_trials=3, max_epochs=12, extra=extra)
+    worker = spawn("worker", "--study", "gone", url=via)
+    try:
+        wait_for(lambda: training(direct, "gone"), 120, "a trial in training")
+        proxy.cut()
+        started = time.monotonic()
+        _, err = worker.communicate(timeout=60)
+        took = time.monotonic() - started
+    finally:
+        worker.kill()
+    assert worker.returncode == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("depthsearch: error:")]
+    assert len(lines) == 1 and "was unreachable for 3s while" in lines[0], err
+    assert took < 30
+    # The trial it was training is RUNNING with nobody behind it; once the database is back,
+    # the next worker finds its heartbeat stale, fails it and retries it.
+    assert count(direct, "gone", TrialState.RUNNING) == 1
+    proxy.restore()
+    later = spawn("worker", "--study", "gone", url=via)
+    _, err = later.communicate(timeout=240)
+    assert later.returncode == 0, err
+    got = trials(direct, "gone")
+    assert sum(t.state == TrialState.FAIL for t in got) == 1
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in got) == 3
+    assert not any(t.state == TrialState.RUNNING for t in got)

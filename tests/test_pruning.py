@@ -1,0 +1,115 @@
+"""The depth-aware pruner: a deep candidate is judged against deep candidates only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from depthsearch.cli import main
+from depthsearch.config import load_spec
+from depthsearch.pruning import DepthAwarePruner, depth_band
+from depthsearch.study import make_pruner
+
+from .conftest import write_study
+
+LAYERS = IntDistribution(1, 16)
+
+
+def complete(layers: int, curve: list[float]) -> optuna.trial.FrozenTrial:
+    return create_trial(
+        params={"num_layers": layers},
+        distributions={"num_layers": LAYERS},
+        value=min(curve),
+        intermediate_values=dict(enumerate(curve, start=1)),
+    )
+
+
+def running(study: optuna.Study, layers: int, curve: list[float]) -> optuna.trial.FrozenTrial:
+    trial = study.ask({"num_layers": LAYERS})
+    assert trial.params["num_layers"] == layers
+    for step, value in enumerate(curve, start=1):
+        trial.report(value, step)
+    return study._storage.get_trial(trial._trial_id)
+
+
+def study_with(trials: list[optuna.trial.FrozenTrial], layers_next: int) -> optuna.Study:
+    study = optuna.create_study()
+    for t in trials:
+        study.add_trial(t)
+    study.enqueue_trial({"num_layers": layers_next})
+    return study
+
+
+SHALLOW = [complete(1, [1.0, 0.5, 0.3, 0.25]) for _ in range(3)]
+SLOW_DEEP = [2.0, 1.6, 1.2]  # behind every shallow trial at epoch 3, as deep stacks start
+
+
+@pytest.mark.parametrize(("layers", "band"), [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3), (16, 4)])
+def test_depth_bands(layers: int, band: int) -> None:
+    assert depth_band(layers) == band
+
+
+def test_a_slow_deep_start_is_pruned_by_the_median_but_not_by_depth() -> None:
+    study = study_with(SHALLOW, 12)
+    trial = running(study, 12, SLOW_DEEP)
+    assert optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2).prune(study, trial)
+    assert not DepthAwarePruner(n_startup_trials=3, n_warmup_steps=2).prune(study, trial)
+
+
+def test_a_deep_candidate_behind_its_own_band_is_pruned() -> None:
+    deep = [complete(12, [1.5, 0.9, 0.6, 0.2]) for _ in range(3)]
+    study = study_with(SHALLOW + deep, 9)
+    trial = running(study, 9, SLOW_DEEP)
+    assert DepthAwarePruner(n_startup_trials=3, n_warmup_steps=2).prune(study, trial)
+    # Too few peers yet: the band's first trials train to the end.
+    study = study_with(SHALLOW + deep[:2], 9)
+    assert not DepthAwarePruner(n_startup_trials=3, n_warmup_steps=2).prune(
+        study, running(study, 9, SLOW_DEEP)
+    )
+
+
+def test_a_shallow_candidate_still_meets_the_median_of_its_band() -> None:
+    study = study_with(SHALLOW, 1)
+    trial = running(study, 1, [1.2, 0.9, 0.8])
+    assert DepthAwarePruner(n_startup_trials=3, n_warmup_steps=2).prune(study, trial)
+    study = study_with(SHALLOW, 1)
+    good = running(study, 1, [0.9, 0.4, 0.2])
+    assert not DepthAwarePruner(n_startup_trials=3, n_warmup_steps=2).prune(study, good)
+
+
+def test_warmup_and_interval() -> None:
+    deep = [complete(12, [0.1, 0.1, 0.1, 0.1]) for _ in range(3)]
+    study = study_with(deep, 12)
+    trial = running(study, 12, SLOW_DEEP[:2])
+    assert not DepthAwarePruner(n_startup_trials=3, n_warmup_steps=3).prune(study, trial)
+    assert DepthAwarePruner(n_startup_trials=3, n_warmup_steps=2).prune(study, trial)
+    study = study_with(deep, 12)
+    trial = running(study, 12, SLOW_DEEP)
+    # Warm-up 2, every 2nd epoch: epoch 3 is not a check.
+    assert not DepthAwarePruner(3, 2, interval_steps=2).prune(study, trial)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="interval_steps >= 1"):
+        DepthAwarePruner(interval_steps=0)
+
+
+def test_a_study_file_asks_for_it_and_a_study_runs_with_it(tmp_path: Path) -> None:
+    path = write_study(tmp_path, name="da", n_trials=8, max_epochs=4)
+    path.write_text(path.read_text().replace('kind = "median"', 'kind = "depth-aware"'))
+    spec = load_spec(path)
+    assert spec.pruner.kind == "depth-aware"
+    pruner = make_pruner(spec)
+    assert isinstance(pruner, DepthAwarePruner)
+    assert (pruner.n_startup_trials, pruner.n_warmup_steps) == (2, 1)
+    url = f"sqlite:///{tmp_path / 'da.db'}"
+    result = CliRunner().invoke(main, ["run", str(path), "--storage", url])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="da", storage=url)
+    states = [t.state for t in study.trials]
+    assert len(states) == 8 and TrialState.RUNNING not in states
