@@ -67,12 +67,13 @@ class _Reporter:
         self.prunes = prunes
         self.pruned: str | None = None
         self.error: BaseException | None = None
-        self._queue: queue.SimpleQueue[EpochResult | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[EpochResult | dict[str, Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="depthsearch-report", daemon=True)
         self._thread.start()
 
-    def submit(self, result: EpochResult) -> None:
-        self._queue.put(result)
+    def submit(self, item: EpochResult | dict[str, Any]) -> None:
+        """Queues an epoch's result, or user attributes to set."""
+        self._queue.put(item)
 
     def check(self) -> None:
         """Raises the pruner's decision or the storage error, if any came."""
@@ -89,14 +90,25 @@ class _Reporter:
     def _run(self) -> None:
         trial = self.trial
         while (result := self._queue.get()) is not None:
-            if self.pruned is not None or self.error is not None:
+            if self.error is not None:
                 continue  # training stops at its next batch; nothing more to say
             try:
+                if isinstance(result, dict):
+                    for key, value in result.items():
+                        self.guard(
+                            functools.partial(trial.set_user_attr, key, value), "saving attributes"
+                        )
+                    continue
                 self.guard(
                     functools.partial(trial.report, result.val_loss, result.epoch),
                     "reporting an epoch",
                 )
-                if self.prunes and self.guard(trial.should_prune, "asking the pruner"):
+                # Epochs that finish before training hears "stop" are still reported.
+                if (
+                    self.prunes
+                    and self.pruned is None
+                    and self.guard(trial.should_prune, "asking the pruner")
+                ):
                     self.pruned = (
                         f"pruned at epoch {result.epoch} (val_loss={result.val_loss:.6g})"
                     )
@@ -176,6 +188,11 @@ class Objective:
                 prunes=not isinstance(trial.study.pruner, optuna.pruners.NopPruner),
             )
         )
+
+        if reporter is not None:
+            # Known before training: written beside it (and shown for the running trial).
+            reporter.submit(dict(attrs))
+            attrs.clear()
 
         def epoch_end(result: EpochResult, _: History) -> None:
             if reporter is not None:

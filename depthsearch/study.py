@@ -20,7 +20,7 @@ from depthsearch.config import (
     spec_from_dict,
 )
 from depthsearch.errors import SpecError, StorageError, StudyMismatchError
-from depthsearch.pruning import DepthAwarePruner
+from depthsearch.pruning import DepthAwarePruner, RecentTrials
 from depthsearch.storage import mask_url, open_storage, storage_lock
 
 __all__ = [
@@ -65,10 +65,12 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             reduction_factor=p.reduction_factor,
         )
     if p.kind == "depth-aware":
-        return DepthAwarePruner(
-            n_startup_trials=p.n_startup_trials,
-            n_warmup_steps=p.n_warmup_steps,
-            interval_steps=p.interval_steps,
+        return RecentTrials(
+            DepthAwarePruner(
+                n_startup_trials=p.n_startup_trials,
+                n_warmup_steps=p.n_warmup_steps,
+                interval_steps=p.interval_steps,
+            )
         )
     if p.kind == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(
@@ -76,10 +78,12 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             reduction_factor=p.reduction_factor,
             min_early_stopping_rate=p.min_early_stopping_rate,
         )
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=p.n_startup_trials,
-        n_warmup_steps=p.n_warmup_steps,
-        interval_steps=p.interval_steps,
+    return RecentTrials(
+        optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials,
+            n_warmup_steps=p.n_warmup_steps,
+            interval_steps=p.interval_steps,
+        )
     )
 
 

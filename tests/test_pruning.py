@@ -12,7 +12,7 @@ from optuna.trial import TrialState, create_trial
 
 from depthsearch.cli import main
 from depthsearch.config import load_spec
-from depthsearch.pruning import DepthAwarePruner, depth_band
+from depthsearch.pruning import DepthAwarePruner, RecentTrials, depth_band
 from depthsearch.study import make_pruner
 
 from .conftest import write_study
@@ -94,6 +94,23 @@ def test_warmup_and_interval() -> None:
     assert not DepthAwarePruner(3, 2, interval_steps=2).prune(study, trial)
 
 
+def test_recent_trials_decides_as_the_pruner_on_a_list_at_most_max_age_old() -> None:
+    median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    study = study_with(SHALLOW, 12)
+    trial = running(study, 12, SLOW_DEEP)
+    assert RecentTrials(median, max_age_s=3600).prune(study, trial) is median.prune(study, trial)
+    study = study_with(SHALLOW[:2], 12)  # two complete trials: below the startup count
+    trial = running(study, 12, SLOW_DEEP)
+    cached, fresh = RecentTrials(median, max_age_s=3600), RecentTrials(median, max_age_s=0)
+    assert not cached.prune(study, trial) and not fresh.prune(study, trial)
+    study.add_trial(SHALLOW[2])
+    assert not cached.prune(study, trial)  # read under an hour ago: the third is not seen yet
+    assert fresh.prune(study, trial) and median.prune(study, trial)
+    # The next trial reads afresh, however young the list.
+    study.enqueue_trial({"num_layers": 12})
+    assert cached.prune(study, running(study, 12, SLOW_DEEP))
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="interval_steps >= 1"):
         DepthAwarePruner(interval_steps=0)
@@ -105,8 +122,8 @@ def test_a_study_file_asks_for_it_and_a_study_runs_with_it(tmp_path: Path) -> No
     spec = load_spec(path)
     assert spec.pruner.kind == "depth-aware"
     pruner = make_pruner(spec)
-    assert isinstance(pruner, DepthAwarePruner)
-    assert (pruner.n_startup_trials, pruner.n_warmup_steps) == (2, 1)
+    assert isinstance(pruner, RecentTrials) and isinstance(pruner.pruner, DepthAwarePruner)
+    assert (pruner.pruner.n_startup_trials, pruner.pruner.n_warmup_steps) == (2, 1)
     url = f"sqlite:///{tmp_path / 'da.db'}"
     result = CliRunner().invoke(main, ["run", str(path), "--storage", url])
     assert result.exit_code == 0, result.output
