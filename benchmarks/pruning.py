@@ -1,9 +1,10 @@
 """How much pruning saves, what it costs, and whether it is fair to deep candidates.
 
 Part 1 runs the same study (the shipped sunspot series; 1-8 layers, plain or residual) with
-the pruner `none`, `median` and `hyperband`, for --seeds seeds of --trials trials each, and
-reports the best validation loss and the epochs trained. epochs_saved = epochs without pruning /
-epochs with it; loss_gap = median over seeds of (best with - best without) / best without.
+the pruner `none`, `median`, `hyperband` and `successive-halving`, for --seeds seeds of
+--trials trials each, and reports the best validation loss and the epochs trained.
+epochs_saved = epochs without pruning / epochs with it; loss_gap = median over seeds of
+(best with - best without) / best without.
 
 Part 2 replays pruners on the runs without pruning, where every candidate trained to the end:
 candidates come in their original order, each reports its epochs one by one to a fresh
@@ -68,6 +69,7 @@ PRUNERS = {
     "none": 'kind = "none"',
     "median": 'kind = "median"\nn_startup_trials = 3\nn_warmup_steps = 3',
     "hyperband": 'kind = "hyperband"\nmin_resource = 2\nreduction_factor = 3',
+    "successive-halving": 'kind = "successive-halving"\nmin_resource = 2\nreduction_factor = 3',
 }
 REPLAYED = {
     "median": 'kind = "median"\nn_startup_trials = 3\nn_warmup_steps = 3',
@@ -187,7 +189,9 @@ def main() -> None:
         )
     base_epochs = sum(epochs(runs["none", s]) for s in seeds)
     summary = {}
-    for pruner in ("median", "hyperband"):
+    for pruner in PRUNERS:
+        if pruner == "none":
+            continue
         saved = base_epochs / sum(epochs(runs[pruner, s]) for s in seeds)
         gap = statistics.median(
             (best(runs[pruner, s]) - best(runs["none", s])) / best(runs["none", s]) for s in seeds

@@ -1,10 +1,10 @@
 """Throughput of 1 and 2 CPU workers on one study, and the share of a trial spent in storage.
 
 Part 1 launches `depthsearch launch --cpu-workers N` on a fresh PostgreSQL study with a fixed
-budget of identical trials (a fixed architecture, no pruning) and reports trials per hour for
-N = 1 and 2, timed from the command's start to its exit (process start-up included). A third
-row runs one `depthsearch worker --threads 1`: the per-worker baseline with the same one thread
-each of the two launched workers gets.
+budget of identical trials (a fixed architecture, no pruning), for both trial shapes below, and
+reports trials per hour for N = 1 and 2, timed from the command's start to its exit (process
+start-up included). A third row runs one `depthsearch worker --threads 1`: the per-worker
+baseline, with the one thread each of the two launched workers gets.
 Part 2 runs one in-process worker with every storage call timed, on SQLite and on PostgreSQL,
 for two trial shapes: "small" (sunspots, 2 x 32, 8 epochs) and "medium" (the half-hourly demand
 series, window 48, 2 x 64, 12 epochs). The share is the time the training thread spends in
@@ -12,9 +12,10 @@ storage calls (reserving, the seed, attributes, the tell, and any wait for the r
 over the wall time. The epochs' reports and pruner questions run in a thread beside training;
 their milliseconds per trial are printed apart (the heartbeat thread's are not counted).
 
-    python benchmarks/workers.py [--budget 12] [--repeats 3] [--pg postgresql+psycopg://...]
+    python benchmarks/workers.py [--budget N] [--repeats 3] [--pg postgresql+psycopg://...]
 
-Last line: ``speedup_2_workers=X storage_share_pg=Y`` (the medium shape).
+Last line: ``speedup_2_workers=X storage_share_pg=Y``: X is the lower of the two shapes'
+speedups over one worker as `launch` starts it; Y is the medium shape's share.
 """
 
 from __future__ import annotations
@@ -102,10 +103,12 @@ def fresh_pg(admin_url: str) -> tuple[str, Any]:
     return admin_url.rsplit("/", 1)[0] + "/" + name, drop
 
 
-def throughput(folder: Path, url: str, workers: int, budget: int, one_thread: bool) -> float:
+def throughput(
+    folder: Path, url: str, shape: str, workers: int, budget: int, one_thread: bool
+) -> float:
     """Trials per hour for `launch --cpu-workers workers` (or one 1-thread `worker`)."""
     name = f"tp{workers}-{uuid.uuid4().hex[:6]}"
-    study = write_study(folder, name, budget, "medium")
+    study = write_study(folder, name, budget, shape)
     exe = [sys.executable, "-m", "depthsearch"]
     subprocess.run([*exe, "create", str(study), "--storage", url], check=True, capture_output=True)
     command = (
@@ -195,7 +198,9 @@ def storage_share(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=12)
+    parser.add_argument(
+        "--budget", type=int, default=0, help="trials per study (default: 32 small, 8 medium)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres", help="admin URL"
@@ -208,29 +213,36 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     cores = len(os.sched_getaffinity(0))
-    print(
-        f"# {cores} cores; budget {args.budget} identical trials; throughput on the medium "
-        f"shape, median of {args.repeats}"
-    )
+    budgets = {shape: args.budget or {"small": 32, "medium": 8}[shape] for shape in SHAPES}
+    print(f"# {cores} cores; budgets {budgets} identical trials; median of {args.repeats}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url, drop = fresh_pg(args.pg)
         try:
             runs = (("1 (launch: 2 threads)", 1, False), ("1 (worker --threads 1)", 1, True))
             runs += (("2 (launch: 1 thread each)", 2, False),)
-            rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
-            for _ in range(args.repeats):
-                for label, n, one_thread in runs:
-                    rates[label].append(throughput(folder, url, n, args.budget, one_thread))
-            med = {label: statistics.median(r) for label, r in rates.items()}
-            print("| CPU workers | trials/hour (median) | runs |")
-            print("|---|---|---|")
-            for label, r in rates.items():
-                print(f"| {label} | {med[label]:.0f} | {', '.join(f'{x:.0f}' for x in r)} |")
-            one, one_1t, two = med.values()
-            speedup = two / one
-            print(f"speedup of 2 workers over 1 (launch defaults): {speedup:.2f}x")
-            print(f"speedup of 2 workers over one 1-thread worker: {two / one_1t:.2f}x")
+            print("| shape | CPU workers | trials/hour (median) | runs |")
+            print("|---|---|---|---|")
+            speedups: dict[str, tuple[float, float]] = {}
+            for shape in SHAPES:
+                rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+                for _ in range(args.repeats):
+                    for label, n, one_thread in runs:
+                        rates[label].append(
+                            throughput(folder, url, shape, n, budgets[shape], one_thread)
+                        )
+                med = {label: statistics.median(r) for label, r in rates.items()}
+                for label, r in rates.items():
+                    runs_text = ", ".join(f"{x:.0f}" for x in r)
+                    print(f"| {shape} | {label} | {med[label]:.0f} | {runs_text} |")
+                one, one_1t, two = med.values()
+                speedups[shape] = (two / one, two / one_1t)
+            for shape, (default, per_thread) in speedups.items():
+                print(
+                    f"{shape}: 2 workers over 1 (launch defaults) {default:.2f}x; "
+                    f"over one 1-thread worker {per_thread:.2f}x"
+                )
+            speedup = min(default for default, _ in speedups.values())
             print()
             print(
                 "| storage | trial shape | s/trial | storage ms/trial, training thread | "
@@ -243,7 +255,9 @@ def main() -> None:
                     ("sqlite", f"sqlite:///{folder / f'share-{shape}.db'}"),
                     ("postgresql", url),
                 ):
-                    share, per_trial, ms, beside = storage_share(folder, store, args.budget, shape)
+                    share, per_trial, ms, beside = storage_share(
+                        folder, store, budgets[shape], shape
+                    )
                     shares[label, shape] = share
                     print(
                         f"| {label} | {shape} | {per_trial:.2f} | {ms:.0f} | "

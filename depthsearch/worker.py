@@ -164,6 +164,7 @@ class _Loop:
         self.heartbeat_interval: float | None = float(heartbeat) if heartbeat else None
         #: (val_loss, number) of the best complete trial last announced in the log.
         self.announced: tuple[float, int] | None = None
+        self._stale_checked = -float("inf")
 
     def announce_best(self, trials: list[optuna.trial.FrozenTrial], budget: int) -> None:
         """Logs the study's best trial when it changed, from the trials the budget check has
@@ -189,9 +190,16 @@ class _Loop:
     def reserve(self, budget: int | None) -> optuna.Trial | str:
         """A trial to run, ``"done"`` when the budget is met, or ``"wait"``."""
         with storage_lock(self.url):
-            if self.heartbeat_interval is not None:
+            now = time.monotonic()
+            # A heartbeat goes stale over grace_period seconds: looking more often than
+            # once per heartbeat interval finds nothing new.
+            if (
+                self.heartbeat_interval is not None
+                and now - self._stale_checked >= self.heartbeat_interval
+            ):
                 with quiet_experimental():
                     optuna.storages.fail_stale_trials(self.study)
+                self._stale_checked = now
             if budget is not None:
                 trials = self.study.get_trials(
                     deepcopy=False,
