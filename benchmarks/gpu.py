@@ -4,7 +4,7 @@ Part 1 trains the same architecture two ways, PyTorch's fused multi-layer `nn.LS
 cuDNN call) and depthsearch's stack of single-layer LSTMs (what mixed widths, residual and
 layer-norm need), with bf16 autocast as trials use it, and reports training samples per second.
 Part 2 runs `depthsearch launch --per-gpu K --gpus 0` on a fresh SQLite study of --budget
-trials (hidden sizes 64-256, 1-4 layers, random sampler with a fixed seed, no pruning) for
+trials (hidden sizes 64-256, 1-4 layers, random sampler, no pruning) for
 K = 1, 2, 4, 8 and reports trials per hour; the K with the most is the one to make the default.
 
     python benchmarks/gpu.py [--budget 32] [--epochs 10] [--device cuda]
@@ -23,39 +23,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-
-STUDY = """
-[study]
-name = "{name}"
-n_trials = {budget}
-seed = 1
-
-[data]
-source = "csv"
-path = "{data}"
-target = "demand (MW)"
-window = 48
-horizon = 3
-
-[space]
-num_layers = {{ low = 1, high = 4 }}
-hidden_size = [64, 128, 256]
-dropout = 0.1
-lr = 0.002
-batch_size = 128
-
-[train]
-max_epochs = {epochs}
-device = "cuda"
-
-[sampler]
-kind = "random"
-
-[pruner]
-kind = "none"
-"""
 
 
 def fused_vs_stacked(device: str, steps: int) -> float:
@@ -110,6 +77,10 @@ def fused_vs_stacked(device: str, steps: int) -> float:
 
 
 def per_gpu_sweep(budget: int, epochs: int) -> int:
+    from _study import DEMAND, study_spec
+
+    from depthsearch.study import create_study
+
     print()
     print("| workers per GPU | trials/hour | s for the budget |")
     print("|---|---|---|")
@@ -119,16 +90,22 @@ def per_gpu_sweep(budget: int, epochs: int) -> int:
         exe = [sys.executable, "-m", "depthsearch"]
         for k in (1, 2, 4, 8):
             name = f"k{k}-{uuid.uuid4().hex[:6]}"
-            path = Path(tmp) / f"{name}.toml"
-            path.write_text(
-                STUDY.format(
-                    name=name,
-                    budget=budget,
-                    epochs=epochs,
-                    data=REPO / "studies" / "data" / "taylor.csv",
-                )
+            spec = study_spec(
+                name,
+                budget,
+                data=DEMAND,
+                space={
+                    "num_layers": {"low": 1, "high": 4},
+                    "hidden_size": [64, 128, 256],
+                    "dropout": 0.1,
+                    "lr": 0.002,
+                    "batch_size": 128,
+                },
+                train={"max_epochs": epochs, "device": "cuda"},
+                sampler={"kind": "random"},
+                pruner={"kind": "none"},
             )
-            subprocess.run([*exe, "create", str(path), "--storage", url], check=True)
+            create_study(spec, url)
             t0 = time.perf_counter()
             launch = ["launch", "--study", name, "--storage", url, "--gpus", "0"]
             subprocess.run([*exe, *launch, "--per-gpu", str(k)], check=True, capture_output=True)

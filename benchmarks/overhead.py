@@ -26,42 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-
 #: name: (layers, hidden, batch size, epochs). "small" is the default study's smallest trial.
 SHAPES = {"small (quickstart: 1 x 16)": (1, 16, 64, 12), "medium (2 x 64)": (2, 64, 64, 12)}
 LR = 3e-3
-
-STUDY = """
-[study]
-name = "{name}"
-n_trials = 1000
-seed = 0
-
-[data]
-source = "csv"
-path = "{data}"
-target = "sunspots"
-window = 24
-horizon = 3
-
-[space]
-num_layers = {layers}
-hidden_size = {hidden}
-dropout = 0.0
-lr = {lr}
-batch_size = {batch}
-
-[train]
-max_epochs = {epochs}
-device = "cpu"
-threads = 1
-
-[pruner]
-kind = "median"
-n_startup_trials = 100000
-n_warmup_steps = 0
-"""
 
 
 class Bare(nn.Module):
@@ -108,8 +75,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import optuna
+    from _study import SUNSPOTS, study_spec
 
-    from depthsearch.config import load_spec
     from depthsearch.data import prepare
     from depthsearch.study import create_study
     from depthsearch.worker import run_worker
@@ -124,19 +91,21 @@ def main() -> None:
         url = args.storage or f"sqlite:///{Path(tmp) / 'overhead.db'}"
         for label, (layers, hidden, batch, epochs) in SHAPES.items():
             name = f"overhead-{uuid.uuid4().hex[:6]}"
-            path = Path(tmp) / f"{name}.toml"
-            path.write_text(
-                STUDY.format(
-                    name=name,
-                    data=REPO / "studies" / "data" / "sunspots.csv",
-                    layers=layers,
-                    hidden=hidden,
-                    lr=LR,
-                    batch=batch,
-                    epochs=epochs,
-                )
+            spec = study_spec(
+                name,
+                1000,
+                data=SUNSPOTS,
+                space={
+                    "num_layers": layers,
+                    "hidden_size": hidden,
+                    "dropout": 0.0,
+                    "lr": LR,
+                    "batch_size": batch,
+                },
+                train={"max_epochs": epochs, "device": "cpu", "threads": 1},
+                # Asked every epoch, as in the default study; never prunes (trials stay equal).
+                pruner={"kind": "median", "n_startup_trials": 100_000, "n_warmup_steps": 0},
             )
-            spec = load_spec(path)
             data = prepare(spec.data, "cpu", seed=0)
             study = create_study(spec, url)
 

@@ -29,74 +29,43 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-
-STUDY = """
-[study]
-name = "{name}"
-n_trials = {trials}
-seed = {seed}
-
-[data]
-source = "csv"
-path = "{data}"
-target = "sunspots"
-window = 24
-horizon = 3
-
-[space]
-num_layers = {{ low = 1, high = 8 }}
-hidden_size = [16, 32]
-dropout = {{ low = 0.0, high = 0.3 }}
-lr = {{ low = 1e-3, high = 1e-2, log = true }}
-batch_size = [64, 128]
-residual = [false, true]
-
-[train]
-max_epochs = {epochs}
-device = "cpu"
-threads = 1
-
-[sampler]
-kind = "tpe"
-n_startup_trials = 6
-
-[pruner]
-{pruner}
-"""
-
-PRUNERS = {
-    "none": 'kind = "none"',
-    "median": 'kind = "median"\nn_startup_trials = 3\nn_warmup_steps = 3',
-    "hyperband": 'kind = "hyperband"\nmin_resource = 2\nreduction_factor = 3',
-    "successive-halving": 'kind = "successive-halving"\nmin_resource = 2\nreduction_factor = 3',
+SPACE = {
+    "num_layers": {"low": 1, "high": 8},
+    "hidden_size": [16, 32],
+    "dropout": {"low": 0.0, "high": 0.3},
+    "lr": {"low": 1e-3, "high": 1e-2, "log": True},
+    "batch_size": [64, 128],
+    "residual": [False, True],
 }
-REPLAYED = {
-    "median": 'kind = "median"\nn_startup_trials = 3\nn_warmup_steps = 3',
-    "depth-aware": 'kind = "depth-aware"\nn_startup_trials = 3\nn_warmup_steps = 3',
+
+MEDIAN = {"n_startup_trials": 3, "n_warmup_steps": 3}
+HALVING = {"min_resource": 2, "reduction_factor": 3}
+PRUNERS: dict[str, dict[str, Any]] = {
+    "none": {"kind": "none"},
+    "median": {"kind": "median", **MEDIAN},
+    "hyperband": {"kind": "hyperband", **HALVING},
+    "successive-halving": {"kind": "successive-halving", **HALVING},
 }
+REPLAYED = {"median": PRUNERS["median"], "depth-aware": {"kind": "depth-aware", **MEDIAN}}
 
 
 def run_study(folder: Path, pruner: str, seed: int, trials: int, epochs: int) -> Any:
     import optuna
+    from _study import SUNSPOTS, study_spec
 
-    from depthsearch.config import load_spec
     from depthsearch.study import create_study
     from depthsearch.worker import run_worker
 
-    name = f"{pruner}-{seed}"
-    path = folder / f"{name}.toml"
-    path.write_text(
-        STUDY.format(
-            name=name,
-            trials=trials,
-            seed=seed,
-            epochs=epochs,
-            data=REPO / "studies" / "data" / "sunspots.csv",
-            pruner=PRUNERS[pruner],
-        )
+    spec = study_spec(
+        f"{pruner}-{seed}",
+        trials,
+        seed=seed,
+        data=SUNSPOTS,
+        space=SPACE,
+        train={"max_epochs": epochs, "device": "cpu", "threads": 1},
+        sampler={"kind": "tpe", "n_startup_trials": 6},
+        pruner=PRUNERS[pruner],
     )
-    spec = load_spec(path)
     url = f"sqlite:///{folder / 'pruning.db'}"
     study = create_study(spec, url)
     run_worker(study, spec, url, budget=trials)
@@ -106,19 +75,18 @@ def run_study(folder: Path, pruner: str, seed: int, trials: int, epochs: int) ->
     return done
 
 
-def replay(candidates: list[Any], pruner_toml: str, epochs: int) -> tuple[dict[int, int], int]:
+def replay(
+    candidates: list[Any], pruner: dict[str, Any], epochs: int
+) -> tuple[dict[int, int], int]:
     """Pruner decisions on fully trained curves: (stops of top-10% candidates by layer count,
     epochs that would have been trained)."""
     import optuna
-    import tomllib
     from optuna.distributions import IntDistribution
 
     from depthsearch.config import spec_from_dict
     from depthsearch.study import make_pruner
 
-    spec = spec_from_dict(
-        {"study": {"name": "replay", "n_trials": 1}, "pruner": tomllib.loads(pruner_toml)}
-    )
+    spec = spec_from_dict({"study": {"name": "replay", "n_trials": 1}, "pruner": pruner})
     study = optuna.create_study(pruner=make_pruner(spec))
     dist = {"num_layers": IntDistribution(1, 64)}
     finals = sorted(min(c.intermediate_values.values()) for c in candidates)
@@ -218,11 +186,11 @@ def main() -> None:
             if min(t.intermediate_values.values()) <= cutoff:
                 top_by_layers[int(t.params["num_layers"])] += 1
     results = {}
-    for label, toml in REPLAYED.items():
+    for label, settings in REPLAYED.items():
         unfair: dict[int, int] = defaultdict(int)
         trained = 0
         for run in candidates:
-            u, e = replay(sorted(run, key=lambda t: t.number), toml, args.epochs)
+            u, e = replay(sorted(run, key=lambda t: t.number), settings, args.epochs)
             trained += e
             for k, v in u.items():
                 unfair[k] += v

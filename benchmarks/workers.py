@@ -35,58 +35,29 @@ from typing import Any
 
 import sqlalchemy
 
-REPO = Path(__file__).resolve().parents[1]
-
-STUDY = """
-[study]
-name = "{name}"
-n_trials = {budget}
-seed = 1
-
-[data]
-source = "csv"
-path = "{data}"
-target = "{target}"
-window = {window}
-horizon = 3
-
-[space]
-num_layers = 2
-hidden_size = {hidden}
-dropout = 0.1
-lr = 0.003
-batch_size = 64
-
-[train]
-max_epochs = {epochs}
-device = "cpu"
-
-[pruner]
-kind = "none"
-"""
-
-#: Trial shapes: (data file, target column, window, hidden size, epochs).
-SHAPES = {
-    "small": ("sunspots.csv", "sunspots", 24, 32, 8),
-    "medium": ("taylor.csv", "demand (MW)", 48, 64, 12),
-}
+#: Trial shapes: (data, hidden size, epochs), 2 layers each.
+SHAPES = {"small": ("sunspots", 32, 8), "medium": ("demand", 64, 12)}
 
 
-def write_study(folder: Path, name: str, budget: int, shape: str) -> Path:
-    data, target, window, hidden, epochs = SHAPES[shape]
-    path = folder / f"{name}.toml"
-    path.write_text(
-        STUDY.format(
-            name=name,
-            budget=budget,
-            data=REPO / "studies" / "data" / data,
-            target=target,
-            window=window,
-            hidden=hidden,
-            epochs=epochs,
-        )
+def shape_spec(name: str, budget: int, shape: str) -> Any:
+    """The study of ``budget`` identical trials of one shape (fixed architecture, no pruning)."""
+    from _study import DEMAND, SUNSPOTS, study_spec
+
+    data, hidden, epochs = SHAPES[shape]
+    return study_spec(
+        name,
+        budget,
+        data=SUNSPOTS if data == "sunspots" else DEMAND,
+        space={
+            "num_layers": 2,
+            "hidden_size": hidden,
+            "dropout": 0.1,
+            "lr": 0.003,
+            "batch_size": 64,
+        },
+        train={"max_epochs": epochs, "device": "cpu"},
+        pruner={"kind": "none"},
     )
-    return path
 
 
 def fresh_pg(admin_url: str) -> tuple[str, Any]:
@@ -103,14 +74,13 @@ def fresh_pg(admin_url: str) -> tuple[str, Any]:
     return admin_url.rsplit("/", 1)[0] + "/" + name, drop
 
 
-def throughput(
-    folder: Path, url: str, shape: str, workers: int, budget: int, one_thread: bool
-) -> float:
+def throughput(url: str, shape: str, workers: int, budget: int, one_thread: bool) -> float:
     """Trials per hour for `launch --cpu-workers workers` (or one 1-thread `worker`)."""
+    from depthsearch.study import create_study
+
     name = f"tp{workers}-{uuid.uuid4().hex[:6]}"
-    study = write_study(folder, name, budget, shape)
+    create_study(shape_spec(name, budget, shape), url)
     exe = [sys.executable, "-m", "depthsearch"]
-    subprocess.run([*exe, "create", str(study), "--storage", url], check=True, capture_output=True)
     command = (
         [*exe, "worker", "--study", name, "--storage", url, "--threads", "1"]
         if one_thread
@@ -122,9 +92,7 @@ def throughput(
     return budget / (time.perf_counter() - started) * 3600
 
 
-def storage_share(
-    folder: Path, url: str, budget: int, shape: str
-) -> tuple[float, float, float, float]:
+def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, float, float]:
     """(share of wall time the training thread spends in storage calls, seconds per trial,
     its storage ms per trial, storage ms per trial done beside training by the reporter)."""
     import contextlib
@@ -133,12 +101,11 @@ def storage_share(
     import optuna
 
     import depthsearch.worker as worker_module
-    from depthsearch.config import load_spec
     from depthsearch.study import create_study
     from depthsearch.worker import run_worker
 
     name = f"share-{uuid.uuid4().hex[:6]}"
-    spec = load_spec(write_study(folder, name, budget, shape))
+    spec = shape_spec(name, budget, shape)
     study = create_study(spec, url)
     spent = {"training": 0.0, "beside": 0.0}
     local = threading.local()
@@ -228,9 +195,7 @@ def main() -> None:
                 rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
                 for _ in range(args.repeats):
                     for label, n, one_thread in runs:
-                        rates[label].append(
-                            throughput(folder, url, shape, n, budgets[shape], one_thread)
-                        )
+                        rates[label].append(throughput(url, shape, n, budgets[shape], one_thread))
                 med = {label: statistics.median(r) for label, r in rates.items()}
                 for label, r in rates.items():
                     runs_text = ", ".join(f"{x:.0f}" for x in r)
@@ -255,9 +220,7 @@ def main() -> None:
                     ("sqlite", f"sqlite:///{folder / f'share-{shape}.db'}"),
                     ("postgresql", url),
                 ):
-                    share, per_trial, ms, beside = storage_share(
-                        folder, store, budgets[shape], shape
-                    )
+                    share, per_trial, ms, beside = storage_share(store, budgets[shape], shape)
                     shares[label, shape] = share
                     print(
                         f"| {label} | {shape} | {per_trial:.2f} | {ms:.0f} | "
