@@ -68,6 +68,16 @@ data_option = click.option(
     help="This machine's copy of the study's CSV (checked against its SHA-256).",
 )
 
+study_option = click.option("--study", "study_name", required=True, help="Study name.")
+
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="S",
+    help="Start no trial after S seconds.",
+)
+
 storage_option = click.option(
     "--storage",
     default=None,
@@ -106,9 +116,32 @@ class _Progress:
             sys.stderr.write("\r" + " " * 60 + "\r")
 
 
+def _work(
+    study: Any, spec: Any, url: str, n_trials: int | None, timeout: float | None, **options: Any
+) -> Any:
+    """Runs trials here with a progress display: ``n_trials`` more, or up to the study's
+    budget when not given."""
+    from depthsearch.worker import run_worker
+
+    progress = _Progress(spec.train.max_epochs)
+    report = run_worker(
+        study,
+        spec,
+        url,
+        budget=None if n_trials else spec.n_trials,
+        n_trials=n_trials,
+        timeout=timeout,
+        on_epoch=progress.epoch,
+        **options,
+    )
+    progress.clear()
+    return report
+
+
 def _print_summary(study: Any, report: Any, storage_url: str) -> None:
     from optuna.trial import TrialState
 
+    from depthsearch.export import describe_front, metric_names
     from depthsearch.storage import mask_url
 
     trials = study.get_trials(deepcopy=False)
@@ -121,13 +154,7 @@ def _print_summary(study: Any, report: Any, storage_url: str) -> None:
     )
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     if len(study.directions) > 1 and complete:
-        click.echo(
-            f"Pareto front ({', '.join(study.metric_names or [])}): "
-            + ", ".join(
-                f"trial {t.number} ({', '.join(f'{v:.6g}' for v in t.values)})"
-                for t in sorted(study.best_trials, key=lambda t: t.values)
-            )
-        )
+        click.echo(f"Pareto front ({', '.join(metric_names(study))}): {describe_front(study)}")
     if complete:
         best = min(complete, key=lambda t: (t.values[0], t.number))
         params = ", ".join(
@@ -145,13 +172,7 @@ def _print_summary(study: Any, report: Any, storage_url: str) -> None:
 @click.option(
     "--n-trials", type=click.IntRange(min=1), default=None, help="Run N more trials in this call."
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="S",
-    help="Start no trial after S seconds.",
-)
+@timeout_option
 @_user_errors
 def run(study_file: str, storage: str | None, n_trials: int | None, timeout: float | None) -> None:
     """Create (or resume) the study of STUDY_FILE and run its trials here.
@@ -164,7 +185,6 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     from depthsearch.storage import resolve_storage
     from depthsearch.study import create_study
     from depthsearch.train import resolve_device
-    from depthsearch.worker import run_worker
 
     spec = load_spec(study_file)
     url = resolve_storage(storage)
@@ -172,23 +192,12 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed)
     study = create_study(spec, url)
-    progress = _Progress(spec.train.max_epochs)
-    report = run_worker(
-        study,
-        spec,
-        url,
-        budget=None if n_trials else spec.n_trials,
-        n_trials=n_trials,
-        timeout=timeout,
-        on_epoch=progress.epoch,
-        data=data,
-    )
-    progress.clear()
+    report = _work(study, spec, url, n_trials, timeout, data=data)
     _print_summary(study, report, url)
 
 
 @main.command()
-@click.option("--study", "study_name", required=True, help="Study name.")
+@study_option
 @storage_option
 @click.option(
     "-o",
@@ -309,13 +318,7 @@ def create(study_file: str, storage: str | None) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @data_option
 @click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Stop after N trials.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="S",
-    help="Start no trial after S seconds.",
-)
+@timeout_option
 @_user_errors
 def worker(
     study_name: str,
@@ -335,24 +338,11 @@ def worker(
 
     from depthsearch.storage import resolve_storage
     from depthsearch.study import load_study
-    from depthsearch.worker import run_worker
 
     url = resolve_storage(storage)
     # Each worker draws its own samples; a shared seed would make them all propose the same.
     study, spec = load_study(study_name, url, sampler_seed=None, data_path=data_path)
-    progress = _Progress(spec.train.max_epochs)
-    report = run_worker(
-        study,
-        spec,
-        url,
-        budget=None if n_trials else spec.n_trials,
-        n_trials=n_trials,
-        timeout=timeout,
-        device=device,
-        threads=threads,
-        on_epoch=progress.epoch,
-    )
-    progress.clear()
+    report = _work(study, spec, url, n_trials, timeout, device=device, threads=threads)
     click.echo(
         f"worker {os.getpid()} done: {report.complete} complete, {report.pruned} pruned, "
         f"{report.failed} failed"
@@ -433,7 +423,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--study", "study_name", required=True, help="Study name.")
+@study_option
 @storage_option
 @click.option(
     "-o",
@@ -458,7 +448,7 @@ def trials(study_name: str, storage: str | None, output: str | None) -> None:
 
 
 @main.command()
-@click.option("--study", "study_name", required=True, help="Study name.")
+@study_option
 @storage_option
 @click.option(
     "-o",

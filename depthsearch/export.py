@@ -20,9 +20,11 @@ from depthsearch.study import SPEC_ATTR, no_such_study
 __all__ = [
     "FORMAT",
     "best_config",
+    "describe_front",
     "export_best",
     "load_config",
     "load_model",
+    "metric_names",
     "pick_trial",
     "predict_csv",
     "read_export",
@@ -73,9 +75,18 @@ def pick_trial(
     return min(near, key=lambda t: (t.user_attrs.get("param_count", 0), t.values[0], t.number))
 
 
-def _metric_names(study: optuna.Study) -> list[str]:
+def metric_names(study: optuna.Study) -> list[str]:
+    """The study's objective names (``val_loss`` alone where none were set)."""
     names = study.metric_names
     return list(names) if names else ["val_loss"]
+
+
+def describe_front(study: optuna.Study) -> str:
+    """``trial 7 (0.0897, 3426), trial 1 (...)``: the Pareto front, best loss first."""
+    return ", ".join(
+        f"trial {t.number} ({', '.join(f'{v:.6g}' for v in t.values)})"
+        for t in sorted(study.best_trials, key=lambda t: t.values)
+    )
 
 
 def parse_pick(pick: str) -> float:
@@ -113,7 +124,7 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
         "data": spec.get("data", {}),
         "metrics": {
             "val_loss": trial.values[0],
-            "objectives": dict(zip(_metric_names(study), trial.values, strict=True)),
+            "objectives": dict(zip(metric_names(study), trial.values, strict=True)),
             "param_count": attrs.get("param_count"),
             "epochs_trained": attrs.get("epochs_trained"),
             "best_epoch": attrs.get("best_epoch"),

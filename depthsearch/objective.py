@@ -53,6 +53,11 @@ def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     return trial.study._storage.get_trial(trial._trial_id)
 
 
+def _save_attrs(trial: optuna.Trial, attrs: dict[str, Any], guard: Guard) -> None:
+    for key, value in attrs.items():
+        guard(functools.partial(trial.set_user_attr, key, value), "saving attributes")
+
+
 class _Reporter:
     """Reports each epoch to Optuna and asks the pruner, in a thread beside training.
 
@@ -94,10 +99,7 @@ class _Reporter:
                 continue  # training stops at its next batch; nothing more to say
             try:
                 if isinstance(result, dict):
-                    for key, value in result.items():
-                        self.guard(
-                            functools.partial(trial.set_user_attr, key, value), "saving attributes"
-                        )
+                    _save_attrs(trial, result, self.guard)
                     continue
                 self.guard(
                     functools.partial(trial.report, result.val_loss, result.epoch),
@@ -240,8 +242,7 @@ class Objective:
                 attrs["stopped_early"] = True
             if multi:
                 attrs["val_loss_curve"] = [e.val_loss for e in history.epochs]
-            for key, value in attrs.items():
-                self.guard(functools.partial(trial.set_user_attr, key, value), "saving attributes")
+            _save_attrs(trial, attrs, self.guard)
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised
         if not multi:

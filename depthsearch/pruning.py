@@ -93,7 +93,7 @@ class _CompleteTrialsView:
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
-        if states is not None and all(s == TrialState.COMPLETE for s in TrialState if s in states):
+        if states is not None and {s for s in TrialState if s in states} <= {TrialState.COMPLETE}:
             return [t for t in self._complete if t.state in states]
         return self._study.get_trials(deepcopy=deepcopy, states=states)
 

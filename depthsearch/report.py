@@ -20,7 +20,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from depthsearch.errors import DepthsearchError
-from depthsearch.export import _open, pick_trial
+from depthsearch.export import _open, describe_front, metric_names, pick_trial
 from depthsearch.storage import mask_url
 
 __all__ = ["trials_frame", "write_report", "write_trials"]
@@ -29,7 +29,7 @@ __all__ = ["trials_frame", "write_report", "write_trials"]
 def trials_frame(study_name: str, storage_url: str) -> pd.DataFrame:
     """One row per trial: number, state, value, flattened params, user attributes, duration."""
     study = _open(study_name, storage_url)
-    names = study.metric_names or ["val_loss"]
+    names = metric_names(study)
     multi = len(study.directions) > 1
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -316,14 +316,10 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
     summary = esc(str(study.user_attrs.get("summary", "")))
     front_line = ""
     if len(study.directions) > 1:
-        front = sorted(study.best_trials, key=lambda t: t.values)
-        names = ", ".join(study.metric_names or [])
         front_line = (
-            f"<p>Pareto front ({esc(names)}), {len(front)} trials: "
-            + ", ".join(
-                f"trial {t.number} ({', '.join(f'{v:.6g}' for v in t.values)})" for t in front
-            )
-            + ". The picks below are chosen from it.</p>"
+            f"<p>Pareto front ({esc(', '.join(metric_names(study)))}), "
+            f"{len(study.best_trials)} trials: {esc(describe_front(study))}. "
+            "The picks below are chosen from it.</p>"
         )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -166,7 +166,9 @@ class _Loop:
         self.announced: tuple[float, int] | None = None
         self._stale_checked = -float("inf")
 
-    def announce_best(self, trials: list[optuna.trial.FrozenTrial], budget: int) -> None:
+    def announce_best(
+        self, trials: list[optuna.trial.FrozenTrial], finished: int, budget: int
+    ) -> None:
         """Logs the study's best trial when it changed, from the trials the budget check has
         just read (every worker's): no storage call of its own."""
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
@@ -175,7 +177,6 @@ class _Loop:
         best = min((t.values[0], t.number) for t in complete)
         if best != self.announced:
             self.announced = best
-            finished = sum(t.state.is_finished() for t in trials)
             _log.info(
                 "best so far: trial %d val_loss=%.6g (%d of %d trials finished)",
                 best[1],
@@ -210,8 +211,8 @@ class _Loop:
                         TrialState.WAITING,
                     ),
                 )
-                self.announce_best(trials, budget)
                 finished = sum(t.state.is_finished() for t in trials)
+                self.announce_best(trials, finished, budget)
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
                 if finished >= budget:
