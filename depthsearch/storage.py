@@ -39,6 +39,7 @@ __all__ = [
     "open_storage",
     "resolve_storage",
     "retrying",
+    "running_without_heartbeat",
     "storage_lock",
 ]
 
@@ -299,3 +300,30 @@ def open_storage(url: str, workers: WorkersSpec | None = None) -> optuna.storage
         raise StorageError(
             f"cannot use {mask_url(url)}: its database driver is not installed ({e})"
         ) from e
+
+
+def running_without_heartbeat(study: optuna.Study) -> set[int] | None:
+    """Ids of the study's RUNNING trials that never recorded a heartbeat.
+
+    A worker records its first heartbeat milliseconds after ``ask()``; a worker killed in
+    between leaves a RUNNING trial that Optuna's stale check never fails (it looks only at
+    trials with a heartbeat). ``None`` where the storage keeps no heartbeats.
+    """
+    storage: Any = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return None
+    from optuna.storages._rdb import models
+
+    trial, beat = models.TrialModel, models.TrialHeartbeatModel
+    query = (
+        sqlalchemy.select(trial.trial_id)
+        .outerjoin(beat, beat.trial_id == trial.trial_id)
+        .where(
+            trial.study_id == study._study_id,
+            trial.state == optuna.trial.TrialState.RUNNING,
+            beat.trial_id.is_(None),
+        )
+    )
+    with backend.engine.connect() as conn:
+        return set(conn.scalars(query))

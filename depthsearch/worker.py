@@ -9,6 +9,7 @@ while others run, ready to take over a trial whose worker died.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gc
 import logging
@@ -28,7 +29,7 @@ from depthsearch._optuna import quiet_experimental
 from depthsearch.config import StudySpec
 from depthsearch.data import Windows, prepare
 from depthsearch.objective import Objective
-from depthsearch.storage import mask_url, retrying, storage_lock
+from depthsearch.storage import mask_url, retrying, running_without_heartbeat, storage_lock
 from depthsearch.train import EpochResult, keep_freed_memory, resolve_device
 
 __all__ = ["Interrupted", "WorkerReport", "run_worker"]
@@ -165,6 +166,8 @@ class _Loop:
         #: (val_loss, number) of the best complete trial last announced in the log.
         self.announced: tuple[float, int] | None = None
         self._stale_checked = -float("inf")
+        #: RUNNING trials with no heartbeat yet: trial id -> when this worker first saw them.
+        self._unbeaten: dict[int, float] = {}
 
     def announce_best(
         self, trials: list[optuna.trial.FrozenTrial], finished: int, budget: int
@@ -200,6 +203,7 @@ class _Loop:
             ):
                 with quiet_experimental():
                     optuna.storages.fail_stale_trials(self.study)
+                self.fail_unbeaten(now)
                 self._stale_checked = now
             if budget is not None:
                 trials = self.study.get_trials(
@@ -223,6 +227,41 @@ class _Loop:
                 # We run our own heartbeat thread around each trial (see _Heartbeat).
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                 return self.study.ask()
+
+    def fail_unbeaten(self, now: float) -> None:
+        """Fails, and retries, RUNNING trials whose worker died before their first heartbeat.
+
+        Optuna's stale check skips trials that never beat. A live worker beats milliseconds
+        after ``ask()``, so a trial this worker sees without a heartbeat at two checks
+        ``grace_period`` apart has lost its worker. Timed on this worker's clock only: no
+        clock is compared across machines.
+        """
+        ids = running_without_heartbeat(self.study)
+        if ids is None:
+            return
+        self._unbeaten = {i: self._unbeaten.get(i, now) for i in ids}
+        storage = self.storage
+        for trial_id, first_seen in self._unbeaten.items():
+            if now - first_seen < self.spec.workers.grace_period:
+                continue
+            try:
+                storage.set_trial_user_attr(
+                    trial_id, "fail_reason", "its worker stopped before the first heartbeat"
+                )
+                if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # its worker, or another one, ended it meanwhile
+            failed = copy.deepcopy(storage.get_trial(trial_id))
+            _log.warning(
+                "trial %d marked FAIL: RUNNING for over %ds without a heartbeat",
+                failed.number,
+                self.spec.workers.grace_period,
+            )
+            get_callback = getattr(storage, "get_heartbeat_stale_trial_callback", None)
+            callback = get_callback() if get_callback is not None else None
+            if callback is not None:
+                callback(self.study, failed)
 
     def tell(
         self,

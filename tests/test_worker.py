@@ -125,6 +125,30 @@ def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_u
     assert count(url, "kill", TrialState.RUNNING, TrialState.WAITING) == 0
 
 
+def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    # A worker killed between ask() and its first heartbeat leaves exactly this: a RUNNING
+    # trial with no heartbeat row, which Optuna's own stale check never fails.
+    url = fresh_storage_url
+    create(tmp_path, url, "orphan", n_trials=2, max_epochs=2, extra=FAST_HEARTBEAT)
+    orphan = optuna.load_study(study_name="orphan", storage=url).ask()
+    proc = spawn("worker", "--study", "orphan", url=url)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    final = {t.number: t for t in trials(url, "orphan")}
+    assert final[orphan.number].state == TrialState.FAIL
+    assert "before the first heartbeat" in final[orphan.number].user_attrs["fail_reason"]
+    retries = [
+        t
+        for t in final.values()
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == orphan.number
+    ]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert count(url, "orphan", TrialState.COMPLETE, TrialState.PRUNED) == 2
+    assert count(url, "orphan", TrialState.RUNNING, TrialState.WAITING) == 0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_worker_and_leaves_nothing_running(
     tmp_path: Path, fresh_storage_url: str, sig: signal.Signals
