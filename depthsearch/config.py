@@ -162,6 +162,8 @@ class PrunerSpec:
     min_resource: int = 1
     reduction_factor: int = 3
     min_early_stopping_rate: int = 0
+    #: kind = "percentile": keep trials whose best value so far is in the best ``percentile``%.
+    percentile: float = 25.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -503,6 +505,7 @@ def _parse_train(raw: object, where: str) -> TrainSpec:
 _PRUNER_KEYS = {
     "none": (),
     "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"),
     "depth-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
     "hyperband": ("min_resource", "reduction_factor"),
     "successive-halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
@@ -535,6 +538,7 @@ def _parse_pruner(raw: object, where: str, objectives: tuple[str, ...]) -> Prune
         min_resource=t.int("min_resource", d.min_resource, 1),
         reduction_factor=t.int("reduction_factor", d.reduction_factor, 2),
         min_early_stopping_rate=t.int("min_early_stopping_rate", d.min_early_stopping_rate, 0),
+        percentile=t.float("percentile", d.percentile, 0.0, 100.0, low_open=True, high_open=True),
     )
     t.finish()
     return spec

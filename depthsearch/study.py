@@ -72,6 +72,15 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
                 interval_steps=p.interval_steps,
             )
         )
+    if p.kind == "percentile":
+        return RecentTrials(
+            optuna.pruners.PercentilePruner(
+                p.percentile,
+                n_startup_trials=p.n_startup_trials,
+                n_warmup_steps=p.n_warmup_steps,
+                interval_steps=p.interval_steps,
+            )
+        )
     if p.kind == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=p.min_resource,

@@ -82,6 +82,14 @@ BAD = [
         "[pruner] unknown key(s) ['reduction_factor'] for kind = 'median'",
     ),
     (
+        "[study]\nname='x'\nn_trials=3\n[pruner]\nkind='percentile'\npercentile=100\n",
+        "[pruner] percentile: must be < 100",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[pruner]\nkind='median'\npercentile=25\n",
+        "[pruner] unknown key(s) ['percentile'] for kind = 'median'",
+    ),
+    (
         "[study]\nname='x'\nn_trials=3\n[data]\nsource='parquet'\n",
         "[data] source: must be one of ['csv', 'synthetic']",
     ),

@@ -130,3 +130,30 @@ def test_a_study_file_asks_for_it_and_a_study_runs_with_it(tmp_path: Path) -> No
     study = optuna.load_study(study_name="da", storage=url)
     states = [t.state for t in study.trials]
     assert len(states) == 8 and TrialState.RUNNING not in states
+
+
+def test_percentile_kind_keeps_only_the_best_quarter(tmp_path: Path) -> None:
+    path = write_study(tmp_path, name="pct", n_trials=8, max_epochs=4)
+    path.write_text(
+        path.read_text().replace('kind = "median"', 'kind = "percentile"\npercentile = 25.0')
+    )
+    spec = load_spec(path)
+    assert (spec.pruner.kind, spec.pruner.percentile) == ("percentile", 25.0)
+    assert spec.to_dict()["pruner"]["percentile"] == 25.0
+    pruner = make_pruner(spec)
+    assert isinstance(pruner, RecentTrials)
+    assert isinstance(pruner.pruner, optuna.pruners.PercentilePruner)
+    # Four complete curves; at epoch 3 a trial between the best quarter and the median is
+    # kept by the median but stopped by the 25th percentile.
+    done = [complete(2, [1.0, 0.8, v, v]) for v in (0.2, 0.3, 0.5, 0.6)]
+    study = study_with(done, 2)
+    trial = running(study, 2, [1.0, 0.8, 0.35])
+    assert pruner.prune(study, trial)
+    assert not optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1).prune(
+        study, trial
+    )
+    url = f"sqlite:///{tmp_path / 'pct.db'}"
+    result = CliRunner().invoke(main, ["run", str(path), "--storage", url])
+    assert result.exit_code == 0, result.output
+    states = [t.state for t in optuna.load_study(study_name="pct", storage=url).trials]
+    assert len(states) == 8 and TrialState.RUNNING not in states
