@@ -8,6 +8,11 @@ asking the median pruner (with a startup count no study reaches, so it asks and 
 the trial: trials stay the same length), the user attributes and the tell. Both run in this
 process on one CPU thread, alternating, after one warm-up run each; medians of --repeats.
 
+A second table breaks a trial's storage work down by call: how many per trial and the CPU
+milliseconds they cost (``time.thread_time`` of the calling thread, so a call waiting for the
+GIL costs nothing here). On one core every one of those milliseconds is added to the trial,
+whichever thread spends it: that sum is the part of the overhead the database API sets.
+
     python benchmarks/overhead.py [--repeats 5] [--storage URL]
 
 Last line: ``overhead_ratio=X``, the larger of the two shapes' ratios.
@@ -16,12 +21,16 @@ Last line: ``overhead_ratio=X``, the larger of the two shapes' ratios.
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import logging
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,6 +77,42 @@ def bare_loop(data: object, layers: int, hidden: int, batch: int, epochs: int) -
     return time.perf_counter() - started
 
 
+def storage_cpu(study: Any, run: Any, trials: int) -> list[tuple[str, str, float, float]]:
+    """(thread, storage call, calls per trial, CPU ms per trial) over ``trials`` runs."""
+    cpu: dict[tuple[str, str], float] = collections.defaultdict(float)
+    calls: collections.Counter[tuple[str, str]] = collections.Counter()
+    local = threading.local()
+    storage = study._storage
+    for attr in dir(type(storage)):
+        method = getattr(storage, attr)
+        if attr.startswith("__") or not callable(method):
+            continue
+
+        def timed(*args: Any, __m: Any = method, __name: str = attr, **kwargs: Any) -> Any:
+            depth = getattr(local, "depth", 0)  # only a thread's outermost call
+            local.depth = depth + 1
+            started = time.thread_time()
+            try:
+                return __m(*args, **kwargs)
+            finally:
+                local.depth = depth
+                if depth == 0:
+                    key = (threading.current_thread().name.removeprefix("depthsearch-"), __name)
+                    cpu[key] += time.thread_time() - started
+                    calls[key] += 1
+
+        setattr(storage, attr, functools.wraps(method)(timed))
+    try:
+        for _ in range(trials):
+            run()
+    finally:
+        for attr in list(vars(storage)):
+            if callable(getattr(type(storage), attr, None)):
+                delattr(storage, attr)
+    rows = [(t, n, calls[t, n] / trials, ms / trials * 1000) for (t, n), ms in cpu.items()]
+    return sorted(rows, key=lambda r: -r[3])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -87,6 +132,7 @@ def main() -> None:
     print("| shape | epochs | bare loop s | depthsearch trial s | ratio |")
     print("|---|---|---|---|---|")
     ratios = []
+    breakdown: list[tuple[str, str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         url = args.storage or f"sqlite:///{Path(tmp) / 'overhead.db'}"
         for label, (layers, hidden, batch, epochs) in SHAPES.items():
@@ -126,6 +172,20 @@ def main() -> None:
             b, o = statistics.median(times["bare"]), statistics.median(times["ours"])
             ratios.append(o / b)
             print(f"| {label} | {epochs} | {b:.3f} | {o:.3f} | {o / b:.3f} |")
+            if not breakdown:  # the first (small) shape, where storage weighs most
+                breakdown = storage_cpu(study, ours, args.repeats)
+                small = (label, o - b)
+    label, extra = small
+    print()
+    print(f"Storage calls of one {label} trial (CPU ms; the trial is {extra * 1000:.0f} ms longer")
+    print("than the bare loop):")
+    print("| thread | call | calls per trial | CPU ms per trial |")
+    print("|---|---|---|---|")
+    for thread, name, n, ms in breakdown:
+        if n >= 0.5:
+            print(f"| {thread} | {name} | {n:.1f} | {ms:.1f} |")
+    total = sum(ms for *_, ms in breakdown)
+    print(f"| all | | {sum(n for _, _, n, _ in breakdown):.1f} | {total:.1f} |")
     print(f"overhead_ratio={max(ratios):.3f}")
 
 
