@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,12 @@ def synthetic_series(length: int, noise: float, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"y": y})
 
 
-def load_frame(spec: DataSpec, *, seed: int = 0) -> pd.DataFrame:
+def load_frame(
+    spec: DataSpec, *, seed: int = 0, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """The columns the spec needs (inputs and target), numeric and complete.
+
+    ``columns`` reads only those instead: predicting needs the inputs, not the target.
 
     Raises:
         DataError: unreadable file, missing or non-numeric column, missing values.
@@ -135,7 +140,7 @@ def load_frame(spec: DataSpec, *, seed: int = 0) -> pd.DataFrame:
         raise DataError(f"data file not found: {path}") from None
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise DataError(f"cannot read {path} as CSV: {str(e).splitlines()[0]}") from e
-    needed = list(dict.fromkeys([*spec.input_columns, spec.target]))
+    needed = list(dict.fromkeys(columns or [*spec.input_columns, spec.target]))
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(

@@ -309,7 +309,7 @@ def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
         window=window,
         horizon=int(data["horizon"]),
     )
-    frame = load_frame(spec)
+    frame = load_frame(spec, columns=scaler.columns)  # the target only when it is an input
     if len(frame) < window:
         raise DepthsearchError(f"{csv}: {len(frame)} rows, but one window needs {window}")
     inputs = scaler.transform(frame[list(scaler.columns)].to_numpy(dtype=np.float64))

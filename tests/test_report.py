@@ -124,6 +124,39 @@ def test_predict_writes_one_row_per_window(finished_study: tuple[str, Path]) -> 
     assert result.exit_code == 2 and "no column(s) ['y']" in result.output
 
 
+def test_predict_needs_the_target_column_only_when_it_is_an_input(tmp_path: Path) -> None:
+    rows = 200
+    frame = pd.DataFrame(
+        {
+            "load": [float(i % 11) for i in range(rows)],
+            "temp": [float((i * 3) % 7) for i in range(rows)],
+        }
+    )
+    frame["price ($)"] = frame["load"] * 0.5 + frame["temp"]
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    study_file = write_study(tmp_path, name="feat", n_trials=2, max_epochs=2)
+    study_file.write_text(
+        study_file.read_text().replace(
+            'source = "synthetic"\nlength = 400',
+            'source = "csv"\npath = "train.csv"\ntarget = "price ($)"\n'
+            'features = ["load", "temp"]',
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'feat.db'}"
+    cli("run", str(study_file), "--storage", url)
+    out = tmp_path / "model"
+    cli("export", "--study", "feat", "--storage", url, "--retrain", "-o", str(out))
+    future = tmp_path / "future.csv"
+    frame[["temp", "load"]].iloc[:20].to_csv(future, index=False)  # no target, other order
+    cli("predict", str(out), "--csv", str(future), "-o", str(tmp_path / "pred.csv"))
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert list(pred.columns) == ["row", "price ($)+1", "price ($)+2"]
+    assert len(pred) == 20 - 8 + 1
+    frame[["load"]].to_csv(future, index=False)
+    result = CliRunner().invoke(main, ["predict", str(out), "--csv", str(future)])
+    assert result.exit_code == 2 and "no column(s) ['temp']" in result.output
+
+
 def test_smallest_within_picks_no_larger_model(finished_study: tuple[str, Path]) -> None:
     url, folder = finished_study
     for pick, name in (
