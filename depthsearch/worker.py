@@ -134,8 +134,12 @@ class _Heartbeat:
 
 
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    """CUDA out of memory, or the host refusing an allocation (a candidate too big for RAM)."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
     )
 
 
@@ -312,7 +316,7 @@ class _Loop:
                 self.fail(trial, _one_line(e))
                 report.failed += 1
                 raise
-            reason = f"CUDA out of memory: {_one_line(e)}"
+            reason = f"out of memory on {self.objective.device}: {_one_line(e)}"
         if reason is not None:
             # Drop every reference to the failed model before freeing the cache.
             gc.collect()

@@ -7,6 +7,7 @@ Workers are real processes of the installed command; nothing is mocked.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -147,6 +148,45 @@ def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert count(url, "orphan", TrialState.COMPLETE, TrialState.PRUNED) == 2
     assert count(url, "orphan", TrialState.RUNNING, TrialState.WAITING) == 0
+
+
+def test_a_candidate_too_big_for_memory_fails_alone(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    # A real allocation failure: the worker runs under a 4 GiB address-space limit and the
+    # first trial asks for 8 layers of width 4096 (about 4.3 GB of weights).
+    url = fresh_storage_url
+    study_file = write_study(tmp_path, name="oom", n_trials=2, max_epochs=2)
+    study_file.write_text(
+        study_file.read_text()
+        .replace("num_layers = { low = 1, high = 3 }", "num_layers = { low = 1, high = 8 }")
+        .replace("hidden_size = [4, 8]", "hidden_size = [4, 4096]")
+    )
+    assert depthsearch_cmd("create", str(study_file), "--storage", url).returncode == 0
+    study = optuna.load_study(study_name="oom", storage=url)
+    study.enqueue_trial({"num_layers": 8, "hidden_size": 4096})
+    for _ in range(2):
+        study.enqueue_trial({"num_layers": 2, "hidden_size": 4})
+    limit = 4 << 30
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depthsearch", "worker", "--study", "oom"],
+        env={**os.environ, "DEPTHSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=cap,
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    got = sorted(trials(url, "oom"), key=lambda t: t.number)
+    assert got[0].state == TrialState.FAIL and got[0].params["hidden_size"] == 4096
+    assert got[0].user_attrs["fail_reason"].startswith("out of memory on cpu: RuntimeError")
+    assert "worker carries on" in err
+    assert [t.state for t in got[1:]] == [TrialState.COMPLETE] * 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
