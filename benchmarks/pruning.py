@@ -10,9 +10,10 @@ Part 2 replays pruners on the runs without pruning, where every candidate traine
 candidates come in their original order, each reports its epochs one by one to a fresh
 in-memory study whose pruner decides, exactly as Optuna's would live. A stop is unfair when the
 candidate's final loss was in the top 10% of its run. It counts unfair stops by layer count for
-`median` and `depth-aware` (same settings), and the epochs each would have trained.
+`median`, `depth-aware` (same settings) and `percentile`, the epochs each would have trained,
+and how far the best candidate it leaves running is behind the run's best.
 
-    python benchmarks/pruning.py [--seeds 3] [--trials 24] [--epochs 20]
+    python benchmarks/pruning.py [--seeds 3] [--first-seed 1] [--trials 24] [--epochs 20]
 
 Last line: ``epochs_saved=X loss_gap=Y`` for the better pruner of part 1.
 """
@@ -53,7 +54,11 @@ PRUNERS: dict[str, dict[str, Any]] = {
     "hyperband": {"kind": "hyperband", **HALVING},
     "successive-halving": {"kind": "successive-halving", **HALVING},
 }
-REPLAYED = {"median": PRUNERS["median"], "depth-aware": {"kind": "depth-aware", **MEDIAN}}
+REPLAYED = {
+    "median": PRUNERS["median"],
+    "depth-aware": {"kind": "depth-aware", **MEDIAN},
+    "percentile": PRUNERS["percentile"],
+}
 
 
 def run_study(folder: Path, pruner: str, seed: int, trials: int, epochs: int) -> Any:
@@ -84,9 +89,9 @@ def run_study(folder: Path, pruner: str, seed: int, trials: int, epochs: int) ->
 
 def replay(
     candidates: list[Any], pruner: dict[str, Any], epochs: int
-) -> tuple[dict[int, int], int]:
+) -> tuple[dict[int, int], int, float]:
     """Pruner decisions on fully trained curves: (stops of top-10% candidates by layer count,
-    epochs that would have been trained)."""
+    epochs that would have been trained, loss gap of the best candidate left running)."""
     import optuna
     from optuna.distributions import IntDistribution
 
@@ -100,6 +105,7 @@ def replay(
     cutoff = finals[max(0, math.ceil(len(finals) * 0.1) - 1)]
     unfair: dict[int, int] = defaultdict(int)
     trained = 0
+    kept = math.inf
     for c in candidates:
         layers = int(c.params["num_layers"])
         study.enqueue_trial({"num_layers": layers})
@@ -116,14 +122,16 @@ def replay(
         if not stopped:
             study.tell(trial, min(curve))
             trained += len(curve)
+            kept = min(kept, min(curve))
         elif min(curve) <= cutoff:
             unfair[layers] += 1
-    return unfair, trained
+    return unfair, trained, (kept - finals[0]) / finals[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds first..first+seeds-1")
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
@@ -133,7 +141,7 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    seeds = list(range(1, args.seeds + 1))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     print(
         f"# sunspots, {args.trials} trials x up to {args.epochs} epochs, seeds {seeds}, "
         "1 CPU thread"
@@ -196,27 +204,35 @@ def main() -> None:
     for label, settings in REPLAYED.items():
         unfair: dict[int, int] = defaultdict(int)
         trained = 0
+        gaps = []
         for run in candidates:
-            u, e = replay(sorted(run, key=lambda t: t.number), settings, args.epochs)
+            u, e, g = replay(sorted(run, key=lambda t: t.number), settings, args.epochs)
             trained += e
+            gaps.append(g)
             for k, v in u.items():
                 unfair[k] += v
-        results[label] = (unfair, trained)
+        results[label] = (unfair, trained, gaps)
     layers = sorted(total_by_layers)
-    print("| layers | candidates | top 10% | unfair stops, median | unfair stops, depth-aware |")
-    print("|---|---|---|---|---|")
+    print(
+        "| layers | candidates | top 10% | "
+        + " | ".join(f"unfair stops, {label}" for label in REPLAYED)
+        + " |"
+    )
+    print("|---|---|---|" + "---|" * len(REPLAYED))
     for n in layers:
         print(
             f"| {n} | {total_by_layers[n]} | {top_by_layers[n]} | "
-            f"{results['median'][0].get(n, 0)} | {results['depth-aware'][0].get(n, 0)} |"
+            + " | ".join(str(results[label][0].get(n, 0)) for label in REPLAYED)
+            + " |"
         )
     tops = sum(top_by_layers.values())
-    for label, (unfair, trained) in results.items():
+    for label, (unfair, trained, gaps) in results.items():
         stops = sum(unfair.values())
         print(
             f"{label}: {stops} of {tops} top-10% candidates stopped "
             f"({stops / max(1, tops) * 100:.0f}%); epochs {trained} of {base_epochs} "
-            f"(saves {base_epochs / max(1, trained):.2f}x)"
+            f"(saves {base_epochs / max(1, trained):.2f}x); best candidate left running: "
+            f"{', '.join(f'{g * 100:+.2f}%' for g in gaps)} behind the run's best"
         )
     saved, gap = summary[better]
     print(f"better pruner: {better}")
