@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from .test_worker import FAST_HEARTBEAT, count, create, spawn, trials, wait_for
+from .test_worker import (
+    FAST_HEARTBEAT,
+    LONG,
+    assert_settled,
+    count,
+    create,
+    mid_training,
+    spawn,
+    trials,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -103,19 +113,14 @@ def proxied(pg_database: str, tmp_path: Path) -> Iterator[tuple[str, str, Proxy]
             proxy.close()
 
 
-def training(url: str, name: str) -> bool:
-    """True when a trial is RUNNING with at least one epoch reported (mid-training)."""
-    return any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials(url, name))
-
-
 def test_worker_rides_out_a_database_outage(
     tmp_path: Path, proxied: tuple[str, str, Proxy]
 ) -> None:
     direct, via, proxy = proxied
-    create(tmp_path, direct, "outage", n_trials=6, max_epochs=12, extra=FAST_HEARTBEAT)
+    create(tmp_path, direct, "outage", n_trials=6, max_epochs=LONG, extra=FAST_HEARTBEAT)
     worker = spawn("worker", "--study", "outage", url=via)
     try:
-        wait_for(lambda: training(direct, "outage"), 120, "a trial in training")
+        wait_for(lambda: mid_training(direct, "outage"), 120, "a trial in training")
         proxy.cut()
         time.sleep(6)  # longer than a few retries, well inside db_wait (120 s)
         proxy.restore()
@@ -125,8 +130,7 @@ def test_worker_rides_out_a_database_outage(
     assert worker.returncode == 0, err
     assert "unreachable while" in err and "retrying in" in err, err
     # Nothing lost, nothing left running, the budget met exactly.
-    assert count(direct, "outage", TrialState.COMPLETE, TrialState.PRUNED) == 6
-    assert count(direct, "outage", TrialState.RUNNING, TrialState.WAITING) == 0
+    assert_settled(direct, "outage", finished=6)
 
 
 def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
@@ -134,10 +138,10 @@ def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
 ) -> None:
     direct, via, proxy = proxied
     extra = FAST_HEARTBEAT + "db_wait = 3\n"
-    create(tmp_path, direct, "gone", n_trials=3, max_epochs=12, extra=extra)
+    create(tmp_path, direct, "gone", n_trials=3, max_epochs=LONG, extra=extra)
     worker = spawn("worker", "--study", "gone", url=via)
     try:
-        wait_for(lambda: training(direct, "gone"), 120, "a trial in training")
+        wait_for(lambda: mid_training(direct, "gone"), 120, "a trial in training")
         proxy.cut()
         started = time.monotonic()
         _, err = worker.communicate(timeout=60)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import optuna
@@ -62,6 +62,37 @@ def count(url: str, name: str, *states: TrialState) -> int:
     return sum(t.state in states for t in trials(url, name))
 
 
+#: Long trials for the tests that stop a worker mid-training. They act while one of the two
+#: first trials (the tiny study's start-up trials, never pruned) has reported fewer than MID
+#: epochs: 100 more are still ahead, so the worker cannot be between trials (reserving) when
+#: the signal or the cut lands a few milliseconds later.
+LONG = 160
+MID = 60
+
+
+def mid_training(url: str, name: str, n: int = 1) -> bool:
+    """True when at least ``n`` start-up trials are RUNNING with 1 to MID - 1 epochs reported."""
+    running = [
+        t
+        for t in trials(url, name)
+        if t.number < 2 and t.state == TrialState.RUNNING and 0 < len(t.intermediate_values) < MID
+    ]
+    return len(running) >= n
+
+
+def assert_settled(url: str, name: str, *, finished: int) -> None:
+    """The study holds exactly ``finished`` finished trials and none running or waiting."""
+    assert count(url, name, TrialState.COMPLETE, TrialState.PRUNED) == finished
+    assert count(url, name, TrialState.RUNNING, TrialState.WAITING) == 0
+
+
+def retries_of(
+    got: Iterable[optuna.trial.FrozenTrial], number: int
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials that Optuna's retry callback made of trial ``number``."""
+    return [t for t in got if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == number]
+
+
 def create(tmp_path: Path, url: str, name: str, **kw: object) -> None:
     study_file = write_study(tmp_path, name=name, **kw)  # type: ignore[arg-type]
     proc = depthsearch_cmd("create", str(study_file), "--storage", url)
@@ -92,18 +123,11 @@ def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_u
         url,
         "kill",
         n_trials=2,
-        max_epochs=40,
-        extra=FAST_HEARTBEAT.replace("[workers]", "[workers]") + "\n",
+        max_epochs=LONG,
+        extra=FAST_HEARTBEAT,
     )
     victim = spawn("worker", "--study", "kill", url=url)
-    wait_for(
-        lambda: any(
-            t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2
-            for t in trials(url, "kill")
-        ),
-        90,
-        "a running trial with two epochs reported",
-    )
+    wait_for(lambda: mid_training(url, "kill"), 90, "a trial in training")
     killed = next(t for t in trials(url, "kill") if t.state == TrialState.RUNNING)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
@@ -112,18 +136,13 @@ def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_u
     assert survivor.returncode == 0, err
     final = {t.number: t for t in trials(url, "kill")}
     assert final[killed.number].state == TrialState.FAIL
-    retries = [
-        t
-        for t in final.values()
-        if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number
-    ]
+    retries = retries_of(final.values(), killed.number)
     assert len(retries) == 1
     assert retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
     assert retries[0].user_attrs["seed"] == killed.user_attrs.get(
         "seed", retries[0].user_attrs["seed"]
     )
-    assert count(url, "kill", TrialState.COMPLETE, TrialState.PRUNED) == 2
-    assert count(url, "kill", TrialState.RUNNING, TrialState.WAITING) == 0
+    assert_settled(url, "kill", finished=2)
 
 
 def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
@@ -140,14 +159,9 @@ def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
     final = {t.number: t for t in trials(url, "orphan")}
     assert final[orphan.number].state == TrialState.FAIL
     assert "before the first heartbeat" in final[orphan.number].user_attrs["fail_reason"]
-    retries = [
-        t
-        for t in final.values()
-        if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == orphan.number
-    ]
+    retries = retries_of(final.values(), orphan.number)
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert count(url, "orphan", TrialState.COMPLETE, TrialState.PRUNED) == 2
-    assert count(url, "orphan", TrialState.RUNNING, TrialState.WAITING) == 0
+    assert_settled(url, "orphan", finished=2)
 
 
 def test_a_candidate_too_big_for_memory_fails_alone(
@@ -194,16 +208,9 @@ def test_signal_stops_worker_and_leaves_nothing_running(
     tmp_path: Path, fresh_storage_url: str, sig: signal.Signals
 ) -> None:
     url = fresh_storage_url
-    create(tmp_path, url, "term", n_trials=5, max_epochs=60)
+    create(tmp_path, url, "term", n_trials=5, max_epochs=LONG)
     proc = spawn("worker", "--study", "term", url=url)
-    wait_for(
-        lambda: any(
-            len(t.intermediate_values) >= 1 and t.state == TrialState.RUNNING
-            for t in trials(url, "term")
-        ),
-        90,
-        "a running trial",
-    )
+    wait_for(lambda: mid_training(url, "term"), 90, "a trial in training")
     sent = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
@@ -289,7 +296,7 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
 
 def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_url: str) -> None:
     url = fresh_storage_url
-    create(tmp_path, url, "stopme", n_trials=20, max_epochs=60)
+    create(tmp_path, url, "stopme", n_trials=20, max_epochs=LONG)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -307,7 +314,7 @@ def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_u
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: count(url, "stopme", TrialState.RUNNING) == 2, 90, "two running trials")
+    wait_for(lambda: mid_training(url, "stopme", n=2), 90, "two trials in training")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
