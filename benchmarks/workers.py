@@ -4,7 +4,10 @@ Part 1 launches `depthsearch launch --cpu-workers N` on a fresh PostgreSQL study
 budget of identical trials (a fixed architecture, no pruning), for both trial shapes below, and
 reports trials per hour for N = 1 and 2, timed from the command's start to its exit (process
 start-up included). A third row runs one `depthsearch worker --threads 1`: the per-worker
-baseline, with the one thread each of the two launched workers gets.
+baseline, with the one thread each of the two launched workers gets. The same work done by a
+bare PyTorch loop (benchmarks/overhead.py's: no Optuna, no database, no threads beside it) in
+1 process with 1 and 2 threads and in 2 one-thread processes gives the machine's own ceiling:
+how much a second process can add on these cores at all.
 Part 2 runs one in-process worker with every storage call timed, on SQLite and on PostgreSQL,
 for two trial shapes: "small" (sunspots, 2 x 32, 8 epochs) and "medium" (the half-hourly demand
 series, window 48, 2 x 64, 12 epochs). The share is the time the training thread spends in
@@ -89,6 +92,38 @@ def throughput(url: str, shape: str, workers: int, budget: int, one_thread: bool
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if one_thread else None
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env=env)
+    return budget / (time.perf_counter() - started) * 3600
+
+
+_BARE = """
+import os, sys, torch
+from overhead import bare_loop
+from workers import SHAPES, shape_spec
+from depthsearch.data import prepare
+from depthsearch.train import keep_freed_memory
+shape, n = sys.argv[1], int(sys.argv[2])
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+keep_freed_memory()  # as a worker does
+spec = shape_spec("bare", 1, shape)
+data = prepare(spec.data, "cpu", seed=0)
+_, hidden, epochs = SHAPES[shape]
+for _ in range(n):
+    bare_loop(data, 2, hidden, 64, epochs)
+"""
+
+
+def bare_throughput(shape: str, processes: int, threads: int, budget: int) -> float:
+    """Trials per hour of ``budget`` bare loops split over ``processes`` processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    shares = [budget // processes + (i < budget % processes) for i in range(processes)]
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _BARE, shape, str(n)], env=env) for n in shares
+    ]
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(f"the bare loop exited with {p.returncode}")
     return budget / (time.perf_counter() - started) * 3600
 
 
@@ -188,24 +223,35 @@ def main() -> None:
         try:
             runs = (("1 (launch: 2 threads)", 1, False), ("1 (worker --threads 1)", 1, True))
             runs += (("2 (launch: 1 thread each)", 2, False),)
+            bare_runs = (
+                ("bare loop: 1 process, 2 threads", 1, 2),
+                ("bare loop: 1 process, 1 thread", 1, 1),
+                ("bare loop: 2 processes, 1 thread each", 2, 1),
+            )
             print("| shape | CPU workers | trials/hour (median) | runs |")
             print("|---|---|---|---|")
             speedups: dict[str, tuple[float, float]] = {}
+            ceilings: dict[str, tuple[float, float]] = {}
             for shape in SHAPES:
-                rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+                rates: dict[str, list[float]] = {label: [] for label, _, _ in runs + bare_runs}
                 for _ in range(args.repeats):
                     for label, n, one_thread in runs:
                         rates[label].append(throughput(url, shape, n, budgets[shape], one_thread))
+                    for label, n, threads in bare_runs:
+                        rates[label].append(bare_throughput(shape, n, threads, budgets[shape]))
                 med = {label: statistics.median(r) for label, r in rates.items()}
                 for label, r in rates.items():
                     runs_text = ", ".join(f"{x:.0f}" for x in r)
                     print(f"| {shape} | {label} | {med[label]:.0f} | {runs_text} |")
-                one, one_1t, two = med.values()
+                one, one_1t, two, bare_2t, bare_1t, bare_two = med.values()
                 speedups[shape] = (two / one, two / one_1t)
+                ceilings[shape] = (bare_two / bare_2t, bare_two / bare_1t)
             for shape, (default, per_thread) in speedups.items():
                 print(
                     f"{shape}: 2 workers over 1 (launch defaults) {default:.2f}x; "
-                    f"over one 1-thread worker {per_thread:.2f}x"
+                    f"over one 1-thread worker {per_thread:.2f}x; the bare loop's own: "
+                    f"2 processes over 1 process of 2 threads {ceilings[shape][0]:.2f}x, "
+                    f"over 1 of 1 thread {ceilings[shape][1]:.2f}x"
                 )
             speedup = min(default for default, _ in speedups.values())
             print()
