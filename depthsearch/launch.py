@@ -89,7 +89,7 @@ def launch(
     *,
     env: dict[str, str] | None = None,
     echo: Callable[[str], None],
-    poll_s: float = 0.5,
+    poll_s: float = 0.1,
 ) -> int:
     """Starts every planned worker and waits; returns 0, or the first failing exit code.
 

@@ -37,6 +37,10 @@ __all__ = ["Interrupted", "WorkerReport", "run_worker"]
 _log = logging.getLogger(__name__)
 
 
+#: First pause of a worker that finds the budget held by running trials (doubling up to 2 s).
+_FIRST_WAIT_S = 0.1
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; the running trial has been marked FAIL."""
 
@@ -380,7 +384,10 @@ def run_worker(
     objective.guard = loop.guard
     report = WorkerReport()
     started = time.monotonic()
+    # Waiting (the budget is held by running trials): look again soon, since the wait usually
+    # ends when another worker's last trial does, then back off to every `poll` seconds.
     poll = min(2.0, loop.heartbeat_interval or 2.0)
+    wait = _FIRST_WAIT_S
     _log.info(
         "worker on %s (%d torch threads), study %r in %s",
         torch_device,
@@ -402,9 +409,11 @@ def run_worker(
             if got == "done":
                 break
             if got == "wait":
-                signals.sleep(poll)
+                signals.sleep(wait)
+                wait = min(poll, wait * 2)
                 continue
             assert isinstance(got, optuna.Trial)
+            wait = _FIRST_WAIT_S
             loop.run_one(got, report)
     finally:
         signals.restore()
