@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import logging
 import statistics
 import tempfile
@@ -79,36 +78,19 @@ def bare_loop(data: object, layers: int, hidden: int, batch: int, epochs: int) -
 
 def storage_cpu(study: Any, run: Any, trials: int) -> list[tuple[str, str, float, float]]:
     """(thread, storage call, calls per trial, CPU ms per trial) over ``trials`` runs."""
+    from _timing import timed_methods
+
     cpu: dict[tuple[str, str], float] = collections.defaultdict(float)
     calls: collections.Counter[tuple[str, str]] = collections.Counter()
-    local = threading.local()
-    storage = study._storage
-    for attr in dir(type(storage)):
-        method = getattr(storage, attr)
-        if attr.startswith("__") or not callable(method):
-            continue
 
-        def timed(*args: Any, __m: Any = method, __name: str = attr, **kwargs: Any) -> Any:
-            depth = getattr(local, "depth", 0)  # only a thread's outermost call
-            local.depth = depth + 1
-            started = time.thread_time()
-            try:
-                return __m(*args, **kwargs)
-            finally:
-                local.depth = depth
-                if depth == 0:
-                    key = (threading.current_thread().name.removeprefix("depthsearch-"), __name)
-                    cpu[key] += time.thread_time() - started
-                    calls[key] += 1
+    def record(name: str, wall_s: float, cpu_s: float) -> None:
+        key = (threading.current_thread().name.removeprefix("depthsearch-"), name)
+        cpu[key] += cpu_s
+        calls[key] += 1
 
-        setattr(storage, attr, functools.wraps(method)(timed))
-    try:
+    with timed_methods(study._storage, record):
         for _ in range(trials):
             run()
-    finally:
-        for attr in list(vars(storage)):
-            if callable(getattr(type(storage), attr, None)):
-                delattr(storage, attr)
     rows = [(t, n, calls[t, n] / trials, ms / trials * 1000) for (t, n), ms in cpu.items()]
     return sorted(rows, key=lambda r: -r[3])
 

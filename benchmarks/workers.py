@@ -24,7 +24,6 @@ speedups over one worker as `launch` starts it; Y is the medium shape's share.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import statistics
@@ -134,6 +133,7 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
     import threading
 
     import optuna
+    from _timing import timed_methods
 
     import depthsearch.worker as worker_module
     from depthsearch.study import create_study
@@ -143,37 +143,16 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
     spec = shape_spec(name, budget, shape)
     study = create_study(spec, url)
     spent = {"training": 0.0, "beside": 0.0}
-    local = threading.local()
     main_thread = threading.main_thread()
 
-    @contextlib.contextmanager
-    def timing() -> Any:
-        # Count only the outermost storage call of a thread (cached calls nest).
-        depth = getattr(local, "depth", 0)
-        local.depth = depth + 1
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            local.depth = depth
-            if depth == 0:
-                where = "training" if threading.current_thread() is main_thread else "beside"
-                spent[where] += time.perf_counter() - t0
+    def record(name: str, wall_s: float, cpu_s: float) -> None:
+        where = "training" if threading.current_thread() is main_thread else "beside"
+        spent[where] += wall_s
 
-    storage = study._storage
-    for attr in dir(type(storage)):
-        # Heartbeats run in their own thread every few seconds; not part of a trial's work.
-        if attr.startswith("_") or attr == "record_heartbeat":
-            continue
-        method = getattr(storage, attr)
-        if not callable(method):
-            continue
-
-        def timed(*args: Any, __m: Any = method, **kwargs: Any) -> Any:
-            with timing():
-                return __m(*args, **kwargs)
-
-        setattr(storage, attr, functools.wraps(method)(timed))
+    # Heartbeats run in their own thread every few seconds; not part of a trial's work.
+    timing = timed_methods(
+        study._storage, record, skip=lambda n: n.startswith("_") or n == "record_heartbeat"
+    )
     plain_lock = worker_module.storage_lock
 
     @contextlib.contextmanager
@@ -185,7 +164,8 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
 
     worker_module.storage_lock = timed_lock_once  # type: ignore[assignment]
     started = time.perf_counter()
-    run_worker(study, spec, url, budget=budget)
+    with timing:
+        run_worker(study, spec, url, budget=budget)
     wall = time.perf_counter() - started
     worker_module.storage_lock = plain_lock  # type: ignore[assignment]
     done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
