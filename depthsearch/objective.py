@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import optuna
 import torch
 
 from depthsearch._optuna import quiet_experimental
+from depthsearch._reporting import (
+    Guard,
+    InlineReporter,
+    Reporter,
+    ReportingProcess,
+    no_guard,
+    save_attrs,
+)
 from depthsearch.config import StudySpec
 from depthsearch.data import Windows
 from depthsearch.errors import NonFiniteLossError
@@ -25,14 +30,6 @@ from depthsearch.train import EpochResult, FitOptions, History, fit
 __all__ = ["Objective", "trial_seed"]
 
 _log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-#: Wraps a storage call (retries while the database is away); identity by default.
-Guard = Callable[[Callable[[], Any], str], Any]
-
-
-def _no_guard(fn: Callable[[], Any], what: str) -> Any:
-    return fn()
 
 
 def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
@@ -51,71 +48,6 @@ def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
     if isinstance(cached, optuna.trial.FrozenTrial):
         return cached
     return trial.study._storage.get_trial(trial._trial_id)
-
-
-def _save_attrs(trial: optuna.Trial, attrs: dict[str, Any], guard: Guard) -> None:
-    for key, value in attrs.items():
-        guard(functools.partial(trial.set_user_attr, key, value), "saving attributes")
-
-
-class _Reporter:
-    """Reports each epoch to Optuna and asks the pruner, in a thread beside training.
-
-    Training never waits for the database: the epoch's loss is queued and the next epoch
-    starts at once. When the pruner says stop, or a storage call fails for good, the training
-    loop learns it at its next batch (``check`` runs before every batch) and stops there.
-    """
-
-    def __init__(self, trial: optuna.Trial, guard: Guard, *, prunes: bool) -> None:
-        self.trial = trial
-        self.guard = guard
-        self.prunes = prunes
-        self.pruned: str | None = None
-        self.error: BaseException | None = None
-        self._queue: queue.SimpleQueue[EpochResult | dict[str, Any] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="depthsearch-report", daemon=True)
-        self._thread.start()
-
-    def submit(self, item: EpochResult | dict[str, Any]) -> None:
-        """Queues an epoch's result, or user attributes to set."""
-        self._queue.put(item)
-
-    def check(self) -> None:
-        """Raises the pruner's decision or the storage error, if any came."""
-        if self.error is not None:
-            raise self.error
-        if self.pruned is not None:
-            raise optuna.TrialPruned(self.pruned)
-
-    def close(self) -> None:
-        """Waits until every queued epoch is reported (or reporting failed)."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        trial = self.trial
-        while (result := self._queue.get()) is not None:
-            if self.error is not None:
-                continue  # training stops at its next batch; nothing more to say
-            try:
-                if isinstance(result, dict):
-                    _save_attrs(trial, result, self.guard)
-                    continue
-                self.guard(
-                    functools.partial(trial.report, result.val_loss, result.epoch),
-                    "reporting an epoch",
-                )
-                # Epochs that finish before training hears "stop" are still reported.
-                if (
-                    self.prunes
-                    and self.pruned is None
-                    and self.guard(trial.should_prune, "asking the pruner")
-                ):
-                    self.pruned = (
-                        f"pruned at epoch {result.epoch} (val_loss={result.val_loss:.6g})"
-                    )
-            except BaseException as e:  # handed to the training thread by check()
-                self.error = e
 
 
 class Objective:
@@ -138,16 +70,40 @@ class Objective:
         data: Windows,
         device: torch.device,
         *,
-        guard: Guard = _no_guard,
+        guard: Guard = no_guard,
         on_epoch: Callable[[int, EpochResult], None] | None = None,
         interrupt: Callable[[], None] | None = None,
+        reporting: ReportingProcess | None = None,
     ) -> None:
         self.spec = spec
         self.data = data
         self.device = device
         self.guard = guard
+        self.reporting = reporting
         self.on_epoch = on_epoch
         self.interrupt = interrupt
+
+    def _reporter(self, trial: optuna.Trial) -> Reporter:
+        # NopPruner never prunes: asking it would only cost a storage round trip per epoch.
+        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        if self.reporting is not None:
+            return self.reporting.reporter(trial, prunes=prunes)
+        return InlineReporter(trial, self.guard, prunes=prunes)
+
+    def _save_closing(
+        self, trial: optuna.Trial, attrs: dict[str, Any], reporter: Reporter | None
+    ) -> None:
+        """The attributes known when the trial ends, written before the tell."""
+        if reporter is not None and reporter.error is None:
+            reporter.submit(attrs)
+            reporter.close()
+            if reporter.error is not None:
+                raise reporter.error
+            return
+        if reporter is not None:
+            reporter.close()
+        # No reporter, or it failed (the reporting process died): write them from here.
+        save_attrs(trial, attrs, self.guard)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         spec = self.spec
@@ -179,18 +135,7 @@ class Objective:
         )
         history = History()
         multi = spec.multi_objective
-        # Optuna keeps no intermediate values on a multi-objective study; NopPruner never
-        # prunes, so asking it would only cost a storage round trip per epoch.
-        reporter = (
-            None
-            if multi
-            else _Reporter(
-                trial,
-                self.guard,
-                prunes=not isinstance(trial.study.pruner, optuna.pruners.NopPruner),
-            )
-        )
-
+        reporter = None if multi else self._reporter(trial)
         if reporter is not None:
             # Known before training: written beside it (and shown for the running trial).
             reporter.submit(dict(attrs))
@@ -198,7 +143,7 @@ class Objective:
 
         def epoch_end(result: EpochResult, _: History) -> None:
             if reporter is not None:
-                reporter.submit(result)
+                reporter.submit((result.epoch, result.val_loss))
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
 
@@ -222,7 +167,7 @@ class Objective:
             finally:
                 if reporter is not None:
                     # Every epoch is in the database before the attributes and the tell.
-                    reporter.close()
+                    reporter.drain()
             if reporter is not None:
                 reporter.check()  # the pruner may have spoken on the last epoch
         except NonFiniteLossError as e:
@@ -242,7 +187,7 @@ class Objective:
                 attrs["stopped_early"] = True
             if multi:
                 attrs["val_loss_curve"] = [e.val_loss for e in history.epochs]
-            _save_attrs(trial, attrs, self.guard)
+            self._save_closing(trial, attrs, reporter)
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised
         if not multi:

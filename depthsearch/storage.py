@@ -47,7 +47,8 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///depthsearch.db"
 ENV_VAR = "DEPTHSEARCH_STORAGE"
-#: Connections a worker keeps open to PostgreSQL: its training, reporting and heartbeat threads'.
+#: The most connections one engine keeps open to PostgreSQL. A worker opens 2 (its training and
+#: heartbeat threads'), its reporting process 1; the dashboard and the CLI's readers fewer.
 POOL_SIZE = 3
 #: Extra short-lived connections allowed at a peak (the budget lock is held on one of them).
 MAX_OVERFLOW = 1
@@ -119,7 +120,13 @@ def _check_supported(url: URL, raw: str) -> None:
             f"unsupported storage {mask_url(raw)!r}: use sqlite:///FILE or "
             "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
         )
-    if dialect == "sqlite" and url.database not in (None, "", ":memory:"):
+    if dialect == "sqlite" and url.database in (None, "", ":memory:"):
+        raise StorageError(
+            f"cannot use {raw!r}: an in-memory SQLite database lives and dies with "
+            "one connection, so workers could not share it; use a file, e.g. "
+            "sqlite:///depthsearch.db"
+        )
+    if dialect == "sqlite" and url.database:
         parent = Path(url.database).expanduser().resolve().parent
         if not parent.is_dir():
             raise StorageError(

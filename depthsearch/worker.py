@@ -26,10 +26,16 @@ import torch
 from optuna.trial import TrialState
 
 from depthsearch._optuna import quiet_experimental
+from depthsearch._reporting import ReportingProcess, ReportingProcessLost
 from depthsearch.config import StudySpec
 from depthsearch.data import Windows, prepare
 from depthsearch.objective import Objective
-from depthsearch.storage import mask_url, retrying, running_without_heartbeat, storage_lock
+from depthsearch.storage import (
+    mask_url,
+    retrying,
+    running_without_heartbeat,
+    storage_lock,
+)
 from depthsearch.train import EpochResult, keep_freed_memory, resolve_device
 
 __all__ = ["Interrupted", "WorkerReport", "run_worker"]
@@ -315,6 +321,8 @@ class _Loop:
             report.failed += 1
             _log.warning("trial %d marked FAIL: %s", trial.number, e)
             raise
+        except ReportingProcessLost as e:
+            reason = str(e)  # killed from outside, or by the OOM killer: a new one takes over
         except Exception as e:
             if not _is_oom(e):
                 self.fail(trial, _one_line(e))
@@ -377,44 +385,56 @@ def run_worker(
         torch.set_num_threads(wanted_threads)
     if torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
-    signals = _Signals()
-    objective = Objective(spec, data, torch_device, on_epoch=on_epoch, interrupt=signals.check)
-    loop = _Loop(study, spec, storage_url, objective, signals)
-    objective.guard = loop.guard
-    report = WorkerReport()
-    started = time.monotonic()
-    # Waiting (the budget is held by running trials): look again soon, since the wait usually
-    # ends when another worker's last trial does, then back off to every `poll` seconds.
-    poll = min(2.0, loop.heartbeat_interval or 2.0)
-    wait = _FIRST_WAIT_S
-    _log.info(
-        "worker on %s (%d torch threads), study %r in %s",
-        torch_device,
-        torch.get_num_threads(),
-        study.study_name,
-        mask_url(storage_url),
+    # Started first: it imports Optuna while this process loads the data.
+    reporting = (
+        None if spec.multi_objective else ReportingProcess(spec, storage_url, study.study_name)
     )
-    signals.install()
-    try:
-        while True:
-            if stop is not None and stop.is_set():
-                break
-            if n_trials is not None and report.ran >= n_trials:
-                break
-            if timeout is not None and time.monotonic() - started >= timeout:
-                break
-            signals.check()
-            got = loop.guard(lambda: loop.reserve(budget), "reserving a trial")
-            if got == "done":
-                break
-            if got == "wait":
-                signals.sleep(wait)
-                wait = min(poll, wait * 2)
-                continue
-            assert isinstance(got, optuna.Trial)
-            wait = _FIRST_WAIT_S
-            loop.run_one(got, report)
-    finally:
-        signals.restore()
-    return report
+    with reporting if reporting is not None else contextlib.nullcontext():
+        data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
+        signals = _Signals()
+        objective = Objective(
+            spec,
+            data,
+            torch_device,
+            on_epoch=on_epoch,
+            interrupt=signals.check,
+            reporting=reporting,
+        )
+        loop = _Loop(study, spec, storage_url, objective, signals)
+        objective.guard = loop.guard
+        report = WorkerReport()
+        started = time.monotonic()
+        # Waiting (the budget is held by running trials): look again soon, since the wait usually
+        # ends when another worker's last trial does, then back off to every `poll` seconds.
+        poll = min(2.0, loop.heartbeat_interval or 2.0)
+        wait = _FIRST_WAIT_S
+        _log.info(
+            "worker on %s (%d torch threads), study %r in %s",
+            torch_device,
+            torch.get_num_threads(),
+            study.study_name,
+            mask_url(storage_url),
+        )
+        signals.install()
+        try:
+            while True:
+                if stop is not None and stop.is_set():
+                    break
+                if n_trials is not None and report.ran >= n_trials:
+                    break
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    break
+                signals.check()
+                got = loop.guard(lambda: loop.reserve(budget), "reserving a trial")
+                if got == "done":
+                    break
+                if got == "wait":
+                    signals.sleep(wait)
+                    wait = min(poll, wait * 2)
+                    continue
+                assert isinstance(got, optuna.Trial)
+                wait = _FIRST_WAIT_S
+                loop.run_one(got, report)
+        finally:
+            signals.restore()
+        return report

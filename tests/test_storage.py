@@ -27,3 +27,14 @@ def test_an_older_optuna_schema_names_the_upgrade_command(fresh_storage_url: str
     assert f"optuna storage upgrade --storage {fresh_storage_url}" in lines[0]
     with pytest.raises(StorageError, match="optuna storage upgrade"):
         open_storage(fresh_storage_url)
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://"])
+def test_an_in_memory_sqlite_database_is_refused_in_one_line(url: str) -> None:
+    # Each pooled connection would get its own empty database: a traceback, before.
+    proc = depthsearch_cmd("trials", "--study", "x", "--storage", url)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in-memory SQLite" in lines[0] and url in lines[0], proc.stderr
+    with pytest.raises(StorageError, match="use a file"):
+        open_storage(url)

@@ -1,0 +1,228 @@
+"""The worker's reporting process: it writes what the trial reports, asks the pruner, survives
+Ctrl-C long enough to write the last epochs, dies with its worker, and a killed one costs one
+trial, not the worker.
+
+Every test runs over a fresh SQLite file and a fresh database on the real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from depthsearch._reporting import ReportingProcess
+from depthsearch.config import load_spec
+from depthsearch.data import prepare
+from depthsearch.errors import DepthsearchError
+from depthsearch.objective import Objective
+from depthsearch.study import create_study
+
+from .conftest import write_study
+from .test_worker import (
+    FAST_HEARTBEAT,
+    LONG,
+    assert_settled,
+    create,
+    mid_training,
+    spawn,
+    trials,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Heartbeat of storage")]
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def reporting_children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` and that run ``depthsearch._reporting``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and b"depthsearch._reporting" in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def running_trial(url: str, name: str) -> optuna.trial.FrozenTrial:
+    return next(t for t in trials(url, name) if t.state == TrialState.RUNNING)
+
+
+def test_reports_come_from_a_child_that_dies_with_its_worker(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    url = fresh_storage_url
+    create(tmp_path, url, "child", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    worker = spawn("worker", "--study", "child", url=url)
+    try:
+        wait_for(lambda: mid_training(url, "child"), 90, "a trial in training")
+        children = reporting_children(worker.pid)
+        assert len(children) == 1, children
+        before = len(running_trial(url, "child").intermediate_values)
+        wait_for(
+            lambda: len(running_trial(url, "child").intermediate_values) > before,
+            30,
+            "more epochs reported",
+        )
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        wait_for(lambda: not alive(children[0]), 10, "the reporting process to die too")
+    finally:
+        worker.kill()
+        worker.communicate()
+
+
+def test_a_killed_reporting_process_costs_one_trial_not_the_worker(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    url = fresh_storage_url
+    create(tmp_path, url, "lost", n_trials=1, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    worker = spawn("worker", "--study", "lost", url=url)
+    try:
+        wait_for(lambda: mid_training(url, "lost"), 90, "a trial in training")
+        (child,) = reporting_children(worker.pid)
+        victim = running_trial(url, "lost").number
+        os.kill(child, signal.SIGKILL)
+        _, err = worker.communicate(timeout=240)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "starting a new one" in err, err
+    final = {t.number: t for t in trials(url, "lost")}
+    failed = final[victim]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["fail_reason"] == (
+        f"the reporting process (pid {child}) was killed by SIGKILL"
+    )
+    # Its closing attributes were written from the worker itself.
+    assert failed.user_attrs["epochs_trained"] >= len(failed.intermediate_values) > 0
+    # The next trial was reported by a new process and completed the budget.
+    assert_settled(url, "lost", finished=1)
+    done = [t for t in final.values() if t.state == TrialState.COMPLETE]
+    assert len(done) == 1 and len(done[0].intermediate_values) == LONG
+
+
+def test_ctrl_c_reaches_the_process_group_and_every_trained_epoch_is_still_written(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    # A terminal's Ctrl-C signals the whole foreground group: the worker and its reporting
+    # process. The reporting process ignores it and writes what the worker still sends.
+    url = fresh_storage_url
+    create(tmp_path, url, "ctrlc", n_trials=2, max_epochs=LONG)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "depthsearch", "worker", "--study", "ctrlc"],
+        env={**os.environ, "DEPTHSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: mid_training(url, "ctrlc"), 90, "a trial in training")
+        (child,) = reporting_children(worker.pid)
+        os.killpg(worker.pid, signal.SIGINT)
+        _, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 128 + signal.SIGINT, err
+    failed = [t for t in trials(url, "ctrlc") if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "interrupted by SIGINT"
+    assert len(failed[0].intermediate_values) == failed[0].user_attrs["epochs_trained"] > 0
+    wait_for(lambda: not alive(child), 10, "the reporting process to exit")
+
+
+def _study(tmp_path: Path, url: str, name: str) -> tuple[optuna.Study, object]:
+    spec = load_spec(write_study(tmp_path, name=name, n_trials=10, max_epochs=3))
+    return create_study(spec, url), spec
+
+
+def test_reporting_process_writes_and_prunes_as_optuna_would(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    study, spec = _study(tmp_path, fresh_storage_url, "inproc")
+    with ReportingProcess(spec, fresh_storage_url, "inproc") as reporting:
+        # Two complete trials: the median pruner's start-up (n_startup_trials = 2).
+        for _ in range(2):
+            trial = study.ask()
+            reporter = reporting.reporter(trial, prunes=True)
+            reporter.submit({"note": "kept", "sizes": [1, 2]})
+            reporter.submit((1, 0.5))
+            reporter.submit((2, 0.4))
+            reporter.drain()
+            reporter.check()
+            reporter.close()
+            study.tell(trial, 0.4)
+        trial = study.ask()
+        reporter = reporting.reporter(trial, prunes=True)
+        reporter.submit((1, 5.0))
+        reporter.drain()
+        with pytest.raises(optuna.TrialPruned, match=r"pruned at epoch 1 \(val_loss=5\)"):
+            reporter.check()
+        reporter.close()
+        study.tell(trial, state=TrialState.PRUNED)
+        pid = reporting.pid
+        assert alive(pid)
+    assert not alive(pid)
+    got = study.get_trials(deepcopy=False)
+    assert [t.intermediate_values for t in got] == [{1: 0.5, 2: 0.4}] * 2 + [{1: 5.0}]
+    assert got[0].user_attrs == {"note": "kept", "sizes": [1, 2]}
+    assert got[2].state == TrialState.PRUNED and got[2].value == 5.0
+
+
+def test_a_reporting_process_that_dies_before_it_is_ready_stops_the_worker(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+    study, spec = _study(tmp_path, url, "dead")
+    reporting = ReportingProcess(spec, url, "dead")
+    try:
+        os.kill(reporting.pid, signal.SIGKILL)  # long before it has imported Optuna
+
+        def report_one() -> None:
+            # Heard when the trial starts, or at its first check: whichever comes later.
+            reporter = reporting.reporter(study.ask(), prunes=True)
+            reporter.submit((1, 0.5))
+            reporter.drain()
+            reporter.check()
+
+        with pytest.raises(DepthsearchError, match="was killed by SIGKILL before it was ready"):
+            report_one()
+        # Not restarted: it would die the same way.
+        with pytest.raises(DepthsearchError, match="before it was ready"):
+            reporting.reporter(study.ask(), prunes=True)
+    finally:
+        reporting.close()
+
+
+def test_an_objective_without_a_worker_reports_inline(tmp_path: Path) -> None:
+    # In-process use (a notebook's study.optimize): the same calls, in the training thread.
+    spec = load_spec(write_study(tmp_path, name="inline", n_trials=2, max_epochs=3))
+    data = prepare(spec.data, "cpu", seed=spec.seed)
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner())
+    study.optimize(Objective(spec, data, torch.device("cpu")), n_trials=2)
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        assert sorted(trial.intermediate_values) == [1, 2, 3]
+        assert trial.user_attrs["epochs_trained"] == 3
