@@ -199,7 +199,9 @@ def fit(
         result: EpochResult | None = None
         try:
             model.train()
-            total = torch.zeros((), device=device)
+            # Batch losses stay on the device, summed once per epoch (one dispatch per batch).
+            losses: list[Tensor] = []
+            sizes: list[int] = []
             for idx in _batches(n, options.batch_size, generator, device):
                 if interrupt is not None:
                     interrupt()
@@ -210,8 +212,10 @@ def fit(
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
                 optimizer.step()
-                total += loss.detach() * idx.shape[0]
-            train_loss = float(total.item()) / n
+                losses.append(loss.detach())
+                sizes.append(idx.shape[0])
+            weights = torch.tensor(sizes, dtype=torch.float32).to(device, non_blocking=True)
+            train_loss = float(torch.dot(torch.stack(losses), weights).item()) / n
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(epoch, train_loss)
             val_loss = evaluate(model, data.x_val, data.y_val, amp=options.amp)
