@@ -269,17 +269,17 @@ class StackedLSTM(nn.Module):
         cfg = self.config
         self._check_input(x)
         batch = x.shape[0] if cfg.batch_first else x.shape[1]
-        per_layer = self._split_state(state, batch)
         finals: list[tuple[Tensor, Tensor]] = []
         if self.lstm is not None:
             fused_state = None
             if state is not None:
-                # Already validated by _split_state: a pair of (layers * directions, B, H).
+                self._split_state(state, batch)  # validates: a pair of (layers * dirs, B, H)
                 h0, c0 = state
                 fused_state = (h0, c0)
             out, (h_n, c_n) = self.lstm(x, fused_state)
             final: State = (h_n, c_n)
         else:
+            per_layer = self._split_state(state, batch)
             out = x
             for i, lstm in enumerate(self.layers):
                 layer_in = out

@@ -187,10 +187,11 @@ def fit(
     device = data.x_train.device
     history = history if history is not None else History()
     generator = torch.Generator().manual_seed(options.seed)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=options.lr, weight_decay=options.weight_decay
-    )
+    # Listed once: model.parameters() walks every submodule, and clipping asks every batch.
+    params = list(model.parameters())
+    optimizer = torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
     loss_fn = nn.MSELoss()
+    autocast = _autocast(device, options.amp)  # re-entered every batch (as a decorator is)
     n = data.x_train.shape[0]
     best = math.inf
     since_best = 0
@@ -206,11 +207,11 @@ def fit(
                 if interrupt is not None:
                     interrupt()
                 xb, yb = data.x_train[idx], data.y_train[idx]
-                with _autocast(device, options.amp):
+                with autocast:
                     loss = loss_fn(model(xb).float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+                nn.utils.clip_grad_norm_(params, options.grad_clip)
                 optimizer.step()
                 losses.append(loss.detach())
                 sizes.append(idx.shape[0])
