@@ -325,6 +325,10 @@ class ReportingProcess:
                 message = rx.recv()
             except (EOFError, OSError):
                 break
+            except Exception:  # a message this side cannot read: no way to stay in step
+                _log.exception("unreadable message from the reporting process; stopping it")
+                process.kill()
+                break
             kind = message[0]
             if kind == "log":
                 record = logging.makeLogRecord(message[1])
