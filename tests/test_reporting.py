@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -70,16 +70,29 @@ def running_trial(url: str, name: str) -> optuna.trial.FrozenTrial:
     return next(t for t in trials(url, name) if t.state == TrialState.RUNNING)
 
 
+def worker_in_training(
+    tmp_path: Path, url: str, name: str, *, n_trials: int, **popen: Any
+) -> tuple[subprocess.Popen[str], int]:
+    """A worker on a new study of LONG trials, mid-training, and its reporting process."""
+    create(tmp_path, url, name, n_trials=n_trials, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    worker = spawn("worker", "--study", name, url=url, **popen)
+    try:
+        wait_for(lambda: mid_training(url, name), 90, "a trial in training")
+        children = reporting_children(worker.pid)
+        assert len(children) == 1, children
+    except BaseException:
+        worker.kill()
+        worker.communicate()
+        raise
+    return worker, children[0]
+
+
 def test_reports_come_from_a_child_that_dies_with_its_worker(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:
     url = fresh_storage_url
-    create(tmp_path, url, "child", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
-    worker = spawn("worker", "--study", "child", url=url)
+    worker, child = worker_in_training(tmp_path, url, "child", n_trials=2)
     try:
-        wait_for(lambda: mid_training(url, "child"), 90, "a trial in training")
-        children = reporting_children(worker.pid)
-        assert len(children) == 1, children
         before = len(running_trial(url, "child").intermediate_values)
         wait_for(
             lambda: len(running_trial(url, "child").intermediate_values) > before,
@@ -88,7 +101,7 @@ def test_reports_come_from_a_child_that_dies_with_its_worker(
         )
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-        wait_for(lambda: not alive(children[0]), 10, "the reporting process to die too")
+        wait_for(lambda: not alive(child), 10, "the reporting process to die too")
     finally:
         worker.kill()
         worker.communicate()
@@ -98,11 +111,8 @@ def test_a_killed_reporting_process_costs_one_trial_not_the_worker(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:
     url = fresh_storage_url
-    create(tmp_path, url, "lost", n_trials=1, max_epochs=LONG, extra=FAST_HEARTBEAT)
-    worker = spawn("worker", "--study", "lost", url=url)
+    worker, child = worker_in_training(tmp_path, url, "lost", n_trials=1)
     try:
-        wait_for(lambda: mid_training(url, "lost"), 90, "a trial in training")
-        (child,) = reporting_children(worker.pid)
         victim = running_trial(url, "lost").number
         os.kill(child, signal.SIGKILL)
         _, err = worker.communicate(timeout=240)
@@ -130,18 +140,8 @@ def test_ctrl_c_reaches_the_process_group_and_every_trained_epoch_is_still_writt
     # A terminal's Ctrl-C signals the whole foreground group: the worker and its reporting
     # process. The reporting process ignores it and writes what the worker still sends.
     url = fresh_storage_url
-    create(tmp_path, url, "ctrlc", n_trials=2, max_epochs=LONG)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "depthsearch", "worker", "--study", "ctrlc"],
-        env={**os.environ, "DEPTHSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    worker, child = worker_in_training(tmp_path, url, "ctrlc", n_trials=2, start_new_session=True)
     try:
-        wait_for(lambda: mid_training(url, "ctrlc"), 90, "a trial in training")
-        (child,) = reporting_children(worker.pid)
         os.killpg(worker.pid, signal.SIGINT)
         _, err = worker.communicate(timeout=30)
     finally:

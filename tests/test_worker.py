@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -44,13 +45,15 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def spawn(*args: str, url: str) -> subprocess.Popen[str]:
+def spawn(*args: str, url: str, **popen: Any) -> subprocess.Popen[str]:
+    """``python -m depthsearch ARGS`` on ``url``; ``popen`` goes to ``subprocess.Popen``."""
     return subprocess.Popen(
         [sys.executable, "-m", "depthsearch", *args],
         env={**os.environ, "DEPTHSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
 
 
@@ -186,14 +189,7 @@ def test_a_candidate_too_big_for_memory_fails_alone(
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "depthsearch", "worker", "--study", "oom"],
-        env={**os.environ, "DEPTHSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=cap,
-    )
+    proc = spawn("worker", "--study", "oom", url=url, preexec_fn=cap)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     got = sorted(trials(url, "oom"), key=lambda t: t.number)
