@@ -8,6 +8,7 @@ network fails. Nothing is mocked: the workers are processes of the installed com
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -17,6 +18,11 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from depthsearch._reporting import ReportingProcess
+from depthsearch.config import load_spec
+from depthsearch.study import create_study
+
+from .conftest import write_study
 from .test_worker import (
     FAST_HEARTBEAT,
     LONG,
@@ -163,3 +169,33 @@ def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
     assert sum(t.state == TrialState.FAIL for t in got) == 1
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in got) == 3
     assert not any(t.state == TrialState.RUNNING for t in got)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_reporting_process_rides_out_an_outage_and_its_warnings_reach_the_worker(
+    tmp_path: Path, proxied: tuple[str, str, Proxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    direct, via, proxy = proxied
+    spec = load_spec(write_study(tmp_path, name="rp", n_trials=5, max_epochs=3))
+    study = create_study(spec, direct)
+    caplog.set_level(logging.INFO, logger="depthsearch")
+
+    def warned() -> bool:
+        return any("while reporting an epoch" in r.getMessage() for r in caplog.records)
+
+    with ReportingProcess(spec, via, "rp") as reporting:
+        trial = study.ask()
+        reporter = reporting.reporter(trial, prunes=False)
+        reporter.submit((1, 0.5))
+        reporter.drain()
+        proxy.cut()
+        reporter.submit((2, 0.4))
+        wait_for(warned, 60, "the reporting process's retry warning in this process's log")
+        proxy.restore()
+        reporter.drain()
+        reporter.check()
+        reporter.close()
+        study.tell(trial, 0.4)
+    assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.4}
+    record = next(r for r in caplog.records if "while reporting an epoch" in r.getMessage())
+    assert record.name == "depthsearch.storage" and record.levelno == logging.WARNING
