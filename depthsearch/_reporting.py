@@ -245,9 +245,6 @@ class ReportingProcess:
         self._rx = Connection(from_child_r, writable=False)
         self._ready = False
         self._lost = None
-        level = logging.getLogger("depthsearch").getEffectiveLevel()
-        spec, url, name = self._init
-        self._send(("init", spec, url, name, level, optuna.logging.get_verbosity()))
         self._receiver = threading.Thread(
             target=self._receive,
             args=(self._rx, self._process),
@@ -255,6 +252,9 @@ class ReportingProcess:
             name="depthsearch-report-rx",
         )
         self._receiver.start()
+        level = logging.getLogger("depthsearch").getEffectiveLevel()
+        spec, url, name = self._init
+        self._send(("init", spec, url, name, level, optuna.logging.get_verbosity()))
 
     def __enter__(self) -> ReportingProcess:
         return self
@@ -281,6 +281,7 @@ class ReportingProcess:
                 raise DepthsearchError(f"{lost}; gave up after {MAX_RESTARTS} restarts")
             _log.warning("%s; starting a new one", lost)
             self._receiver.join()
+            self._tx.close()
             self._start()
         reporter = _ProcessReporter(self, trial._trial_id)
         with self._lock:
