@@ -14,8 +14,8 @@ reports the last epochs while it fails its trial), and dies with the worker: it 
 when the worker dies (Linux), and it exits when its pipe closes. Its log records are sent to
 the worker, which logs them as its own.
 
-An objective used without a worker reports in its own thread (:class:`InlineReporter`), with
-the same calls in the same order.
+An objective used without a worker reports in the training thread (:class:`InlineReporter`),
+with the same calls in the same order.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 
 from depthsearch.errors import DepthsearchError
+
+if TYPE_CHECKING:
+    from depthsearch.config import StudySpec
 
 __all__ = [
     "Guard",
@@ -207,7 +210,7 @@ class ReportingProcess:
         study_name: the study to report to.
     """
 
-    def __init__(self, spec: Any, url: str, study_name: str) -> None:
+    def __init__(self, spec: StudySpec, url: str, study_name: str) -> None:
         self._init = (spec, url, study_name)
         self._lock = threading.Lock()
         self._current: _ProcessReporter | None = None
@@ -410,7 +413,7 @@ def _portable(e: BaseException) -> BaseException:
 
 
 def _serve(rx: Connection, tx: Connection) -> None:
-    from depthsearch.storage import open_storage, retrying
+    from depthsearch.storage import guard_for, open_storage
     from depthsearch.study import make_pruner
 
     def send(message: tuple[Any, ...]) -> None:
@@ -425,9 +428,7 @@ def _serve(rx: Connection, tx: Connection) -> None:
     root.setLevel(level)
     optuna.logging.set_verbosity(verbosity)
 
-    def guard(fn: Callable[[], Any], what: str) -> Any:
-        return retrying(fn, wait_s=spec.workers.db_wait, what=what, url=url)
-
+    guard = guard_for(url, spec.workers.db_wait)
     study: optuna.Study | None = None
     failed: BaseException | None = None
     try:
@@ -456,7 +457,7 @@ def _serve(rx: Connection, tx: Connection) -> None:
         if kind == "begin":
             _, trial_id, prunes = message
             reports = None
-            if failed is not None or study is None:
+            if study is None:  # it could not open the study: say why, for every trial
                 send(("error", trial_id, failed))
                 continue
             try:

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_OVERFLOW",
     "POOL_SIZE",
     "RetryHeartbeatStaleTrialCallback",
+    "guard_for",
     "mask_url",
     "open_storage",
     "resolve_storage",
@@ -261,6 +262,16 @@ def retrying(fn: Callable[[], T], *, wait_s: float, what: str, url: str) -> T:
             )
             time.sleep(min(delay, left) * (0.8 + 0.4 * random.random()))
             delay = min(delay * 2, 15.0)
+
+
+def guard_for(url: str, wait_s: float) -> Callable[[Callable[[], T], str], T]:
+    """:func:`retrying` bound to one database and one wait: what a worker, and its reporting
+    process, wrap every storage call in."""
+
+    def guard(fn: Callable[[], T], what: str) -> T:
+        return retrying(fn, wait_s=wait_s, what=what, url=url)
+
+    return guard
 
 
 def open_storage(url: str, workers: WorkersSpec | None = None) -> optuna.storages.RDBStorage:

@@ -30,12 +30,7 @@ from depthsearch._reporting import ReportingProcess, ReportingProcessLost
 from depthsearch.config import StudySpec
 from depthsearch.data import Windows, prepare
 from depthsearch.objective import Objective
-from depthsearch.storage import (
-    mask_url,
-    retrying,
-    running_without_heartbeat,
-    storage_lock,
-)
+from depthsearch.storage import guard_for, mask_url, running_without_heartbeat, storage_lock
 from depthsearch.train import EpochResult, keep_freed_memory, resolve_device
 
 __all__ = ["Interrupted", "WorkerReport", "run_worker"]
@@ -173,6 +168,8 @@ class _Loop:
         self.objective = objective
         self.signals = signals
         self.storage = study._storage
+        #: Every storage call of the loop goes through it: retried while the database is away.
+        self.guard = guard_for(storage_url, spec.workers.db_wait)
         # RDB storages (wrapped in Optuna's cache) implement heartbeats; others do not.
         get_interval = getattr(self.storage, "get_heartbeat_interval", None)
         heartbeat = get_interval() if get_interval is not None else None
@@ -201,9 +198,6 @@ class _Loop:
                 finished,
                 budget,
             )
-
-    def guard(self, fn: Callable[[], Any], what: str) -> Any:
-        return retrying(fn, wait_s=self.spec.workers.db_wait, what=what, url=self.url)
 
     def reserve(self, budget: int | None) -> optuna.Trial | str:
         """A trial to run, ``"done"`` when the budget is met, or ``"wait"``."""
