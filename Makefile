@@ -33,6 +33,7 @@ lint: install-dev
 	$(BIN)/ruff check depthsearch tests benchmarks
 	$(BIN)/ruff format --check depthsearch tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # The dashboard test renders the page in Debian's chromium; install it when we can (root).
 browser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from depthsearch.config import StudySpec, spec_from_dict
+from depthsearch.spec import StudySpec, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "studies" / "data"

@@ -28,10 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from depthsearch.config import load_spec
-    from depthsearch.data import prepare
-    from depthsearch.model import ModelConfig, build_model
-    from depthsearch.train import FitOptions, fit
+    from depthsearch.learn.data import prepare
+    from depthsearch.learn.model import ModelConfig, build_model
+    from depthsearch.learn.train import FitOptions, fit
+    from depthsearch.spec import load_spec
 
     torch.set_num_threads(1)
     spec = load_spec(REPO / "studies" / "quickstart.toml")

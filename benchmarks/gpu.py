@@ -28,8 +28,8 @@ from pathlib import Path
 def fused_vs_stacked(device: str, steps: int) -> float:
     import torch
 
-    from depthsearch.model import ModelConfig, StackedLSTM
-    from depthsearch.train import _autocast
+    from depthsearch.learn.model import ModelConfig, StackedLSTM
+    from depthsearch.learn.train import _autocast
 
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -79,7 +79,7 @@ def fused_vs_stacked(device: str, steps: int) -> float:
 def per_gpu_sweep(budget: int, epochs: int) -> int:
     from _study import DEMAND, study_spec
 
-    from depthsearch.study import create_study
+    from depthsearch.studies import create_study
 
     print()
     print("| workers per GPU | trials/hour | s for the budget |")

@@ -111,7 +111,7 @@ class Worker:
         """(seconds of the whole call, CPU seconds of its reporting process)."""
         from _timing import timed_methods
 
-        from depthsearch.worker import run_worker
+        from depthsearch.worker.loop import run_worker
 
         self.asked.clear()
         cpu, started = children_cpu(), time.perf_counter()
@@ -138,8 +138,8 @@ def main() -> None:
     import optuna
     from _study import SUNSPOTS, study_spec
 
-    from depthsearch.data import prepare
-    from depthsearch.study import create_study
+    from depthsearch.learn.data import prepare
+    from depthsearch.studies import create_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)

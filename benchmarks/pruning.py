@@ -65,8 +65,8 @@ def run_study(folder: Path, pruner: str, seed: int, trials: int, epochs: int) ->
     import optuna
     from _study import SUNSPOTS, study_spec
 
-    from depthsearch.study import create_study
-    from depthsearch.worker import run_worker
+    from depthsearch.studies import create_study
+    from depthsearch.worker.loop import run_worker
 
     spec = study_spec(
         f"{pruner}-{seed}",
@@ -95,8 +95,8 @@ def replay(
     import optuna
     from optuna.distributions import IntDistribution
 
-    from depthsearch.config import spec_from_dict
-    from depthsearch.study import make_pruner
+    from depthsearch.search.pruners import make_pruner
+    from depthsearch.spec import spec_from_dict
 
     spec = spec_from_dict({"study": {"name": "replay", "n_trials": 1}, "pruner": pruner})
     study = optuna.create_study(pruner=make_pruner(spec))

@@ -80,7 +80,7 @@ def fresh_pg(admin_url: str) -> tuple[str, Any]:
 
 def throughput(url: str, shape: str, workers: int, budget: int, one_thread: bool) -> float:
     """Trials per hour for `launch --cpu-workers workers` (or one 1-thread `worker`)."""
-    from depthsearch.study import create_study
+    from depthsearch.studies import create_study
 
     name = f"tp{workers}-{uuid.uuid4().hex[:6]}"
     create_study(shape_spec(name, budget, shape), url)
@@ -100,8 +100,8 @@ _BARE = """
 import os, sys, torch
 from overhead import bare_loop
 from workers import SHAPES, shape_spec
-from depthsearch.data import prepare
-from depthsearch.train import keep_freed_memory
+from depthsearch.learn.data import prepare
+from depthsearch.learn.train import keep_freed_memory
 shape, n = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 keep_freed_memory()  # as a worker does
@@ -137,9 +137,9 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
     import optuna
     from _timing import timed_methods
 
-    import depthsearch.worker as worker_module
-    from depthsearch.study import create_study
-    from depthsearch.worker import run_worker
+    import depthsearch.worker.loop as worker_module
+    from depthsearch.studies import create_study
+    from depthsearch.worker.loop import run_worker
 
     name = f"share-{uuid.uuid4().hex[:6]}"
     spec = shape_spec(name, budget, shape)

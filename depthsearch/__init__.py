@@ -1,7 +1,11 @@
 """depthsearch: find the right depth and width for stacked-LSTM models with Optuna.
 
-The names below are imported on first use, so that ``import depthsearch.study`` (and the
+The names below are imported on first use, so that ``import depthsearch.studies`` (and the
 worker's reporting process, which never trains) does not pay for importing torch.
+
+The package is layered along the data path (import-linter checks it; see pyproject.toml):
+``spec`` (the study file) -> ``learn`` (torch only) -> ``search`` (Optuna) -> ``storage`` ->
+``studies`` -> ``worker`` | ``results`` -> ``cli``.
 """
 
 from __future__ import annotations
@@ -10,10 +14,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from depthsearch.config import StudySpec, load_spec
     from depthsearch.errors import DepthsearchError
-    from depthsearch.export import load_config, load_model
-    from depthsearch.model import ModelConfig, StackedLSTM, build_model
+    from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
+    from depthsearch.learn.saved import load_config, load_model
+    from depthsearch.spec import StudySpec, load_spec
 
 __all__ = [
     "DepthsearchError",
@@ -30,13 +34,13 @@ __version__ = "0.1.0"
 
 _HOME = {
     "DepthsearchError": "depthsearch.errors",
-    "ModelConfig": "depthsearch.model",
-    "StackedLSTM": "depthsearch.model",
-    "StudySpec": "depthsearch.config",
-    "build_model": "depthsearch.model",
-    "load_config": "depthsearch.export",
-    "load_model": "depthsearch.export",
-    "load_spec": "depthsearch.config",
+    "ModelConfig": "depthsearch.learn.model",
+    "StackedLSTM": "depthsearch.learn.model",
+    "StudySpec": "depthsearch.spec",
+    "build_model": "depthsearch.learn.model",
+    "load_config": "depthsearch.learn.saved",
+    "load_model": "depthsearch.learn.saved",
+    "load_spec": "depthsearch.spec",
 }
 
 

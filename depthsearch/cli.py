@@ -1,7 +1,9 @@
 """The ``depthsearch`` command: parse, call one library function, print, exit.
 
 Exit codes: 0 success; 2 bad input (study file, value, column, URL, study name) or an
-unreachable database; 1 an unexpected failure; 128 + signal number when interrupted.
+unreachable database (:class:`~depthsearch.errors.InputError`); 1 a failure while running
+(:class:`~depthsearch.errors.RuntimeFailure`, or anything unexpected); 128 + signal number
+when interrupted.
 """
 
 from __future__ import annotations
@@ -9,13 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from depthsearch.errors import DepthsearchError
+from depthsearch.errors import DepthsearchError, InputError, Interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,6 +25,8 @@ _log = logging.getLogger("depthsearch")
 
 def _setup_logging(verbose: bool) -> None:
     import optuna
+
+    from depthsearch.search._optuna import ignore_optuna_warnings
 
     handler = logging.StreamHandler(sys.stderr)
     # On a terminal, a log line first wipes the live progress line.
@@ -34,8 +37,7 @@ def _setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # Optuna announces every trial itself; our lines carry the same and more.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    ignore_optuna_warnings()
 
 
 def _user_errors(fn: F) -> F:
@@ -43,13 +45,11 @@ def _user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from depthsearch.worker import Interrupted
-
         try:
             return fn(*args, **kwargs)
         except DepthsearchError as e:
             click.echo(f"depthsearch: error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(e.exit_code)
         except Interrupted as e:
             click.echo(f"depthsearch: stopped: {e}", err=True)
             sys.exit(128 + e.signum)
@@ -121,10 +121,10 @@ def _work(
 ) -> Any:
     """Runs trials here with a progress display: ``n_trials`` more, or up to the study's
     budget when not given."""
-    from depthsearch.worker import run_worker
+    from depthsearch.worker.loop import run_worker
 
     progress = _Progress(spec.train.max_epochs)
-    report = run_worker(
+    result = run_worker(
         study,
         spec,
         url,
@@ -135,13 +135,13 @@ def _work(
         **options,
     )
     progress.clear()
-    return report
+    return result
 
 
-def _print_summary(study: Any, report: Any, storage_url: str) -> None:
+def _print_summary(study: Any, result: Any, storage_url: str) -> None:
     from optuna.trial import TrialState
 
-    from depthsearch.export import describe_front, metric_names
+    from depthsearch.search.trials import PARAM_COUNT, best_trial, describe_front, metric_names
     from depthsearch.storage import mask_url
 
     trials = study.get_trials(deepcopy=False)
@@ -150,19 +150,18 @@ def _print_summary(study: Any, report: Any, storage_url: str) -> None:
         f"study {study.study_name!r} in {mask_url(storage_url)}: {len(trials)} trials "
         f"({count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
         f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running); this run: "
-        f"{report.complete} complete, {report.pruned} pruned, {report.failed} failed"
+        f"{result.complete} complete, {result.pruned} pruned, {result.failed} failed"
     )
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-    if len(study.directions) > 1 and complete:
+    best = best_trial(trials)
+    if len(study.directions) > 1 and best is not None:
         click.echo(f"Pareto front ({', '.join(metric_names(study))}): {describe_front(study)}")
-    if complete:
-        best = min(complete, key=lambda t: (t.values[0], t.number))
+    if best is not None:
         params = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
         )
         click.echo(
             f"best: trial {best.number} val_loss={best.values[0]:.6g} "
-            f"({best.user_attrs.get('param_count', '?')} parameters) {params}"
+            f"({best.user_attrs.get(PARAM_COUNT, '?')} parameters) {params}"
         )
 
 
@@ -180,11 +179,11 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     Without --n-trials, trials run until the study holds its [study] n_trials finished
     (complete or pruned) trials.
     """
-    from depthsearch.config import load_spec
-    from depthsearch.data import prepare
+    from depthsearch.learn.data import prepare
+    from depthsearch.learn.train import resolve_device
+    from depthsearch.spec import load_spec
     from depthsearch.storage import resolve_storage
-    from depthsearch.study import create_study
-    from depthsearch.train import resolve_device
+    from depthsearch.studies import create_study
 
     spec = load_spec(study_file)
     url = resolve_storage(storage)
@@ -192,8 +191,8 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed)
     study = create_study(spec, url)
-    report = _work(study, spec, url, n_trials, timeout, data=data)
-    _print_summary(study, report, url)
+    result = _work(study, spec, url, n_trials, timeout, data=data)
+    _print_summary(study, result, url)
 
 
 @main.command()
@@ -231,7 +230,7 @@ def export(
     With --retrain, also train that config again on the study's data (its training windows,
     the trial's seed, for the trial's best epoch count) and save the model.
     """
-    from depthsearch.export import export_best, parse_pick, retrain_best
+    from depthsearch.results.export import export_best, parse_pick, retrain_best
     from depthsearch.storage import resolve_storage
 
     if pick != "best":
@@ -277,7 +276,7 @@ def export(
 @_user_errors
 def predict(model_dir: str, csv_path: str, output: str | None) -> None:
     """Predict with a model saved by `export --retrain`, for every window of a CSV."""
-    from depthsearch.export import predict_csv
+    from depthsearch.learn.saved import predict_csv
 
     frame = predict_csv(model_dir, csv_path)
     if output is None:
@@ -286,7 +285,7 @@ def predict(model_dir: str, csv_path: str, output: str | None) -> None:
     try:
         frame.to_csv(output, index=False)
     except OSError as e:
-        raise DepthsearchError(f"cannot write {output}: {e.strerror or e}") from e
+        raise InputError(f"cannot write {output}: {e.strerror or e}") from e
     click.echo(f"wrote {output}: {len(frame)} predictions")
 
 
@@ -299,10 +298,10 @@ def create(study_file: str, storage: str | None) -> None:
 
     Workers then join it by name: `depthsearch worker --study NAME`.
     """
-    from depthsearch.config import load_spec
-    from depthsearch.data import prepare
+    from depthsearch.learn.data import prepare
+    from depthsearch.spec import load_spec
     from depthsearch.storage import mask_url, resolve_storage
-    from depthsearch.study import create_study
+    from depthsearch.studies import create_study
 
     spec = load_spec(study_file)
     url = resolve_storage(storage)
@@ -337,15 +336,15 @@ def worker(
     import os
 
     from depthsearch.storage import resolve_storage
-    from depthsearch.study import load_study
+    from depthsearch.studies import load_study
 
     url = resolve_storage(storage)
     # Each worker draws its own samples; a shared seed would make them all propose the same.
     study, spec = load_study(study_name, url, sampler_seed=None, data_path=data_path)
-    report = _work(study, spec, url, n_trials, timeout, device=device, threads=threads)
+    result = _work(study, spec, url, n_trials, timeout, device=device, threads=threads)
     click.echo(
-        f"worker {os.getpid()} done: {report.complete} complete, {report.pruned} pruned, "
-        f"{report.failed} failed"
+        f"worker {os.getpid()} done: {result.complete} complete, {result.pruned} pruned, "
+        f"{result.failed} failed"
     )
 
 
@@ -379,10 +378,10 @@ def launch(
     """
     import os
 
-    from depthsearch.launch import launch as run_launch
-    from depthsearch.launch import parse_gpus, plan_workers, visible_gpus
     from depthsearch.storage import resolve_storage
-    from depthsearch.study import read_spec
+    from depthsearch.studies import read_spec
+    from depthsearch.worker.launch import launch as run_launch
+    from depthsearch.worker.launch import parse_gpus, plan_workers, visible_gpus
 
     url = resolve_storage(storage)
     read_spec(study_name, url, data_path=data_path)  # fail here, once, not in every worker
@@ -394,7 +393,7 @@ def launch(
     if cpu_workers is None:
         cpu_workers = 0 if chosen else cores
     if not chosen and cpu_workers == 0:
-        raise DepthsearchError("nothing to launch: no GPU chosen and --cpu-workers 0")
+        raise InputError("nothing to launch: no GPU chosen and --cpu-workers 0")
     plan = plan_workers(gpus=chosen, per_gpu=per_gpu, cpu_workers=cpu_workers, cores=cores)
     args = ["--study", study_name]
     if data_path:
@@ -411,7 +410,7 @@ def launch(
 @_user_errors
 def dashboard(storage: str | None, host: str, port: int) -> None:
     """Serve optuna-dashboard over the study database (localhost unless told otherwise)."""
-    from depthsearch.dashboard import serve
+    from depthsearch.results.dashboard import serve
     from depthsearch.storage import resolve_storage
 
     serve(
@@ -434,7 +433,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 @_user_errors
 def trials(study_name: str, storage: str | None, output: str | None) -> None:
     """One row per trial: number, state, value, params, user attributes, duration."""
-    from depthsearch.report import trials_frame, write_trials
+    from depthsearch.results.report import trials_frame, write_trials
     from depthsearch.storage import resolve_storage
 
     url = resolve_storage(storage)
@@ -460,7 +459,7 @@ def trials(study_name: str, storage: str | None, output: str | None) -> None:
 @_user_errors
 def report(study_name: str, storage: str | None, output: str) -> None:
     """Write index.html and PNGs: history, loss by depth and width, importances, curves."""
-    from depthsearch.report import write_report
+    from depthsearch.results.report import write_report
     from depthsearch.storage import resolve_storage
 
     files = write_report(study_name, resolve_storage(storage), output)

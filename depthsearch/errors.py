@@ -1,15 +1,23 @@
-"""The exceptions depthsearch raises on purpose.
+"""The exceptions depthsearch raises on purpose, and the exit code each one means.
 
-Every error a user can act on derives from :class:`DepthsearchError`; the CLI turns those into one
-line on stderr and a non-zero exit code instead of a traceback.
+Every error a user can act on derives from :class:`DepthsearchError`; the CLI turns it into one
+line on stderr and exits with the error's :attr:`~DepthsearchError.exit_code`: 2 for bad input
+(:class:`InputError`: a study file, a value, a column, a URL, a study name, an unreachable
+database), 1 for a failure while running (:class:`RuntimeFailure`). :class:`Interrupted` is not
+an error: SIGINT or SIGTERM asked the worker to stop (exit 128 + the signal's number).
 """
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "DataError",
     "DepthsearchError",
+    "InputError",
+    "Interrupted",
     "NonFiniteLossError",
+    "RuntimeFailure",
     "SpecError",
     "StorageError",
     "StudyMismatchError",
@@ -19,27 +27,53 @@ __all__ = [
 class DepthsearchError(Exception):
     """Root of every error that depthsearch raises on purpose."""
 
+    #: The CLI's exit status for this error.
+    exit_code = 1
 
-class SpecError(DepthsearchError, ValueError):
+
+class InputError(DepthsearchError):
+    """What the user gave cannot be used: fix the input and run again (exit 2)."""
+
+    exit_code = 2
+
+
+class RuntimeFailure(DepthsearchError):
+    """Something failed while running, not because of the input (exit 1)."""
+
+    exit_code = 1
+
+
+class SpecError(InputError, ValueError):
     """A study file, a key in it, or a value is not acceptable."""
 
 
-class DataError(DepthsearchError, ValueError):
+class DataError(InputError, ValueError):
     """The data source cannot give what the study asks for (file, column, length)."""
 
 
-class StorageError(DepthsearchError):
-    """The study database cannot be reached or used."""
+class StorageError(InputError):
+    """The study database cannot be reached or used (a URL, a server, a schema)."""
 
 
-class StudyMismatchError(DepthsearchError):
+class StudyMismatchError(InputError):
     """A study with that name exists but was created from a different spec."""
 
 
-class NonFiniteLossError(DepthsearchError):
+class NonFiniteLossError(RuntimeFailure):
     """Training produced a NaN or infinite loss."""
 
     def __init__(self, epoch: int, loss: float) -> None:
         super().__init__(f"loss became {loss} at epoch {epoch}")
         self.epoch = epoch
         self.loss = loss
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; the running trial has been marked FAIL.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum

@@ -24,9 +24,15 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from depthsearch._optuna import quiet_experimental
-from depthsearch.config import WorkersSpec
 from depthsearch.errors import StorageError
+from depthsearch.search._optuna import (
+    quiet_experimental,
+    rdb_backend,
+    rdb_models,
+    study_id,
+    study_storage,
+)
+from depthsearch.spec import WorkersSpec
 
 RetryHeartbeatStaleTrialCallback = optuna.storages.RetryHeartbeatStaleTrialCallback
 
@@ -35,10 +41,10 @@ __all__ = [
     "MAX_OVERFLOW",
     "POOL_SIZE",
     "RetryHeartbeatStaleTrialCallback",
-    "guard_for",
     "mask_url",
     "open_storage",
     "resolve_storage",
+    "retry_for",
     "retrying",
     "running_without_heartbeat",
     "storage_lock",
@@ -264,14 +270,14 @@ def retrying(fn: Callable[[], T], *, wait_s: float, what: str, url: str) -> T:
             delay = min(delay * 2, 15.0)
 
 
-def guard_for(url: str, wait_s: float) -> Callable[[Callable[[], T], str], T]:
+def retry_for(url: str, wait_s: float) -> Callable[[Callable[[], T], str], T]:
     """:func:`retrying` bound to one database and one wait: what a worker, and its reporting
     process, wrap every storage call in."""
 
-    def guard(fn: Callable[[], T], what: str) -> T:
+    def retry(fn: Callable[[], T], what: str) -> T:
         return retrying(fn, wait_s=wait_s, what=what, url=url)
 
-    return guard
+    return retry
 
 
 def open_storage(url: str, workers: WorkersSpec | None = None) -> optuna.storages.RDBStorage:
@@ -327,18 +333,15 @@ def running_without_heartbeat(study: optuna.Study) -> set[int] | None:
     between leaves a RUNNING trial that Optuna's stale check never fails (it looks only at
     trials with a heartbeat). ``None`` where the storage keeps no heartbeats.
     """
-    storage: Any = study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDB storages in a cache
-    if not isinstance(backend, optuna.storages.RDBStorage):
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
         return None
-    from optuna.storages._rdb import models
-
-    trial, beat = models.TrialModel, models.TrialHeartbeatModel
+    trial, beat = rdb_models.TrialModel, rdb_models.TrialHeartbeatModel
     query = (
         sqlalchemy.select(trial.trial_id)
         .outerjoin(beat, beat.trial_id == trial.trial_id)
         .where(
-            trial.study_id == study._study_id,
+            trial.study_id == study_id(study),
             trial.state == optuna.trial.TrialState.RUNNING,
             beat.trial_id.is_(None),
         )

@@ -182,3 +182,21 @@ def test_console_script_errors_have_no_traceback(tmp_path: Path) -> None:
         f"depthsearch: error: {tmp_path / 'absent.toml'}: no such study file"
     ]
     assert not (tmp_path / "depthsearch.db").exists()
+
+
+def test_exit_codes_tell_bad_input_from_a_failure_while_running() -> None:
+    import click
+
+    from depthsearch.cli import _user_errors
+    from depthsearch.errors import InputError, RuntimeFailure
+
+    for error, code in ((InputError("bad value"), 2), (RuntimeFailure("gave up"), 1)):
+
+        @click.command()
+        @_user_errors
+        def fails(error: Exception = error) -> None:
+            raise error
+
+        result = CliRunner().invoke(fails, [])
+        assert result.exit_code == code, (error, result.output)
+        assert result.output.strip() == f"depthsearch: error: {error}"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from depthsearch import load_spec
-from depthsearch.config import Choices, FloatRange, IntRange, spec_from_dict
 from depthsearch.errors import SpecError
+from depthsearch.spec import Choices, FloatRange, IntRange, spec_from_dict
 
 from .conftest import REPO, write_study
 
@@ -185,3 +185,20 @@ def test_sha256_pins_the_data(tmp_path: Path) -> None:
 def test_tiny_study_helper_is_valid(tmp_path: Path) -> None:
     spec = load_spec(write_study(tmp_path, name="helper", n_trials=2))
     assert spec.n_trials == 2 and spec.train.threads == 1
+
+
+def test_a_spec_built_in_code_validates_itself() -> None:
+    from depthsearch.spec import PrunerSpec, SpaceSpec, StudySpec, TrainSpec
+
+    with pytest.raises(SpecError, match=r"^\[train\] max_epochs: must be >= 1, but got 0$"):
+        TrainSpec(max_epochs=0)
+    with pytest.raises(SpecError, match=r"\[space\] num_layers: low must be >= 1, but got 0"):
+        SpaceSpec(num_layers=IntRange(0, 3))
+    with pytest.raises(SpecError, match=r"\[study\] n_trials: is required"):
+        StudySpec(name="x")
+    with pytest.raises(SpecError, match=r"\[pruner\] kind: Optuna prunes single-objective"):
+        StudySpec(name="x", n_trials=3, objectives=("val_loss", "param_count"))
+    # Defaults come from the fields, and ints become floats where a float is wanted.
+    spec = StudySpec(name="x", n_trials=3, train=TrainSpec(grad_clip=2))
+    assert spec.train.grad_clip == 2.0 and isinstance(spec.train.grad_clip, float)
+    assert spec.pruner == PrunerSpec() and spec_from_dict(spec.to_dict()) == spec

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from depthsearch.config import DataSpec, file_sha256
-from depthsearch.data import load_frame, make_windows, prepare
 from depthsearch.errors import DataError
+from depthsearch.learn.data import load_frame, make_windows, prepare
+from depthsearch.spec import DataSpec, file_sha256
 
 from .conftest import REPO
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from depthsearch import ModelConfig, build_model
-from depthsearch.model import StackedLSTM
+from depthsearch.learn.model import StackedLSTM
 
 
 def expected_params(cfg: ModelConfig) -> int:

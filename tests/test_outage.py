@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from depthsearch._reporting import ReportingProcess
-from depthsearch.config import load_spec
-from depthsearch.study import create_study
+from depthsearch.spec import load_spec
+from depthsearch.studies import create_study
+from depthsearch.worker.reporting import ReportingProcess
 
 from .conftest import write_study
 from .test_worker import (

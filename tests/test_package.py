@@ -25,7 +25,8 @@ def test_unknown_name_is_an_attribute_error() -> None:
 def test_study_modules_load_without_torch() -> None:
     # The worker's reporting process imports these; torch would add seconds to its start.
     code = (
-        "import sys, depthsearch, depthsearch.study, depthsearch.storage, depthsearch.pruning\n"
+        "import sys, depthsearch, depthsearch.studies, depthsearch.storage\n"
+        "import depthsearch.search.pruners, depthsearch.worker._reporting_child\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(

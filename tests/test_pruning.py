@@ -11,9 +11,8 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from depthsearch.cli import main
-from depthsearch.config import load_spec
-from depthsearch.pruning import DepthAwarePruner, RecentTrials, depth_band
-from depthsearch.study import make_pruner
+from depthsearch.search.pruners import DepthAwarePruner, RecentTrials, depth_band, make_pruner
+from depthsearch.spec import load_spec
 
 from .conftest import write_study
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from depthsearch import load_model
 from depthsearch.cli import main
-from depthsearch.data import prepare
-from depthsearch.export import read_export
-from depthsearch.study import read_spec
+from depthsearch.learn.data import prepare
+from depthsearch.learn.saved import read_document
+from depthsearch.studies import read_spec
 
 from .conftest import write_study
 
@@ -93,7 +93,7 @@ def test_retrained_model_reloads_and_predicts_bit_for_bit(
     out = folder / "best"
     text = cli("export", "--study", "result", "--storage", url, "--retrain", "-o", str(out))
     assert "retrained on synthetic series" in text
-    doc = read_export(out / "config.json")
+    doc = read_document(out / "config.json")
     study = optuna.load_study(study_name="result", storage=url)
     # Same data, seed and epochs on the CPU: the retrained model is the trial's best state.
     assert doc["retrain"]["val_loss"] == pytest.approx(study.best_value, rel=1e-6)

@@ -18,12 +18,12 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from depthsearch._reporting import ReportingProcess
-from depthsearch.config import load_spec
-from depthsearch.data import prepare
 from depthsearch.errors import DepthsearchError
-from depthsearch.objective import Objective
-from depthsearch.study import create_study
+from depthsearch.learn.data import prepare
+from depthsearch.search.objective import Objective
+from depthsearch.spec import load_spec
+from depthsearch.studies import create_study
+from depthsearch.worker.reporting import CHILD_MODULE, ReportingProcess
 
 from .conftest import write_study
 from .test_worker import (
@@ -50,7 +50,7 @@ def alive(pid: int) -> bool:
 
 
 def reporting_children(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` and that run ``depthsearch._reporting``."""
+    """Live processes whose parent is ``pid`` and that run the reporting process."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -61,7 +61,7 @@ def reporting_children(pid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"depthsearch._reporting" in cmdline and alive(int(entry.name)):
+        if ppid == pid and CHILD_MODULE.encode() in cmdline and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 

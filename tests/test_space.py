@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from depthsearch.config import Choices, Fixed, FloatRange, IntRange, SpaceSpec
-from depthsearch.space import suggest
+from depthsearch.search.space import suggest
+from depthsearch.spec import Choices, Fixed, FloatRange, IntRange, SpaceSpec
 
 
 def sample(space: SpaceSpec, fixed: dict[str, object]) -> tuple[optuna.trial.FrozenTrial, object]:
@@ -56,8 +56,8 @@ def test_searched_flags_reach_the_model(flag: str) -> None:
 
 
 def test_tpe_handles_the_conditional_space() -> None:
-    from depthsearch.config import load_spec
-    from depthsearch.study import make_sampler
+    from depthsearch.search.pruners import make_sampler
+    from depthsearch.spec import load_spec
 
     from .conftest import REPO
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from depthsearch import ModelConfig, build_model
-from depthsearch.config import DataSpec
-from depthsearch.data import prepare
 from depthsearch.errors import NonFiniteLossError
-from depthsearch.train import EpochResult, FitOptions, History, fit, resolve_device
+from depthsearch.learn.data import prepare
+from depthsearch.learn.train import EpochResult, FitOptions, History, fit, resolve_device
+from depthsearch.spec import DataSpec
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from depthsearch.errors import DepthsearchError
+from depthsearch.errors import InputError
 
 __all__ = ["WorkerProcess", "launch", "parse_gpus", "plan_workers"]
 
@@ -47,12 +47,12 @@ def parse_gpus(value: str, available: Sequence[int]) -> list[int]:
     try:
         wanted = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise DepthsearchError(
+        raise InputError(
             f"--gpus must be 'all' or a comma list of device indices like '0,2', but got {value!r}"
         ) from None
     missing = [g for g in wanted if g not in available]
     if missing or not wanted:
-        raise DepthsearchError(
+        raise InputError(
             f"--gpus {value!r} names device(s) {missing or wanted} that are not visible; "
             f"visible CUDA devices: {list(available) or 'none'}"
         )

@@ -1,4 +1,4 @@
-"""A median pruner that compares a candidate only with candidates of its own depth.
+"""The study's sampler and pruner, built from the spec; a depth-aware median pruner.
 
 Deep stacks learn more slowly in their first epochs. Optuna's median pruner compares epoch 3 of
 a 12-layer stack with epoch 3 of every other trial, 1-layer ones included, and so stops deep
@@ -20,7 +20,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["DepthAwarePruner", "RecentTrials", "depth_band"]
+from depthsearch.search._optuna import quiet_experimental, study_storage
+from depthsearch.search.trials import trial_layers
+from depthsearch.spec import StudySpec
+
+__all__ = ["DepthAwarePruner", "RecentTrials", "depth_band", "make_pruner", "make_sampler"]
 
 
 def depth_band(layers: int | None) -> int | None:
@@ -28,11 +32,6 @@ def depth_band(layers: int | None) -> int | None:
     if layers is None:
         return None
     return max(0, math.ceil(math.log2(layers)))
-
-
-def _layers(trial: FrozenTrial) -> int | None:
-    value = trial.params.get("num_layers")
-    return int(value) if value is not None else None
 
 
 class DepthAwarePruner(optuna.pruners.BasePruner):
@@ -65,11 +64,11 @@ class DepthAwarePruner(optuna.pruners.BasePruner):
         best = min(trial.intermediate_values.values())
         if math.isnan(best):
             return True
-        band = depth_band(_layers(trial))
+        band = depth_band(trial_layers(trial))
         peers = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if depth_band(_layers(t)) == band
+            if depth_band(trial_layers(t)) == band
         ]
         if len(peers) < max(1, self.n_startup_trials):
             return False
@@ -122,9 +121,66 @@ class RecentTrials(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         now = time.monotonic()
-        key = (study.study_name, id(study._storage), trial.number)
+        key = (study.study_name, id(study_storage(study)), trial.number)
         if key != self._key or now - self._read_at > self.max_age_s:
             self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             self._read_at, self._key = now, key
         view: Any = _CompleteTrialsView(study, self._complete)
         return self.pruner.prune(view, trial)
+
+
+def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    """TPE (multivariate, grouped for the conditional space, constant liar for parallel
+    workers) or random sampling."""
+    if spec.sampler.kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with quiet_experimental():
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=spec.sampler.n_startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+        )
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    p = spec.pruner
+    if p.kind == "none":
+        return optuna.pruners.NopPruner()
+    if p.kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=p.min_resource,
+            max_resource=spec.train.max_epochs,
+            reduction_factor=p.reduction_factor,
+        )
+    if p.kind == "depth-aware":
+        return RecentTrials(
+            DepthAwarePruner(
+                n_startup_trials=p.n_startup_trials,
+                n_warmup_steps=p.n_warmup_steps,
+                interval_steps=p.interval_steps,
+            )
+        )
+    if p.kind == "percentile":
+        return RecentTrials(
+            optuna.pruners.PercentilePruner(
+                p.percentile,
+                n_startup_trials=p.n_startup_trials,
+                n_warmup_steps=p.n_warmup_steps,
+                interval_steps=p.interval_steps,
+            )
+        )
+    if p.kind == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=p.min_resource,
+            reduction_factor=p.reduction_factor,
+            min_early_stopping_rate=p.min_early_stopping_rate,
+        )
+    return RecentTrials(
+        optuna.pruners.MedianPruner(
+            n_startup_trials=p.n_startup_trials,
+            n_warmup_steps=p.n_warmup_steps,
+            interval_steps=p.interval_steps,
+        )
+    )

@@ -11,43 +11,53 @@ from typing import Any
 import optuna
 import torch
 
-from depthsearch._optuna import quiet_experimental
-from depthsearch._reporting import (
-    Guard,
+from depthsearch.errors import NonFiniteLossError
+from depthsearch.learn.data import Windows
+from depthsearch.learn.model import build_model
+from depthsearch.learn.train import EpochResult, FitOptions, History, fit
+from depthsearch.search import trials as keys
+from depthsearch.search._optuna import frozen_trial, quiet_experimental
+from depthsearch.search.reporting import (
     InlineReporter,
     Reporter,
-    ReportingProcess,
-    no_guard,
+    ReporterFactory,
+    Retry,
+    no_retry,
     save_attrs,
 )
-from depthsearch.config import StudySpec
-from depthsearch.data import Windows
-from depthsearch.errors import NonFiniteLossError
-from depthsearch.model import build_model
-from depthsearch.space import suggest
-from depthsearch.train import EpochResult, FitOptions, History, fit
+from depthsearch.search.space import suggest
+from depthsearch.spec import StudySpec, TrainSpec
 
-__all__ = ["Objective", "trial_seed"]
+__all__ = ["Objective", "fit_options", "trial_seed"]
 
 _log = logging.getLogger(__name__)
 
 
 def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
     """Study seed + trial number; a retry keeps the seed of the trial it retries."""
-    frozen = trial if isinstance(trial, optuna.trial.FrozenTrial) else _frozen(trial)
+    frozen = trial if isinstance(trial, optuna.trial.FrozenTrial) else frozen_trial(trial)
     with quiet_experimental():
         original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     number = original if original is not None else trial.number
     return (study_seed + number) % (2**31)
 
 
-def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
-    # The trial as ask() read it (system attributes included): Optuna keeps it on the trial,
-    # so no storage round trip is needed.
-    cached = getattr(trial, "_cached_frozen_trial", None)
-    if isinstance(cached, optuna.trial.FrozenTrial):
-        return cached
-    return trial.study._storage.get_trial(trial._trial_id)
+def fit_options(
+    train: TrainSpec, *, lr: float, batch_size: int, seed: int, epochs: int | None = None
+) -> FitOptions:
+    """How a trial trains: the spec's ``[train]`` with the trial's learning rate, batch size
+    and seed. ``epochs`` (a retrain for the trial's best epoch count) trains exactly that
+    many epochs, with no early stopping."""
+    return FitOptions(
+        lr=lr,
+        batch_size=batch_size,
+        max_epochs=epochs or train.max_epochs,
+        grad_clip=train.grad_clip,
+        weight_decay=train.weight_decay,
+        patience=0 if epochs else train.patience,
+        amp=train.amp,
+        seed=seed,
+    )
 
 
 class Objective:
@@ -70,15 +80,15 @@ class Objective:
         data: Windows,
         device: torch.device,
         *,
-        guard: Guard = no_guard,
+        retry: Retry = no_retry,
         on_epoch: Callable[[int, EpochResult], None] | None = None,
         interrupt: Callable[[], None] | None = None,
-        reporting: ReportingProcess | None = None,
+        reporting: ReporterFactory | None = None,
     ) -> None:
         self.spec = spec
         self.data = data
         self.device = device
-        self.guard = guard
+        self.retry = retry
         self.reporting = reporting
         self.on_epoch = on_epoch
         self.interrupt = interrupt
@@ -88,7 +98,7 @@ class Objective:
         prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
         if self.reporting is not None:
             return self.reporting.reporter(trial, prunes=prunes)
-        return InlineReporter(trial, self.guard, prunes=prunes)
+        return InlineReporter(trial, self.retry, prunes=prunes)
 
     def _save_closing(
         self, trial: optuna.Trial, attrs: dict[str, Any], reporter: Reporter | None
@@ -103,7 +113,7 @@ class Objective:
         if reporter is not None:
             reporter.close()
         # No reporter, or it failed (the reporting process died): write them from here.
-        save_attrs(trial, attrs, self.guard)
+        save_attrs(trial, attrs, self.retry)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         spec = self.spec
@@ -115,23 +125,16 @@ class Objective:
         model = build_model(candidate.model).to(self.device)
         param_count = sum(p.numel() for p in model.parameters())
         attrs: dict[str, Any] = {
-            "model_config": candidate.model.to_dict(),
-            "param_count": param_count,
-            "device": str(self.device),
-            "torch_threads": torch.get_num_threads(),
-            "train_windows": int(self.data.x_train.shape[0]),
-            "seed": seed,
-            "worker_pid": os.getpid(),
+            keys.MODEL_CONFIG: candidate.model.to_dict(),
+            keys.PARAM_COUNT: param_count,
+            keys.DEVICE: str(self.device),
+            keys.TORCH_THREADS: torch.get_num_threads(),
+            keys.TRAIN_WINDOWS: int(self.data.x_train.shape[0]),
+            keys.SEED: seed,
+            keys.WORKER_PID: os.getpid(),
         }
-        options = FitOptions(
-            lr=candidate.lr,
-            batch_size=candidate.batch_size,
-            max_epochs=spec.train.max_epochs,
-            grad_clip=spec.train.grad_clip,
-            weight_decay=spec.train.weight_decay,
-            patience=spec.train.patience,
-            amp=spec.train.amp,
-            seed=seed,
+        options = fit_options(
+            spec.train, lr=candidate.lr, batch_size=candidate.batch_size, seed=seed
         )
         history = History()
         multi = spec.multi_objective
@@ -171,22 +174,22 @@ class Objective:
             if reporter is not None:
                 reporter.check()  # the pruner may have spoken on the last epoch
         except NonFiniteLossError as e:
-            attrs["pruned_reason"] = f"non-finite loss: {e}"
-            raise optuna.TrialPruned(attrs["pruned_reason"]) from e
+            attrs[keys.PRUNED_REASON] = f"non-finite loss: {e}"
+            raise optuna.TrialPruned(attrs[keys.PRUNED_REASON]) from e
         except optuna.TrialPruned as e:
-            attrs["pruned_reason"] = str(e)
+            attrs[keys.PRUNED_REASON] = str(e)
             raise
         finally:
             best = history.best
-            attrs["epochs_trained"] = len(history.epochs)
-            attrs["seconds_per_epoch"] = (
+            attrs[keys.EPOCHS_TRAINED] = len(history.epochs)
+            attrs[keys.SECONDS_PER_EPOCH] = (
                 history.seconds_per_epoch if history.epochs else time.perf_counter() - started
             )
-            attrs["best_epoch"] = best.epoch if best is not None else 0
+            attrs[keys.BEST_EPOCH] = best.epoch if best is not None else 0
             if history.stopped_early:
-                attrs["stopped_early"] = True
+                attrs[keys.STOPPED_EARLY] = True
             if multi:
-                attrs["val_loss_curve"] = [e.val_loss for e in history.epochs]
+                attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
             self._save_closing(trial, attrs, reporter)
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised
@@ -194,7 +197,7 @@ class Objective:
             return best.val_loss
         measured = {
             "val_loss": best.val_loss,
-            "param_count": float(param_count),
-            "seconds_per_epoch": float(attrs["seconds_per_epoch"]),
+            keys.PARAM_COUNT: float(param_count),
+            "seconds_per_epoch": float(attrs[keys.SECONDS_PER_EPOCH]),
         }
         return tuple(measured[name] for name in spec.objectives)

@@ -19,8 +19,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from depthsearch.config import DataSpec
 from depthsearch.errors import DataError
+from depthsearch.spec import DataSpec
 
 __all__ = [
     "Scaler",

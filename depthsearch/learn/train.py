@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from depthsearch.data import Windows
-from depthsearch.errors import DepthsearchError, NonFiniteLossError
+from depthsearch.errors import InputError, NonFiniteLossError
+from depthsearch.learn.data import Windows
 
 __all__ = [
     "EpochResult",
@@ -113,13 +113,13 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DepthsearchError(
+            raise InputError(
                 f"device {name!r} was asked for, but this torch ({torch.__version__}) sees no "
                 "CUDA device; use device = 'auto' or 'cpu'"
             )
         index = device.index or 0
         if index >= torch.cuda.device_count():
-            raise DepthsearchError(
+            raise InputError(
                 f"device {name!r} was asked for, but only {torch.cuda.device_count()} CUDA "
                 "device(s) are visible"
             )

@@ -11,8 +11,8 @@ from typing import Any
 
 import optuna
 
-from depthsearch.config import Choices, Fixed, FloatRange, IntRange, ParamSpec, SpaceSpec
-from depthsearch.model import ModelConfig
+from depthsearch.learn.model import ModelConfig
+from depthsearch.spec import Choices, Fixed, FloatRange, IntRange, ParamSpec, SpaceSpec
 
 __all__ = ["Candidate", "suggest"]
 

@@ -4,6 +4,9 @@ Many workers (processes, GPUs, machines) can run this loop on one study. The bud
 ``study.ask()`` happen under one storage-wide lock, so the study never holds more finished,
 running and waiting trials than ``[study] n_trials``; a worker with nothing to reserve waits
 while others run, ready to take over a trial whose worker died.
+
+One trial reads top to bottom as in Optuna's ``_run_trial``: fail stale trials -> reserve ->
+heartbeat -> objective -> tell -> log by state (:meth:`_Loop.run_one`).
 """
 
 from __future__ import annotations
@@ -13,27 +16,34 @@ import copy
 import dataclasses
 import gc
 import logging
-import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable
-from types import FrameType
-from typing import Any, Protocol, cast
+from typing import cast
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from depthsearch._optuna import quiet_experimental
-from depthsearch._reporting import ReportingProcess, ReportingProcessLost
-from depthsearch.config import StudySpec
-from depthsearch.data import Windows, prepare
-from depthsearch.objective import Objective
-from depthsearch.storage import guard_for, mask_url, running_without_heartbeat, storage_lock
-from depthsearch.train import EpochResult, keep_freed_memory, resolve_device
+from depthsearch.errors import Interrupted
+from depthsearch.learn.data import Windows, prepare
+from depthsearch.learn.train import EpochResult, keep_freed_memory, resolve_device
+from depthsearch.search import trials as keys
+from depthsearch.search._optuna import (
+    quiet_experimental,
+    quiet_heartbeat_warning,
+    study_storage,
+    trial_id,
+)
+from depthsearch.search.objective import Objective
+from depthsearch.search.trials import best_trial
+from depthsearch.spec import StudySpec
+from depthsearch.storage import mask_url, retry_for, running_without_heartbeat, storage_lock
+from depthsearch.worker.heartbeat import Heartbeat, HeartbeatStorage
+from depthsearch.worker.reporting import ReportingProcess, ReportingProcessLost
+from depthsearch.worker.signals import Signals
 
-__all__ = ["Interrupted", "WorkerReport", "run_worker"]
+__all__ = ["BudgetMet", "Reserved", "Wait", "WorkerResult", "run_worker"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,16 +52,8 @@ _log = logging.getLogger(__name__)
 _FIRST_WAIT_S = 0.1
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; the running trial has been marked FAIL."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
 @dataclasses.dataclass
-class WorkerReport:
+class WorkerResult:
     """What one worker did."""
 
     complete: int = 0
@@ -63,79 +65,24 @@ class WorkerReport:
         return self.complete + self.pruned + self.failed
 
 
-class _Signals:
-    """Turns SIGINT/SIGTERM into :class:`Interrupted`, raised only at safe points.
+@dataclasses.dataclass(frozen=True)
+class Reserved:
+    """A trial this worker is now running."""
 
-    The handler never raises: it records the signal. The worker checks only at safe points
-    (before every training batch, before reserving a trial, while waiting), never inside a
-    reservation or a tell, so no trial is left RUNNING with no worker. An exception raised
-    from a handler could land anywhere, a finaliser included, where Python drops it.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def check(self) -> None:
-        """Raises :class:`Interrupted` when a signal arrived."""
-        if self.signum is not None:
-            raise Interrupted(self.signum)
-
-    def sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self.check()
-            time.sleep(min(0.1, left))
-        self.check()
+    trial: optuna.Trial
 
 
-class _HeartbeatStorage(Protocol):
-    def record_heartbeat(self, trial_id: int) -> None: ...
+@dataclasses.dataclass(frozen=True)
+class BudgetMet:
+    """The study holds its budget of finished trials: nothing more to do."""
 
 
-class _Heartbeat:
-    """Records a heartbeat for one trial every ``interval`` seconds in a daemon thread."""
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    """The budget is held by running trials: one of them may still fail and be retried."""
 
-    def __init__(self, storage: _HeartbeatStorage, trial_id: int, interval: float) -> None:
-        self._storage = storage
-        self._trial_id = trial_id
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="depthsearch-heartbeat", daemon=True
-        )
 
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception as e:
-                _log.warning("heartbeat for trial id %s failed: %s", self._trial_id, e)
-            if self._stop.wait(self._interval):
-                return
+Reservation = Reserved | BudgetMet | Wait
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -160,16 +107,14 @@ class _Loop:
         spec: StudySpec,
         storage_url: str,
         objective: Objective,
-        signals: _Signals,
     ) -> None:
         self.study = study
         self.spec = spec
         self.url = storage_url
         self.objective = objective
-        self.signals = signals
-        self.storage = study._storage
+        self.storage = study_storage(study)
         #: Every storage call of the loop goes through it: retried while the database is away.
-        self.guard = guard_for(storage_url, spec.workers.db_wait)
+        self.retry = retry_for(storage_url, spec.workers.db_wait)
         # RDB storages (wrapped in Optuna's cache) implement heartbeats; others do not.
         get_interval = getattr(self.storage, "get_heartbeat_interval", None)
         heartbeat = get_interval() if get_interval is not None else None
@@ -180,39 +125,56 @@ class _Loop:
         #: RUNNING trials with no heartbeat yet: trial id -> when this worker first saw them.
         self._unbeaten: dict[int, float] = {}
 
-    def announce_best(
-        self, trials: list[optuna.trial.FrozenTrial], finished: int, budget: int
-    ) -> None:
-        """Logs the study's best trial when it changed, from the trials the budget check has
-        just read (every worker's): no storage call of its own."""
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-        if not complete or self.spec.multi_objective:
-            return
-        best = min((t.values[0], t.number) for t in complete)
-        if best != self.announced:
-            self.announced = best
-            _log.info(
-                "best so far: trial %d val_loss=%.6g (%d of %d trials finished)",
-                best[1],
-                best[0],
-                finished,
-                budget,
-            )
+    # ---- one trial, top to bottom -----------------------------------------------------
 
-    def reserve(self, budget: int | None) -> optuna.Trial | str:
-        """A trial to run, ``"done"`` when the budget is met, or ``"wait"``."""
+    def run_one(self, budget: int | None, result: WorkerResult) -> Reservation:
+        """Fails stale trials, reserves one, runs it with a heartbeat, tells and logs it."""
+        reservation = self.retry(lambda: self.reserve(budget), "reserving a trial")
+        if not isinstance(reservation, Reserved):
+            return reservation
+        trial = reservation.trial
+        try:
+            with self.heartbeat(trial):
+                value = self.objective(trial)
+        except optuna.TrialPruned as e:
+            self.tell(trial, TrialState.PRUNED, None)
+            result.pruned += 1
+            _log.info("trial %d %s", trial.number, e)
+            return reservation
+        except Interrupted as e:
+            self.fail(trial, str(e))
+            result.failed += 1
+            _log.warning("trial %d marked FAIL: %s", trial.number, e)
+            raise
+        except ReportingProcessLost as e:
+            # Killed from outside, or by the OOM killer: a new one takes over.
+            self.fail_and_carry_on(trial, str(e), result)
+            return reservation
+        except Exception as e:
+            if not _is_oom(e):
+                self.fail(trial, _one_line(e))
+                result.failed += 1
+                raise
+            reason = f"out of memory on {self.objective.device}: {_one_line(e)}"
+            self.fail_and_carry_on(trial, reason, result)
+            return reservation
+        self.tell(trial, TrialState.COMPLETE, value)
+        result.complete += 1
+        if isinstance(value, tuple):
+            shown = ", ".join(
+                f"{n}={v:.6g}" for n, v in zip(self.spec.objectives, value, strict=True)
+            )
+        else:
+            shown = f"val_loss={value:.6g}"
+        _log.info("trial %d complete: %s", trial.number, shown)
+        return reservation
+
+    # ---- the steps ---------------------------------------------------------------------
+
+    def reserve(self, budget: int | None) -> Reservation:
+        """Under the storage-wide lock: fail stale trials, check the budget, ask."""
         with storage_lock(self.url):
-            now = time.monotonic()
-            # A heartbeat goes stale over grace_period seconds: looking more often than
-            # once per heartbeat interval finds nothing new.
-            if (
-                self.heartbeat_interval is not None
-                and now - self._stale_checked >= self.heartbeat_interval
-            ):
-                with quiet_experimental():
-                    optuna.storages.fail_stale_trials(self.study)
-                self.fail_unbeaten(now)
-                self._stale_checked = now
+            self.fail_stale()
             if budget is not None:
                 trials = self.study.get_trials(
                     deepcopy=False,
@@ -228,13 +190,23 @@ class _Loop:
                 running = sum(t.state == TrialState.RUNNING for t in trials)
                 waiting = sum(t.state == TrialState.WAITING for t in trials)
                 if finished >= budget:
-                    return "done"
+                    return BudgetMet()
                 if not waiting and finished + running >= budget:
-                    return "wait"
-            with warnings.catch_warnings():
-                # We run our own heartbeat thread around each trial (see _Heartbeat).
-                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-                return self.study.ask()
+                    return Wait()
+            with quiet_heartbeat_warning():  # we run our own heartbeat thread (see Heartbeat)
+                return Reserved(self.study.ask())
+
+    def fail_stale(self) -> None:
+        """Fails, and retries, trials whose worker died: stale heartbeats, and trials that
+        never beat. At most once per heartbeat interval (a heartbeat goes stale over
+        ``grace_period`` seconds: looking more often finds nothing new)."""
+        now = time.monotonic()
+        if self.heartbeat_interval is None or now - self._stale_checked < self.heartbeat_interval:
+            return
+        with quiet_experimental():
+            optuna.storages.fail_stale_trials(self.study)
+        self.fail_unbeaten(now)
+        self._stale_checked = now
 
     def fail_unbeaten(self, now: float) -> None:
         """Fails, and retries, RUNNING trials whose worker died before their first heartbeat.
@@ -249,18 +221,18 @@ class _Loop:
             return
         self._unbeaten = {i: self._unbeaten.get(i, now) for i in ids}
         storage = self.storage
-        for trial_id, first_seen in self._unbeaten.items():
+        for unbeaten_id, first_seen in self._unbeaten.items():
             if now - first_seen < self.spec.workers.grace_period:
                 continue
             try:
                 storage.set_trial_user_attr(
-                    trial_id, "fail_reason", "its worker stopped before the first heartbeat"
+                    unbeaten_id, keys.FAIL_REASON, "its worker stopped before the first heartbeat"
                 )
-                if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                if not storage.set_trial_state_values(unbeaten_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # its worker, or another one, ended it meanwhile
-            failed = copy.deepcopy(storage.get_trial(trial_id))
+            failed = copy.deepcopy(storage.get_trial(unbeaten_id))
             _log.warning(
                 "trial %d marked FAIL: RUNNING for over %ds without a heartbeat",
                 failed.number,
@@ -270,6 +242,34 @@ class _Loop:
             callback = get_callback() if get_callback is not None else None
             if callback is not None:
                 callback(self.study, failed)
+
+    def announce_best(
+        self, trials: list[optuna.trial.FrozenTrial], finished: int, budget: int
+    ) -> None:
+        """Logs the study's best trial when it changed, from the trials the budget check has
+        just read (every worker's): no storage call of its own."""
+        if self.spec.multi_objective:
+            return
+        best = best_trial(trials)
+        if best is None:
+            return
+        shown = (best.values[0], best.number)
+        if shown != self.announced:
+            self.announced = shown
+            _log.info(
+                "best so far: trial %d val_loss=%.6g (%d of %d trials finished)",
+                best.number,
+                best.values[0],
+                finished,
+                budget,
+            )
+
+    def heartbeat(self, trial: optuna.Trial) -> contextlib.AbstractContextManager[object]:
+        if self.heartbeat_interval is None:
+            return contextlib.nullcontext()
+        return Heartbeat(
+            cast(HeartbeatStorage, self.storage), trial_id(trial), self.heartbeat_interval
+        )
 
     def tell(
         self,
@@ -287,60 +287,21 @@ class _Loop:
             if frozen.state != state:
                 _log.warning("trial %d was already %s", trial.number, frozen.state.name)
 
-        self.guard(do, f"saving trial {trial.number}")
+        self.retry(do, f"saving trial {trial.number}")
 
     def fail(self, trial: optuna.Trial, reason: str) -> None:
-        self.guard(lambda: trial.set_user_attr("fail_reason", reason), "saving a failure")
+        self.retry(lambda: trial.set_user_attr(keys.FAIL_REASON, reason), "saving a failure")
         self.tell(trial, TrialState.FAIL, None)
 
-    def run_one(self, trial: optuna.Trial, report: WorkerReport) -> None:
-        beat = (
-            _Heartbeat(
-                cast(_HeartbeatStorage, self.storage), trial._trial_id, self.heartbeat_interval
-            )
-            if self.heartbeat_interval is not None
-            else contextlib.nullcontext()
-        )
-        reason: str | None = None
-        try:
-            with beat:
-                value = self.objective(trial)
-        except optuna.TrialPruned as e:
-            self.tell(trial, TrialState.PRUNED, None)
-            report.pruned += 1
-            _log.info("trial %d %s", trial.number, e)
-            return
-        except Interrupted as e:
-            self.fail(trial, str(e))
-            report.failed += 1
-            _log.warning("trial %d marked FAIL: %s", trial.number, e)
-            raise
-        except ReportingProcessLost as e:
-            reason = str(e)  # killed from outside, or by the OOM killer: a new one takes over
-        except Exception as e:
-            if not _is_oom(e):
-                self.fail(trial, _one_line(e))
-                report.failed += 1
-                raise
-            reason = f"out of memory on {self.objective.device}: {_one_line(e)}"
-        if reason is not None:
-            # Drop every reference to the failed model before freeing the cache.
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            self.fail(trial, reason)
-            report.failed += 1
-            _log.warning("trial %d failed, worker carries on: %s", trial.number, reason)
-            return
-        self.tell(trial, TrialState.COMPLETE, value)
-        report.complete += 1
-        if isinstance(value, tuple):
-            shown = ", ".join(
-                f"{n}={v:.6g}" for n, v in zip(self.spec.objectives, value, strict=True)
-            )
-        else:
-            shown = f"val_loss={value:.6g}"
-        _log.info("trial %d complete: %s", trial.number, shown)
+    def fail_and_carry_on(self, trial: optuna.Trial, reason: str, result: WorkerResult) -> None:
+        """A failure of this trial alone (out of memory, a lost reporting process)."""
+        # Drop every reference to the failed model before freeing the cache.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.fail(trial, reason)
+        result.failed += 1
+        _log.warning("trial %d failed, worker carries on: %s", trial.number, reason)
 
 
 def run_worker(
@@ -356,7 +317,7 @@ def run_worker(
     on_epoch: Callable[[int, EpochResult], None] | None = None,
     stop: threading.Event | None = None,
     data: Windows | None = None,
-) -> WorkerReport:
+) -> WorkerResult:
     """Runs trials of ``study`` until the budget is met, ``n_trials`` ran or time is up.
 
     Args:
@@ -385,18 +346,18 @@ def run_worker(
     )
     with reporting if reporting is not None else contextlib.nullcontext():
         data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
-        signals = _Signals()
+        signals = Signals()
         objective = Objective(
             spec,
             data,
             torch_device,
+            retry=retry_for(storage_url, spec.workers.db_wait),
             on_epoch=on_epoch,
             interrupt=signals.check,
             reporting=reporting,
         )
-        loop = _Loop(study, spec, storage_url, objective, signals)
-        objective.guard = loop.guard
-        report = WorkerReport()
+        loop = _Loop(study, spec, storage_url, objective)
+        result = WorkerResult()
         started = time.monotonic()
         # Waiting (the budget is held by running trials): look again soon, since the wait usually
         # ends when another worker's last trial does, then back off to every `poll` seconds.
@@ -414,21 +375,19 @@ def run_worker(
             while True:
                 if stop is not None and stop.is_set():
                     break
-                if n_trials is not None and report.ran >= n_trials:
+                if n_trials is not None and result.ran >= n_trials:
                     break
                 if timeout is not None and time.monotonic() - started >= timeout:
                     break
                 signals.check()
-                got = loop.guard(lambda: loop.reserve(budget), "reserving a trial")
-                if got == "done":
-                    break
-                if got == "wait":
-                    signals.sleep(wait)
-                    wait = min(poll, wait * 2)
-                    continue
-                assert isinstance(got, optuna.Trial)
-                wait = _FIRST_WAIT_S
-                loop.run_one(got, report)
+                match loop.run_one(budget, result):
+                    case BudgetMet():
+                        break
+                    case Wait():
+                        signals.sleep(wait)
+                        wait = min(poll, wait * 2)
+                    case Reserved():
+                        wait = _FIRST_WAIT_S
         finally:
             signals.restore()
-        return report
+        return result

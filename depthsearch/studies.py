@@ -1,4 +1,4 @@
-"""Create, load or resume a study from a spec; the sampler and the pruner it uses."""
+"""Create, load or resume a study from a spec, or join one knowing only its name."""
 
 from __future__ import annotations
 
@@ -9,103 +9,16 @@ from typing import Any
 
 import optuna
 
-from depthsearch._optuna import quiet_experimental
-from depthsearch.config import (
-    Choices,
-    Fixed,
-    FloatRange,
-    IntRange,
-    ParamSpec,
-    StudySpec,
-    spec_from_dict,
-)
 from depthsearch.errors import SpecError, StorageError, StudyMismatchError
-from depthsearch.pruning import DepthAwarePruner, RecentTrials
+from depthsearch.search._optuna import quiet_experimental
+from depthsearch.search.pruners import make_pruner, make_sampler
+from depthsearch.search.trials import SPEC, SUMMARY
+from depthsearch.spec import StudySpec, spec_from_dict
 from depthsearch.storage import mask_url, open_storage, storage_lock
 
-__all__ = [
-    "SPEC_ATTR",
-    "create_study",
-    "load_study",
-    "make_pruner",
-    "make_sampler",
-    "spec_summary",
-]
+__all__ = ["create_study", "load_study", "no_such_study", "read_spec", "spec_summary"]
 
 _log = logging.getLogger(__name__)
-
-#: Study user attribute holding the validated spec (TOML-shaped dict).
-SPEC_ATTR = "spec"
-SUMMARY_ATTR = "summary"
-
-
-def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, grouped for the conditional space, constant liar for parallel
-    workers) or random sampling."""
-    if spec.sampler.kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    with quiet_experimental():
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            n_startup_trials=spec.sampler.n_startup_trials,
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-        )
-
-
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    p = spec.pruner
-    if p.kind == "none":
-        return optuna.pruners.NopPruner()
-    if p.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=p.min_resource,
-            max_resource=spec.train.max_epochs,
-            reduction_factor=p.reduction_factor,
-        )
-    if p.kind == "depth-aware":
-        return RecentTrials(
-            DepthAwarePruner(
-                n_startup_trials=p.n_startup_trials,
-                n_warmup_steps=p.n_warmup_steps,
-                interval_steps=p.interval_steps,
-            )
-        )
-    if p.kind == "percentile":
-        return RecentTrials(
-            optuna.pruners.PercentilePruner(
-                p.percentile,
-                n_startup_trials=p.n_startup_trials,
-                n_warmup_steps=p.n_warmup_steps,
-                interval_steps=p.interval_steps,
-            )
-        )
-    if p.kind == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=p.min_resource,
-            reduction_factor=p.reduction_factor,
-            min_early_stopping_rate=p.min_early_stopping_rate,
-        )
-    return RecentTrials(
-        optuna.pruners.MedianPruner(
-            n_startup_trials=p.n_startup_trials,
-            n_warmup_steps=p.n_warmup_steps,
-            interval_steps=p.interval_steps,
-        )
-    )
-
-
-def _describe_param(param: ParamSpec) -> str:
-    if isinstance(param, Fixed):
-        return str(param.value)
-    if isinstance(param, Choices):
-        return "{" + ", ".join(map(str, param.values)) + "}"
-    if isinstance(param, IntRange):
-        return f"{param.low}..{param.high}" + (" (log)" if param.log else "")
-    if isinstance(param, FloatRange):
-        return f"{param.low:g}..{param.high:g}" + (" (log)" if param.log else "")
-    raise TypeError(param)  # pragma: no cover
 
 
 def spec_summary(spec: StudySpec) -> str:
@@ -119,9 +32,9 @@ def spec_summary(spec: StudySpec) -> str:
         else "minimise val_loss"
     )
     return (
-        f"{goal} | stacked LSTM: layers {_describe_param(s.num_layers)}, {width}hidden "
-        f"{_describe_param(s.hidden_size)}, dropout {_describe_param(s.dropout)}, lr "
-        f"{_describe_param(s.lr)}, batch {_describe_param(s.batch_size)} | data: {data}, "
+        f"{goal} | stacked LSTM: layers {s.num_layers.describe()}, {width}hidden "
+        f"{s.hidden_size.describe()}, dropout {s.dropout.describe()}, lr "
+        f"{s.lr.describe()}, batch {s.batch_size.describe()} | data: {data}, "
         f"window {d.window} -> horizon {d.horizon}, val {d.val_fraction:g} | "
         f"{t.max_epochs} epochs on {t.device} | {spec.sampler.kind} sampler, "
         f"{spec.pruner.kind} pruner | budget {spec.n_trials} trials"
@@ -172,11 +85,11 @@ def create_study(
             with quiet_experimental():
                 # The dashboard labels the axes (and the Pareto front) with these names.
                 study.set_metric_names(list(spec.objectives))
-            study.set_user_attr(SPEC_ATTR, _normalise(spec.to_dict()))
-            study.set_user_attr(SUMMARY_ATTR, spec_summary(spec))
+            study.set_user_attr(SPEC, _normalise(spec.to_dict()))
+            study.set_user_attr(SUMMARY, spec_summary(spec))
             _log.info("created study %r in %s", spec.name, mask_url(storage_url))
             return study
-        stored = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
+        stored = storage.get_study_user_attrs(study_id).get(SPEC)
         if stored is None:
             raise StudyMismatchError(
                 f"study {spec.name!r} in {mask_url(storage_url)} was not created by depthsearch "
@@ -202,8 +115,8 @@ def create_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
         )
         if stored.get("study", {}).get("n_trials") != spec.n_trials:
-            study.set_user_attr(SPEC_ATTR, dict(stored, study=new["study"]))
-            study.set_user_attr(SUMMARY_ATTR, spec_summary(spec))
+            study.set_user_attr(SPEC, dict(stored, study=new["study"]))
+            study.set_user_attr(SUMMARY, spec_summary(spec))
         _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
         return study
 
@@ -227,7 +140,7 @@ def read_spec(name: str, storage_url: str, *, data_path: str | None = None) -> S
             study_id = storage.get_study_id_from_name(name)
         except KeyError:
             raise no_such_study(storage, name, storage_url) from None
-        stored = storage.get_study_user_attrs(study_id).get(SPEC_ATTR)
+        stored = storage.get_study_user_attrs(study_id).get(SPEC)
     finally:
         storage.remove_session()
         storage.engine.dispose()

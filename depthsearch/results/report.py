@@ -19,8 +19,10 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from depthsearch.errors import DepthsearchError
-from depthsearch.export import _open, describe_front, metric_names, pick_trial
+from depthsearch.errors import InputError
+from depthsearch.results.export import open_study, pick_trial
+from depthsearch.search import trials as keys
+from depthsearch.search.trials import describe_front, metric_names, trial_curve, trial_layers
 from depthsearch.storage import mask_url
 
 __all__ = ["trials_frame", "write_report", "write_trials"]
@@ -28,7 +30,7 @@ __all__ = ["trials_frame", "write_report", "write_trials"]
 
 def trials_frame(study_name: str, storage_url: str) -> pd.DataFrame:
     """One row per trial: number, state, value, flattened params, user attributes, duration."""
-    study = _open(study_name, storage_url)
+    study = open_study(study_name, storage_url)
     names = metric_names(study)
     multi = len(study.directions) > 1
     rows = []
@@ -66,34 +68,23 @@ def write_trials(study_name: str, storage_url: str, output: str | Path) -> pd.Da
             try:
                 frame.to_parquet(path, index=False)
             except ImportError as e:
-                raise DepthsearchError(
+                raise InputError(
                     f"writing {path} needs a Parquet engine: pip install pyarrow ({e})"
                 ) from e
         elif suffix == ".json":
             frame.to_json(path, orient="records", indent=2)
         else:
-            raise DepthsearchError(
+            raise InputError(
                 f"cannot tell the format of {path}: use a .csv, .parquet or .json file name"
             )
     except OSError as e:
-        raise DepthsearchError(f"cannot write {path}: {e.strerror or e}") from e
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from e
     return frame
 
 
 def _loss(t: optuna.trial.FrozenTrial) -> float:
     """The validation loss (the first objective); NaN when the trial has none."""
     return float(t.values[0]) if t.values else math.nan
-
-
-def curve(t: optuna.trial.FrozenTrial) -> dict[int, float]:
-    """Validation loss by epoch: Optuna's intermediate values, or on a multi-objective study
-    (where Optuna keeps none) the ``val_loss_curve`` user attribute."""
-    if t.intermediate_values:
-        return dict(t.intermediate_values)
-    stored = t.user_attrs.get("val_loss_curve")
-    if isinstance(stored, list):
-        return {i + 1: float(v) for i, v in enumerate(stored)}
-    return {}
 
 
 def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
@@ -106,17 +97,10 @@ def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, i
 
 
 def _width(t: optuna.trial.FrozenTrial) -> float | None:
-    cfg = t.user_attrs.get("model_config")
+    cfg = t.user_attrs.get(keys.MODEL_CONFIG)
     if isinstance(cfg, dict) and cfg.get("hidden_sizes"):
         sizes = cfg["hidden_sizes"]
         return float(statistics.mean(sizes))
-    return None
-
-
-def _layers(t: optuna.trial.FrozenTrial) -> int | None:
-    cfg = t.user_attrs.get("model_config")
-    if isinstance(cfg, dict) and cfg.get("hidden_sizes"):
-        return len(cfg["hidden_sizes"])
     return None
 
 
@@ -182,7 +166,12 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
         ax.set_yscale("log")
         save(fig, name, caption)
 
-    by(_layers, "depth.png", "layer count", "Validation loss by layer count: the depth answer")
+    by(
+        trial_layers,
+        "depth.png",
+        "layer count",
+        "Validation loss by layer count: the depth answer",
+    )
     by(_width, "width.png", "hidden size (mean over layers)", "Validation loss by hidden size")
 
     if len(complete) >= 2:
@@ -200,9 +189,9 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
             save(fig, "importance.png", "Parameter importances")
 
     sized = [
-        (_loss(t), float(t.user_attrs["param_count"]), t.number)
+        (_loss(t), float(t.user_attrs[keys.PARAM_COUNT]), t.number)
         for t in complete
-        if isinstance(t.user_attrs.get("param_count"), (int, float))
+        if isinstance(t.user_attrs.get(keys.PARAM_COUNT), (int, float))
     ]
     if sized:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -239,14 +228,14 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
     if top:
         fig, ax = plt.subplots(figsize=(7, 4))
         for t in top:
-            points = curve(t)
+            points = trial_curve(t)
             steps = sorted(points)
             tag = " (picked)" if t.number in picks.values() else ""
             ax.plot(
                 steps,
                 [points[s] for s in steps],
                 marker=".",
-                label=f"trial {t.number}: {_layers(t)} layers{tag}",
+                label=f"trial {t.number}: {trial_layers(t)} layers{tag}",
             )
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss")
@@ -259,7 +248,7 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
 def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, float, float]]:
     rows: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        layers = _layers(t)
+        layers = trial_layers(t)
         if layers is not None:
             rows.setdefault(layers, []).append(t)
     table = []
@@ -281,12 +270,12 @@ def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, float, float]
 
 def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> list[Path]:
     """Writes ``index.html`` and its PNGs; returns the files written."""
-    study = _open(study_name, storage_url)
+    study = open_study(study_name, storage_url)
     folder = Path(output_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DepthsearchError(f"cannot create {folder}: {e.strerror or e}") from e
+        raise InputError(f"cannot create {folder}: {e.strerror or e}") from e
     picks = {
         "best": pick_trial(study, storage_url, "best").number,
         "smallest within 2%": pick_trial(study, storage_url, "smallest-within=2%").number,
@@ -298,9 +287,10 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
     esc = html.escape
     pick_rows = "".join(
         f"<tr><td>{esc(label)}</td><td>{n}</td><td>{_loss(by_number[n]):.6g}</td>"
-        f"<td>{_layers(by_number[n])}</td>"
-        f"<td>{esc(str(by_number[n].user_attrs.get('model_config', {}).get('hidden_sizes')))}</td>"
-        f"<td>{by_number[n].user_attrs.get('param_count')}</td></tr>"
+        f"<td>{trial_layers(by_number[n])}</td>"
+        f"<td>{esc(str(by_number[n].user_attrs.get(keys.MODEL_CONFIG, {}).get('hidden_sizes')))}"
+        "</td>"
+        f"<td>{by_number[n].user_attrs.get(keys.PARAM_COUNT)}</td></tr>"
         for label, n in picks.items()
     )
     depth_rows = "".join(
@@ -313,7 +303,7 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         "</figcaption></figure>"
         for name, caption in plots
     )
-    summary = esc(str(study.user_attrs.get("summary", "")))
+    summary = esc(str(study.user_attrs.get(keys.SUMMARY, "")))
     front_line = ""
     if len(study.directions) > 1:
         front_line = (

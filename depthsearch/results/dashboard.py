@@ -7,7 +7,7 @@ import socketserver
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from depthsearch.errors import DepthsearchError
+from depthsearch.errors import InputError
 from depthsearch.storage import mask_url, open_storage
 
 __all__ = ["serve"]
@@ -35,7 +35,7 @@ def serve(
 
     Raises:
         StorageError: the database cannot be reached.
-        DepthsearchError: the port is taken or the address cannot be bound.
+        InputError: the port is taken or the address cannot be bound.
     """
     from optuna_dashboard import wsgi
 
@@ -46,7 +46,7 @@ def serve(
             host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler
         )
     except OSError as e:
-        raise DepthsearchError(
+        raise InputError(
             f"cannot serve the dashboard on {host}:{port}: {e.strerror or e} "
             "(is another server on that port? choose one with --port)"
         ) from e

@@ -1,0 +1,145 @@
+"""The saved-model format: a config document (``best.json`` / ``config.json``) and weights.
+
+Torch, numpy and pandas only: a model exported by ``depthsearch export`` loads and predicts
+here without Optuna, SQLAlchemy or a database. The document rebuilds the model by itself (as
+nanoGPT's checkpoint keeps its ``model_args``); ``model.pt`` holds only tensors, read back with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from depthsearch.errors import InputError
+from depthsearch.learn.data import Scaler, input_windows, load_frame
+from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
+from depthsearch.spec import DataSpec
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "MODEL_FILE",
+    "load_config",
+    "load_model",
+    "predict_csv",
+    "read_document",
+    "save_model",
+    "write_document",
+]
+
+FORMAT = "depthsearch.config/1"
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+
+
+def write_document(path: Path, doc: dict[str, Any]) -> None:
+    """Writes a config document as JSON, atomically (a reader never sees half a file)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """Reads a config document (as ``depthsearch export`` writes it)."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p}: not a depthsearch export ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "model" not in doc:
+        raise InputError(f"{p}: not a depthsearch export (expected format {FORMAT!r})")
+    return doc
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """The :class:`ModelConfig` of an exported config file (``best.json``)."""
+    doc = read_document(path)
+    try:
+        return ModelConfig.from_dict(doc["model"])
+    except ValueError as e:
+        raise InputError(f"{path}: bad model config: {e}") from e
+
+
+def save_model(model: StackedLSTM, doc: dict[str, Any], directory: str | Path) -> Path:
+    """Saves ``model``'s weights as ``model.pt`` and ``doc`` as ``config.json`` in a folder.
+
+    ``doc`` is a config document (its ``model`` rebuilds ``model``); with a ``scaler`` entry
+    (:meth:`Scaler.to_dict`), :func:`predict_csv` predicts in the target's own units.
+    """
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / MODEL_FILE)
+    except OSError as e:
+        raise InputError(f"cannot write to {out}: {e.strerror or e}") from e
+    write_document(out / CONFIG_FILE, doc)
+    return out
+
+
+def load_model(directory: str | Path) -> StackedLSTM:
+    """Loads a model saved by ``depthsearch export --retrain`` (in eval mode, on the CPU).
+
+    The weights are read with ``torch.load(..., weights_only=True)``: no pickled code runs.
+    """
+    folder = Path(directory)
+    cfg = load_config(folder / CONFIG_FILE)
+    try:
+        state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{folder / MODEL_FILE}: no such file (export with --retrain)") from None
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"{folder / MODEL_FILE} does not fit {folder / CONFIG_FILE}: {e}") from e
+    return model.eval()
+
+
+def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
+    """Predictions of a saved model for every window of a CSV with the study's columns.
+
+    Returns:
+        One row per window: ``row`` (0-based index of the window's last input row in the CSV)
+        and ``{target}+1`` ... ``{target}+horizon`` in the target's own units.
+    """
+    folder = Path(directory)
+    doc = read_document(folder / CONFIG_FILE)
+    if "scaler" not in doc:
+        raise InputError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
+    scaler = Scaler.from_dict(doc["scaler"])
+    data = doc["data"]
+    window = int(data["window"])
+    spec = DataSpec(
+        source="csv",
+        path=str(csv),
+        target=scaler.target,
+        features=tuple(scaler.columns) if tuple(scaler.columns) != (scaler.target,) else (),
+        window=window,
+        horizon=int(data["horizon"]),
+    )
+    frame = load_frame(spec, columns=scaler.columns)  # the target only when it is an input
+    if len(frame) < window:
+        raise InputError(f"{csv}: {len(frame)} rows, but one window needs {window}")
+    inputs = scaler.transform(frame[list(scaler.columns)].to_numpy(dtype=np.float64))
+    x = input_windows(inputs, window)
+    model = load_model(folder)
+    with torch.inference_mode():
+        y = model(x).numpy()
+    values = scaler.inverse_target(y)
+    out = pd.DataFrame(
+        values, columns=[f"{scaler.target}+{i + 1}" for i in range(values.shape[1])]
+    )
+    out.insert(0, "row", np.arange(window - 1, len(frame)))
+    return out

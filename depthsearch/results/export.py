@@ -1,0 +1,176 @@
+"""The picked trial -> a config document that rebuilds the very same model elsewhere, and a
+model retrained from it (saved in :mod:`depthsearch.learn.saved`'s format)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from depthsearch.errors import InputError
+from depthsearch.learn.model import ModelConfig
+from depthsearch.learn.saved import FORMAT, save_model, write_document
+from depthsearch.search import trials as keys
+from depthsearch.search.objective import fit_options
+from depthsearch.search.trials import best_trial, metric_names
+from depthsearch.storage import mask_url, open_storage
+from depthsearch.studies import no_such_study, read_spec
+
+__all__ = ["best_config", "export_best", "open_study", "parse_pick", "pick_trial", "retrain_best"]
+
+
+def open_study(study_name: str, storage_url: str) -> optuna.Study:
+    """The study to read results from (no sampler or pruner of ours needed)."""
+    storage = open_storage(storage_url)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise no_such_study(storage, study_name, storage_url) from None
+
+
+def pick_trial(
+    study: optuna.Study, storage_url: str, pick: str = "best"
+) -> optuna.trial.FrozenTrial:
+    """The trial that ``pick`` names among the complete ones.
+
+    ``best``: the lowest validation loss. ``smallest-within=P%``: the fewest parameters among
+    the trials whose loss is within P percent of the best (ties: the lower loss). On a
+    multi-objective study both choose from the Pareto front (``study.best_trials``).
+    """
+    tolerance = None if pick == "best" else parse_pick(pick)
+    pool = (
+        study.best_trials
+        if len(study.directions) > 1
+        else study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    )
+    complete = [t for t in pool if keys.MODEL_CONFIG in t.user_attrs]
+    best = best_trial(complete)
+    if best is None:
+        raise InputError(
+            f"study {study.study_name!r} in {mask_url(storage_url)} has no complete trial yet; "
+            "run more trials first"
+        )
+    if tolerance is None:
+        return best
+    limit = best.values[0] + abs(best.values[0]) * tolerance
+    near = [t for t in complete if t.values and t.values[0] <= limit]
+    return min(near, key=lambda t: (t.user_attrs.get(keys.PARAM_COUNT, 0), t.values[0], t.number))
+
+
+def parse_pick(pick: str) -> float:
+    """``smallest-within=2%`` -> 0.02; anything else but ``best`` is refused."""
+    prefix = "smallest-within="
+    if pick.startswith(prefix) and pick.endswith("%"):
+        try:
+            value = float(pick[len(prefix) : -1])
+        except ValueError:
+            value = -1.0
+        if value >= 0:
+            return value / 100.0
+    raise InputError(
+        f"--pick must be 'best' or 'smallest-within=P%' (P >= 0, e.g. 2%), but got {pick!r}"
+    )
+
+
+def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dict[str, Any]:
+    """The export document of the picked complete trial (see :func:`pick_trial`)."""
+    study = open_study(study_name, storage_url)
+    trial = pick_trial(study, storage_url, pick)
+    spec = study.user_attrs.get(keys.SPEC, {})
+    attrs = trial.user_attrs
+    train = dict(spec.get("train", {}))
+    train.update(
+        lr=trial.params.get("lr", spec.get("space", {}).get("lr")),
+        batch_size=trial.params.get("batch_size", spec.get("space", {}).get("batch_size")),
+        best_epoch=attrs.get(keys.BEST_EPOCH),
+        seed=attrs.get(keys.SEED),
+    )
+    return {
+        "format": FORMAT,
+        "model": attrs[keys.MODEL_CONFIG],
+        "train": train,
+        "data": spec.get("data", {}),
+        "metrics": {
+            "val_loss": trial.values[0],
+            "objectives": dict(zip(metric_names(study), trial.values, strict=True)),
+            "param_count": attrs.get(keys.PARAM_COUNT),
+            "epochs_trained": attrs.get(keys.EPOCHS_TRAINED),
+            "best_epoch": attrs.get(keys.BEST_EPOCH),
+            "seconds_per_epoch": attrs.get(keys.SECONDS_PER_EPOCH),
+        },
+        "origin": {
+            "study": study.study_name,
+            "trial": trial.number,
+            "params": trial.params,
+            "storage": mask_url(storage_url),
+            "pick": pick,
+            "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def export_best(
+    study_name: str, storage_url: str, output: str | Path, *, pick: str = "best"
+) -> dict[str, Any]:
+    """Writes the picked trial's export document to ``output`` (JSON) and returns it."""
+    doc = best_config(study_name, storage_url, pick=pick)
+    write_document(Path(output), doc)
+    return doc
+
+
+def retrain_best(
+    study_name: str,
+    storage_url: str,
+    output_dir: str | Path,
+    *,
+    pick: str = "best",
+    data_path: str | None = None,
+) -> dict[str, Any]:
+    """Trains the picked trial's config again and saves ``model.pt`` and ``config.json``.
+
+    The model trains on the study's own data and split (its training windows), with the
+    trial's seed, learning rate and batch size, for the trial's ``best_epoch`` epochs: on the
+    CPU this reproduces the trial's model at its best epoch.
+
+    Returns:
+        The saved config document, with ``retrain`` holding the retrained validation loss.
+    """
+    import torch
+
+    from depthsearch.learn.data import prepare
+    from depthsearch.learn.model import build_model
+    from depthsearch.learn.train import evaluate, fit, resolve_device
+
+    doc = best_config(study_name, storage_url, pick=pick)
+    spec = read_spec(study_name, storage_url, data_path=data_path)
+    device = resolve_device(spec.train.device)
+    data = prepare(spec.data, "cpu", seed=spec.seed)
+    train = doc["train"]
+    cfg = ModelConfig.from_dict(doc["model"])
+    seed = int(train["seed"])
+    torch.manual_seed(seed)
+    model = build_model(cfg).to(device)
+    epochs = int(train.get("best_epoch") or spec.train.max_epochs)
+    options = fit_options(
+        spec.train,
+        lr=float(train["lr"]),
+        batch_size=int(train["batch_size"]),
+        seed=seed,
+        epochs=epochs,
+    )
+    on_device = data.to(device)
+    fit(model, on_device, options)
+    val_loss = evaluate(model, on_device.x_val, on_device.y_val, amp=spec.train.amp)
+    doc["retrain"] = {
+        "epochs": epochs,
+        "device": str(device),
+        "val_loss": val_loss,
+        "data": spec.data.path or "synthetic series",
+        "train_windows": int(data.x_train.shape[0]),
+    }
+    doc["scaler"] = data.scaler.to_dict()
+    save_model(model, doc, output_dir)
+    return doc

@@ -1,0 +1,135 @@
+"""The reporting protocol: how an objective hands over a trial's epochs and attributes.
+
+An objective reports through a :class:`Reporter`: ``submit`` an epoch ``(epoch, val_loss)`` or
+user attributes and go on training, ``check`` between batches for the pruner's decision (or a
+reporting error), ``drain`` before the trial ends. Whoever runs the objective decides where the
+reports are written: in the training thread (:class:`InlineReporter`, the default), or in a
+process of the worker's (``depthsearch.worker.reporting``), which implements
+:class:`ReporterFactory`. Either way the writes are the same Optuna calls in the same order
+(:class:`TrialReports`): the search does not know, nor import, who runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import optuna
+
+__all__ = [
+    "InlineReporter",
+    "Item",
+    "Reporter",
+    "ReporterFactory",
+    "Retry",
+    "TrialReports",
+    "no_retry",
+    "raise_for",
+    "save_attrs",
+]
+
+#: Wraps a storage call (retries while the database is away); identity by default.
+Retry = Callable[[Callable[[], Any], str], Any]
+#: What a trial reports: user attributes to set, or ``(epoch, val_loss)``.
+Item = dict[str, Any] | tuple[int, float]
+
+
+def no_retry(fn: Callable[[], Any], what: str) -> Any:
+    return fn()
+
+
+def save_attrs(trial: optuna.Trial, attrs: dict[str, Any], retry: Retry) -> None:
+    for key, value in attrs.items():
+        retry(functools.partial(trial.set_user_attr, key, value), "saving attributes")
+
+
+class TrialReports:
+    """Reports one trial's items in order: the same calls wherever they run.
+
+    After an error (the database stayed away, the trial was ended elsewhere) the rest is
+    skipped: the training side stops at its next batch.
+    """
+
+    def __init__(self, trial: optuna.Trial, retry: Retry, *, prunes: bool) -> None:
+        self.trial = trial
+        self.retry = retry
+        self.prunes = prunes
+        self.pruned: str | None = None
+        self.error: BaseException | None = None
+
+    def handle(self, item: Item) -> None:
+        if self.error is not None:
+            return
+        trial = self.trial
+        try:
+            if isinstance(item, dict):
+                save_attrs(trial, item, self.retry)
+                return
+            epoch, val_loss = item
+            self.retry(functools.partial(trial.report, val_loss, epoch), "reporting an epoch")
+            # Epochs that finish before training hears "stop" are still reported.
+            if (
+                self.prunes
+                and self.pruned is None
+                and self.retry(trial.should_prune, "asking the pruner")
+            ):
+                self.pruned = f"pruned at epoch {epoch} (val_loss={val_loss:.6g})"
+        except BaseException as e:  # handed to the training side
+            self.error = e
+
+
+class Reporter(Protocol):
+    """The training side of one trial's reports."""
+
+    def submit(self, item: Item) -> None:
+        """Queues an epoch ``(epoch, val_loss)`` or user attributes; returns at once."""
+
+    def check(self) -> None:
+        """Raises the pruner's decision or the reporting error, if one came (cheap)."""
+
+    def drain(self) -> None:
+        """Waits until everything submitted so far is written (or failed)."""
+
+    def close(self) -> None:
+        """Drains and releases the trial."""
+
+    @property
+    def error(self) -> BaseException | None: ...
+
+
+class ReporterFactory(Protocol):
+    """Starts a :class:`Reporter` for each trial (a worker's reporting process does)."""
+
+    def reporter(self, trial: optuna.Trial, *, prunes: bool) -> Reporter: ...
+
+
+def raise_for(pruned: str | None, error: BaseException | None) -> None:
+    """Raises the reporting error, else the pruner's decision, if there is one."""
+    if error is not None:
+        raise error
+    if pruned is not None:
+        raise optuna.TrialPruned(pruned)
+
+
+class InlineReporter:
+    """Reports in the calling thread, item by item (an objective used without a worker)."""
+
+    def __init__(self, trial: optuna.Trial, retry: Retry, *, prunes: bool) -> None:
+        self._reports = TrialReports(trial, retry, prunes=prunes)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._reports.error
+
+    def submit(self, item: Item) -> None:
+        self._reports.handle(item)
+
+    def check(self) -> None:
+        raise_for(self._reports.pruned, self._reports.error)
+
+    def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

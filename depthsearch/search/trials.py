@@ -1,0 +1,105 @@
+"""What a trial records, and the rules that read it back, each written once.
+
+The objective and the worker write these user attributes; the pruners, the report, the export
+and the CLI read them. The keys are what users see in the dashboard and in ``trials`` tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "BEST_EPOCH",
+    "DEVICE",
+    "EPOCHS_TRAINED",
+    "FAIL_REASON",
+    "MODEL_CONFIG",
+    "PARAM_COUNT",
+    "PRUNED_REASON",
+    "SECONDS_PER_EPOCH",
+    "SEED",
+    "SPEC",
+    "STOPPED_EARLY",
+    "SUMMARY",
+    "TORCH_THREADS",
+    "TRAIN_WINDOWS",
+    "VAL_LOSS_CURVE",
+    "WORKER_PID",
+    "best_trial",
+    "describe_front",
+    "metric_names",
+    "trial_curve",
+    "trial_layers",
+]
+
+# Trial user attributes.
+MODEL_CONFIG = "model_config"
+PARAM_COUNT = "param_count"
+DEVICE = "device"
+TORCH_THREADS = "torch_threads"
+TRAIN_WINDOWS = "train_windows"
+SEED = "seed"
+WORKER_PID = "worker_pid"
+EPOCHS_TRAINED = "epochs_trained"
+SECONDS_PER_EPOCH = "seconds_per_epoch"
+BEST_EPOCH = "best_epoch"
+STOPPED_EARLY = "stopped_early"
+#: A multi-objective study's learning curve (Optuna keeps no intermediate values there).
+VAL_LOSS_CURVE = "val_loss_curve"
+PRUNED_REASON = "pruned_reason"
+FAIL_REASON = "fail_reason"
+
+# Study user attributes.
+#: The validated spec (TOML-shaped dict): workers join a study knowing only its name.
+SPEC = "spec"
+#: One readable line of the spec, for the dashboard.
+SUMMARY = "summary"
+
+
+def trial_layers(trial: FrozenTrial) -> int | None:
+    """A trial's layer count: its model's, else its sampled ``num_layers`` (None if neither)."""
+    cfg = trial.user_attrs.get(MODEL_CONFIG)
+    if isinstance(cfg, dict) and cfg.get("hidden_sizes"):
+        return len(cfg["hidden_sizes"])
+    value = trial.params.get("num_layers")
+    return int(value) if value is not None else None
+
+
+def trial_curve(trial: FrozenTrial) -> dict[int, float]:
+    """Validation loss by epoch: Optuna's intermediate values, or on a multi-objective study
+    the ``val_loss_curve`` user attribute."""
+    if trial.intermediate_values:
+        return dict(trial.intermediate_values)
+    stored = trial.user_attrs.get(VAL_LOSS_CURVE)
+    if isinstance(stored, list):
+        return {i + 1: float(v) for i, v in enumerate(stored)}
+    return {}
+
+
+def best_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
+    """The complete trial with the lowest validation loss (the first objective); ties go to
+    the lower trial number. None when no trial is complete."""
+    complete = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.values and math.isfinite(t.values[0])
+    ]
+    return min(complete, key=lambda t: (t.values[0], t.number), default=None)
+
+
+def describe_front(study: optuna.Study) -> str:
+    """``trial 7 (0.0897, 3426), trial 1 (...)``: the Pareto front, best loss first."""
+    return ", ".join(
+        f"trial {t.number} ({', '.join(f'{v:.6g}' for v in t.values)})"
+        for t in sorted(study.best_trials, key=lambda t: t.values)
+    )
+
+
+def metric_names(study: optuna.Study) -> list[str]:
+    """The study's objective names (``val_loss`` alone where none were set)."""
+    names = study.metric_names
+    return list(names) if names else ["val_loss"]

@@ -1,0 +1,41 @@
+"""The study file: frozen dataclasses that validate themselves, and the TOML reader.
+
+A study file becomes a :class:`StudySpec`, checked whole before anything touches a database;
+inner code trusts the spec it gets. Nothing here imports torch, Optuna or SQLAlchemy.
+"""
+
+from depthsearch.spec._params import Choices, Fixed, FloatRange, IntRange, ParamSpec
+from depthsearch.spec._spec import (
+    MAX_LAYERS,
+    OBJECTIVES,
+    PRUNER_KEYS,
+    DataSpec,
+    PrunerSpec,
+    SamplerSpec,
+    SpaceSpec,
+    StudySpec,
+    TrainSpec,
+    WorkersSpec,
+)
+from depthsearch.spec._toml import file_sha256, load_spec, spec_from_dict
+
+__all__ = [
+    "MAX_LAYERS",
+    "OBJECTIVES",
+    "PRUNER_KEYS",
+    "Choices",
+    "DataSpec",
+    "Fixed",
+    "FloatRange",
+    "IntRange",
+    "ParamSpec",
+    "PrunerSpec",
+    "SamplerSpec",
+    "SpaceSpec",
+    "StudySpec",
+    "TrainSpec",
+    "WorkersSpec",
+    "file_sha256",
+    "load_spec",
+    "spec_from_dict",
+]

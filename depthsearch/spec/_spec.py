@@ -1,0 +1,315 @@
+"""The validated study spec: frozen dataclasses that check themselves when built.
+
+Every bound and default is written once, on the field (see :mod:`._params`); the TOML reader
+(:mod:`._toml`) takes both from here. The dict form (:meth:`StudySpec.to_dict`) has the shape of
+a study file, so a spec stored in a study rebuilds through the very same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from depthsearch.spec._params import (
+    Choices,
+    Fixed,
+    FloatRange,
+    IntRange,
+    ParamSpec,
+    param,
+    rule,
+    table_error,
+    validate_fields,
+)
+
+__all__ = [
+    "MAX_LAYERS",
+    "OBJECTIVES",
+    "PRUNER_KEYS",
+    "DataSpec",
+    "PrunerSpec",
+    "SamplerSpec",
+    "SpaceSpec",
+    "StudySpec",
+    "TrainSpec",
+    "WorkersSpec",
+    "check_objectives",
+]
+
+MAX_LAYERS = 64
+#: What a study may minimise. ``val_loss`` comes first: it is what the learning curves show.
+OBJECTIVES = ("val_loss", "param_count", "seconds_per_epoch")
+
+#: The keys each pruner kind takes (besides ``kind``).
+PRUNER_KEYS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "depth-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "hyperband": ("min_resource", "reduction_factor"),
+    "successive-halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceSpec:
+    """What a trial samples. Parameter names are those shown in the dashboard."""
+
+    TABLE: ClassVar[str] = "space"
+
+    num_layers: ParamSpec = param(IntRange(1, 4), "int", 1, MAX_LAYERS)
+    hidden_size: ParamSpec = param(Choices((16, 32, 64)), "int", 1, 65_536)
+    per_layer_hidden: bool = rule(False, "bool")
+    dropout: ParamSpec = param(FloatRange(0.0, 0.5), "float", 0.0, 1.0, high_open=True)
+    lr: ParamSpec = param(FloatRange(1e-4, 1e-2, log=True), "float", 0.0, 10.0, low_open=True)
+    batch_size: ParamSpec = param(Choices((32, 64, 128)), "int", 1, 1 << 20)
+    bidirectional: ParamSpec = param(Fixed(False), "bool")
+    residual: ParamSpec = param(Fixed(False), "bool")
+    layer_norm: ParamSpec = param(Fixed(False), "bool")
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+
+    def max_layers(self) -> int:
+        return int(self.num_layers.upper())
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the series comes from and how it is cut into windows."""
+
+    TABLE: ClassVar[str] = "data"
+
+    source: str = rule("synthetic", "str", allowed=("csv", "synthetic"))
+    path: str | None = None
+    target: str = rule("y", "str")
+    features: tuple[str, ...] = ()
+    window: int = rule(24, "int", 1, 100_000)
+    horizon: int = rule(1, "int", 1, 10_000)
+    val_fraction: float = rule(0.2, "float", 0.0, 1.0, low_open=True, high_open=True)
+    length: int = rule(2000, "int", 10, 10_000_000)
+    noise: float = rule(0.1, "float", 0.0)
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+        features = self.features
+        if not isinstance(features, (list, tuple)) or not all(
+            isinstance(f, str) and f for f in features
+        ):
+            raise table_error(
+                self.TABLE, "features", f"must be a list of column names, but got {features!r}"
+            )
+        if len(set(features)) != len(features):
+            raise table_error(self.TABLE, "features", f"names a column twice: {list(features)!r}")
+        object.__setattr__(self, "features", tuple(features))
+        if self.source == "synthetic":
+            if self.target != "y":
+                raise table_error(
+                    self.TABLE, "target", f"must be one of ['y'], but got {self.target!r}"
+                )
+            if self.features not in ((), ("y",)):
+                raise table_error(
+                    self.TABLE,
+                    "features",
+                    f"a synthetic source has the one column 'y', but got {list(features)!r}",
+                )
+            object.__setattr__(self, "features", ())
+            return
+        if not isinstance(self.path, str) or not self.path:
+            raise table_error(self.TABLE, "path", "is required")
+        sha = self.sha256
+        if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+            raise table_error(
+                self.TABLE, "sha256", f"must be a 64-character hex digest, but got {sha!r}"
+            )
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The columns fed to the model: the features, or the target alone."""
+        return self.features or (self.target,)
+
+
+def _device_ok(device: str) -> bool:
+    return device in ("auto", "cpu", "cuda") or (
+        device.startswith("cuda:") and device[5:].isdigit()
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """How every candidate is trained."""
+
+    TABLE: ClassVar[str] = "train"
+
+    max_epochs: int = rule(20, "int", 1, 100_000)
+    device: str = rule("auto", "str")
+    grad_clip: float = rule(1.0, "float", 0.0, low_open=True)
+    weight_decay: float = rule(0.0, "float", 0.0)
+    patience: int = rule(0, "int", 0)
+    threads: int = rule(0, "int", 0, 1024)
+    amp: bool = rule(True, "bool")
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+        if not _device_ok(self.device):
+            raise table_error(
+                self.TABLE,
+                "device",
+                f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', but got {self.device!r}",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    TABLE: ClassVar[str] = "sampler"
+
+    kind: str = rule("tpe", "str", allowed=("tpe", "random"))
+    n_startup_trials: int = rule(5, "int", 0)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrunerSpec:
+    TABLE: ClassVar[str] = "pruner"
+
+    kind: str = rule("median", "str", allowed=tuple(PRUNER_KEYS))
+    n_startup_trials: int = rule(3, "int", 0)
+    n_warmup_steps: int = rule(2, "int", 0)
+    interval_steps: int = rule(1, "int", 1)
+    min_resource: int = rule(1, "int", 1)
+    reduction_factor: int = rule(3, "int", 2)
+    min_early_stopping_rate: int = rule(0, "int", 0)
+    #: kind = "percentile": keep trials whose best value so far is in the best ``percentile``%.
+    percentile: float = rule(25.0, "float", 0.0, 100.0, low_open=True, high_open=True)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkersSpec:
+    """Fault handling for workers sharing a study."""
+
+    TABLE: ClassVar[str] = "workers"
+
+    heartbeat_interval: int = rule(10, "int", 1, 3600)
+    grace_period: int = rule(30, "int", 1, 86_400)
+    max_retry: int = rule(2, "int", 0, 100)
+    db_wait: float = rule(120.0, "float", 0.0, 86_400.0)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+        if self.grace_period <= self.heartbeat_interval:
+            raise table_error(
+                self.TABLE,
+                None,
+                f"grace_period must be > heartbeat_interval, but got grace_period="
+                f"{self.grace_period}, heartbeat_interval={self.heartbeat_interval}",
+            )
+
+
+def check_objectives(raw: Any) -> tuple[str, ...]:
+    """``[study] objectives`` as stored: known names, each once, ``val_loss`` first.
+
+    Raises:
+        SpecError: ``[study] objectives: what is wrong``.
+    """
+    if not isinstance(raw, (list, tuple)) or not raw or not all(isinstance(o, str) for o in raw):
+        raise table_error(
+            "study", "objectives", f"must be a non-empty list of names, but got {raw!r}"
+        )
+    unknown = [o for o in raw if o not in OBJECTIVES]
+    if unknown:
+        raise table_error(
+            "study",
+            "objectives",
+            f"unknown objective(s) {unknown}; allowed are {list(OBJECTIVES)}",
+        )
+    if len(set(raw)) != len(raw):
+        raise table_error("study", "objectives", f"names an objective twice: {list(raw)!r}")
+    if raw[0] != "val_loss":
+        raise table_error(
+            "study",
+            "objectives",
+            "must start with 'val_loss' (the loss the learning curves show), "
+            f"but got {list(raw)!r}",
+        )
+    return tuple(raw)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """A whole study file, validated."""
+
+    TABLE: ClassVar[str] = "study"
+
+    name: str = rule(None, "str")
+    n_trials: int = rule(None, "int", 1, 1_000_000)
+    seed: int = rule(0, "int", 0, 2**31 - 1)
+    data: DataSpec = DataSpec()
+    space: SpaceSpec = SpaceSpec()
+    train: TrainSpec = TrainSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    workers: WorkersSpec = WorkersSpec()
+    source: str = dataclasses.field(default="<dict>", compare=False)
+    objectives: tuple[str, ...] = ("val_loss",)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+        if len(self.name) > 500 or self.name.strip() != self.name:
+            raise table_error(
+                self.TABLE,
+                "name",
+                "must be at most 500 characters without surrounding spaces, "
+                f"but got {self.name!r}",
+            )
+        object.__setattr__(self, "objectives", check_objectives(self.objectives))
+        if self.multi_objective and self.pruner.kind != "none":
+            raise table_error(
+                "pruner",
+                "kind",
+                f"Optuna prunes single-objective studies only, but this study minimises "
+                f"{list(self.objectives)}; use kind = 'none' (the default there) or one objective",
+            )
+
+    @property
+    def multi_objective(self) -> bool:
+        """True when the study minimises more than the validation loss (a Pareto front)."""
+        return len(self.objectives) > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The study file as a dict (TOML-shaped), with every default filled in."""
+        space = {
+            f.name: (
+                getattr(self.space, f.name).to_toml()
+                if f.name != "per_layer_hidden"
+                else self.space.per_layer_hidden
+            )
+            for f in dataclasses.fields(SpaceSpec)
+        }
+        data = {k: v for k, v in dataclasses.asdict(self.data).items() if v is not None}
+        data["features"] = list(self.data.features)
+        unused = ("path", "sha256") if self.data.source == "synthetic" else ("length", "noise")
+        for key in unused:
+            data.pop(key, None)
+        return {
+            "study": {
+                "name": self.name,
+                "n_trials": self.n_trials,
+                "seed": self.seed,
+                "objectives": list(self.objectives),
+            },
+            "data": data,
+            "space": space,
+            "train": dataclasses.asdict(self.train),
+            "sampler": dataclasses.asdict(self.sampler),
+            "pruner": {
+                "kind": self.pruner.kind,
+                **{k: getattr(self.pruner, k) for k in PRUNER_KEYS[self.pruner.kind]},
+            },
+            "workers": dataclasses.asdict(self.workers),
+        }

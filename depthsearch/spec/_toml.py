@@ -1,0 +1,249 @@
+"""Study files: TOML in, a validated :class:`StudySpec` out.
+
+The reader checks the shape of the file (tables, keys, ranges written as tables) and hands the
+values to the spec's dataclasses, which check the values themselves; defaults come from the
+dataclass fields. A file is checked whole, once, before anything touches a database; every
+error names the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from depthsearch.errors import SpecError
+from depthsearch.spec._params import (
+    Choices,
+    Fixed,
+    FloatRange,
+    IntRange,
+    ParamSpec,
+    Rule,
+    table_error,
+)
+from depthsearch.spec._spec import (
+    PRUNER_KEYS,
+    DataSpec,
+    PrunerSpec,
+    SamplerSpec,
+    SpaceSpec,
+    StudySpec,
+    TrainSpec,
+    WorkersSpec,
+    check_objectives,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["file_sha256", "load_spec", "spec_from_dict"]
+
+_TABLES = ("study", "data", "space", "train", "sampler", "pruner", "workers")
+_DATA_KEYS = {
+    "synthetic": (
+        "source",
+        "window",
+        "horizon",
+        "val_fraction",
+        "length",
+        "noise",
+        "target",
+        "features",
+    ),
+    "csv": ("source", "path", "target", "features", "window", "horizon", "val_fraction", "sha256"),
+}
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _table(
+    doc: Mapping[str, Any],
+    name: str,
+    allowed: tuple[str, ...] | list[str],
+    *,
+    required: tuple[str, ...] = (),
+    context: str = "",
+) -> dict[str, Any]:
+    """Table ``name`` of the file as a dict, its keys checked: unknown keys first, then the
+    required ones."""
+    raw = doc.get(name, {})
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"[{name}] must be a table, but got {raw!r}")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise SpecError(
+            f"[{name}] unknown key(s) {unknown}{context}; allowed keys are {sorted(allowed)}"
+        )
+    for key in required:
+        if key not in raw:
+            raise table_error(name, key, "is required")
+    return dict(raw)
+
+
+def _read_param(table: str, key: str, raw: Any, rule: Rule) -> ParamSpec:
+    """A scalar (fixed), a list (choices) or a ``{low, high, ...}`` table (range)."""
+    if isinstance(raw, Mapping):
+        if rule.kind == "bool":
+            raise table_error(
+                table,
+                key,
+                f"a true/false parameter takes a value or a list, not a range: {dict(raw)!r}",
+            )
+        allowed = {"low", "high", "log"} | ({"step"} if rule.kind == "int" else set())
+        unknown = sorted(set(raw) - allowed)
+        if unknown:
+            raise table_error(
+                table, key, f"unknown range key(s) {unknown}; allowed are {sorted(allowed)}"
+            )
+        if "low" not in raw or "high" not in raw:
+            raise table_error(
+                table, key, f"a range needs both low and high, but got {dict(raw)!r}"
+            )
+        if rule.kind == "int":
+            return IntRange(raw["low"], raw["high"], raw.get("step", 1), raw.get("log", False))
+        return FloatRange(raw["low"], raw["high"], raw.get("log", False))
+    if isinstance(raw, list):
+        return Choices(tuple(raw))
+    return Fixed(raw)
+
+
+def _space(doc: Mapping[str, Any]) -> SpaceSpec:
+    raw = _table(doc, "space", _fields(SpaceSpec))
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(SpaceSpec):
+        if f.name in raw:
+            rule = f.metadata.get("param")
+            values[f.name] = (
+                _read_param("space", f.name, raw[f.name], rule) if rule else raw[f.name]
+            )
+    return SpaceSpec(**values)
+
+
+def _data(doc: Mapping[str, Any], base: Path | None) -> DataSpec:
+    raw = doc.get("data", {})
+    if not isinstance(raw, Mapping):
+        _table(doc, "data", ())  # says it is not a table
+    source = raw.get("source", DataSpec.source)
+    if source not in _DATA_KEYS:
+        DataSpec(source=source)  # says what is wrong with it
+    csv = source == "csv"
+    values = _table(doc, "data", _DATA_KEYS[source], required=("path", "target") if csv else ())
+    if not csv:
+        return DataSpec(**values)
+    checked = DataSpec(**values)  # every value checked before the file is read
+    path = Path(checked.path or "").expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    path = path.resolve()
+    if not path.is_file():
+        raise table_error("data", "path", f"no such file: {path}")
+    actual = file_sha256(path)
+    if checked.sha256 is not None and checked.sha256 != actual:
+        raise table_error(
+            "data",
+            "sha256",
+            f"the file {path} has SHA-256 {actual}, but the spec expects {checked.sha256}: "
+            "the data differs from the data the study was created with",
+        )
+    return dataclasses.replace(checked, path=str(path), sha256=actual)
+
+
+def _pruner(doc: Mapping[str, Any], multi: bool) -> PrunerSpec:
+    raw = doc.get("pruner", {})
+    if not isinstance(raw, Mapping):
+        _table(doc, "pruner", ())  # says it is not a table
+    kind = raw.get("kind", "none" if multi else "median")
+    if kind not in PRUNER_KEYS:
+        PrunerSpec(kind=kind)  # says what is wrong with it
+    values = _table(doc, "pruner", ("kind", *PRUNER_KEYS[kind]), context=f" for kind = {kind!r}")
+    values["kind"] = kind
+    return PrunerSpec(**values)
+
+
+def _parse(doc: Mapping[str, Any], base: Path | None) -> StudySpec:
+    if not isinstance(doc, Mapping):
+        raise SpecError(f"a study spec must be a table, but got {type(doc).__name__}")
+    unknown = sorted(set(doc) - set(_TABLES))
+    if unknown:
+        raise SpecError(f"unknown table(s) {unknown}; allowed tables are {list(_TABLES)}")
+    if "study" not in doc:
+        raise SpecError("the [study] table is required (name, n_trials, seed)")
+    study = _table(
+        doc, "study", ("name", "n_trials", "seed", "objectives"), required=("name", "n_trials")
+    )
+    # The study table's own values first, as the file reads.
+    for f in dataclasses.fields(StudySpec):
+        value_rule = f.metadata.get("rule")
+        if value_rule is not None and f.name in study:
+            try:
+                value_rule.check(study[f.name])
+            except ValueError as e:
+                raise table_error("study", f.name, str(e)) from None
+    objectives = check_objectives(study.get("objectives", list(StudySpec.objectives)))
+    study["objectives"] = objectives
+    return StudySpec(
+        **study,
+        data=_data(doc, base),
+        space=_space(doc),
+        train=TrainSpec(**_table(doc, "train", _fields(TrainSpec))),
+        sampler=SamplerSpec(**_table(doc, "sampler", _fields(SamplerSpec))),
+        pruner=_pruner(doc, len(objectives) > 1),
+        workers=WorkersSpec(**_table(doc, "workers", _fields(WorkersSpec))),
+    )
+
+
+def spec_from_dict(
+    doc: Mapping[str, Any], *, where: str = "<dict>", base: Path | None = None
+) -> StudySpec:
+    """Validates a TOML-shaped document (a parsed file, or :meth:`StudySpec.to_dict`).
+
+    Args:
+        where: named in front of every error (the file, or the stored spec).
+        base: folder that a relative ``[data] path`` is relative to.
+
+    Raises:
+        SpecError: ``WHERE: [table] key: what is wrong``.
+    """
+    try:
+        spec = _parse(doc, base)
+    except SpecError as e:
+        raise SpecError(f"{where}: {e}") from None
+    return dataclasses.replace(spec, source=where)
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Reads and validates a study file.
+
+    Raises:
+        SpecError: the file is missing, is not TOML, or has an unknown key or a bad value; the
+            message names the file, the table and the key.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such study file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{p}: cannot read the study file ({e})") from e
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{p}: not valid TOML ({e})") from e
+    return spec_from_dict(doc, where=str(p), base=p.resolve().parent)

@@ -1,0 +1,96 @@
+"""The messages between a worker and its reporting process, one type each.
+
+They travel pickled over two pipes; each is a small NamedTuple (cheap to pickle, typed, and
+matched by type on arrival instead of by a string in a bare tuple).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from depthsearch.search.reporting import Item
+from depthsearch.spec import StudySpec
+
+__all__ = [
+    "Begin",
+    "Exit",
+    "Failed",
+    "Init",
+    "Log",
+    "Pruned",
+    "Ready",
+    "Submit",
+    "Sync",
+    "Synced",
+]
+
+# Worker -> reporting process.
+
+
+class Init(NamedTuple):
+    """The first message: which study to open, and the worker's log settings."""
+
+    spec: StudySpec
+    url: str
+    study_name: str
+    log_level: int
+    optuna_verbosity: int
+
+
+class Begin(NamedTuple):
+    """Reports from now on belong to this trial."""
+
+    trial_id: int
+    prunes: bool
+
+
+class Submit(NamedTuple):
+    """An epoch ``(epoch, val_loss)`` or user attributes of the current trial."""
+
+    trial_id: int
+    item: Item
+
+
+class Sync(NamedTuple):
+    """Answer with :class:`Synced` once everything sent before is written."""
+
+    trial_id: int
+    upto: int
+
+
+class Exit(NamedTuple):
+    """Exit once everything sent before is written."""
+
+
+# Reporting process -> worker.
+
+
+class Log(NamedTuple):
+    """A log record of the reporting process (``vars`` of a ``logging.LogRecord``)."""
+
+    record: dict[str, Any]
+
+
+class Ready(NamedTuple):
+    """The study is open: reports can be written."""
+
+
+class Pruned(NamedTuple):
+    """The pruner said stop; ``reason`` names the epoch and its loss."""
+
+    trial_id: int
+    reason: str
+
+
+class Failed(NamedTuple):
+    """A report could not be written (or the study not opened): training should stop."""
+
+    trial_id: int
+    error: BaseException
+
+
+class Synced(NamedTuple):
+    """Everything up to :class:`Sync` number ``upto`` is written."""
+
+    trial_id: int
+    upto: int

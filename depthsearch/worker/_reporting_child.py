@@ -1,0 +1,167 @@
+"""The reporting process itself: ``python -m depthsearch.worker._reporting_child R W PARENT``.
+
+It reads messages from the worker on fd ``R`` and answers on fd ``W`` (see :mod:`._messages`),
+writing each trial's reports with :class:`~depthsearch.search.reporting.TrialReports`: Optuna's
+own calls on an ``optuna.Trial`` of the worker's trial id. It imports Optuna, never torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import logging
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+
+import optuna
+
+from depthsearch.errors import RuntimeFailure
+from depthsearch.search._optuna import trial_for_id
+from depthsearch.search.pruners import make_pruner
+from depthsearch.search.reporting import Retry, TrialReports
+from depthsearch.storage import open_storage, retry_for
+from depthsearch.worker._messages import (
+    Begin,
+    Exit,
+    Failed,
+    Init,
+    Log,
+    Pruned,
+    Ready,
+    Submit,
+    Sync,
+    Synced,
+)
+
+Answer = Log | Ready | Pruned | Failed | Synced
+
+
+class _Forward(logging.Handler):
+    """Sends every log record to the worker, which logs it as its own."""
+
+    def __init__(self, send: Callable[[Answer], None]) -> None:
+        super().__init__()
+        self._out = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            data = {k: v for k, v in vars(record).items() if k not in ("args", "exc_info", "msg")}
+            data.update(msg=message, args=None, exc_info=None, exc_text=None)
+            if record.exc_info:
+                data["msg"] = message + "\n" + logging.Formatter().formatException(record.exc_info)
+            self._out(Log(data))
+        except Exception:
+            self.handleError(record)
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(0)
+
+
+def _portable(e: BaseException) -> BaseException:
+    """``e`` when it survives pickling both ways, else an error with its text."""
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:
+        return RuntimeFailure(f"{type(e).__name__}: {e}")
+    return e
+
+
+def _open(init: Init, retry: Retry) -> optuna.Study:
+    study: optuna.Study = retry(
+        lambda: optuna.load_study(
+            study_name=init.study_name,
+            storage=open_storage(init.url),
+            sampler=optuna.samplers.RandomSampler(),
+            pruner=make_pruner(init.spec),
+        ),
+        "opening the study to report to",
+    )
+    return study
+
+
+def _serve(rx: Connection, tx: Connection) -> None:
+    def send(message: Answer) -> None:
+        tx.send(message)
+
+    try:
+        init = rx.recv()
+    except EOFError:
+        return
+    assert isinstance(init, Init)
+    root = logging.getLogger()
+    root.handlers[:] = [_Forward(send)]
+    root.setLevel(init.log_level)
+    optuna.logging.set_verbosity(init.optuna_verbosity)
+
+    retry = retry_for(init.url, init.spec.workers.db_wait)
+    study: optuna.Study | None = None
+    failed: BaseException | None = None
+    try:
+        study = _open(init, retry)
+        send(Ready())
+    except Exception as e:
+        failed = _portable(e)
+    reports: TrialReports | None = None
+    current = -1
+    while True:
+        try:
+            message = rx.recv()
+        except EOFError:
+            return
+        if isinstance(message, Exit):
+            return
+        if isinstance(message, Begin):
+            current, reports = message.trial_id, None
+            if study is None:  # it could not open the study: say why, for every trial
+                send(Failed(current, failed or RuntimeFailure("the study is not open")))
+                continue
+            try:
+                trial = retry(functools.partial(trial_for_id, study, current), "reading the trial")
+            except Exception as e:
+                send(Failed(current, _portable(e)))
+                continue
+            reports = TrialReports(trial, retry, prunes=message.prunes)
+        elif isinstance(message, Submit):
+            if reports is None or message.trial_id != current:
+                continue
+            pruned, error = reports.pruned, reports.error
+            reports.handle(message.item)
+            if reports.error is not None and error is None:
+                send(Failed(current, _portable(reports.error)))
+            if reports.pruned is not None and pruned is None:
+                send(Pruned(current, reports.pruned))
+        elif isinstance(message, Sync):
+            send(Synced(message.trial_id, message.upto))
+
+
+def main(argv: list[str]) -> None:
+    """The process's entry point; it ends with ``os._exit`` (see below)."""
+    read_fd, write_fd, parent = (int(a) for a in argv)
+    _die_with_parent(parent)
+    # The worker decides when this process ends; Ctrl-C reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    rx = Connection(read_fd, writable=False)
+    tx = Connection(write_fd, readable=False)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the worker is gone
+        _serve(rx, tx)
+    # Every write was committed when it was made: skip the interpreter's teardown (a tenth
+    # of a second of collecting Optuna's and SQLAlchemy's objects that the worker waits for).
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,49 @@
+"""A trial's heartbeat: a daemon thread that records it every ``heartbeat_interval`` seconds.
+
+A trial whose heartbeat is older than ``grace_period`` is failed (and retried) by the next
+worker that checks: its worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+__all__ = ["Heartbeat"]
+
+_log = logging.getLogger(__name__)
+
+
+class HeartbeatStorage(Protocol):
+    def record_heartbeat(self, trial_id: int) -> None: ...
+
+
+class Heartbeat:
+    """Records a heartbeat for one trial every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, storage: HeartbeatStorage, trial_id: int, interval: float) -> None:
+        self._target = storage
+        self._id = trial_id
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="depthsearch-heartbeat", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._target.record_heartbeat(self._id)
+            except Exception as e:
+                _log.warning("heartbeat for trial id %s failed: %s", self._id, e)
+            if self._stop.wait(self._interval):
+                return
