@@ -8,7 +8,7 @@ STORAGE ?= sqlite:///depthsearch.db
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: help install install-dev browser quickstart test lint bench clean
+.PHONY: help install install-dev services quickstart test lint bench clean
 
 help:
 	@echo "make quickstart  - set up .venv, run studies/quickstart.toml into $(STORAGE), export best.json"
@@ -35,13 +35,14 @@ lint: install-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-# The dashboard test renders the page in Debian's chromium; install it when we can (root).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	  || echo "chromium missing and not root: the browser test will skip (CI fails instead)"; }
+# Real parts the tests start themselves, from Debian's packages: chromium (the dashboard in a
+# browser) and pgbouncer (workers through a connection pooler). Installed when we can (root).
+services:
+	@{ command -v chromium >/dev/null 2>&1 && [ -x /usr/sbin/pgbouncer ]; } || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium pgbouncer >/dev/null) \
+	  || echo "chromium or pgbouncer missing and not root: their tests will skip (CI fails instead)"; }
 
-test: lint browser
+test: lint services
 	$(BIN)/pytest
 
 clean:

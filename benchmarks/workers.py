@@ -158,9 +158,9 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
     plain_lock = worker_module.storage_lock
 
     @contextlib.contextmanager
-    def timed_lock_once(u: str) -> Any:
+    def timed_lock_once(u: str, **kw: Any) -> Any:
         t0 = time.perf_counter()
-        with plain_lock(u):
+        with plain_lock(u, **kw):
             spent["training"] += time.perf_counter() - t0
             yield
 

@@ -41,6 +41,8 @@ __all__ = [
     "MAX_OVERFLOW",
     "POOL_SIZE",
     "RetryHeartbeatStaleTrialCallback",
+    "best_complete",
+    "dialect_of",
     "mask_url",
     "open_storage",
     "resolve_storage",
@@ -48,17 +50,21 @@ __all__ = [
     "retrying",
     "running_without_heartbeat",
     "storage_lock",
+    "take_waiting_trial",
+    "trial_counts",
 ]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///depthsearch.db"
 ENV_VAR = "DEPTHSEARCH_STORAGE"
-#: The most connections one engine keeps open to PostgreSQL. A worker opens 2 (its training and
-#: heartbeat threads'), its reporting process 1; the dashboard and the CLI's readers fewer.
-POOL_SIZE = 3
-#: Extra short-lived connections allowed at a peak (the budget lock is held on one of them).
-MAX_OVERFLOW = 1
+#: The connections one engine keeps open to PostgreSQL. A worker's training thread, heartbeat
+#: thread and reservation lock share one (they rarely overlap), its reporting process has one:
+#: two per worker, so a server's ``max_connections`` fits about half as many workers.
+POOL_SIZE = 1
+#: Extra short-lived connections at a peak (a reservation holds the lock on one while Optuna
+#: creates the trial on another; a heartbeat that falls during a tell), closed once returned.
+MAX_OVERFLOW = 2
 CONNECT_TIMEOUT_S = 10
 
 T = TypeVar("T")
@@ -104,6 +110,25 @@ def _dialect(url: URL) -> str:
     return url.get_backend_name()
 
 
+def dialect_of(url: str) -> str:
+    """``sqlite``, ``postgresql``, ``mysql``, ... of a storage URL."""
+    return _dialect(_parse(url))
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    # pg_stat_activity names each connection's process: "depthsearch[PID]".
+    args: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "application_name": f"depthsearch[{os.getpid()}]",
+    }
+    if url.get_driver_name() == "psycopg":
+        # No server-side prepared statements (psycopg 3 prepares a query it ran 5 times): a
+        # PgBouncer in transaction mode hands each transaction to any server connection, where
+        # the statement was never prepared.
+        args["prepare_threshold"] = None
+    return args
+
+
 def _engine_kwargs(url: URL) -> dict[str, Any]:
     dialect = _dialect(url)
     if dialect == "postgresql":
@@ -112,7 +137,7 @@ def _engine_kwargs(url: URL) -> dict[str, Any]:
             "max_overflow": MAX_OVERFLOW,
             "pool_pre_ping": True,
             "pool_recycle": 300,
-            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S},
+            "connect_args": _connect_args(url),
         }
     if dialect == "sqlite":
         # Several processes write one SQLite file: wait for its lock instead of failing.
@@ -150,48 +175,78 @@ _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
 
 
 def _lock_engine(url: str, parsed: URL) -> sqlalchemy.Engine:
-    """One pooled connection per process for the lock: a new connection for every trial
-    would cost a PostgreSQL log-in (several milliseconds) each time."""
+    """One pooled connection per process for the lock where no storage engine is given: a
+    new connection for every lock would cost a PostgreSQL log-in (milliseconds) each time."""
     engine = _LOCK_ENGINES.get(url)
     if engine is None:
         engine = sqlalchemy.create_engine(
-            parsed,
-            pool_size=1,
-            max_overflow=2,  # only threads of one process contending for the lock use these
-            pool_pre_ping=True,
-            pool_recycle=300,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+            parsed, poolclass=sqlalchemy.pool.NullPool, connect_args=_connect_args(parsed)
         )
         _LOCK_ENGINES[url] = engine
     return engine
 
 
 @contextlib.contextmanager
-def storage_lock(url: str) -> Iterator[None]:
-    """A lock shared by every process that uses this storage.
+def _advisory_lock(engine: sqlalchemy.Engine, key: int) -> Iterator[None]:
+    """``pg_try_advisory_xact_lock`` until it is granted, each try a short transaction.
+
+    A worker waiting for the lock holds no server connection between tries: with a blocking
+    ``pg_advisory_xact_lock``, waiters would each hold one, and behind a PgBouncer pool
+    smaller than the waiting crowd the holder could not get the second connection it needs
+    to create its trial (a deadlock that PgBouncer ends by ``query_wait_timeout``).
+    """
+    delay = 0.002
+    while True:
+        conn = engine.connect()
+        try:
+            tx = conn.begin()
+            granted = conn.execute(
+                sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}
+            ).scalar()
+        except BaseException:
+            conn.close()
+            raise
+        if granted:
+            break
+        tx.rollback()
+        conn.close()
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.05)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(DBAPIError):
+            tx.rollback()  # ends the transaction, and with it the lock
+        raise
+    else:
+        tx.commit()
+    finally:
+        conn.close()
+
+
+def _lock_key(scope: str) -> int:
+    return zlib.crc32(f"depthsearch:{scope}".encode()) & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def storage_lock(
+    url: str, *, scope: str = "", engine: sqlalchemy.Engine | None = None
+) -> Iterator[None]:
+    """A lock shared by every process that uses this storage (and ``scope``, e.g. a study).
 
     It serialises schema creation (two Optuna processes on an empty PostgreSQL database
-    otherwise race on ``CREATE TYPE``), study creation and the budget check before a trial.
-    PostgreSQL: a session-level advisory lock. SQLite: ``flock`` on a file beside the
-    database (SQLite is one machine by nature).
+    otherwise race on ``CREATE TYPE``), study creation (scope ``""``) and a study's budget
+    check and trial creation (scope: the study's name). PostgreSQL: a transaction-level
+    advisory lock, held until the lock's own transaction ends, so that it works unchanged
+    through PgBouncer in transaction pooling mode; ``engine`` (the storage's own) saves a
+    connection. SQLite: ``flock`` on a file beside the database (SQLite is one
+    machine by nature).
     """
     parsed = _parse(url)
     dialect = _dialect(parsed)
     if dialect == "postgresql":
-        key = zlib.crc32(b"depthsearch") & 0x7FFFFFFF
-        with _lock_engine(url, parsed).connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            conn.commit()
-            try:
-                yield
-            finally:
-                # A session-level lock outlives transactions: release it before the
-                # connection goes back to the pool, or close the connection (which releases it).
-                try:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
-                except DBAPIError:
-                    conn.invalidate()
+        with _advisory_lock(engine or _lock_engine(url, parsed), _lock_key(scope)):
+            yield
     elif dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
         lock_path = (
             Path(parsed.database)
@@ -348,3 +403,71 @@ def running_without_heartbeat(study: optuna.Study) -> set[int] | None:
     )
     with backend.engine.connect() as conn:
         return set(conn.scalars(query))
+
+
+def trial_counts(study: optuna.Study) -> dict[optuna.trial.TrialState, int] | None:
+    """How many of the study's trials are in each state, counted by the database (no trial is
+    read); ``None`` where the storage is not an RDB storage."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return None
+    trial = rdb_models.TrialModel
+    query = (
+        sqlalchemy.select(trial.state, sqlalchemy.func.count())
+        .where(trial.study_id == study_id(study))
+        .group_by(trial.state)
+    )
+    with backend.engine.connect() as conn:
+        counted = {state: int(n) for state, n in conn.execute(query)}
+    return {state: counted.get(state, 0) for state in optuna.trial.TrialState}
+
+
+def take_waiting_trial(study: optuna.Study) -> int | None:
+    """Sets the study's oldest WAITING trial (an enqueued or retried one) RUNNING and returns
+    its id; ``None`` when none is waiting. Read by id alone: no trial is loaded."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return None
+    trial = rdb_models.TrialModel
+    query = (
+        sqlalchemy.select(trial.trial_id)
+        .where(
+            trial.study_id == study_id(study),
+            trial.state == optuna.trial.TrialState.WAITING,
+        )
+        .order_by(trial.trial_id)
+    )
+    with backend.engine.connect() as conn:
+        waiting = list(conn.scalars(query))
+    storage = study_storage(study)
+    for trial_id in waiting:
+        try:
+            if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING):
+                return int(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def best_complete(study: optuna.Study) -> tuple[float, int] | None:
+    """``(value, number)`` of the complete trial with the lowest first objective, asked of
+    the database (ties: the lower number); ``None`` when none is complete, or not RDB."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return None
+    trial, value = rdb_models.TrialModel, rdb_models.TrialValueModel
+    query = (
+        sqlalchemy.select(value.value, trial.number)
+        .join(trial, trial.trial_id == value.trial_id)
+        .where(
+            trial.study_id == study_id(study),
+            trial.state == optuna.trial.TrialState.COMPLETE,
+            value.objective == 0,
+            value.value.is_not(None),
+        )
+        .order_by(value.value, trial.number)
+        .limit(1)
+    )
+    with backend.engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else (float(row[0]), int(row[1]))

@@ -164,3 +164,79 @@ def depthsearch_cmd(
         env={**os.environ, **(env or {})},
         cwd=cwd,
     )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def pgbouncer(pg_database: str) -> Iterator[tuple[str, str]]:
+    """A real PgBouncer (Debian's package) in transaction pooling mode in front of a fresh
+    database on the real server, with a pool of 3 server connections; yields (URL through
+    PgBouncer, direct URL). Stopped, and its folder removed, afterwards."""
+    import shutil
+    import socket
+    import tempfile
+    import time
+
+    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(exe).exists():
+        message = "pgbouncer is not installed: apt-get install pgbouncer (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    root = os.geteuid() == 0
+    # Its own folder under /tmp: as root, PgBouncer runs as postgres (it refuses root), which
+    # cannot enter pytest's private tmp folders.
+    folder = Path(tempfile.mkdtemp(prefix="depthsearch-pgbouncer-"))
+    port = _free_port()
+    name = f"{pg_database.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
+    with throwaway_database(name) as direct:
+        (folder / "pgbouncer.ini").write_text(
+            f"""[databases]
+{name} = host=127.0.0.1 port=5432 user=postgres dbname={name}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+default_pool_size = 3
+max_client_conn = 200
+logfile = {folder / "pgbouncer.log"}
+pidfile = {folder / "pgbouncer.pid"}
+""",
+            encoding="utf-8",
+        )
+        cmd = [exe, str(folder / "pgbouncer.ini")]
+        if root:
+            folder.chmod(0o755)
+            for path in (folder, *folder.iterdir()):
+                shutil.chown(path, "postgres")
+            cmd[1:1] = ["-u", "postgres"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read() if proc.stdout else ""
+                    raise RuntimeError(f"pgbouncer did not start: {out}")
+                time.sleep(0.1)
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}", direct
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            shutil.rmtree(folder, ignore_errors=True)

@@ -2,8 +2,9 @@
 
 depthsearch relies on a few things Optuna does not document: a study's storage and id, a
 trial's id and the frozen trial ``ask()`` read, an ``optuna.Trial`` made for an existing trial
-id (the reporting process reports to the worker's trial so), the RDB storage's table models
-(for the queries Optuna's API has no call for) and the texts of two warnings. An Optuna
+id (the reporting process reports to the worker's trial so; the worker makes the trial it
+created under its lock so), and the RDB storage's table models (for the queries Optuna's API has
+no call for: counts, waiting ids, the best value, trials without a heartbeat). An Optuna
 upgrade that changes them breaks this file alone; ``tests/test_layers.py`` checks that no other
 module names them.
 """
@@ -19,10 +20,10 @@ import optuna
 from optuna.storages._rdb import models as rdb_models  # the RDB storage's table models
 
 __all__ = [
+    "asked_trial",
     "frozen_trial",
     "ignore_optuna_warnings",
     "quiet_experimental",
-    "quiet_heartbeat_warning",
     "rdb_backend",
     "rdb_models",
     "study_id",
@@ -30,10 +31,6 @@ __all__ = [
     "trial_for_id",
     "trial_id",
 ]
-
-#: ``study.ask()`` warns so when the storage keeps heartbeats and the caller runs none of
-#: Optuna's own: the worker runs its heartbeat thread around each trial instead.
-_HEARTBEAT_WARNING = "Heartbeat of storage is supposed"
 
 
 @contextlib.contextmanager
@@ -45,14 +42,6 @@ def quiet_experimental() -> Iterator[None]:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
-@contextlib.contextmanager
-def quiet_heartbeat_warning() -> Iterator[None]:
-    """Silences ``ask()``'s warning that the caller runs no heartbeat of Optuna's own."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_HEARTBEAT_WARNING)
         yield
 
 
@@ -89,6 +78,22 @@ def frozen_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
 def trial_for_id(study: optuna.Study, trial_id: int) -> optuna.Trial:
     """An ``optuna.Trial`` for a trial another process asked for: ``report``,
     ``should_prune`` and ``set_user_attr`` on it are Optuna's own calls on that trial."""
+    return optuna.Trial(study, trial_id)
+
+
+def asked_trial(study: optuna.Study, trial_id: int, *, was_waiting: bool) -> optuna.Trial:
+    """What ``study.ask()`` returns for a trial this process created (or took from the
+    waiting ones) itself: ``ask`` minus the creation, so that a worker can create the trial
+    under its budget lock and leave the rest (reading the trial, the sampler's
+    ``before_trial``) outside it. Relative sampling happens later, at the first suggest."""
+    study._thread_local.cached_all_trials = None  # as ask() does: the next read is fresh
+    if was_waiting:
+        # Optuna's cached storage writes a trial's params only once it has read the trial in
+        # a study-wide read (ask() does one to find waiting trials): an incremental read after
+        # the first, and the first is what the sampler needs anyway.
+        study._storage.get_all_trials(
+            study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+        )
     return optuna.Trial(study, trial_id)
 
 

@@ -30,15 +30,26 @@ from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, keep_freed_memory, resolve_device
 from depthsearch.search import trials as keys
 from depthsearch.search._optuna import (
+    asked_trial,
     quiet_experimental,
-    quiet_heartbeat_warning,
+    rdb_backend,
+    study_id,
     study_storage,
     trial_id,
 )
 from depthsearch.search.objective import Objective
 from depthsearch.search.trials import best_trial
 from depthsearch.spec import StudySpec
-from depthsearch.storage import mask_url, retry_for, running_without_heartbeat, storage_lock
+from depthsearch.storage import (
+    best_complete,
+    dialect_of,
+    mask_url,
+    retry_for,
+    running_without_heartbeat,
+    storage_lock,
+    take_waiting_trial,
+    trial_counts,
+)
 from depthsearch.worker.heartbeat import Heartbeat, HeartbeatStorage
 from depthsearch.worker.reporting import ReportingProcess, ReportingProcessLost
 from depthsearch.worker.signals import Signals
@@ -113,6 +124,10 @@ class _Loop:
         self.url = storage_url
         self.objective = objective
         self.storage = study_storage(study)
+        backend = rdb_backend(self.storage)
+        #: The storage's own engine: the lock rides on its pool instead of a connection more.
+        self.engine = backend.engine if backend is not None else None
+        self.dialect = dialect_of(storage_url)
         #: Every storage call of the loop goes through it: retried while the database is away.
         self.retry = retry_for(storage_url, spec.workers.db_wait)
         # RDB storages (wrapped in Optuna's cache) implement heartbeats; others do not.
@@ -172,29 +187,44 @@ class _Loop:
     # ---- the steps ---------------------------------------------------------------------
 
     def reserve(self, budget: int | None) -> Reservation:
-        """Under the storage-wide lock: fail stale trials, check the budget, ask."""
-        with storage_lock(self.url):
+        """Checks the budget and creates the trial under the study's lock, nothing more.
+
+        The lock is held for two small queries and an insert, whatever the study's size: the
+        budget is counted by the database (no trial is read), the trial is created or taken
+        from the waiting ones by id. Reading the study and sampling (at the trial's first
+        suggest) happen outside it, in parallel across workers. The budget stays exact:
+        finished + running + waiting never passes ``n_trials``.
+        """
+        if self.dialect == "postgresql":
+            # Row locks make Optuna's stale check safe to race; SQLite has none (below).
             self.fail_stale()
+        with storage_lock(self.url, scope=self.study.study_name, engine=self.engine):
+            if self.dialect != "postgresql":
+                self.fail_stale()
+            finished = None
             if budget is not None:
-                trials = self.study.get_trials(
-                    deepcopy=False,
-                    states=(
-                        TrialState.COMPLETE,
-                        TrialState.PRUNED,
-                        TrialState.RUNNING,
-                        TrialState.WAITING,
-                    ),
-                )
-                finished = sum(t.state.is_finished() for t in trials)
-                self.announce_best(trials, finished, budget)
-                running = sum(t.state == TrialState.RUNNING for t in trials)
-                waiting = sum(t.state == TrialState.WAITING for t in trials)
+                counts = self.counts()
+                finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+                waiting = counts[TrialState.WAITING]
                 if finished >= budget:
                     return BudgetMet()
-                if not waiting and finished + running >= budget:
+                if not waiting and finished + counts[TrialState.RUNNING] >= budget:
                     return Wait()
-            with quiet_heartbeat_warning():  # we run our own heartbeat thread (see Heartbeat)
-                return Reserved(self.study.ask())
+            new_id = take_waiting_trial(self.study)
+            was_waiting = new_id is not None
+            if new_id is None:
+                new_id = self.storage.create_new_trial(study_id(self.study))
+        if finished is not None and budget is not None:
+            self.announce_best(finished, budget)
+        return Reserved(asked_trial(self.study, new_id, was_waiting=was_waiting))
+
+    def counts(self) -> dict[TrialState, int]:
+        """Trials per state: counted by the database, or read where it is not RDB."""
+        counted = trial_counts(self.study)
+        if counted is not None:
+            return counted
+        trials = self.study.get_trials(deepcopy=False)
+        return {s: sum(t.state == s for t in trials) for s in TrialState}
 
     def fail_stale(self) -> None:
         """Fails, and retries, trials whose worker died: stale heartbeats, and trials that
@@ -243,23 +273,22 @@ class _Loop:
             if callback is not None:
                 callback(self.study, failed)
 
-    def announce_best(
-        self, trials: list[optuna.trial.FrozenTrial], finished: int, budget: int
-    ) -> None:
-        """Logs the study's best trial when it changed, from the trials the budget check has
-        just read (every worker's): no storage call of its own."""
+    def announce_best(self, finished: int, budget: int) -> None:
+        """Logs the study's best trial when it changed (every worker's trials count); one
+        query, outside the lock."""
         if self.spec.multi_objective:
             return
-        best = best_trial(trials)
-        if best is None:
-            return
-        shown = (best.values[0], best.number)
-        if shown != self.announced:
-            self.announced = shown
+        if self.engine is not None:
+            best = best_complete(self.study)
+        else:  # not an RDB storage: read the trials
+            top = best_trial(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            best = None if top is None else (top.values[0], top.number)
+        if best is not None and best != self.announced:
+            self.announced = best
             _log.info(
                 "best so far: trial %d val_loss=%.6g (%d of %d trials finished)",
-                best.number,
-                best.values[0],
+                best[1],
+                best[0],
                 finished,
                 budget,
             )

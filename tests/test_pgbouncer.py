@@ -1,0 +1,99 @@
+"""Workers through a real PgBouncer in transaction pooling mode: the budget holds, a killed
+worker's trial is failed and retried, and a worker holds at most 2 connections to the server."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from .test_worker import (
+    FAST_HEARTBEAT,
+    LONG,
+    assert_settled,
+    create,
+    mid_training,
+    retries_of,
+    spawn,
+    trials,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def test_three_workers_through_pgbouncer_end_with_exactly_the_budget(
+    tmp_path: Path, pgbouncer: tuple[str, str]
+) -> None:
+    via, direct = pgbouncer
+    create(tmp_path, via, "bounced", n_trials=7, max_epochs=3)
+    procs = [spawn("worker", "--study", "bounced", url=via) for _ in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    got = trials(direct, "bounced")
+    assert len({t.number for t in got}) == len(got)
+    assert_settled(direct, "bounced", finished=7)
+    assert len({t.user_attrs.get("worker_pid") for t in got}) >= 2
+
+
+def test_a_killed_worker_through_pgbouncer_is_failed_and_retried(
+    tmp_path: Path, pgbouncer: tuple[str, str]
+) -> None:
+    via, direct = pgbouncer
+    create(tmp_path, via, "bkill", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    victim = spawn("worker", "--study", "bkill", url=via)
+    wait_for(lambda: mid_training(direct, "bkill"), 120, "a trial in training")
+    killed = next(t for t in trials(direct, "bkill") if t.state == TrialState.RUNNING)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    survivor = spawn("worker", "--study", "bkill", url=via)
+    _, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    final = {t.number: t for t in trials(direct, "bkill")}
+    assert final[killed.number].state == TrialState.FAIL
+    retries = retries_of(final.values(), killed.number)
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert_settled(direct, "bkill", finished=2)
+
+
+def _backends(direct: str) -> int:
+    """Server connections that depthsearch processes hold to the study's database."""
+    database = direct.rsplit("/", 1)[1]
+    engine = sqlalchemy.create_engine(direct.rsplit("/", 1)[0] + "/postgres")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = :d"
+                    " AND application_name LIKE 'depthsearch[%'"
+                ),
+                {"d": database},
+            ).all()
+        return len(rows)
+    finally:
+        engine.dispose()
+
+
+def test_a_training_worker_holds_at_most_two_server_connections(
+    tmp_path: Path, pgbouncer: tuple[str, str]
+) -> None:
+    _, url = pgbouncer  # its fresh database, directly: nothing else of ours connects to it
+    create(tmp_path, url, "conns", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    worker = spawn("worker", "--study", "conns", url=url)
+    try:
+        wait_for(lambda: mid_training(url, "conns"), 120, "a trial in training")
+        # Sampled over a few heartbeats (1 s apart): the count while the worker trains.
+        seen = []
+        for _ in range(10):
+            seen.append(_backends(url))
+            time.sleep(0.3)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
+    assert max(seen) <= 2, seen
+    assert min(seen) >= 1, seen
