@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from optuna.trial import TrialState
 
 from .test_worker import (
     FAST_HEARTBEAT,
@@ -17,7 +16,7 @@ from .test_worker import (
     assert_settled,
     create,
     mid_training,
-    retries_of,
+    sigkill_mid_trial_is_failed_and_retried,
     spawn,
     trials,
     wait_for,
@@ -45,20 +44,7 @@ def test_a_killed_worker_through_pgbouncer_is_failed_and_retried(
     tmp_path: Path, pgbouncer: tuple[str, str]
 ) -> None:
     via, direct = pgbouncer
-    create(tmp_path, via, "bkill", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
-    victim = spawn("worker", "--study", "bkill", url=via)
-    wait_for(lambda: mid_training(direct, "bkill"), 120, "a trial in training")
-    killed = next(t for t in trials(direct, "bkill") if t.state == TrialState.RUNNING)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=10)
-    survivor = spawn("worker", "--study", "bkill", url=via)
-    _, err = survivor.communicate(timeout=300)
-    assert survivor.returncode == 0, err
-    final = {t.number: t for t in trials(direct, "bkill")}
-    assert final[killed.number].state == TrialState.FAIL
-    retries = retries_of(final.values(), killed.number)
-    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert_settled(direct, "bkill", finished=2)
+    sigkill_mid_trial_is_failed_and_retried(tmp_path, via, "bkill", read_url=direct)
 
 
 def _backends(direct: str) -> int:

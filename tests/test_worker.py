@@ -119,25 +119,23 @@ def test_three_workers_end_with_exactly_the_budget(tmp_path: Path, fresh_storage
     assert len({t.user_attrs.get("worker_pid") for t in got}) >= 2
 
 
-def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_url: str) -> None:
-    url = fresh_storage_url
-    create(
-        tmp_path,
-        url,
-        "kill",
-        n_trials=2,
-        max_epochs=LONG,
-        extra=FAST_HEARTBEAT,
-    )
-    victim = spawn("worker", "--study", "kill", url=url)
-    wait_for(lambda: mid_training(url, "kill"), 90, "a trial in training")
-    killed = next(t for t in trials(url, "kill") if t.state == TrialState.RUNNING)
+def sigkill_mid_trial_is_failed_and_retried(
+    tmp_path: Path, url: str, name: str, *, read_url: str | None = None
+) -> None:
+    """A worker SIGKILLed mid-trial: the trial is FAIL, its one retry completes with the same
+    parameters and seed, and the budget is met. ``read_url``: where the test reads the study
+    (the database itself, when the workers go through a pooler)."""
+    seen = read_url or url
+    create(tmp_path, url, name, n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    victim = spawn("worker", "--study", name, url=url)
+    wait_for(lambda: mid_training(seen, name), 120, "a trial in training")
+    killed = next(t for t in trials(seen, name) if t.state == TrialState.RUNNING)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
-    survivor = spawn("worker", "--study", "kill", url=url)
+    survivor = spawn("worker", "--study", name, url=url)
     _, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
-    final = {t.number: t for t in trials(url, "kill")}
+    final = {t.number: t for t in trials(seen, name)}
     assert final[killed.number].state == TrialState.FAIL
     retries = retries_of(final.values(), killed.number)
     assert len(retries) == 1
@@ -145,7 +143,11 @@ def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_u
     assert retries[0].user_attrs["seed"] == killed.user_attrs.get(
         "seed", retries[0].user_attrs["seed"]
     )
-    assert_settled(url, "kill", finished=2)
+    assert_settled(seen, name, finished=2)
+
+
+def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_url: str) -> None:
+    sigkill_mid_trial_is_failed_and_retried(tmp_path, fresh_storage_url, "kill")
 
 
 def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
