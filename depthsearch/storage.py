@@ -175,8 +175,9 @@ _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
 
 
 def _lock_engine(url: str, parsed: URL) -> sqlalchemy.Engine:
-    """One pooled connection per process for the lock where no storage engine is given: a
-    new connection for every lock would cost a PostgreSQL log-in (milliseconds) each time."""
+    """The lock's engine where no storage engine is given (schema and study creation, once per
+    process): no pool, so nothing stays open afterwards. A worker's reservations pass the
+    storage's own engine instead, whose pooled connection saves a log-in per trial."""
     engine = _LOCK_ENGINES.get(url)
     if engine is None:
         engine = sqlalchemy.create_engine(
