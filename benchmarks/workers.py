@@ -146,25 +146,32 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
     study = create_study(spec, url)
     spent = {"training": 0.0}
     main_thread = threading.main_thread()
+    in_lock = threading.Event()
 
     def record(name: str, wall_s: float, cpu_s: float) -> None:
-        if threading.current_thread() is main_thread:
+        # Calls made under the study's lock are in the lock's own time (below).
+        if threading.current_thread() is main_thread and not in_lock.is_set():
             spent["training"] += wall_s
 
     # Heartbeats run in their own thread every few seconds; not part of a trial's work.
     timing = timed_methods(
         study._storage, record, skip=lambda n: n.startswith("_") or n == "record_heartbeat"
     )
-    plain_lock = worker_module.storage_lock
+    plain_lock = worker_module.locked_study
 
     @contextlib.contextmanager
-    def timed_lock_once(u: str, **kw: Any) -> Any:
+    def timed_lock(*args: Any) -> Any:
+        # Waiting for the lock, and what is done under it, on the training thread.
         t0 = time.perf_counter()
-        with plain_lock(u, **kw):
+        in_lock.set()
+        try:
+            with plain_lock(*args) as locked:
+                yield locked
+        finally:
+            in_lock.clear()
             spent["training"] += time.perf_counter() - t0
-            yield
 
-    worker_module.storage_lock = timed_lock_once  # type: ignore[assignment]
+    worker_module.locked_study = timed_lock  # type: ignore[assignment]
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with timing:
@@ -172,7 +179,7 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     reporting_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
-    worker_module.storage_lock = plain_lock  # type: ignore[assignment]
+    worker_module.locked_study = plain_lock  # type: ignore[assignment]
     done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
     n = max(1, len(done))
     return (

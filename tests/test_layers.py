@@ -22,6 +22,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 #: trials and storages, private modules, and making an ``optuna.Trial`` by hand.
 PRIVATE = re.compile(
     r"\.(_storage|_study_id|_trial_id|_cached_frozen_trial|_backend)\b"
+    r"|\.(_studies|_thread_local|_version_manager|_get_prepared_new_trial|_add_trials_to_cache)\b"
     r"|\boptuna(\.\w+)*\._\w+"
     r"|\boptuna\.Trial\("
     r"|from optuna(\.\w+)*\s+import\s+_"

@@ -4,15 +4,16 @@ worker's trial is failed and retried, and a worker holds at most 2 connections t
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy
+from optuna.trial import TrialState
 
 from .test_worker import (
     FAST_HEARTBEAT,
-    LONG,
     assert_settled,
     create,
     mid_training,
@@ -65,21 +66,52 @@ def _backends(direct: str) -> int:
         engine.dispose()
 
 
+def _sample_backends(url: str, running: subprocess.Popen[str], every_s: float) -> list[int]:
+    """Server connections of depthsearch processes, counted every ``every_s`` seconds until
+    ``running`` exits (a worker's whole life: start, reservations, training, tells)."""
+    seen = []
+    while running.poll() is None:
+        seen.append(_backends(url))
+        time.sleep(every_s)
+    return seen
+
+
 def test_a_training_worker_holds_at_most_two_server_connections(
     tmp_path: Path, pgbouncer: tuple[str, str]
 ) -> None:
     _, url = pgbouncer  # its fresh database, directly: nothing else of ours connects to it
-    create(tmp_path, url, "conns", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    # Trials far longer than the sampling (a tiny trial trains ~100 epochs a second here).
+    create(tmp_path, url, "conns", n_trials=2, max_epochs=100_000, extra=FAST_HEARTBEAT)
     worker = spawn("worker", "--study", "conns", url=url)
     try:
         wait_for(lambda: mid_training(url, "conns"), 120, "a trial in training")
-        # Sampled over a few heartbeats (1 s apart): the count while the worker trains.
+        # Over several heartbeats (1 s apart) while the worker trains and reports.
         seen = []
-        for _ in range(10):
+        for _ in range(60):
             seen.append(_backends(url))
-            time.sleep(0.3)
+            time.sleep(0.05)
+        still = [t.state for t in trials(url, "conns")]
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
+    assert still == [TrialState.RUNNING], still  # every sample fell within one trial
+    # Its own (training thread + heartbeat) and its reporting process's.
+    assert set(seen) == {2}, seen
+
+
+def test_a_worker_never_holds_more_than_two_server_connections(
+    tmp_path: Path, pgbouncer: tuple[str, str]
+) -> None:
+    """From its start to its exit, across reservations, tells and the end of the budget."""
+    _, url = pgbouncer
+    create(tmp_path, url, "peaks", n_trials=8, max_epochs=3, extra=FAST_HEARTBEAT)
+    worker = spawn("worker", "--study", "peaks", url=url)
+    try:
+        seen = _sample_backends(url, worker, every_s=0.01)
+    finally:
+        worker.kill()
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert_settled(url, "peaks", finished=8)
     assert max(seen) <= 2, seen
-    assert min(seen) >= 1, seen
+    assert seen.count(2) > 10, seen  # the counting sees the worker (and its reporting process)

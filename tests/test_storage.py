@@ -38,3 +38,78 @@ def test_an_in_memory_sqlite_database_is_refused_in_one_line(url: str) -> None:
     assert len(lines) == 1 and "in-memory SQLite" in lines[0] and url in lines[0], proc.stderr
     with pytest.raises(StorageError, match="use a file"):
         open_storage(url)
+
+
+def _varied_study(url: str) -> optuna.Study:
+    """Trials of every kind a study holds: complete, pruned, failed, running, waiting (with
+    fixed params), several objectives' values, infinite and NaN values, nested attributes."""
+    study = optuna.create_study(
+        storage=open_storage(url), study_name="varied", directions=["minimize", "minimize"]
+    )
+    for k in range(6):
+        trial = study.ask()
+        trial.suggest_int("num_layers", 1, 4)
+        trial.suggest_categorical("hidden_size", [8, 16, None, "wide"])
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        for step in range(1, k + 2):  # trial.report is for one objective: the storage's call
+            value = [1.0 / step, float("inf"), float("nan")][step % 3]
+            trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+        trial.set_user_attr("model_config", {"hidden_sizes": [8] * k, "dropout": 0.1})
+        trial.set_user_attr("seconds", 0.25 * k)
+        trial.storage.set_trial_system_attr(trial._trial_id, "note", [k, {"x": None}])
+        if k in (0, 1):
+            study.tell(trial, [0.5 * k, float("inf") if k else 3.0])
+        elif k == 2:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif k == 3:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        # 4, 5: left RUNNING
+    study.enqueue_trial({"num_layers": 2, "lr": 0.01})
+    return study
+
+
+def test_the_fast_first_read_builds_the_trials_optuna_builds(storage_url: str) -> None:
+    from depthsearch.storage import load_all_trials
+
+    _varied_study(storage_url)
+    theirs = optuna.load_study(study_name="varied", storage=storage_url).get_trials()
+    study = optuna.load_study(study_name="varied", storage=open_storage(storage_url))
+    assert load_all_trials(study) == len(theirs) == 7
+    ours = study.get_trials()
+    for a, b in zip(theirs, ours, strict=True):
+        # FrozenTrial's == compares every field but NaN (NaN != NaN): compare their text too.
+        assert repr(a) == repr(b)
+        assert a._trial_id == b._trial_id and a.distributions == b.distributions
+    assert [t.state.name for t in ours].count("WAITING") == 1
+    # The cache goes on incrementally: a trial written afterwards is read, once.
+    optuna.load_study(study_name="varied", storage=storage_url).enqueue_trial({"lr": 0.02})
+    assert len(study.get_trials()) == 8
+    assert load_all_trials(study) == 0  # read already: nothing done twice
+
+
+def test_a_waiting_trial_taken_under_the_lock_starts_now_in_any_time_zone(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna stores naive UTC; the reservation's own update must too (five hours off in New
+    York otherwise)."""
+    import time
+    from datetime import datetime
+
+    from depthsearch.storage import locked_study
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        study = optuna.create_study(storage=open_storage(storage_url), study_name="tz")
+        study.enqueue_trial({"lr": 0.01})
+        with locked_study(study, storage_url) as locked:
+            assert locked.counts()[optuna.trial.TrialState.WAITING] == 1
+            taken = locked.take_waiting()
+            assert locked.take_waiting() is None  # only one was waiting
+        (trial,) = optuna.load_study(study_name="tz", storage=storage_url).get_trials()
+        assert trial._trial_id == taken and trial.state == optuna.trial.TrialState.RUNNING
+        assert trial.datetime_start is not None
+        assert abs((datetime.now() - trial.datetime_start).total_seconds()) < 600
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

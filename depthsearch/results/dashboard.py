@@ -8,9 +8,13 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from depthsearch.errors import InputError
-from depthsearch.storage import mask_url, open_storage
+from depthsearch.search._optuna import cached, study_ids
+from depthsearch.storage import mask_url, open_storage, prime_trials
 
 __all__ = ["serve"]
+
+#: Connections the dashboard's request threads may hold to PostgreSQL at once.
+DASHBOARD_CONNECTIONS = 4
 
 _log = logging.getLogger(__name__)
 
@@ -39,7 +43,12 @@ def serve(
     """
     from optuna_dashboard import wsgi
 
-    storage = open_storage(storage_url)
+    # optuna-dashboard reads a study's trials anew every few seconds: through Optuna's trial
+    # cache those reads are incremental, and the first one is made here, fast, per study.
+    backend = open_storage(storage_url, connections=DASHBOARD_CONNECTIONS)
+    storage = cached(backend)
+    for sid in study_ids(storage):
+        prime_trials(storage, sid)
     app = wsgi(storage)
     try:
         server = make_server(

@@ -16,7 +16,7 @@ from depthsearch.learn.saved import FORMAT, save_model, write_document
 from depthsearch.search import trials as keys
 from depthsearch.search.objective import fit_options
 from depthsearch.search.trials import best_trial, metric_names
-from depthsearch.storage import mask_url, open_storage
+from depthsearch.storage import load_all_trials, mask_url, open_storage
 from depthsearch.studies import no_such_study, read_spec
 
 __all__ = ["best_config", "export_best", "open_study", "parse_pick", "pick_trial", "retrain_best"]
@@ -26,9 +26,11 @@ def open_study(study_name: str, storage_url: str) -> optuna.Study:
     """The study to read results from (no sampler or pruner of ours needed)."""
     storage = open_storage(storage_url)
     try:
-        return optuna.load_study(study_name=study_name, storage=storage)
+        study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise no_such_study(storage, study_name, storage_url) from None
+    load_all_trials(study)  # every command here reads them all: in seconds at 100,000
+    return study
 
 
 def pick_trial(

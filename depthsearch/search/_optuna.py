@@ -14,19 +14,29 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models as rdb_models  # the RDB storage's table models
+
+if TYPE_CHECKING:  # the caller's session: this layer opens none
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "asked_trial",
+    "cached",
+    "create_trial_row",
     "frozen_trial",
     "ignore_optuna_warnings",
+    "needs_first_read",
+    "prime_cache",
     "quiet_experimental",
     "rdb_backend",
     "rdb_models",
+    "schema_versions",
     "study_id",
+    "study_ids",
     "study_storage",
     "trial_for_id",
     "trial_id",
@@ -81,23 +91,83 @@ def trial_for_id(study: optuna.Study, trial_id: int) -> optuna.Trial:
     return optuna.Trial(study, trial_id)
 
 
-def asked_trial(study: optuna.Study, trial_id: int, *, was_waiting: bool) -> optuna.Trial:
+def asked_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
     """What ``study.ask()`` returns for a trial this process created (or took from the
     waiting ones) itself: ``ask`` minus the creation, so that a worker can create the trial
     under its budget lock and leave the rest (reading the trial, the sampler's
     ``before_trial``) outside it. Relative sampling happens later, at the first suggest."""
     study._thread_local.cached_all_trials = None  # as ask() does: the next read is fresh
-    if was_waiting:
-        # Optuna's cached storage writes a trial's params only once it has read the trial in
-        # a study-wide read (ask() does one to find waiting trials): an incremental read after
-        # the first, and the first is what the sampler needs anyway.
-        study._storage.get_all_trials(
-            study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-        )
+    # Optuna's cached storage writes a trial's params only once it has read the trial in a
+    # study-wide read (ask() does one to find waiting trials): an incremental read after the
+    # first (new and unfinished trials only), and the first is what the sampler needs anyway.
+    study._storage.get_all_trials(
+        study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+    )
     return optuna.Trial(study, trial_id)
+
+
+def create_trial_row(backend: optuna.storages.RDBStorage, session: Session, study_id: int) -> int:
+    """Optuna's own creation of a RUNNING trial (``RDBStorage._create_new_trial`` minus its
+    commit) in the caller's transaction: the study's row locked ``FOR UPDATE`` as Optuna
+    locks it (its trial numbers stay consecutive against any other writer), the trial
+    inserted and numbered. Returns the trial's id; the caller commits."""
+    rdb_models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+    trial = backend._get_prepared_new_trial(study_id, None, session)
+    session.flush()
+    return int(trial.trial_id)
+
+
+def schema_versions(backend: optuna.storages.RDBStorage) -> tuple[str, str]:
+    """``(the database's schema version, this Optuna's)``: the check Optuna's constructor
+    makes unless told to skip it, made with one connection at a time (Optuna's holds two)."""
+    manager = backend._version_manager
+    return manager.get_current_version(), manager.get_head_version()
 
 
 def rdb_backend(storage: Any) -> optuna.storages.RDBStorage | None:
     """The RDB storage behind ``storage`` (itself, or the one Optuna's cache wraps)."""
     backend = getattr(storage, "_backend", storage)
     return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def cached(backend: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """The storage wrapped in Optuna's trial cache, as ``optuna.load_study`` wraps it: its
+    reads of a study's trials are incremental after the first."""
+    return _CachedStorage(backend)
+
+
+def study_ids(storage: optuna.storages.BaseStorage) -> list[int]:
+    """The ids of every study in ``storage``."""
+    return [int(s._study_id) for s in storage.get_all_studies()]
+
+
+def needs_first_read(storage: optuna.storages.BaseStorage, sid: int) -> bool:
+    """Whether Optuna's trial cache of study ``sid`` is still empty (its first study-wide
+    read, the costly one, is ahead)."""
+    if not isinstance(storage, _CachedStorage):
+        return False
+    with storage._lock:
+        known = storage._studies.get(sid)
+        return known is None or not (known.trials or known.last_finished_trial_id >= 0)
+
+
+def prime_cache(
+    storage: optuna.storages.BaseStorage, sid: int, trials: list[optuna.trial.FrozenTrial]
+) -> bool:
+    """Fills Optuna's empty trial cache of study ``sid`` with ``trials`` (every trial of the
+    study, read in one snapshot) as its first study-wide read would: from then on each read
+    is incremental (new and unfinished trials only), as Optuna's always are after the first.
+    ``False`` (and nothing done) where the cache is not empty any more."""
+    if not isinstance(storage, _CachedStorage):
+        return False
+    with storage._lock:
+        info = storage._studies.setdefault(sid, _StudyInfo())
+        if info.trials or info.last_finished_trial_id >= 0:
+            return False  # read meanwhile
+        storage._add_trials_to_cache(sid, trials)
+        for t in trials:
+            if t.state.is_finished():
+                info.last_finished_trial_id = max(info.last_finished_trial_id, t._trial_id)
+            else:
+                info.unfinished_trial_ids.add(t._trial_id)
+    return True

@@ -24,7 +24,7 @@ from depthsearch.errors import RuntimeFailure
 from depthsearch.search._optuna import trial_for_id
 from depthsearch.search.pruners import make_pruner
 from depthsearch.search.reporting import Retry, TrialReports
-from depthsearch.storage import open_storage, retry_for
+from depthsearch.storage import load_all_trials, open_storage, retry_for
 from depthsearch.worker._messages import (
     Begin,
     Exit,
@@ -88,6 +88,8 @@ def _open(init: Init, retry: Retry) -> optuna.Study:
         ),
         "opening the study to report to",
     )
+    # What the pruner reads, at its first question: read fast once, then incrementally.
+    retry(lambda: load_all_trials(study), "reading the study's trials")
     return study
 
 

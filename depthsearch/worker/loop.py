@@ -1,7 +1,7 @@
 """The worker loop: reserve a trial under the budget, train it with heartbeats, tell the result.
 
-Many workers (processes, GPUs, machines) can run this loop on one study. The budget check and
-``study.ask()`` happen under one storage-wide lock, so the study never holds more finished,
+Many workers (processes, GPUs, machines) can run this loop on one study. The budget check and the
+trial's creation happen under one lock per study, so the study never holds more finished,
 running and waiting trials than ``[study] n_trials``; a worker with nothing to reserve waits
 while others run, ready to take over a trial whose worker died.
 
@@ -33,7 +33,6 @@ from depthsearch.search._optuna import (
     asked_trial,
     quiet_experimental,
     rdb_backend,
-    study_id,
     study_storage,
     trial_id,
 )
@@ -43,12 +42,11 @@ from depthsearch.spec import StudySpec
 from depthsearch.storage import (
     best_complete,
     dialect_of,
+    load_all_trials,
+    locked_study,
     mask_url,
     retry_for,
     running_without_heartbeat,
-    storage_lock,
-    take_waiting_trial,
-    trial_counts,
 )
 from depthsearch.worker.heartbeat import Heartbeat, HeartbeatStorage
 from depthsearch.worker.reporting import ReportingProcess, ReportingProcessLost
@@ -124,9 +122,7 @@ class _Loop:
         self.url = storage_url
         self.objective = objective
         self.storage = study_storage(study)
-        backend = rdb_backend(self.storage)
-        #: The storage's own engine: the lock rides on its pool instead of a connection more.
-        self.engine = backend.engine if backend is not None else None
+        self.rdb = rdb_backend(self.storage) is not None
         self.dialect = dialect_of(storage_url)
         #: Every storage call of the loop goes through it: retried while the database is away.
         self.retry = retry_for(storage_url, spec.workers.db_wait)
@@ -189,42 +185,34 @@ class _Loop:
     def reserve(self, budget: int | None) -> Reservation:
         """Checks the budget and creates the trial under the study's lock, nothing more.
 
-        The lock is held for two small queries and an insert, whatever the study's size: the
-        budget is counted by the database (no trial is read), the trial is created or taken
-        from the waiting ones by id. Reading the study and sampling (at the trial's first
-        suggest) happen outside it, in parallel across workers. The budget stays exact:
-        finished + running + waiting never passes ``n_trials``.
+        The lock is held for a count, an update and an insert, whatever the study's size:
+        the budget is counted by the database (no trial is read), the trial is created or
+        taken from the waiting ones by id, on PostgreSQL in the lock's own transaction.
+        Reading the study and sampling (at the trial's first suggest) happen outside it, in
+        parallel across workers. The budget stays exact: finished + running + waiting never
+        passes ``n_trials``.
         """
         if self.dialect == "postgresql":
             # Row locks make Optuna's stale check safe to race; SQLite has none (below).
             self.fail_stale()
-        with storage_lock(self.url, scope=self.study.study_name, engine=self.engine):
+        with locked_study(self.study, self.url) as locked:
             if self.dialect != "postgresql":
                 self.fail_stale()
             finished = None
             if budget is not None:
-                counts = self.counts()
+                counts = locked.counts()
                 finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
                 waiting = counts[TrialState.WAITING]
                 if finished >= budget:
                     return BudgetMet()
                 if not waiting and finished + counts[TrialState.RUNNING] >= budget:
                     return Wait()
-            new_id = take_waiting_trial(self.study)
-            was_waiting = new_id is not None
+            new_id = locked.take_waiting()
             if new_id is None:
-                new_id = self.storage.create_new_trial(study_id(self.study))
+                new_id = locked.create()
         if finished is not None and budget is not None:
             self.announce_best(finished, budget)
-        return Reserved(asked_trial(self.study, new_id, was_waiting=was_waiting))
-
-    def counts(self) -> dict[TrialState, int]:
-        """Trials per state: counted by the database, or read where it is not RDB."""
-        counted = trial_counts(self.study)
-        if counted is not None:
-            return counted
-        trials = self.study.get_trials(deepcopy=False)
-        return {s: sum(t.state == s for t in trials) for s in TrialState}
+        return Reserved(asked_trial(self.study, new_id))
 
     def fail_stale(self) -> None:
         """Fails, and retries, trials whose worker died: stale heartbeats, and trials that
@@ -278,7 +266,7 @@ class _Loop:
         query, outside the lock."""
         if self.spec.multi_objective:
             return
-        if self.engine is not None:
+        if self.rdb:
             best = best_complete(self.study)
         else:  # not an RDB storage: read the trials
             top = best_trial(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -375,6 +363,12 @@ def run_worker(
     )
     with reporting if reporting is not None else contextlib.nullcontext():
         data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
+        # What the sampler reads at the first suggest, read once before the first reservation
+        # (in seconds at 100,000 trials, where Optuna's own first read takes minutes); the
+        # reads after it are incremental.
+        retry_for(storage_url, spec.workers.db_wait)(
+            lambda: load_all_trials(study), "reading the study's trials"
+        )
         signals = Signals()
         objective = Objective(
             spec,
