@@ -13,7 +13,9 @@ finished trials shaped like its own (benchmarks/_fill.py: bulk COPY), then:
   over the reservations of 1, 4 and 16 workers running no-op trials (the worker loop itself:
   stale checks, lock, count, create, the incremental read, heartbeat, tell; no training, no
   sampling) for ``--noop-seconds`` each, with the reservations per second they reached;
-- ``trials``/``report``/``export``: the commands' wall time on the N-trial study.
+- ``trials``/``report``/``export``: the commands' wall time on the N-trial study;
+  ``dashboard``: from its start to serving, and its study page's API answer (every trial),
+  first and second time.
 
     python benchmarks/scale.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432]
                                [--sizes 1000,20000,100000] [--noop-seconds 10]
@@ -264,6 +266,40 @@ def noop_workers(url: str, k: int, seconds: float, folder: Path) -> tuple[list[f
     return holds, trials
 
 
+def dashboard(url: str) -> tuple[float, float, float]:
+    """(seconds from ``depthsearch dashboard`` to serving, its first answer with the study's
+    trials, a second one) on the study."""
+    import urllib.request
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        sid = conn.execute(
+            sqlalchemy.text("SELECT study_id FROM studies WHERE study_name = 'scale'")
+        ).scalar_one()
+    engine.dispose()
+    started = time.perf_counter()
+    proc = depthsearch("dashboard", "--port", "0", url=url)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("dashboard: "):
+            raise RuntimeError(f"the dashboard did not start: {proc.communicate()[1][-2000:]}")
+        ready = time.perf_counter() - started
+        api = line.split(": ", 1)[1].strip().rsplit("/dashboard", 1)[0]
+        answers = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(f"{api}/api/studies/{sid}?after=0", timeout=600) as r:
+                n = len(json.loads(r.read())["trials"])
+            answers.append(time.perf_counter() - t0)
+        if n == 0:
+            raise RuntimeError("the dashboard answered with no trials")
+        return ready, answers[0], answers[1]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if values else 0.0
 
@@ -309,12 +345,14 @@ def main() -> None:
             t_trials = run("trials", "--study", "scale", "-o", str(parquet), url=url)
             t_report = run("report", "--study", "scale", "-o", str(folder / "report"), url=url)
             t_export = run("export", "--study", "scale", "-o", str(folder / "b.json"), url=url)
+            board = dashboard(url)
             print(
                 f"  trials -o parquet {t_trials:.1f}s, report {t_report:.1f}s, "
-                f"export {t_export:.1f}s",
+                f"export {t_export:.1f}s, dashboard up {board[0]:.1f}s, its study page's "
+                f"trials {board[1]:.1f}s (again {board[2]:.1f}s)",
                 flush=True,
             )
-            rows.append((n, first, two, wall4, conns, lock, t_trials, t_report, t_export))
+            rows.append((n, first, two, wall4, conns, lock, t_trials, t_report, t_export, board))
     print()
     print(
         f"reference (3 trials): a new worker's first trial {ref_first:.1f}s, 2 trials "
@@ -322,13 +360,14 @@ def main() -> None:
     )
     header = ["trials", "first trial s", "2 trials s", "4x4 s", "conns/worker"]
     header += [f"{k} no-op workers: res/s \\| lock p50/p95 ms" for k in counts]
-    header += ["trials -o parquet s", "report s", "export s"]
+    header += ["trials -o parquet s", "report s", "export s", "dashboard up / trials / again s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for n, first, two, wall4, conns, lock, t_trials, t_report, t_export in rows:
+    for n, first, two, wall4, conns, lock, t_trials, t_report, t_export, board in rows:
         cells = [f"{n}", f"{first:.1f}", f"{two:.1f}", f"{wall4:.1f}", f"{conns}"]
         cells += [f"{rate:.1f} \\| {p50:.1f}/{p95:.1f}" for _, p50, p95, rate in lock]
         cells += [f"{t_trials:.1f}", f"{t_report:.1f}", f"{t_export:.1f}"]
+        cells += [" / ".join(f"{b:.1f}" for b in board)]
         print("| " + " | ".join(cells) + " |")
     last_first = rows[-1][1] if rows else 0.0
     print(f"lock_p95_ms={worst_p95:.1f} first_trial_s={last_first:.1f}")

@@ -14,7 +14,7 @@ from depthsearch.search._optuna import quiet_experimental
 from depthsearch.search.pruners import make_pruner, make_sampler
 from depthsearch.search.trials import SPEC, SUMMARY
 from depthsearch.spec import StudySpec, spec_from_dict
-from depthsearch.storage import mask_url, open_storage, storage_lock
+from depthsearch.storage import add_indexes, mask_url, open_storage, storage_lock
 
 __all__ = ["create_study", "load_study", "no_such_study", "read_spec", "spec_summary"]
 
@@ -70,6 +70,7 @@ def create_study(
     storage = open_storage(storage_url, spec.workers)
     sampler = make_sampler(spec, spec.seed if sampler_seed is None else sampler_seed)
     with storage_lock(storage_url):
+        add_indexes(storage)  # what keeps the reservation's count small at any size
         try:
             study_id = storage.get_study_id_from_name(spec.name)
         except KeyError:

@@ -103,7 +103,7 @@ def test_a_waiting_trial_taken_under_the_lock_starts_now_in_any_time_zone(
         study = optuna.create_study(storage=open_storage(storage_url), study_name="tz")
         study.enqueue_trial({"lr": 0.01})
         with locked_study(study, storage_url) as locked:
-            assert locked.counts()[optuna.trial.TrialState.WAITING] == 1
+            assert locked.counts().waiting == 1
             taken = locked.take_waiting()
             assert locked.take_waiting() is None  # only one was waiting
         (trial,) = optuna.load_study(study_name="tz", storage=storage_url).get_trials()

@@ -84,9 +84,12 @@ def mid_training(url: str, name: str, n: int = 1) -> bool:
 
 
 def assert_settled(url: str, name: str, *, finished: int) -> None:
-    """The study holds exactly ``finished`` finished trials and none running or waiting."""
+    """The study holds exactly ``finished`` finished trials and none running or waiting, and
+    its trials are numbered 0, 1, 2, ... (whoever created them: workers, Optuna's retries)."""
     assert count(url, name, TrialState.COMPLETE, TrialState.PRUNED) == finished
     assert count(url, name, TrialState.RUNNING, TrialState.WAITING) == 0
+    numbers = sorted(t.number for t in trials(url, name))
+    assert numbers == list(range(len(numbers))), numbers
 
 
 def retries_of(

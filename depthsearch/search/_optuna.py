@@ -14,19 +14,15 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models as rdb_models  # the RDB storage's table models
 
-if TYPE_CHECKING:  # the caller's session: this layer opens none
-    from sqlalchemy.orm import Session
-
 __all__ = [
     "asked_trial",
     "cached",
-    "create_trial_row",
     "frozen_trial",
     "ignore_optuna_warnings",
     "needs_first_read",
@@ -104,17 +100,6 @@ def asked_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
         study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
     )
     return optuna.Trial(study, trial_id)
-
-
-def create_trial_row(backend: optuna.storages.RDBStorage, session: Session, study_id: int) -> int:
-    """Optuna's own creation of a RUNNING trial (``RDBStorage._create_new_trial`` minus its
-    commit) in the caller's transaction: the study's row locked ``FOR UPDATE`` as Optuna
-    locks it (its trial numbers stay consecutive against any other writer), the trial
-    inserted and numbered. Returns the trial's id; the caller commits."""
-    rdb_models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-    trial = backend._get_prepared_new_trial(study_id, None, session)
-    session.flush()
-    return int(trial.trial_id)
 
 
 def schema_versions(backend: optuna.storages.RDBStorage) -> tuple[str, str]:

@@ -201,11 +201,10 @@ class _Loop:
             finished = None
             if budget is not None:
                 counts = locked.counts()
-                finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-                waiting = counts[TrialState.WAITING]
+                finished = counts.finished
                 if finished >= budget:
                     return BudgetMet()
-                if not waiting and finished + counts[TrialState.RUNNING] >= budget:
+                if not counts.waiting and finished + counts.running >= budget:
                     return Wait()
             new_id = locked.take_waiting()
             if new_id is None:
