@@ -88,8 +88,8 @@ holds = []
 plain = storage._advisory_lock
 
 @contextlib.contextmanager
-def timed(engine, key):
-    with plain(engine, key) as conn:
+def timed(engine, key, **kw):
+    with plain(engine, key, **kw) as conn:
         granted = time.perf_counter()
         yield conn
     holds.append(time.perf_counter() - granted)  # the commit included
