@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
     from depthsearch.learn.saved import load_config, load_model
     from depthsearch.spec import StudySpec, load_spec
+    from depthsearch.worker.run import run_study
 
 __all__ = [
     "DepthsearchError",
@@ -28,6 +29,7 @@ __all__ = [
     "load_config",
     "load_model",
     "load_spec",
+    "run_study",
 ]
 
 __version__ = "0.1.0"
@@ -41,6 +43,7 @@ _HOME = {
     "load_config": "depthsearch.learn.saved",
     "load_model": "depthsearch.learn.saved",
     "load_spec": "depthsearch.spec",
+    "run_study": "depthsearch.worker.run",
 }
 
 

@@ -179,19 +179,17 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     Without --n-trials, trials run until the study holds its [study] n_trials finished
     (complete or pruned) trials.
     """
-    from depthsearch.learn.data import prepare
-    from depthsearch.learn.train import resolve_device
     from depthsearch.spec import load_spec
     from depthsearch.storage import resolve_storage
-    from depthsearch.studies import create_study
+    from depthsearch.worker.run import run_study_here
 
     spec = load_spec(study_file)
     url = resolve_storage(storage)
-    # Everything that can be wrong with the input is found before the database is touched.
-    resolve_device(spec.train.device)
-    data = prepare(spec.data, "cpu", seed=spec.seed)
-    study = create_study(spec, url)
-    result = _work(study, spec, url, n_trials, timeout, data=data)
+    progress = _Progress(spec.train.max_epochs)
+    study, result = run_study_here(
+        spec, storage=url, n_trials=n_trials, timeout=timeout, on_epoch=progress.epoch
+    )
+    progress.clear()
     _print_summary(study, result, url)
 
 
@@ -419,6 +417,39 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         port=port,
         on_ready=lambda url: click.echo(f"dashboard: {url}", err=False),
     )
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.5),
+    default=None,
+    metavar="S",
+    help="Show it again every S seconds until Ctrl-C or the budget is met.",
+)
+@_user_errors
+def status(study_name: str, storage: str | None, watch: float | None) -> None:
+    """Budget, pace, ETA, best so far, and each running trial with its worker and heartbeat."""
+    import time
+
+    from depthsearch.results.status import status_text
+    from depthsearch.storage import resolve_storage
+
+    url = resolve_storage(storage)
+    while True:
+        text = status_text(study_name, url)
+        if watch is not None and sys.stdout.isatty():
+            click.clear()
+        click.echo(text)
+        if watch is None or "\nbudget met:" in text:
+            return
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+        click.echo()
 
 
 @main.command()

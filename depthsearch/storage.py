@@ -48,6 +48,7 @@ __all__ = [
     "BudgetCounts",
     "LockedStudy",
     "RetryHeartbeatStaleTrialCallback",
+    "Running",
     "add_indexes",
     "best_complete",
     "dialect_of",
@@ -56,9 +57,11 @@ __all__ = [
     "mask_url",
     "open_storage",
     "prime_trials",
+    "recent_finishes",
     "resolve_storage",
     "retry_for",
     "retrying",
+    "running_trials",
     "running_without_heartbeat",
     "storage_lock",
     "take_waiting_trial",
@@ -193,8 +196,9 @@ def _lock_engine(url: str, parsed: URL) -> sqlalchemy.Engine:
     storage's own engine instead, whose pooled connection saves a log-in per trial."""
     engine = _LOCK_ENGINES.get(url)
     if engine is None:
+        args = _connect_args(parsed) if _dialect(parsed) == "postgresql" else {"timeout": 60}
         engine = sqlalchemy.create_engine(
-            parsed, poolclass=sqlalchemy.pool.NullPool, connect_args=_connect_args(parsed)
+            parsed, poolclass=sqlalchemy.pool.NullPool, connect_args=args
         )
         _LOCK_ENGINES[url] = engine
     return engine
@@ -514,7 +518,11 @@ def retry_for(url: str, wait_s: float) -> Callable[[Callable[[], T], str], T]:
 
 
 def open_storage(
-    url: str, workers: WorkersSpec | None = None, *, connections: int = POOL_SIZE
+    url: str,
+    workers: WorkersSpec | None = None,
+    *,
+    connections: int = POOL_SIZE,
+    existing: bool = False,
 ) -> optuna.storages.RDBStorage:
     """Connects to the study database (creating its tables when needed).
 
@@ -522,13 +530,18 @@ def open_storage(
     ``grace_period`` seconds is marked FAIL and retried (up to ``max_retry`` times) with the
     same parameters by the next worker that looks. ``connections``: how many PostgreSQL
     connections the storage may hold at once (a worker's processes hold one each; a server
-    of many threads, as the dashboard, more).
+    of many threads, as the dashboard, more). ``existing``: for the commands that only read
+    or join (``trials``, ``report``, ``export``, ``dashboard``, ``worker``): a database that
+    holds no study yet (a SQLite file that does not exist, a PostgreSQL database without
+    Optuna's tables) is an error, and nothing is created.
 
     Raises:
         StorageError: bad URL, unreachable server, or a schema from an older Optuna.
     """
     parsed = _parse(url)
     _check_supported(parsed, url)
+    if existing:
+        _check_exists(url, parsed)
     kwargs: dict[str, Any] = {}
     if workers is not None:
         with quiet_experimental():
@@ -539,7 +552,7 @@ def open_storage(
             "heartbeat_stale_trial_callback": retry,
         }
     try:
-        if _dialect(parsed) == "postgresql" and not _has_schema(url, parsed):
+        if _dialect(parsed) in ("postgresql", "sqlite") and not _has_schema(url, parsed):
             # An empty database: one process creates the schema, under the lock (Optuna's
             # schema creation holds two connections at once); then it opens as any other.
             with storage_lock(url), quiet_experimental():
@@ -575,6 +588,24 @@ def open_storage(
             f"{mask_url(url)}` (back it up first)"
         )
     return storage
+
+
+def _check_exists(url: str, parsed: URL) -> None:
+    """Raises StorageError where the database holds no study yet (see open_storage)."""
+    hint = f"create a study there first: `depthsearch create STUDY.toml --storage {mask_url(url)}`"
+    if _dialect(parsed) == "sqlite" and parsed.database:
+        path = Path(parsed.database).expanduser()
+        if not path.exists():
+            raise StorageError(f"no study database at {path} (the file does not exist); {hint}")
+    elif _dialect(parsed) == "postgresql":
+        try:
+            holds = _has_schema(url, parsed)
+        except (OperationalError, DBAPIError) as e:
+            raise StorageError(
+                f"cannot connect to the database {mask_url(url)}: {_describe(e)}"
+            ) from e
+        if not holds:
+            raise StorageError(f"the database {mask_url(url)} holds no study yet; {hint}")
 
 
 def _has_schema(url: str, parsed: URL) -> bool:
@@ -665,7 +696,11 @@ def _local(utc: datetime | None) -> datetime | None:
     return utc.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
 
 
-def _read_study_trials(conn: sqlalchemy.Connection, sid: int) -> list[optuna.trial.FrozenTrial]:
+def _read_study_trials(
+    conn: sqlalchemy.Connection,
+    sid: int,
+    states: tuple[optuna.trial.TrialState, ...] | None = None,
+) -> list[optuna.trial.FrozenTrial]:
     """Every trial of the study, as Optuna's ``RDBStorage`` builds them, in six plain queries
     (one per table) on ``conn``, which the caller opens in one snapshot.
 
@@ -676,6 +711,8 @@ def _read_study_trials(conn: sqlalchemy.Connection, sid: int) -> list[optuna.tri
     m = rdb_models
     trial = m.TrialModel.__table__
     of_study = trial.c.study_id == sid
+    if states is not None:  # ``states`` only (e.g. the running ones, for ``status``)
+        of_study = sqlalchemy.and_(of_study, trial.c.state.in_(states))
 
     def rows_of(table: Any, *columns: str, order: Any = None) -> Any:
         query = sqlalchemy.select(table.c.trial_id, *(table.c[c] for c in columns)).join(
@@ -773,6 +810,72 @@ def prime_trials(storage: optuna.storages.BaseStorage, sid: int) -> int:
         with conn.begin():  # one snapshot: no trial half-read while a worker writes it
             trials = _read_study_trials(conn, sid)
     return len(trials) if prime_cache(storage, sid, trials) else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """A RUNNING trial as ``status`` shows it."""
+
+    trial: optuna.trial.FrozenTrial
+    #: Seconds since its worker's last heartbeat, by the database's clock; ``None``: none yet.
+    heartbeat_age_s: float | None
+
+
+def running_trials(study: optuna.Study) -> list[Running]:
+    """The study's RUNNING trials with their heartbeats' ages, read by the database alone
+    (no other trial is read): what ``status`` shows of each."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return [
+            Running(t, None)
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        ]
+    beat = rdb_models.TrialHeartbeatModel.__table__
+    trial = rdb_models.TrialModel.__table__
+    if backend.engine.dialect.name == "sqlite":
+        age = (
+            sqlalchemy.func.julianday("now") - sqlalchemy.func.julianday(beat.c.heartbeat)
+        ) * 86400
+    else:
+        age = sqlalchemy.extract("epoch", sqlalchemy.func.localtimestamp() - beat.c.heartbeat)
+    with backend.engine.connect() as conn:
+        running = _read_study_trials(conn, study_id(study), (optuna.trial.TrialState.RUNNING,))
+        ages: dict[int, Any] = dict(
+            conn.execute(
+                sqlalchemy.select(trial.c.number, age)
+                .join(trial, trial.c.trial_id == beat.c.trial_id)
+                .where(
+                    trial.c.study_id == study_id(study),
+                    trial.c.state == optuna.trial.TrialState.RUNNING,
+                )
+            ).all()
+        )
+    return [
+        Running(t, None if ages.get(t.number) is None else float(ages[t.number])) for t in running
+    ]
+
+
+def recent_finishes(study: optuna.Study, n: int = 20) -> list[datetime]:
+    """When the study's last ``n`` finished (complete or pruned) trials ended, newest first
+    (naive local time, as Optuna gives datetimes)."""
+    backend = rdb_backend(study_storage(study))
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if backend is None:
+        ends = [t.datetime_complete for t in study.get_trials(deepcopy=False, states=done)]
+        return sorted((e for e in ends if e is not None), reverse=True)[:n]
+    trial = rdb_models.TrialModel.__table__
+    with backend.engine.connect() as conn:
+        rows = conn.execute(
+            sqlalchemy.select(trial.c.datetime_complete)
+            .where(
+                trial.c.study_id == study_id(study),
+                trial.c.state.in_(done),
+                trial.c.datetime_complete.is_not(None),
+            )
+            .order_by(trial.c.datetime_complete.desc())
+            .limit(n)
+        ).scalars()
+        return [local for utc in rows if (local := _local(utc)) is not None]
 
 
 def best_complete(study: optuna.Study) -> tuple[float, int] | None:

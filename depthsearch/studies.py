@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from depthsearch.errors import SpecError, StorageError, StudyMismatchError
 from depthsearch.search._optuna import quiet_experimental
 from depthsearch.search.pruners import make_pruner, make_sampler
 from depthsearch.search.trials import SPEC, SUMMARY
 from depthsearch.spec import StudySpec, spec_from_dict
-from depthsearch.storage import add_indexes, mask_url, open_storage, storage_lock
+from depthsearch.storage import add_indexes, mask_url, open_storage, storage_lock, trial_counts
 
 __all__ = ["create_study", "load_study", "no_such_study", "read_spec", "spec_summary"]
 
@@ -115,32 +116,49 @@ def create_study(
         study = optuna.load_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
         )
-        if stored.get("study", {}).get("n_trials") != spec.n_trials:
+        before = stored.get("study", {}).get("n_trials")
+        if before != spec.n_trials:
             study.set_user_attr(SPEC, dict(stored, study=new["study"]))
             study.set_user_attr(SUMMARY, spec_summary(spec))
         _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
+        counted = trial_counts(study)
+        finished = (
+            0 if counted is None else counted[TrialState.COMPLETE] + counted[TrialState.PRUNED]
+        )
+        if isinstance(before, int) and spec.n_trials < before and finished >= spec.n_trials:
+            _log.warning(
+                "[study] n_trials went from %d to %d, but study %r already holds %d finished "
+                "trials: no new trial will run (raise n_trials above %d to search on)",
+                before,
+                spec.n_trials,
+                spec.name,
+                finished,
+                finished,
+            )
         return study
 
 
 def no_such_study(
-    storage: optuna.storages.BaseStorage, name: str, storage_url: str
+    storage: optuna.storages.BaseStorage, name: str, storage_url: str, *, hint: bool = False
 ) -> StorageError:
-    """The error for a study name that is not in the database, listing those that are."""
+    """The error for a study name that is not in the database, listing those that are;
+    ``hint``: how to create it (for ``worker``)."""
     names = [s.study_name for s in storage.get_all_studies()]
+    how = "; create it with `depthsearch create STUDY.toml`" if hint else ""
     return StorageError(
         f"no study named {name!r} in {mask_url(storage_url)}; studies there: "
-        f"{names if names else 'none'}"
+        f"{names if names else 'none'}{how}"
     )
 
 
 def read_spec(name: str, storage_url: str, *, data_path: str | None = None) -> StudySpec:
     """The spec stored in study ``name``, validated again (the data file must be here)."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, existing=True)
     try:
         try:
             study_id = storage.get_study_id_from_name(name)
         except KeyError:
-            raise no_such_study(storage, name, storage_url) from None
+            raise no_such_study(storage, name, storage_url, hint=True) from None
         stored = storage.get_study_user_attrs(study_id).get(SPEC)
     finally:
         storage.remove_session()
@@ -167,7 +185,7 @@ def load_study(
 ) -> tuple[optuna.Study, StudySpec]:
     """Joins an existing study knowing only its name: its spec comes from the database."""
     spec = read_spec(name, storage_url, data_path=data_path)
-    storage = open_storage(storage_url, spec.workers)
+    storage = open_storage(storage_url, spec.workers, existing=True)
     study = optuna.load_study(
         study_name=name,
         storage=storage,

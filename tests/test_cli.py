@@ -106,6 +106,25 @@ def test_resume_runs_to_the_budget_and_n_trials_runs_more(tmp_path: Path) -> Non
     assert sum(states(url, "resume").values()) == 7
 
 
+def test_shrinking_the_budget_below_the_finished_trials_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study_file = write_study(tmp_path, name="shrink", n_trials=3, max_epochs=1)
+    assert depthsearch_cmd("run", str(study_file), "--storage", url).returncode == 0
+    write_study(tmp_path, name="shrink", n_trials=2, max_epochs=1)
+    proc = depthsearch_cmd("run", str(study_file), "--storage", url)
+    assert proc.returncode == 0, proc.stderr
+    assert "n_trials went from 3 to 2" in proc.stderr
+    assert "already holds 3 finished trials: no new trial will run" in proc.stderr
+    assert sum(states(url, "shrink").values()) == 3
+
+
+def test_parquet_needs_no_extra_install() -> None:
+    from importlib.metadata import requires
+
+    needs = [r for r in requires("depthsearch") or [] if "extra ==" not in r]
+    assert any(r.startswith("pyarrow") for r in needs), needs
+
+
 def test_storage_from_environment(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'env.db'}"
     study_file = write_study(tmp_path, name="envstudy", n_trials=1, max_epochs=1)

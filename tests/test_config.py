@@ -39,6 +39,13 @@ BAD = [
     ("[study]\nname='x'\nn_trials=0\n", "[study] n_trials: must be >= 1, but got 0"),
     ("[study]\nname='x'\n", "[study] n_trials: is required"),
     ("[study]\nname='x'\nn_trials=3\ncolour='red'\n", "[study] unknown key(s) ['colour']"),
+    # A misspelled key is named, with the key meant, before the missing one is.
+    ("[study]\nname='x'\nn_trails=3\n", "unknown key(s) ['n_trails']; did you mean 'n_trials'?"),
+    (
+        "[study]\nname='x'\nn_trials=3\n[train]\nmax_epoch=3\nlrate=1\n",
+        "[train] unknown key(s) ['lrate', 'max_epoch']; did you mean 'max_epoch' for "
+        "'max_epochs'?",
+    ),
     ("[stduy]\nname='x'\n", "unknown table(s) ['stduy']"),
     (
         "[study]\nname='x'\nn_trials=3\n[space]\nnum_layers={low=3, high=1}\n",

@@ -190,3 +190,30 @@ def test_smallest_within_picks_no_larger_model(finished_study: tuple[str, Path])
     assert (
         result.exit_code == 2 and "--pick must be 'best' or 'smallest-within=P%'" in result.output
     )
+
+
+def test_the_report_shows_a_depth_whose_every_trial_was_pruned(tmp_path: Path) -> None:
+    """A depth with only pruned trials gets its lowest loss, marked pruned, not nan."""
+    url = f"sqlite:///{tmp_path / 'pruned.db'}"
+    study = optuna.create_study(storage=url, study_name="deep-pruned")
+    layers = optuna.distributions.IntDistribution(1, 4)
+    for k, (depth, state, loss) in enumerate(
+        [(1, "COMPLETE", 0.5), (1, "COMPLETE", 0.4), (4, "PRUNED", 0.9), (4, "PRUNED", 0.8)]
+    ):
+        trial = optuna.trial.create_trial(
+            params={"num_layers": depth},
+            distributions={"num_layers": layers},
+            value=loss,
+            state=optuna.trial.TrialState[state],
+            intermediate_values={1: loss},
+            user_attrs={
+                "model_config": {"input_size": 1, "hidden_sizes": [8] * depth, "output_size": 2},
+                "param_count": 100 * depth + k,
+            },
+        )
+        study.add_trial(trial)
+    cli("report", "--study", "deep-pruned", "--storage", url, "-o", str(tmp_path / "r"))
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<tr><td>4</td><td>2</td><td>2</td><td>0.8 (pruned)</td>" in page, page
+    assert "nan" not in page.lower()
+    assert (tmp_path / "r" / "depth.png").stat().st_size > 0

@@ -45,7 +45,7 @@ def serve(
 
     # optuna-dashboard reads a study's trials anew every few seconds: through Optuna's trial
     # cache those reads are incremental, and the first one is made here, fast, per study.
-    backend = open_storage(storage_url, connections=DASHBOARD_CONNECTIONS)
+    backend = open_storage(storage_url, connections=DASHBOARD_CONNECTIONS, existing=True)
     storage = cached(backend)
     for sid in study_ids(storage):
         prime_trials(storage, sid)

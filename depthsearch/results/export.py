@@ -22,14 +22,16 @@ from depthsearch.studies import no_such_study, read_spec
 __all__ = ["best_config", "export_best", "open_study", "parse_pick", "pick_trial", "retrain_best"]
 
 
-def open_study(study_name: str, storage_url: str) -> optuna.Study:
-    """The study to read results from (no sampler or pruner of ours needed)."""
-    storage = open_storage(storage_url)
+def open_study(study_name: str, storage_url: str, *, read_trials: bool = True) -> optuna.Study:
+    """The study to read results from (no sampler or pruner of ours needed); its trials read
+    at once, fast (``read_trials=False``: for a caller that asks the database itself)."""
+    storage = open_storage(storage_url, existing=True)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise no_such_study(storage, study_name, storage_url) from None
-    load_all_trials(study)  # every command here reads them all: in seconds at 100,000
+    if read_trials:
+        load_all_trials(study)  # every command here reads them all: in seconds at 100,000
     return study
 
 

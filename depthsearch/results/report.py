@@ -148,22 +148,37 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
     save(fig, "history.png", "Optimization history")
 
     def by(key: Any, name: str, label: str, caption: str) -> None:
+        # Complete trials as boxes; pruned ones as crosses at the loss they stopped at, so a
+        # value (a depth, say) whose every trial was pruned still shows.
         groups: dict[float, list[float]] = {}
-        for t in complete:
+        stopped: dict[float, list[float]] = {}
+        for t in done:
             k = key(t)
             if k is not None:
-                groups.setdefault(k, []).append(_loss(t))
-        if not groups:
+                into = groups if t.state == TrialState.COMPLETE else stopped
+                into.setdefault(k, []).append(_loss(t))
+        keys = sorted(set(groups) | set(stopped))
+        if not keys:
             return
-        keys = sorted(groups)
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.boxplot([groups[k] for k in keys], positions=range(len(keys)), widths=0.5)
+        boxed = [i for i, k in enumerate(keys) if k in groups]
+        if boxed:
+            ax.boxplot([groups[keys[i]] for i in boxed], positions=boxed, widths=0.5)
         for i, k in enumerate(keys):
-            ax.scatter([i] * len(groups[k]), groups[k], c="C0", alpha=0.6, s=14)
+            if k in groups:
+                ax.scatter([i] * len(groups[k]), groups[k], c="C0", alpha=0.6, s=14)
+            if k in stopped:
+                ax.scatter(
+                    [i + 0.15] * len(stopped[k]), stopped[k], c="C3", marker="x", s=14, alpha=0.6
+                )
+        ax.scatter([], [], c="C0", s=14, label="complete")
+        ax.scatter([], [], c="C3", marker="x", s=14, label="pruned (at the epoch it stopped)")
         ax.set_xticks(range(len(keys)), [f"{k:g}" for k in keys])
+        ax.set_xlim(-0.6, len(keys) - 0.4)
         ax.set_xlabel(label)
-        ax.set_ylabel("validation loss (complete trials)")
+        ax.set_ylabel("validation loss")
         ax.set_yscale("log")
+        ax.legend(fontsize="small")
         save(fig, name, caption)
 
     by(
@@ -205,16 +220,25 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
             label="Pareto front (loss, parameters)",
         )
         by_number = {p[2]: p for p in sized}
+        # Labels point into the plot: left of a point in the right half, below one in the
+        # upper half (log axes), so that none runs past the axes.
+        log_x = [math.log(p[1]) for p in sized]
+        log_y = [math.log(p[0]) for p in sized]
+        mid_x, mid_y = (min(log_x) + max(log_x)) / 2, (min(log_y) + max(log_y)) / 2
         for i, (label, number) in enumerate(picks.items()):
             if number in by_number:
                 loss, size, _ = by_number[number]
                 ax.scatter([size], [loss], s=120, facecolors="none", edgecolors=f"C{i + 1}", lw=2)
+                right, high = math.log(size) > mid_x, math.log(loss) > mid_y
                 ax.annotate(
                     f"{label}: trial {number}",
                     (size, loss),
                     textcoords="offset points",
-                    xytext=(8, 8 + 12 * i),
+                    xytext=(-8 if right else 8, (-1 if high else 1) * (10 + 12 * i)),
+                    ha="right" if right else "left",
+                    va="top" if high else "bottom",
                     color=f"C{i + 1}",
+                    annotation_clip=False,
                 )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -245,7 +269,8 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
     return out
 
 
-def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, float, float]]:
+def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, str, str]]:
+    """Per layer count: trials, pruned, best loss and median loss (complete trials)."""
     rows: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         layers = trial_layers(t)
@@ -255,16 +280,16 @@ def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, float, float]
     for layers in sorted(rows):
         ts = rows[layers]
         values = [_loss(t) for t in ts if t.state == TrialState.COMPLETE and t.values]
+        stopped = [_loss(t) for t in ts if t.state == TrialState.PRUNED and t.values]
         pruned = sum(t.state == TrialState.PRUNED for t in ts)
-        table.append(
-            (
-                layers,
-                len(ts),
-                pruned,
-                min(values) if values else math.nan,
-                statistics.median(values) if values else math.nan,
-            )
+        # A depth whose every trial was pruned: its lowest loss at the epoch a trial stopped.
+        best = (
+            f"{min(values):.6g}"
+            if values
+            else (f"{min(stopped):.6g} (pruned)" if stopped else "-")
         )
+        median = f"{statistics.median(values):.6g}" if values else "- (none complete)"
+        table.append((layers, len(ts), pruned, best, median))
     return table
 
 
@@ -294,8 +319,7 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         for label, n in picks.items()
     )
     depth_rows = "".join(
-        f"<tr><td>{layers}</td><td>{n}</td><td>{pruned}</td><td>{best:.6g}</td>"
-        f"<td>{median:.6g}</td></tr>"
+        f"<tr><td>{layers}</td><td>{n}</td><td>{pruned}</td><td>{best}</td><td>{median}</td></tr>"
         for layers, n, pruned, best, median in _depth_table(study)
     )
     figures = "".join(

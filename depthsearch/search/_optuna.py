@@ -31,6 +31,7 @@ __all__ = [
     "rdb_backend",
     "rdb_models",
     "schema_versions",
+    "seed_sampler",
     "study_id",
     "study_ids",
     "study_storage",
@@ -107,6 +108,15 @@ def schema_versions(backend: optuna.storages.RDBStorage) -> tuple[str, str]:
     makes unless told to skip it, made with one connection at a time (Optuna's holds two)."""
     manager = backend._version_manager
     return manager.get_current_version(), manager.get_head_version()
+
+
+def seed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
+    """Seeds the sampler's random state (and TPE's start-up random sampler's): Optuna's own
+    ``reseed_rng()``, with a seed chosen instead of a random one."""
+    for part in (sampler, getattr(sampler, "_random_sampler", None)):
+        state = getattr(part, "_rng", None)
+        if state is not None:
+            state.rng.seed(seed)
 
 
 def rdb_backend(storage: Any) -> optuna.storages.RDBStorage | None:

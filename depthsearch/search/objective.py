@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -132,6 +133,7 @@ class Objective:
             keys.TRAIN_WINDOWS: int(self.data.x_train.shape[0]),
             keys.SEED: seed,
             keys.WORKER_PID: os.getpid(),
+            keys.WORKER_HOST: socket.gethostname(),
         }
         options = fit_options(
             spec.train, lr=candidate.lr, batch_size=candidate.batch_size, seed=seed

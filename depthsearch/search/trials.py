@@ -28,6 +28,7 @@ __all__ = [
     "TORCH_THREADS",
     "TRAIN_WINDOWS",
     "VAL_LOSS_CURVE",
+    "WORKER_HOST",
     "WORKER_PID",
     "best_trial",
     "describe_front",
@@ -44,6 +45,7 @@ TORCH_THREADS = "torch_threads"
 TRAIN_WINDOWS = "train_windows"
 SEED = "seed"
 WORKER_PID = "worker_pid"
+WORKER_HOST = "worker_host"
 EPOCHS_TRAINED = "epochs_trained"
 SECONDS_PER_EPOCH = "seconds_per_epoch"
 BEST_EPOCH = "best_epoch"

@@ -9,6 +9,7 @@ error names the file, the table and the key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import sys
 from collections.abc import Mapping
@@ -88,8 +89,19 @@ def _table(
         raise SpecError(f"[{name}] must be a table, but got {raw!r}")
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
+        guesses = [
+            f"{key!r} for {match[0]!r}"
+            for key in unknown
+            if (match := difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6))
+        ]
+        hint = ""
+        if len(guesses) == 1 and len(unknown) == 1:
+            hint = f"; did you mean {guesses[0].split(' for ', 1)[1]}?"
+        elif guesses:
+            hint = f"; did you mean {', '.join(guesses)}?"
         raise SpecError(
-            f"[{name}] unknown key(s) {unknown}{context}; allowed keys are {sorted(allowed)}"
+            f"[{name}] unknown key(s) {unknown}{context}{hint} "
+            f"(allowed keys are {sorted(allowed)})"
         )
     for key in required:
         if key not in raw:

@@ -33,10 +33,11 @@ from depthsearch.search._optuna import (
     asked_trial,
     quiet_experimental,
     rdb_backend,
+    seed_sampler,
     study_storage,
     trial_id,
 )
-from depthsearch.search.objective import Objective
+from depthsearch.search.objective import Objective, trial_seed
 from depthsearch.search.trials import best_trial
 from depthsearch.spec import StudySpec
 from depthsearch.storage import (
@@ -211,7 +212,12 @@ class _Loop:
                 new_id = locked.create()
         if finished is not None and budget is not None:
             self.announce_best(finished, budget)
-        return Reserved(asked_trial(self.study, new_id))
+        trial = asked_trial(self.study, new_id)
+        # Trial k samples from a random state seeded by the study's seed and k (the seed it
+        # trains with): one worker draws the same candidates run after run, a resumed study
+        # or another worker draws new ones.
+        seed_sampler(self.study.sampler, trial_seed(self.spec.seed, trial))
+        return Reserved(trial)
 
     def fail_stale(self) -> None:
         """Fails, and retries, trials whose worker died: stale heartbeats, and trials that

@@ -1,0 +1,85 @@
+"""``depthsearch status``: where a study stands, from the database alone (any machine)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from depthsearch.results.export import open_study
+from depthsearch.search import trials as keys
+from depthsearch.storage import (
+    best_complete,
+    mask_url,
+    recent_finishes,
+    running_trials,
+    trial_counts,
+)
+
+__all__ = ["status_text"]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def status_text(study_name: str, storage_url: str) -> str:
+    """The budget, pace, ETA and best of a study, and one row per running trial: its
+    worker's host, pid and device, epoch, last validation loss, and the age of its last
+    heartbeat (a dead worker's grows past ``[workers] grace_period``)."""
+    study = open_study(study_name, storage_url, read_trials=False)
+    # The stored spec as stored: no data file needed, so status works from any machine.
+    stored = study.user_attrs.get(keys.SPEC) or {}
+    n_trials = int(stored.get("study", {}).get("n_trials", 0))
+    max_epochs = stored.get("train", {}).get("max_epochs", "?")
+    counts = trial_counts(study) or {}
+    by_name = {state.name: n for state, n in counts.items()}
+    finished = by_name.get("COMPLETE", 0) + by_name.get("PRUNED", 0)
+    lines = [
+        f"study {study_name!r} in {mask_url(storage_url)}: {finished} of {n_trials} "
+        f"finished ({by_name.get('COMPLETE', 0)} complete, {by_name.get('PRUNED', 0)} pruned), "
+        f"{by_name.get('RUNNING', 0)} running, {by_name.get('WAITING', 0)} waiting, "
+        f"{by_name.get('FAIL', 0)} failed"
+    ]
+    ends = recent_finishes(study)
+    if finished >= n_trials:
+        lines.append(f"budget met: {finished} of {n_trials}")
+    elif len(ends) >= 2 and ends[0] > ends[-1]:
+        per_hour = (len(ends) - 1) / (ends[0] - ends[-1]).total_seconds() * 3600
+        eta = (n_trials - finished) / per_hour * 3600
+        lines.append(
+            f"pace: {per_hour:.0f} trials/h over the last {len(ends)} finished; "
+            f"about {_duration(eta)} to the budget"
+        )
+    best = None if len(study.directions) > 1 else best_complete(study)
+    if best is not None:
+        lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}")
+    running = sorted(running_trials(study), key=lambda r: r.trial.number)
+    if running:
+        rows = [("trial", "host", "pid", "device", "epoch", "val_loss", "heartbeat")]
+        for r in running:
+            attrs, curve = r.trial.user_attrs, r.trial.intermediate_values
+            last = curve[max(curve)] if curve else math.nan
+            beat = r.heartbeat_age_s
+            age = "none yet" if beat is None else f"{max(0.0, beat):.0f} s ago"  # clock: +-1 s
+            rows.append(
+                (
+                    str(r.trial.number),
+                    str(attrs.get(keys.WORKER_HOST, "?")),
+                    str(attrs.get(keys.WORKER_PID, "?")),
+                    str(attrs.get(keys.DEVICE, "?")),
+                    f"{max(curve) if curve else 0}/{max_epochs}",
+                    f"{last:.5g}",
+                    age,
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines.append("running:")
+        lines += [
+            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+        ]
+    lines.append(f"as of {datetime.now():%Y-%m-%d %H:%M:%S}")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""The Python API (``depthsearch.run_study``) and what every run samples: the same candidates
+from the same study file and seed, and never one twice in a resumed study."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import optuna
+
+import depthsearch
+
+from .conftest import unique, write_study
+from .test_worker import LONG, mid_training, spawn, trials, wait_for
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _params(url: str, name: str) -> list[tuple[tuple[str, object], ...]]:
+    got = sorted(trials(url, name), key=lambda t: t.number)
+    return [tuple(sorted(t.params.items())) for t in got]
+
+
+def _training(url: str, name: str) -> bool:
+    try:
+        return mid_training(url, name)
+    except KeyError:  # `run` has not created the study yet
+        return False
+
+
+def test_run_study_takes_a_dict_and_returns_the_study(tmp_path: Path) -> None:
+    doc = tomllib.loads(write_study(tmp_path, name="api", n_trials=3, max_epochs=2).read_text())
+    seen: list[int] = []
+    study = depthsearch.run_study(
+        doc, storage=f"sqlite:///{tmp_path / 'api.db'}", on_epoch=lambda n, r: seen.append(n)
+    )
+    assert isinstance(study, optuna.Study) and study.study_name == "api"
+    assert sum(t.state.is_finished() for t in study.get_trials()) == 3
+    assert sorted(set(seen)) == [0, 1, 2]  # every trial reported its epochs
+
+
+def test_the_same_study_file_samples_the_same_candidates(tmp_path: Path) -> None:
+    study_file = write_study(tmp_path, name="again", n_trials=4, max_epochs=2)
+    urls = [f"sqlite:///{tmp_path / f'{k}.db'}" for k in ("first", "second")]
+    for url in urls:
+        depthsearch.run_study(study_file, storage=url)
+    first, second = (_params(url, "again") for url in urls)
+    assert len(first) == 4 and first == second
+    assert len(set(first)) == 4
+
+
+def test_a_study_resumed_after_ctrl_c_never_repeats_a_candidate(
+    tmp_path: Path, storage_url: str
+) -> None:
+    name = unique("resumed")
+    study_file = write_study(tmp_path, name=name, n_trials=4, max_epochs=LONG)
+    first = spawn("run", str(study_file), url=storage_url)
+    try:
+        wait_for(lambda: _training(storage_url, name), 120, "a trial in training")
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    depthsearch.run_study(study_file, storage=storage_url)
+    got = _params(storage_url, name)
+    assert len(got) >= 5  # the interrupted trial, and the four finished after it
+    assert len(set(got)) == len(got), got

@@ -1,0 +1,67 @@
+"""``depthsearch status``: a study's budget, best and running trials, from the database."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+from pathlib import Path
+
+from .conftest import depthsearch_cmd, unique, write_study
+from .test_worker import FAST_HEARTBEAT, create, mid_training, spawn, wait_for
+
+EPOCHS = 100_000
+
+
+def test_status_shows_each_running_trial_with_its_worker_and_heartbeat(
+    tmp_path: Path, storage_url: str
+) -> None:
+    name = unique("watched")
+    # Trials far longer than the test (a tiny trial trains ~100 epochs a second here).
+    create(tmp_path, storage_url, name, n_trials=4, max_epochs=EPOCHS, extra=FAST_HEARTBEAT)
+    workers = [spawn("worker", "--study", name, url=storage_url) for _ in range(2)]
+    try:
+        wait_for(lambda: mid_training(storage_url, name, n=2), 180, "two trials in training")
+        proc = depthsearch_cmd("status", "--study", name, "--storage", storage_url)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.communicate(timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"study '{name}'" in out and "0 of 4 finished" in out and "2 running" in out, out
+    host = socket.gethostname()
+    for w in workers:
+        (row,) = [line for line in out.splitlines() if re.search(rf"\s{w.pid}\s", line)]
+        assert host in row and " cpu " in row, row
+        assert re.search(rf"\d+/{EPOCHS}\s", row), row  # its epoch, of max_epochs
+        age = re.search(r"(\d+) s ago", row)
+        assert age is not None and int(age.group(1)) < 60, row  # beating
+
+
+def test_status_of_a_finished_study_says_the_budget_is_met(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'done.db'}"
+    study_file = write_study(tmp_path, name="done", n_trials=3, max_epochs=2)
+    assert depthsearch_cmd("run", str(study_file), "--storage", url).returncode == 0
+    proc = depthsearch_cmd("status", "--study", "done", "--storage", url, "--watch", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 of 3 finished" in proc.stdout and "budget met: 3 of 3" in proc.stdout
+    assert re.search(r"best so far: trial \d+ val_loss=", proc.stdout), proc.stdout
+    assert "running:" not in proc.stdout
+
+
+def test_status_needs_the_database_only_not_the_data_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'csv.db'}"
+    csv = tmp_path / "series.csv"
+    csv.write_text("y\n" + "\n".join(f"{(i % 17) / 17:.3f}" for i in range(300)) + "\n")
+    study_file = write_study(tmp_path, name="csvstudy", n_trials=2, max_epochs=1)
+    text = study_file.read_text().replace(
+        'source = "synthetic"\nlength = 400', f'source = "csv"\npath = "{csv}"\ntarget = "y"'
+    )
+    study_file.write_text(text)
+    assert depthsearch_cmd("run", str(study_file), "--storage", url).returncode == 0
+    csv.unlink()  # as on another machine
+    proc = depthsearch_cmd("status", "--study", "csvstudy", "--storage", url)
+    assert proc.returncode == 0, proc.stderr
+    assert "budget met: 2 of 2" in proc.stdout
