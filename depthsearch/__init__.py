@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from depthsearch.errors import DepthsearchError
     from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
-    from depthsearch.learn.saved import load_config, load_model
+    from depthsearch.learn.saved import Forecaster, load_config, load_model
     from depthsearch.spec import StudySpec, load_spec
     from depthsearch.worker.run import run_study
 
 __all__ = [
     "DepthsearchError",
+    "Forecaster",
     "ModelConfig",
     "StackedLSTM",
     "StudySpec",
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 _HOME = {
     "DepthsearchError": "depthsearch.errors",
+    "Forecaster": "depthsearch.learn.saved",
     "ModelConfig": "depthsearch.learn.model",
     "StackedLSTM": "depthsearch.learn.model",
     "StudySpec": "depthsearch.spec",

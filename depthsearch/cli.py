@@ -390,6 +390,11 @@ def launch(
     )
     if cpu_workers is None:
         cpu_workers = 0 if chosen else cores
+        if not chosen:
+            click.echo(
+                f"no CUDA device visible: starting {cores} CPU worker{'s' if cores > 1 else ''} "
+                f"instead of {per_gpu} per GPU (set the count with --cpu-workers)"
+            )
     if not chosen and cpu_workers == 0:
         raise InputError("nothing to launch: no GPU chosen and --cpu-workers 0")
     plan = plan_workers(gpus=chosen, per_gpu=per_gpu, cpu_workers=cpu_workers, cores=cores)
@@ -398,7 +403,28 @@ def launch(
         args += ["--data", data_path]
     # The URL goes by environment, not argv, where `ps` would show its password.
     code = run_launch(plan, args, env={"DEPTHSEARCH_STORAGE": url}, echo=click.echo)
+    if code == 0:
+        click.echo(_budget_line(study_name, url))
     sys.exit(code)
+
+
+def _budget_line(study_name: str, url: str) -> str:
+    """``budget met: 30 of 30`` (or how far the study got), from the database."""
+    from optuna.trial import TrialState
+
+    from depthsearch.results.export import open_study
+    from depthsearch.search.trials import SPEC
+    from depthsearch.storage import trial_counts
+
+    study = open_study(study_name, url, read_trials=False)
+    counts = trial_counts(study) or {}
+    finished = counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.PRUNED, 0)
+    budget = int((study.user_attrs.get(SPEC) or {}).get("study", {}).get("n_trials", 0))
+    return (
+        f"budget met: {finished} of {budget}"
+        if finished >= budget
+        else f"{finished} of {budget} trials finished"
+    )
 
 
 @main.command()

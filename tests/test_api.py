@@ -12,7 +12,7 @@ import optuna
 import depthsearch
 
 from .conftest import unique, write_study
-from .test_worker import LONG, mid_training, spawn, trials, wait_for
+from .test_worker import EVENT_S, LONG, mid_training, spawn, trials, wait_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,7 +60,7 @@ def test_a_study_resumed_after_ctrl_c_never_repeats_a_candidate(
     study_file = write_study(tmp_path, name=name, n_trials=4, max_epochs=LONG)
     first = spawn("run", str(study_file), url=storage_url)
     try:
-        wait_for(lambda: _training(storage_url, name), 120, "a trial in training")
+        wait_for(lambda: _training(storage_url, name), EVENT_S, "a trial in training")
     finally:
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=120)

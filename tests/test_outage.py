@@ -24,6 +24,7 @@ from depthsearch.worker.reporting import ReportingProcess
 
 from .conftest import write_study
 from .test_worker import (
+    EVENT_S,
     FAST_HEARTBEAT,
     LONG,
     assert_settled,
@@ -126,7 +127,7 @@ def test_worker_rides_out_a_database_outage(
     create(tmp_path, direct, "outage", n_trials=6, max_epochs=LONG, extra=FAST_HEARTBEAT)
     worker = spawn("worker", "--study", "outage", url=via)
     try:
-        wait_for(lambda: mid_training(direct, "outage"), 120, "a trial in training")
+        wait_for(lambda: mid_training(direct, "outage"), EVENT_S, "a trial in training")
         proxy.cut()
         time.sleep(6)  # longer than a few retries, well inside db_wait (120 s)
         proxy.restore()
@@ -147,7 +148,7 @@ def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
     create(tmp_path, direct, "gone", n_trials=3, max_epochs=LONG, extra=extra)
     worker = spawn("worker", "--study", "gone", url=via)
     try:
-        wait_for(lambda: mid_training(direct, "gone"), 120, "a trial in training")
+        wait_for(lambda: mid_training(direct, "gone"), EVENT_S, "a trial in training")
         proxy.cut()
         started = time.monotonic()
         _, err = worker.communicate(timeout=60)

@@ -13,6 +13,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from .test_worker import (
+    EVENT_S,
     FAST_HEARTBEAT,
     assert_settled,
     create,
@@ -84,7 +85,7 @@ def test_a_training_worker_holds_at_most_two_server_connections(
     create(tmp_path, url, "conns", n_trials=2, max_epochs=100_000, extra=FAST_HEARTBEAT)
     worker = spawn("worker", "--study", "conns", url=url)
     try:
-        wait_for(lambda: mid_training(url, "conns"), 120, "a trial in training")
+        wait_for(lambda: mid_training(url, "conns"), EVENT_S, "a trial in training")
         # Over several heartbeats (1 s apart) while the worker trains and reports.
         seen = []
         for _ in range(60):

@@ -217,3 +217,42 @@ def test_the_report_shows_a_depth_whose_every_trial_was_pruned(tmp_path: Path) -
     assert "<tr><td>4</td><td>2</td><td>2</td><td>0.8 (pruned)</td>" in page, page
     assert "nan" not in page.lower()
     assert (tmp_path / "r" / "depth.png").stat().st_size > 0
+
+
+def test_a_forecaster_predicts_the_next_steps_in_the_targets_units(tmp_path: Path) -> None:
+    from depthsearch.learn.saved import Forecaster
+
+    rows = 240
+    frame = pd.DataFrame(
+        {
+            "month": [f"{1900 + i // 12}-{i % 12 + 1:02d}" for i in range(rows)],
+            "level": [100.0 + 10.0 * (i % 12) for i in range(rows)],
+        }
+    )
+    frame.to_csv(tmp_path / "series.csv", index=False)
+    study_file = write_study(tmp_path, name="units", n_trials=2, max_epochs=2)
+    study_file.write_text(
+        study_file.read_text().replace(
+            'source = "synthetic"\nlength = 400',
+            'source = "csv"\npath = "series.csv"\ntarget = "level"',
+        )
+    )
+    url = f"sqlite:///{tmp_path / 'units.db'}"
+    cli("run", str(study_file), "--storage", url)
+    out = tmp_path / "model"
+    cli("export", "--study", "units", "--storage", url, "--retrain", "-o", str(out))
+    forecaster = Forecaster.load(out)
+    ahead = forecaster.predict(frame)
+    assert list(ahead.index) == [1, 2] and list(ahead.columns) == ["level"]
+    # The target's units (the series runs 100-210), not the model's standardised outputs.
+    assert 50 < float(ahead["level"].mean()) < 300
+    raw = load_model(out)(torch.zeros(1, 8, 1)).detach()
+    assert float(raw.abs().max()) < 20
+    windows = forecaster.predict_windows(frame)
+    assert list(windows.index) == list(frame.index[7:])
+    assert ahead["level"].tolist() == pytest.approx(windows.iloc[-1].tolist())
+    # `predict` keeps the CSV's time column instead of a row number.
+    cli("predict", str(out), "--csv", str(tmp_path / "series.csv"), "-o", str(tmp_path / "p.csv"))
+    pred = pd.read_csv(tmp_path / "p.csv")
+    assert list(pred.columns) == ["month", "level+1", "level+2"]
+    assert pred["month"].iloc[0] == "1900-08" and len(pred) == rows - 7

@@ -27,6 +27,7 @@ from depthsearch.worker.reporting import CHILD_MODULE, ReportingProcess
 
 from .conftest import write_study
 from .test_worker import (
+    EVENT_S,
     FAST_HEARTBEAT,
     LONG,
     assert_settled,
@@ -77,7 +78,7 @@ def worker_in_training(
     create(tmp_path, url, name, n_trials=n_trials, max_epochs=LONG, extra=FAST_HEARTBEAT)
     worker = spawn("worker", "--study", name, url=url, **popen)
     try:
-        wait_for(lambda: mid_training(url, name), 90, "a trial in training")
+        wait_for(lambda: mid_training(url, name), EVENT_S, "a trial in training")
         children = reporting_children(worker.pid)
         assert len(children) == 1, children
     except BaseException:
@@ -101,7 +102,7 @@ def test_reports_come_from_a_child_that_dies_with_its_worker(
         )
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-        wait_for(lambda: not alive(child), 10, "the reporting process to die too")
+        wait_for(lambda: not alive(child), 60, "the reporting process to die too")
     finally:
         worker.kill()
         worker.communicate()
@@ -143,14 +144,14 @@ def test_ctrl_c_reaches_the_process_group_and_every_trained_epoch_is_still_writt
     worker, child = worker_in_training(tmp_path, url, "ctrlc", n_trials=2, start_new_session=True)
     try:
         os.killpg(worker.pid, signal.SIGINT)
-        _, err = worker.communicate(timeout=30)
+        _, err = worker.communicate(timeout=120)
     finally:
         worker.kill()
     assert worker.returncode == 128 + signal.SIGINT, err
     failed = [t for t in trials(url, "ctrlc") if t.state == TrialState.FAIL]
     assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "interrupted by SIGINT"
     assert len(failed[0].intermediate_values) == failed[0].user_attrs["epochs_trained"] > 0
-    wait_for(lambda: not alive(child), 10, "the reporting process to exit")
+    wait_for(lambda: not alive(child), 60, "the reporting process to exit")
 
 
 def _study(tmp_path: Path, url: str, name: str) -> tuple[optuna.Study, object]:

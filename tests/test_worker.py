@@ -7,6 +7,7 @@ Workers are real processes of the installed command; nothing is mocked.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import socket
@@ -20,6 +21,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from depthsearch.storage import RetryHeartbeatStaleTrialCallback
@@ -64,6 +66,10 @@ def trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 def count(url: str, name: str, *states: TrialState) -> int:
     return sum(t.state in states for t in trials(url, name))
 
+
+#: How long a test waits for an event (a trial in training, a log line): generous, since a
+#: loaded machine may take long; a test that passes never waits for it to run out.
+EVENT_S = 300
 
 #: Long trials for the tests that stop a worker mid-training. They act while one of the two
 #: first trials (the tiny study's start-up trials, never pruned) has reported fewer than MID
@@ -131,7 +137,7 @@ def sigkill_mid_trial_is_failed_and_retried(
     seen = read_url or url
     create(tmp_path, url, name, n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
     victim = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: mid_training(seen, name), 120, "a trial in training")
+    wait_for(lambda: mid_training(seen, name), EVENT_S, "a trial in training")
     killed = next(t for t in trials(seen, name) if t.state == TrialState.RUNNING)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
@@ -211,7 +217,7 @@ def test_signal_stops_worker_and_leaves_nothing_running(
     url = fresh_storage_url
     create(tmp_path, url, "term", n_trials=5, max_epochs=LONG)
     proc = spawn("worker", "--study", "term", url=url)
-    wait_for(lambda: mid_training(url, "term"), 90, "a trial in training")
+    wait_for(lambda: mid_training(url, "term"), EVENT_S, "a trial in training")
     sent = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
@@ -293,6 +299,23 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
     assert {t.user_attrs["torch_threads"] for t in trials(url, "launched")} == {
         max(1, (os.cpu_count() or 2) // 2)
     }
+    # Each worker's own lines come through the launcher behind its id and device.
+    for i in (0, 1):
+        assert re.search(rf"^\[{i} cpu\] .*worker on cpu", proc.stderr, re.M), proc.stderr
+    assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "budget met: 4 of 4"
+
+
+def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nogpu.db'}"
+    create(tmp_path, url, "nogpu", n_trials=2, max_epochs=1)
+    proc = depthsearch_cmd("launch", "--study", "nogpu", "--storage", url, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    if torch.cuda.is_available():  # pragma: no cover - a GPU machine
+        assert "no CUDA device visible" not in proc.stdout
+        return
+    assert re.search(r"no CUDA device visible: starting \d+ CPU workers? instead", proc.stdout)
+    assert "budget met: 2 of 2" in proc.stdout
 
 
 def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_url: str) -> None:
@@ -315,7 +338,7 @@ def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_u
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: mid_training(url, "stopme", n=2), 90, "two trials in training")
+    wait_for(lambda: mid_training(url, "stopme", n=2), EVENT_S, "two trials in training")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err

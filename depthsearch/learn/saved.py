@@ -25,6 +25,7 @@ __all__ = [
     "CONFIG_FILE",
     "FORMAT",
     "MODEL_FILE",
+    "Forecaster",
     "load_config",
     "load_model",
     "predict_csv",
@@ -107,39 +108,104 @@ def load_model(directory: str | Path) -> StackedLSTM:
     return model.eval()
 
 
+class Forecaster:
+    """A saved model with its scaler and window: forecasts in the target's own units.
+
+    ``load_model`` alone gives the network, whose outputs are standardised (the scale the
+    study trained on); a ``Forecaster`` takes a frame with the study's columns, scales its
+    inputs, runs the model and turns the outputs back into the target's units.
+    """
+
+    def __init__(self, model: StackedLSTM, scaler: Scaler, window: int, horizon: int) -> None:
+        self.model = model
+        self.scaler = scaler
+        self.window = window
+        self.horizon = horizon
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Forecaster:
+        """From a folder written by ``depthsearch export --retrain``."""
+        folder = Path(directory)
+        doc = read_document(folder / CONFIG_FILE)
+        if "scaler" not in doc:
+            raise InputError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
+        data = doc["data"]
+        return cls(
+            load_model(folder),
+            Scaler.from_dict(doc["scaler"]),
+            int(data["window"]),
+            int(data["horizon"]),
+        )
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a frame must hold (the model's inputs)."""
+        return list(self.scaler.columns)
+
+    def _outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise InputError(
+                f"the frame has no column(s) {missing}; the model needs {self.columns}"
+            )
+        if len(frame) < self.window:
+            raise InputError(f"{len(frame)} rows, but one window needs {self.window}")
+        values = frame[self.columns].to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise InputError(
+                f"the frame's columns {self.columns} hold a missing or infinite value"
+            )
+        x = input_windows(self.scaler.transform(values), self.window)
+        with torch.inference_mode():
+            y = self.model(x).numpy()
+        return np.asarray(self.scaler.inverse_target(y))
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The forecast for the ``horizon`` steps after the frame's last row: one row per
+        step (``step`` 1, 2, ...), the target's column in its own units."""
+        last = self._outputs(frame.iloc[-self.window :])[-1]
+        return pd.DataFrame(
+            {"step": np.arange(1, self.horizon + 1), self.scaler.target: last}
+        ).set_index("step")
+
+    def predict_windows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """One row per window of the frame, indexed by the frame's index at the window's last
+        row: ``{target}+1`` ... ``{target}+horizon`` in the target's own units."""
+        values = self._outputs(frame)
+        return pd.DataFrame(
+            values,
+            columns=[f"{self.scaler.target}+{i + 1}" for i in range(values.shape[1])],
+            index=frame.index[self.window - 1 :],
+        )
+
+
 def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
     """Predictions of a saved model for every window of a CSV with the study's columns.
 
     Returns:
-        One row per window: ``row`` (0-based index of the window's last input row in the CSV)
+        One row per window: the CSV's time column at the window's last input row (its first
+        column that is not an input, e.g. ``month``; else ``row``, the 0-based row number)
         and ``{target}+1`` ... ``{target}+horizon`` in the target's own units.
     """
-    folder = Path(directory)
-    doc = read_document(folder / CONFIG_FILE)
-    if "scaler" not in doc:
-        raise InputError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
-    scaler = Scaler.from_dict(doc["scaler"])
-    data = doc["data"]
-    window = int(data["window"])
+    forecaster = Forecaster.load(directory)
+    scaler = forecaster.scaler
     spec = DataSpec(
         source="csv",
         path=str(csv),
         target=scaler.target,
         features=tuple(scaler.columns) if tuple(scaler.columns) != (scaler.target,) else (),
-        window=window,
-        horizon=int(data["horizon"]),
+        window=forecaster.window,
+        horizon=forecaster.horizon,
     )
     frame = load_frame(spec, columns=scaler.columns)  # the target only when it is an input
-    if len(frame) < window:
-        raise InputError(f"{csv}: {len(frame)} rows, but one window needs {window}")
-    inputs = scaler.transform(frame[list(scaler.columns)].to_numpy(dtype=np.float64))
-    x = input_windows(inputs, window)
-    model = load_model(folder)
-    with torch.inference_mode():
-        y = model(x).numpy()
-    values = scaler.inverse_target(y)
-    out = pd.DataFrame(
-        values, columns=[f"{scaler.target}+{i + 1}" for i in range(values.shape[1])]
-    )
-    out.insert(0, "row", np.arange(window - 1, len(frame)))
-    return out
+    if len(frame) < forecaster.window:
+        raise InputError(f"{csv}: {len(frame)} rows, but one window needs {forecaster.window}")
+    out = forecaster.predict_windows(frame)
+    header = pd.read_csv(csv, nrows=0).columns
+    others = [c for c in header if c not in scaler.columns and c != scaler.target]
+    if others:
+        times = pd.read_csv(csv, usecols=[others[0]])[others[0]]
+        out.insert(0, str(others[0]), times.to_numpy()[forecaster.window - 1 :])
+    else:
+        out.insert(0, "row", np.arange(forecaster.window - 1, len(frame)))
+    return out.reset_index(drop=True)

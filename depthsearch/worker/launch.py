@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -83,6 +84,20 @@ def plan_workers(
     return plan
 
 
+_OUT_LOCK = threading.Lock()
+
+
+def _relay(process: subprocess.Popen[bytes], tag: str) -> None:
+    """Copies a worker's output to ours, line by line, each line behind ``tag``."""
+    assert process.stdout is not None
+    for raw in iter(process.stdout.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        with _OUT_LOCK:
+            sys.stderr.write(f"{tag} {line}\n")
+            sys.stderr.flush()
+    process.stdout.close()
+
+
 def launch(
     plan: Sequence[WorkerProcess],
     worker_args: Sequence[str],
@@ -99,6 +114,7 @@ def launch(
         echo: prints one line per started and per finished worker.
     """
     procs: list[WorkerProcess] = []
+    relays: list[threading.Thread] = []
     stopping: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -126,14 +142,27 @@ def launch(
                 str(w.threads),
             ]
             # Each worker gets its own process group: a Ctrl-C on the terminal reaches the
-            # launcher only, which forwards it once (not twice) to every worker.
-            w.process = subprocess.Popen(cmd, env=child_env, start_new_session=True)
+            # launcher only, which forwards it once (not twice) to every worker. Its output
+            # comes back through a pipe, each line prefixed with the worker's id and device.
+            w.process = subprocess.Popen(
+                cmd,
+                env=child_env,
+                start_new_session=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             procs.append(w)
             where = (
                 f"GPU {w.visible_devices}"
                 if w.device == "cuda"
                 else f"CPU, {w.threads} thread{'s' if w.threads > 1 else ''}"
             )
+            tag = f"[{i} {'cuda:' + str(w.visible_devices) if w.device == 'cuda' else 'cpu'}]"
+            relay = threading.Thread(
+                target=_relay, args=(w.process, tag), name=f"relay-{i}", daemon=True
+            )
+            relay.start()
+            relays.append(relay)
             echo(f"worker {i}: pid {w.process.pid} on {where}")
             if stopping:
                 break
@@ -142,6 +171,7 @@ def launch(
             for i, w in enumerate(procs):
                 assert w.process is not None
                 if i not in codes and (code := w.process.poll()) is not None:
+                    relays[i].join(timeout=10)  # its last lines first
                     codes[i] = code
                     echo(f"worker {i}: pid {w.process.pid} exited with code {code}")
             time.sleep(poll_s)
