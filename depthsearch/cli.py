@@ -121,18 +121,11 @@ def _work(
 ) -> Any:
     """Runs trials here with a progress display: ``n_trials`` more, or up to the study's
     budget when not given."""
-    from depthsearch.worker.loop import run_worker
+    from depthsearch.worker.run import work
 
     progress = _Progress(spec.train.max_epochs)
-    result = run_worker(
-        study,
-        spec,
-        url,
-        budget=None if n_trials else spec.n_trials,
-        n_trials=n_trials,
-        timeout=timeout,
-        on_epoch=progress.epoch,
-        **options,
+    result = work(
+        study, spec, url, n_trials=n_trials, timeout=timeout, on_epoch=progress.epoch, **options
     )
     progress.clear()
     return result

@@ -15,7 +15,7 @@ from depthsearch.storage import resolve_storage
 from depthsearch.studies import create_study
 from depthsearch.worker.loop import WorkerResult, run_worker
 
-__all__ = ["run_study", "run_study_here"]
+__all__ = ["run_study", "run_study_here", "work"]
 
 
 def _spec(study: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
@@ -41,17 +41,32 @@ def run_study_here(
     resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed)
     created = create_study(spec, url)
-    result = run_worker(
-        created,
+    result = work(
+        created, spec, url, n_trials=n_trials, timeout=timeout, on_epoch=on_epoch, data=data
+    )
+    return created, result
+
+
+def work(
+    study: optuna.Study,
+    spec: StudySpec,
+    url: str,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    **options: Any,
+) -> WorkerResult:
+    """Trials in this process: ``n_trials`` more, or up to the study's budget when not given
+    (``options`` go to :func:`~depthsearch.worker.loop.run_worker`)."""
+    return run_worker(
+        study,
         spec,
         url,
         budget=None if n_trials else spec.n_trials,
         n_trials=n_trials,
         timeout=timeout,
-        on_epoch=on_epoch,
-        data=data,
+        **options,
     )
-    return created, result
 
 
 def run_study(
