@@ -395,24 +395,43 @@ def launch(
     if data_path:
         args += ["--data", data_path]
     # The URL goes by environment, not argv, where `ps` would show its password.
-    code = run_launch(plan, args, env={"DEPTHSEARCH_STORAGE": url}, echo=click.echo)
+    opened: list[Any] = []  # one study (one connection) for every progress line
+
+    def study() -> Any:
+        from depthsearch.results.export import open_study
+
+        if not opened:
+            opened.append(open_study(study_name, url, read_trials=False))
+        return opened[0]
+
+    code = run_launch(
+        plan,
+        args,
+        env={"DEPTHSEARCH_STORAGE": url},
+        echo=click.echo,
+        progress=lambda: _budget_line(study(), live=True),
+    )
     if code == 0:
-        click.echo(_budget_line(study_name, url))
+        click.echo(_budget_line(study()))
     sys.exit(code)
 
 
-def _budget_line(study_name: str, url: str) -> str:
-    """``budget met: 30 of 30`` (or how far the study got), from the database."""
+def _budget_line(study: Any, *, live: bool = False) -> str:
+    """``budget met: 30 of 30`` (or how far the study got), from the database; ``live``:
+    the line shown under a running launch (running trials and the best so far too)."""
     from optuna.trial import TrialState
 
-    from depthsearch.results.export import open_study
     from depthsearch.search.trials import SPEC
-    from depthsearch.storage import trial_counts
+    from depthsearch.storage import best_complete, trial_counts
 
-    study = open_study(study_name, url, read_trials=False)
     counts = trial_counts(study) or {}
     finished = counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.PRUNED, 0)
     budget = int((study.user_attrs.get(SPEC) or {}).get("study", {}).get("n_trials", 0))
+    if live:
+        best = best_complete(study) if len(study.directions) == 1 else None
+        shown = "" if best is None else f", best trial {best[1]} val_loss={best[0]:.5g}"
+        running = counts.get(TrialState.RUNNING, 0)
+        return f"[launch] {finished} of {budget} finished, {running} running{shown}"
     return (
         f"budget met: {finished} of {budget}"
         if finished >= budget

@@ -8,9 +8,9 @@ import socket
 from pathlib import Path
 
 from .conftest import depthsearch_cmd, unique, write_study
-from .test_worker import EVENT_S, FAST_HEARTBEAT, create, mid_training, spawn, wait_for
+from .test_worker import ENDLESS, EVENT_S, FAST_HEARTBEAT, create, spawn, training, wait_for
 
-EPOCHS = 100_000
+EPOCHS = ENDLESS
 
 
 def test_status_shows_each_running_trial_with_its_worker_and_heartbeat(
@@ -21,7 +21,7 @@ def test_status_shows_each_running_trial_with_its_worker_and_heartbeat(
     create(tmp_path, storage_url, name, n_trials=4, max_epochs=EPOCHS, extra=FAST_HEARTBEAT)
     workers = [spawn("worker", "--study", name, url=storage_url) for _ in range(2)]
     try:
-        wait_for(lambda: mid_training(storage_url, name, n=2), EVENT_S, "two trials in training")
+        wait_for(lambda: training(storage_url, name, n=2), EVENT_S, "two trials in training")
         proc = depthsearch_cmd("status", "--study", name, "--storage", storage_url)
     finally:
         for w in workers:

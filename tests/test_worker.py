@@ -79,6 +79,22 @@ LONG = 160
 MID = 60
 
 
+#: Trials that outlast any test: for the tests that need two workers training at once (with
+#: trials of LONG epochs, one worker may finish its trial before the other starts reporting).
+ENDLESS = 100_000
+
+
+def training(url: str, name: str, n: int) -> bool:
+    """True when at least ``n`` trials are RUNNING with an epoch reported (ENDLESS trials:
+    they stay so until the test stops them)."""
+    running = [
+        t
+        for t in trials(url, name)
+        if t.state == TrialState.RUNNING and len(t.intermediate_values) > 0
+    ]
+    return len(running) >= n
+
+
 def mid_training(url: str, name: str, n: int = 1) -> bool:
     """True when at least ``n`` start-up trials are RUNNING with 1 to MID - 1 epochs reported."""
     running = [
@@ -320,7 +336,7 @@ def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None
 
 def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_url: str) -> None:
     url = fresh_storage_url
-    create(tmp_path, url, "stopme", n_trials=20, max_epochs=LONG)
+    create(tmp_path, url, "stopme", n_trials=20, max_epochs=ENDLESS)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -338,10 +354,43 @@ def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_u
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: mid_training(url, "stopme", n=2), EVENT_S, "two trials in training")
+    wait_for(lambda: training(url, "stopme", n=2), EVENT_S, "two trials in training")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert out.count("exited with code 143") == 2, out
     assert count(url, "stopme", TrialState.RUNNING) == 0
     assert count(url, "stopme", TrialState.FAIL) == 2
+
+
+def test_launch_on_a_terminal_shows_a_live_progress_line(tmp_path: Path) -> None:
+    """Under the workers' relayed lines, one line redrawn in place: the study's progress."""
+    import pty
+    import shutil
+
+    url = f"sqlite:///{tmp_path / 'tty.db'}"
+    create(tmp_path, url, "tty", n_trials=4, max_epochs=40)
+    exe = shutil.which("depthsearch") or str(Path(sys.executable).parent / "depthsearch")
+    parent, child = pty.openpty()
+    proc = subprocess.Popen(
+        [exe, "launch", "--study", "tty", "--storage", url, "--cpu-workers", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=child,
+        stderr=child,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # the terminal closed: every writer exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(parent)
+    assert proc.wait(timeout=EVENT_S) == 0
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert re.search(r"\r\x1b\[K\[launch\] \d+ of 4 finished, \d+ running", out), out
+    assert "budget met: 4 of 4" in out

@@ -84,17 +84,63 @@ def plan_workers(
     return plan
 
 
-_OUT_LOCK = threading.Lock()
+class _Output:
+    """The launcher's terminal: relayed worker lines, and on a terminal one live line under
+    them (the study's progress), redrawn every ``every_s`` seconds."""
+
+    _CLEAR = "\r\033[K"
+
+    def __init__(self, progress: Callable[[], str] | None, every_s: float = 2.0) -> None:
+        self._progress = progress
+        self._live = progress is not None and sys.stderr.isatty()
+        self._every_s = every_s
+        self._shown = ""
+        self._drawn_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def line(self, text: str, *, echo: Callable[[str], None] | None = None) -> None:
+        """One line above the live one: to stderr, or through ``echo``."""
+        with self._lock:
+            if self._shown:
+                sys.stderr.write(self._CLEAR)
+                sys.stderr.flush()
+            if echo is not None:
+                echo(text)
+            else:
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+            if self._shown:
+                sys.stderr.write(self._shown)
+                sys.stderr.flush()
+
+    def tick(self) -> None:
+        if not self._live or time.monotonic() - self._drawn_at < self._every_s:
+            return
+        self._drawn_at = time.monotonic()
+        assert self._progress is not None
+        try:
+            text = self._progress()
+        except Exception as e:  # the database away for a moment: the workers ride it out
+            _log.debug("progress line: %s", e)
+            return
+        with self._lock:
+            self._shown = text
+            sys.stderr.write(self._CLEAR + text)
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._shown:
+                sys.stderr.write(self._CLEAR)
+                sys.stderr.flush()
+                self._shown = ""
 
 
-def _relay(process: subprocess.Popen[bytes], tag: str) -> None:
+def _relay(process: subprocess.Popen[bytes], tag: str, out: _Output) -> None:
     """Copies a worker's output to ours, line by line, each line behind ``tag``."""
     assert process.stdout is not None
     for raw in iter(process.stdout.readline, b""):
-        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-        with _OUT_LOCK:
-            sys.stderr.write(f"{tag} {line}\n")
-            sys.stderr.flush()
+        out.line(f"{tag} {raw.decode('utf-8', 'replace').rstrip()}")
     process.stdout.close()
 
 
@@ -104,6 +150,7 @@ def launch(
     *,
     env: dict[str, str] | None = None,
     echo: Callable[[str], None],
+    progress: Callable[[], str] | None = None,
     poll_s: float = 0.1,
 ) -> int:
     """Starts every planned worker and waits; returns 0, or the first failing exit code.
@@ -112,7 +159,10 @@ def launch(
         worker_args: arguments after ``depthsearch worker`` (study, data, ...).
         env: extra environment for every worker (the storage URL travels here).
         echo: prints one line per started and per finished worker.
+        progress: the study's progress in one line, shown live under the workers' lines
+            when the launcher's stderr is a terminal.
     """
+    out = _Output(progress)
     procs: list[WorkerProcess] = []
     relays: list[threading.Thread] = []
     stopping: list[int] = []
@@ -159,11 +209,11 @@ def launch(
             )
             tag = f"[{i} {'cuda:' + str(w.visible_devices) if w.device == 'cuda' else 'cpu'}]"
             relay = threading.Thread(
-                target=_relay, args=(w.process, tag), name=f"relay-{i}", daemon=True
+                target=_relay, args=(w.process, tag, out), name=f"relay-{i}", daemon=True
             )
             relay.start()
             relays.append(relay)
-            echo(f"worker {i}: pid {w.process.pid} on {where}")
+            out.line(f"worker {i}: pid {w.process.pid} on {where}", echo=echo)
             if stopping:
                 break
         codes: dict[int, int] = {}
@@ -173,9 +223,11 @@ def launch(
                 if i not in codes and (code := w.process.poll()) is not None:
                     relays[i].join(timeout=10)  # its last lines first
                     codes[i] = code
-                    echo(f"worker {i}: pid {w.process.pid} exited with code {code}")
+                    out.line(f"worker {i}: pid {w.process.pid} exited with code {code}", echo=echo)
+            out.tick()
             time.sleep(poll_s)
     finally:
+        out.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     if stopping:
