@@ -421,22 +421,17 @@ def _budget_line(study: Any, *, live: bool = False) -> str:
     the line shown under a running launch (running trials and the best so far too)."""
     from optuna.trial import TrialState
 
-    from depthsearch.search.trials import SPEC
-    from depthsearch.storage import best_complete, trial_counts
+    from depthsearch.results.status import budget_of
+    from depthsearch.storage import best_complete
 
-    counts = trial_counts(study) or {}
-    finished = counts.get(TrialState.COMPLETE, 0) + counts.get(TrialState.PRUNED, 0)
-    budget = int((study.user_attrs.get(SPEC) or {}).get("study", {}).get("n_trials", 0))
+    budget = budget_of(study)
+    done = f"{budget.finished} of {budget.n_trials}"
     if live:
         best = best_complete(study) if len(study.directions) == 1 else None
         shown = "" if best is None else f", best trial {best[1]} val_loss={best[0]:.5g}"
-        running = counts.get(TrialState.RUNNING, 0)
-        return f"[launch] {finished} of {budget} finished, {running} running{shown}"
-    return (
-        f"budget met: {finished} of {budget}"
-        if finished >= budget
-        else f"{finished} of {budget} trials finished"
-    )
+        running = budget.counts.get(TrialState.RUNNING, 0)
+        return f"[launch] {done} finished, {running} running{shown}"
+    return f"budget met: {done}" if budget.met else f"{done} trials finished"
 
 
 @main.command()

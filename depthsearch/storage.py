@@ -144,11 +144,11 @@ def _connect_args(url: URL) -> dict[str, Any]:
     return args
 
 
-def _engine_kwargs(url: URL) -> dict[str, Any]:
+def _engine_kwargs(url: URL, connections: int = POOL_SIZE) -> dict[str, Any]:
     dialect = _dialect(url)
     if dialect == "postgresql":
         return {
-            "pool_size": POOL_SIZE,
+            "pool_size": connections,
             "max_overflow": 0,
             "pool_timeout": POOL_TIMEOUT_S,
             "pool_pre_ping": True,
@@ -191,9 +191,9 @@ _LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
 
 
 def _lock_engine(url: str, parsed: URL) -> sqlalchemy.Engine:
-    """The lock's engine where no storage engine is given (schema and study creation, once per
-    process): no pool, so nothing stays open afterwards. A worker's reservations pass the
-    storage's own engine instead, whose pooled connection saves a log-in per trial."""
+    """The engine of :func:`storage_lock` (schema and study creation) and of the schema probe
+    before a storage opens: no pool, so nothing stays open afterwards. A worker's reservations
+    run on the storage's own engine instead (:func:`locked_study`)."""
     engine = _LOCK_ENGINES.get(url)
     if engine is None:
         args = _connect_args(parsed) if _dialect(parsed) == "postgresql" else {"timeout": 60}
@@ -332,8 +332,7 @@ class LockedStudy:
     every trial, so the lock is held as briefly at 100,000 trials as at 1,000. Trial numbers
     are 0, 1, 2, ... in order of creation (Optuna numbers a trial by the trials before it,
     under the same row lock): the next is the highest plus one, and the study holds that many
-    trials. Elsewhere (SQLite)
-    each step is a transaction of its own under the file lock.
+    trials. Elsewhere (SQLite) each step is a transaction of its own under the file lock.
     """
 
     def __init__(self, study: optuna.Study, conn: sqlalchemy.Connection | None) -> None:
@@ -540,8 +539,11 @@ def open_storage(
     """
     parsed = _parse(url)
     _check_supported(parsed, url)
-    if existing:
-        _check_exists(url, parsed)
+    hint = f"create a study there first: `depthsearch create STUDY.toml --storage {mask_url(url)}`"
+    if existing and _dialect(parsed) == "sqlite" and parsed.database:
+        path = Path(parsed.database).expanduser()
+        if not path.exists():  # asked before the probe below, which would create the file
+            raise StorageError(f"no study database at {path} (the file does not exist); {hint}")
     kwargs: dict[str, Any] = {}
     if workers is not None:
         with quiet_experimental():
@@ -553,19 +555,18 @@ def open_storage(
         }
     try:
         if _dialect(parsed) in ("postgresql", "sqlite") and not _has_schema(url, parsed):
+            if existing:
+                raise StorageError(f"the database {mask_url(url)} holds no study yet; {hint}")
             # An empty database: one process creates the schema, under the lock (Optuna's
             # schema creation holds two connections at once); then it opens as any other.
             with storage_lock(url), quiet_experimental():
                 creating = {**_engine_kwargs(parsed), "max_overflow": 1}
                 optuna.storages.RDBStorage(url, engine_kwargs=creating).engine.dispose()
         # A worker joining a study takes no lock and no connection more than its own.
-        engine_kwargs = _engine_kwargs(parsed)
-        if "pool_size" in engine_kwargs:
-            engine_kwargs["pool_size"] = connections
         with quiet_experimental():
             storage = optuna.storages.RDBStorage(
                 url,
-                engine_kwargs=engine_kwargs,
+                engine_kwargs=_engine_kwargs(parsed, connections),
                 skip_compatibility_check=True,  # made below, one connection at a time
                 **kwargs,
             )
@@ -588,24 +589,6 @@ def open_storage(
             f"{mask_url(url)}` (back it up first)"
         )
     return storage
-
-
-def _check_exists(url: str, parsed: URL) -> None:
-    """Raises StorageError where the database holds no study yet (see open_storage)."""
-    hint = f"create a study there first: `depthsearch create STUDY.toml --storage {mask_url(url)}`"
-    if _dialect(parsed) == "sqlite" and parsed.database:
-        path = Path(parsed.database).expanduser()
-        if not path.exists():
-            raise StorageError(f"no study database at {path} (the file does not exist); {hint}")
-    elif _dialect(parsed) == "postgresql":
-        try:
-            holds = _has_schema(url, parsed)
-        except (OperationalError, DBAPIError) as e:
-            raise StorageError(
-                f"cannot connect to the database {mask_url(url)}: {_describe(e)}"
-            ) from e
-        if not holds:
-            raise StorageError(f"the database {mask_url(url)} holds no study yet; {hint}")
 
 
 def _has_schema(url: str, parsed: URL) -> bool:

@@ -65,3 +65,12 @@ def test_a_worker_for_an_absent_study_says_how_to_create_it(
     line = proc.stderr.strip()
     assert "no study named 'absent'" in line and f"'{present}'" in line
     assert "create it with `depthsearch create STUDY.toml`" in line
+
+
+def test_a_read_command_on_an_empty_sqlite_file_adds_no_tables(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    db.touch()  # a file, but no study in it
+    proc = depthsearch_cmd("trials", "--study", "s", "--storage", f"sqlite:///{db}")
+    assert proc.returncode == 2, proc.stderr
+    assert "holds no study yet" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert db.stat().st_size == 0

@@ -121,11 +121,13 @@ def synthetic_series(length: int, noise: float, seed: int) -> pd.DataFrame:
 
 
 def load_frame(
-    spec: DataSpec, *, seed: int = 0, columns: Sequence[str] | None = None
+    spec: DataSpec, *, seed: int = 0, columns: Sequence[str] | None = None, timed: bool = False
 ) -> pd.DataFrame:
     """The columns the spec needs (inputs and target), numeric and complete.
 
     ``columns`` reads only those instead: predicting needs the inputs, not the target.
+    ``timed``: the frame's index is the CSV's time column, its first column that is not
+    read (``month``, ``timestamp``), where it has one.
 
     Raises:
         DataError: unreadable file, missing or non-numeric column, missing values.
@@ -165,7 +167,11 @@ def load_frame(
             )
         if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
             raise DataError(f"{path}: column {column!r} holds an infinite value")
-    return pd.DataFrame({c: pd.to_numeric(out[c]) for c in needed})
+    result = pd.DataFrame({c: pd.to_numeric(out[c]) for c in needed})
+    others = [c for c in frame.columns if c not in needed and c != spec.target]
+    if timed and others:
+        result.index = pd.Index(frame[others[0]], name=str(others[0]))
+    return result
 
 
 def _fit_scaler(frame: pd.DataFrame, spec: DataSpec, cut: int) -> Scaler:

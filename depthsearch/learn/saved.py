@@ -197,15 +197,9 @@ def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
         window=forecaster.window,
         horizon=forecaster.horizon,
     )
-    frame = load_frame(spec, columns=scaler.columns)  # the target only when it is an input
+    # The target only when it is an input; the CSV's time column as the index.
+    frame = load_frame(spec, columns=scaler.columns, timed=True)
     if len(frame) < forecaster.window:
         raise InputError(f"{csv}: {len(frame)} rows, but one window needs {forecaster.window}")
     out = forecaster.predict_windows(frame)
-    header = pd.read_csv(csv, nrows=0).columns
-    others = [c for c in header if c not in scaler.columns and c != scaler.target]
-    if others:
-        times = pd.read_csv(csv, usecols=[others[0]])[others[0]]
-        out.insert(0, str(others[0]), times.to_numpy()[forecaster.window - 1 :])
-    else:
-        out.insert(0, "row", np.arange(forecaster.window - 1, len(frame)))
-    return out.reset_index(drop=True)
+    return out.rename_axis(out.index.name or "row").reset_index()

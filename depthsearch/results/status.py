@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime
+
+import optuna
+from optuna.trial import TrialState
 
 from depthsearch.results.export import open_study
 from depthsearch.search import trials as keys
@@ -15,7 +19,7 @@ from depthsearch.storage import (
     trial_counts,
 )
 
-__all__ = ["status_text"]
+__all__ = ["Budget", "budget_of", "status_text"]
 
 
 def _duration(seconds: float) -> str:
@@ -26,6 +30,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Where a study stands against its budget, from the database (no trial is read)."""
+
+    n_trials: int
+    counts: dict[TrialState, int]
+
+    @property
+    def finished(self) -> int:
+        return self.counts.get(TrialState.COMPLETE, 0) + self.counts.get(TrialState.PRUNED, 0)
+
+    @property
+    def met(self) -> bool:
+        return self.finished >= self.n_trials
+
+
+def budget_of(study: optuna.Study) -> Budget:
+    """The study's budget (``[study] n_trials`` of its stored spec, as stored: no data file
+    needed) and its trials per state."""
+    stored = study.user_attrs.get(keys.SPEC) or {}
+    return Budget(int(stored.get("study", {}).get("n_trials", 0)), trial_counts(study) or {})
+
+
 def status_text(study_name: str, storage_url: str) -> str:
     """The budget, pace, ETA and best of a study, and one row per running trial: its
     worker's host, pid and device, epoch, last validation loss, and the age of its last
@@ -33,11 +60,10 @@ def status_text(study_name: str, storage_url: str) -> str:
     study = open_study(study_name, storage_url, read_trials=False)
     # The stored spec as stored: no data file needed, so status works from any machine.
     stored = study.user_attrs.get(keys.SPEC) or {}
-    n_trials = int(stored.get("study", {}).get("n_trials", 0))
     max_epochs = stored.get("train", {}).get("max_epochs", "?")
-    counts = trial_counts(study) or {}
-    by_name = {state.name: n for state, n in counts.items()}
-    finished = by_name.get("COMPLETE", 0) + by_name.get("PRUNED", 0)
+    budget = budget_of(study)
+    n_trials, finished = budget.n_trials, budget.finished
+    by_name = {state.name: n for state, n in budget.counts.items()}
     lines = [
         f"study {study_name!r} in {mask_url(storage_url)}: {finished} of {n_trials} "
         f"finished ({by_name.get('COMPLETE', 0)} complete, {by_name.get('PRUNED', 0)} pruned), "
@@ -45,7 +71,7 @@ def status_text(study_name: str, storage_url: str) -> str:
         f"{by_name.get('FAIL', 0)} failed"
     ]
     ends = recent_finishes(study)
-    if finished >= n_trials:
+    if budget.met:
         lines.append(f"budget met: {finished} of {n_trials}")
     elif len(ends) >= 2 and ends[0] > ends[-1]:
         per_hour = (len(ends) - 1) / (ends[0] - ends[-1]).total_seconds() * 3600

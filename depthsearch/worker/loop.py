@@ -371,15 +371,14 @@ def run_worker(
         # What the sampler reads at the first suggest, read once before the first reservation
         # (in seconds at 100,000 trials, where Optuna's own first read takes minutes); the
         # reads after it are incremental.
-        retry_for(storage_url, spec.workers.db_wait)(
-            lambda: load_all_trials(study), "reading the study's trials"
-        )
+        retry = retry_for(storage_url, spec.workers.db_wait)
+        retry(lambda: load_all_trials(study), "reading the study's trials")
         signals = Signals()
         objective = Objective(
             spec,
             data,
             torch_device,
-            retry=retry_for(storage_url, spec.workers.db_wait),
+            retry=retry,
             on_epoch=on_epoch,
             interrupt=signals.check,
             reporting=reporting,
