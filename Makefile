@@ -36,11 +36,14 @@ lint: install-dev
 	$(BIN)/lint-imports --no-cache
 
 # Real parts the tests start themselves, from Debian's packages: chromium (the dashboard in a
-# browser) and pgbouncer (workers through a connection pooler). Installed when we can (root).
+# browser), pgbouncer (workers through a connection pooler), slurm-wlm and munge (a two-node
+# Slurm on this machine). Installed when we can (root); kubectl renders the Kubernetes base.
+SERVICE_PACKAGES := chromium pgbouncer slurm-wlm munge
 services:
-	@{ command -v chromium >/dev/null 2>&1 && [ -x /usr/sbin/pgbouncer ]; } || { [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium pgbouncer >/dev/null) \
-	  || echo "chromium or pgbouncer missing and not root: their tests will skip (CI fails instead)"; }
+	@{ command -v chromium && [ -x /usr/sbin/pgbouncer ] && command -v slurmctld && command -v munged; } >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SERVICE_PACKAGES) >/dev/null) \
+	  || echo "$(SERVICE_PACKAGES): some missing and not root: their tests will skip (CI fails instead)"; }
 
 test: lint services
 	$(BIN)/pytest

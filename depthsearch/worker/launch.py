@@ -19,7 +19,7 @@ from types import FrameType
 
 from depthsearch.errors import InputError
 
-__all__ = ["WorkerProcess", "launch", "parse_gpus", "plan_workers"]
+__all__ = ["WorkerProcess", "available_cores", "launch", "parse_gpus", "plan_workers"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +39,17 @@ def visible_gpus() -> list[int]:
     import torch
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by what a Slurm job step was
+    given on this node (``SLURM_CPUS_ON_NODE``, set by Slurm even without CPU binding)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    slurm = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        cores = min(cores, int(slurm))
+    return cores
 
 
 def parse_gpus(value: str, available: Sequence[int]) -> list[int]:
@@ -66,17 +77,24 @@ def plan_workers(
     per_gpu: int,
     cpu_workers: int,
     cores: int,
+    visible: str | None = None,
 ) -> list[WorkerProcess]:
     """K workers per GPU plus N CPU workers sharing the cores (at least one thread each).
 
     Small LSTMs train faster as several one-thread processes than as one process with many
     threads, so CPU workers split the cores between them.
+
+    ``gpus`` are indices as this process sees them; ``visible`` is this process's own
+    ``CUDA_VISIBLE_DEVICES`` (Slurm sets it to the job's GPUs, ``2,3`` say): each worker is
+    pinned to the entry its index names there (``3`` for index 1), not to a physical index.
     """
+    entries = [e.strip() for e in visible.split(",")] if visible else []
     plan: list[WorkerProcess] = []
     gpu_threads = max(1, cores // max(1, len(gpus) * per_gpu + cpu_workers))
     for gpu in gpus:
+        device = entries[gpu] if gpu < len(entries) else str(gpu)
         for _ in range(per_gpu):
-            plan.append(WorkerProcess("cuda", str(gpu), gpu_threads))
+            plan.append(WorkerProcess("cuda", device, gpu_threads))
     if cpu_workers:
         threads = max(1, cores // cpu_workers)
         for _ in range(cpu_workers):
