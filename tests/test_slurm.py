@@ -21,7 +21,16 @@ from depthsearch.worker.slurm import SlurmJob, batch_script, time_limit_s
 
 from . import slurm_cluster
 from .conftest import PG_ADMIN_URL, depthsearch_cmd, throwaway_database, unique, write_study
-from .test_worker import EVENT_S, LONG, assert_settled, count, mid_training, trials, wait_for
+from .test_worker import (
+    ENDLESS,
+    EVENT_S,
+    LONG,
+    assert_settled,
+    count,
+    mid_training,
+    trials,
+    wait_for,
+)
 
 PASSWORD = "pw-" + uuid.uuid4().hex
 
@@ -311,3 +320,37 @@ def test_a_job_slurm_refuses_is_one_line_and_nothing_queued(
     # And a study that is not in the database never reaches Slurm.
     proc = _submit(slurm, tmp_path, node_url, "--study", "no-such-study")
     assert proc.returncode == 2 and "no-such-study" in proc.stderr
+
+
+def test_workers_stop_before_the_time_limit_with_their_trials_failed_not_running(
+    slurm: slurm_cluster.Cluster, node_url: str, tmp_path: Path
+) -> None:
+    """``--signal``: Slurm sends SIGTERM ``--signal-before`` seconds ahead of ``--time``
+    (Slurm may send it up to a minute earlier still); the job ends before its limit."""
+    import time
+
+    name = unique("limit")
+    study = write_study(tmp_path, name=name, n_trials=4, max_epochs=ENDLESS)
+    env = {"DEPTHSEARCH_STORAGE": node_url}
+    assert depthsearch_cmd("create", str(study), env=env).returncode == 0
+    started = time.monotonic()
+    job_id = _job_id(
+        _submit(
+            slurm,
+            tmp_path,
+            node_url,
+            *("--study", name, "--nodes", "2", "--cpus-per-node", "1"),
+            *("--time", "1", "--signal-before", "25"),
+        )
+    )
+    final = slurm.wait(job_id, timeout=EVENT_S)
+    took = time.monotonic() - started
+    logs = "\n".join(p.read_text() for p in (tmp_path / "slurm-logs").glob(f"*-{job_id}-task*"))
+    assert final != "TIMEOUT", f"{took:.0f} s\n{logs}"
+    assert logs.count("exited with code 143") == 2, logs
+    assert count(node_url, name, TrialState.RUNNING) == 0
+    failed = [t for t in trials(node_url, name) if t.state == TrialState.FAIL]
+    assert failed and all(
+        t.user_attrs.get("fail_reason") == "interrupted by SIGTERM" for t in failed
+    ), [(t.state, t.user_attrs) for t in trials(node_url, name)]
+    print(f"job {job_id} {final} after {took:.0f} s of a 60 s limit; failed {len(failed)}")
