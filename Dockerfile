@@ -1,5 +1,11 @@
-# One image for the `create`, `worker` and `dashboard` services of docker-compose.yml.
-# CUDA wheels by default (workers reserve a GPU); build with --build-arg TORCH_INDEX=cpu for CPU.
+# One image for every place depthsearch runs in a container: the `create`, `worker` and
+# `dashboard` services of docker-compose.yml, the pods of deploy/kubernetes, and Slurm sites
+# that run containers (pyxis/enroot, Apptainer).
+#   docker build -t depthsearch:latest .                           # CUDA 12.6 wheels (default)
+#   docker build --build-arg TORCH_INDEX=cu128 -t depthsearch .    # another CUDA build of torch
+#   docker build --build-arg TORCH_INDEX=cpu -t depthsearch:cpu .  # CPU only, much smaller
+# The CUDA wheels carry their own CUDA runtime: the host needs only the NVIDIA driver (and the
+# NVIDIA container toolkit, or Kubernetes' NVIDIA device plugin).
 FROM python:3.11-slim
 
 ARG TORCH_SPEC="torch==2.13.0"
@@ -13,6 +19,7 @@ COPY depthsearch ./depthsearch
 RUN pip install .
 COPY studies ./studies
 
-RUN useradd --create-home depthsearch
-USER depthsearch
+# A numeric user, so Kubernetes' runAsNonRoot can check it (deploy/kubernetes runs as 10001).
+RUN useradd --create-home --uid 10001 depthsearch
+USER 10001
 ENTRYPOINT ["depthsearch"]
