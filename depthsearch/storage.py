@@ -63,6 +63,7 @@ __all__ = [
     "retrying",
     "running_trials",
     "running_without_heartbeat",
+    "sqlite_file",
     "storage_lock",
     "take_waiting_trial",
     "trial_counts",
@@ -259,6 +260,14 @@ def _lock_key(scope: str) -> int:
     return zlib.crc32(f"depthsearch:{scope}".encode()) & 0x7FFFFFFF
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (absolute); None for other URLs and ``:memory:``."""
+    parsed = _parse(url)
+    if _dialect(parsed) != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser().resolve()
+
+
 @contextlib.contextmanager
 def storage_lock(url: str, *, scope: str = "") -> Iterator[None]:
     """A lock shared by every process that uses this storage (and ``scope``, e.g. a study).
@@ -276,14 +285,8 @@ def storage_lock(url: str, *, scope: str = "") -> Iterator[None]:
     if dialect == "postgresql":
         with _advisory_lock(_lock_engine(url, parsed), _lock_key(scope)):
             yield
-    elif dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        lock_path = (
-            Path(parsed.database)
-            .expanduser()
-            .resolve()
-            .with_name(Path(parsed.database).name + ".lock")
-        )
-        with lock_path.open("a") as handle:
+    elif (database := sqlite_file(url)) is not None:
+        with database.with_name(database.name + ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -10,12 +10,15 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import hashlib
+import io
 import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,9 +27,11 @@ from depthsearch.errors import InputError, NonFiniteLossError
 from depthsearch.learn.data import Windows
 
 __all__ = [
+    "CorruptCheckpoint",
     "EpochResult",
     "FitOptions",
     "History",
+    "TrainState",
     "evaluate",
     "fit",
     "keep_freed_memory",
@@ -72,6 +77,91 @@ class History:
     @property
     def seconds_per_epoch(self) -> float:
         return sum(e.seconds for e in self.epochs) / len(self.epochs) if self.epochs else 0.0
+
+
+class CorruptCheckpoint(ValueError):
+    """Bytes that are not a whole, intact training state."""
+
+
+#: The first bytes of a saved training state, then the SHA-256 of the rest, then the rest.
+_MAGIC = b"depthsearch-train-state-1\n"
+
+
+def _cpu_copy(value: Any) -> Any:
+    """``value`` with every tensor copied to the CPU (dicts and lists walked)."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything :func:`fit` needs to go on after ``epoch`` as if it had never stopped: the
+    model, the optimiser, the random states (batch order, dropout), the early-stopping state and
+    the epochs so far. On the CPU a run resumed from it trains bit for bit as one that never
+    stopped."""
+
+    epoch: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    batch_rng: Tensor
+    torch_rng: Tensor
+    cuda_rng: Tensor | None
+    best: float
+    since_best: int
+    epochs: list[EpochResult]
+    #: What the caller stores beside the state (which trial it is, say), checked on load.
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        payload = io.BytesIO()
+        torch.save(
+            {
+                "epoch": self.epoch,
+                "model": self.model,
+                "optimizer": self.optimizer,
+                "batch_rng": self.batch_rng,
+                "torch_rng": self.torch_rng,
+                "cuda_rng": self.cuda_rng,
+                "best": self.best,
+                "since_best": self.since_best,
+                "epochs": [dataclasses.astuple(e) for e in self.epochs],
+                "meta": self.meta,
+            },
+            payload,
+        )
+        body = payload.getvalue()
+        return _MAGIC + hashlib.sha256(body).digest() + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrainState:
+        """Raises :class:`CorruptCheckpoint` for anything but an intact saved state."""
+        head = len(_MAGIC)
+        if not data.startswith(_MAGIC) or len(data) < head + 32:
+            raise CorruptCheckpoint("not a depthsearch training state (or cut short)")
+        digest, body = data[head : head + 32], data[head + 32 :]
+        if hashlib.sha256(body).digest() != digest:
+            raise CorruptCheckpoint("its checksum does not match (a partial or damaged write)")
+        try:
+            raw = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+            return cls(
+                epoch=int(raw["epoch"]),
+                model=raw["model"],
+                optimizer=raw["optimizer"],
+                batch_rng=raw["batch_rng"],
+                torch_rng=raw["torch_rng"],
+                cuda_rng=raw["cuda_rng"],
+                best=float(raw["best"]),
+                since_best=int(raw["since_best"]),
+                epochs=[EpochResult(*e) for e in raw["epochs"]],
+                meta=dict(raw["meta"]),
+            )
+        except Exception as e:  # intact bytes, but not what we write
+            raise CorruptCheckpoint(f"unreadable ({type(e).__name__}: {e})") from e
 
 
 def keep_freed_memory() -> bool:
@@ -166,6 +256,9 @@ def fit(
     on_epoch_end: Callable[[EpochResult, History], None] | None = None,
     history: History | None = None,
     interrupt: Callable[[], None] | None = None,
+    resume: TrainState | None = None,
+    checkpoint: Callable[[TrainState], None] | None = None,
+    checkpoint_every: int = 1,
 ) -> History:
     """Trains ``model`` on ``data`` with Adam, MSE and gradient clipping by norm.
 
@@ -180,6 +273,11 @@ def fit(
             when ``on_epoch_end`` raised.
         interrupt: called before every batch; it raises to stop training at once (a worker's
             SIGTERM check). A plain attribute read, so it costs nothing measurable.
+        resume: go on from this state (its epochs are put in ``history`` first, so that
+            ``history.best`` covers them; ``on_epoch_end`` sees only the new ones).
+        checkpoint: called every ``checkpoint_every`` epochs (not after the last) with a copy
+            of the state on the CPU, taken after ``on_epoch_end``; the caller stores it (in
+            the background: the copy is its own).
 
     Raises:
         NonFiniteLossError: the training or validation loss became NaN or infinite.
@@ -195,9 +293,20 @@ def fit(
     n = data.x_train.shape[0]
     best = math.inf
     since_best = 0
-    for epoch in range(1, options.max_epochs + 1):
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        generator.set_state(resume.batch_rng)
+        torch.set_rng_state(resume.torch_rng)
+        if device.type == "cuda" and resume.cuda_rng is not None:
+            torch.cuda.set_rng_state(resume.cuda_rng, device)
+        best, since_best, first = resume.best, resume.since_best, resume.epoch + 1
+        history.epochs[:0] = [dataclasses.replace(e) for e in resume.epochs]
+    for epoch in range(first, options.max_epochs + 1):
         started = time.perf_counter()
         result: EpochResult | None = None
+        stop = False
         try:
             model.train()
             # Batch losses stay on the device, summed once per epoch (one dispatch per batch).
@@ -224,16 +333,38 @@ def fit(
                 raise NonFiniteLossError(epoch, val_loss)
             result = EpochResult(epoch, train_loss, val_loss)
             history.epochs.append(result)
+            if val_loss < best:
+                best, since_best = val_loss, 0
+            else:
+                since_best += 1
+            stop = bool(options.patience) and since_best >= options.patience
             if on_epoch_end is not None:
                 on_epoch_end(result, history)
+            if (
+                checkpoint is not None
+                and not stop
+                and epoch < options.max_epochs
+                and epoch % checkpoint_every == 0
+            ):
+                checkpoint(
+                    TrainState(
+                        epoch=epoch,
+                        model=_cpu_copy(model.state_dict()),
+                        optimizer=_cpu_copy(optimizer.state_dict()),
+                        batch_rng=generator.get_state(),
+                        torch_rng=torch.get_rng_state(),
+                        cuda_rng=torch.cuda.get_rng_state(device)
+                        if device.type == "cuda"
+                        else None,
+                        best=best,
+                        since_best=since_best,
+                        epochs=[dataclasses.replace(e) for e in history.epochs],
+                    )
+                )
         finally:
             if result is not None:
                 result.seconds = time.perf_counter() - started
-        if result.val_loss < best:
-            best, since_best = result.val_loss, 0
-        else:
-            since_best += 1
-            if options.patience and since_best >= options.patience:
-                history.stopped_early = True
-                break
+        if stop:
+            history.stopped_early = True
+            break
     return history

@@ -15,9 +15,10 @@ import torch
 from depthsearch.errors import NonFiniteLossError
 from depthsearch.learn.data import Windows
 from depthsearch.learn.model import build_model
-from depthsearch.learn.train import EpochResult, FitOptions, History, fit
+from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState, fit
 from depthsearch.search import trials as keys
-from depthsearch.search._optuna import frozen_trial, quiet_experimental
+from depthsearch.search._optuna import frozen_trial, quiet_experimental, study_id, study_storage
+from depthsearch.search.checkpoints import Checkpoints, TrialCheckpoints
 from depthsearch.search.reporting import (
     InlineReporter,
     Reporter,
@@ -29,7 +30,7 @@ from depthsearch.search.reporting import (
 from depthsearch.search.space import suggest
 from depthsearch.spec import StudySpec, TrainSpec
 
-__all__ = ["Objective", "fit_options", "trial_seed"]
+__all__ = ["Objective", "fit_options", "retried_trials", "trial_seed"]
 
 _log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) 
         original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     number = original if original is not None else trial.number
     return (study_seed + number) % (2**31)
+
+
+def retried_trials(trial: optuna.trial.FrozenTrial) -> list[int]:
+    """The numbers of the trials this one retries, the first failed one first ([] if none)."""
+    with quiet_experimental():
+        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    return [int(n) for n in history]
 
 
 def fit_options(
@@ -70,9 +78,12 @@ class Objective:
     ``val_loss_curve`` and nothing is pruned.
 
     User attributes set on every trial: ``model_config``, ``param_count``, ``device``,
-    ``torch_threads``, ``train_windows``, ``seed``, and when it ends ``epochs_trained``,
-    ``seconds_per_epoch``, ``best_epoch`` (and ``pruned_reason`` when a NaN or inf loss
-    ended it).
+    ``torch_threads``, ``train_windows``, ``seed``, and when it ends ``epochs_trained`` (the
+    epochs this trial trained itself), ``seconds_per_epoch``, ``best_epoch`` (and
+    ``pruned_reason`` when a NaN or inf loss ended it). A trial that retries a failed one
+    also records ``resumed_from_epoch`` (the checkpoint's epoch it went on from, 0 when it
+    started over), ``epochs_lost`` (what the failed trial trained past that) and, when it
+    started over, ``resume_note`` (why).
     """
 
     def __init__(
@@ -85,8 +96,10 @@ class Objective:
         on_epoch: Callable[[int, EpochResult], None] | None = None,
         interrupt: Callable[[], None] | None = None,
         reporting: ReporterFactory | None = None,
+        checkpoints: Checkpoints | None = None,
     ) -> None:
         self.spec = spec
+        self.checkpoints = checkpoints
         self.data = data
         self.device = device
         self.retry = retry
@@ -116,6 +129,46 @@ class Objective:
         # No reporter, or it failed (the reporting process died): write them from here.
         save_attrs(trial, attrs, self.retry)
 
+    def _resume(
+        self, trial: optuna.Trial, retried: list[int], seed: int, attrs: dict[str, Any]
+    ) -> TrainState | None:
+        """For a retry: the failed trial's last state (or None), with what it cost in attrs."""
+        storage = study_storage(trial.study)
+        sid = study_id(trial.study)
+
+        def reported(number: int) -> int:
+            tid = storage.get_trial_id_from_study_id_trial_number(sid, number)
+            return max(storage.get_trial(tid).intermediate_values, default=0)
+
+        failed_epochs = self.retry(lambda: reported(retried[-1]), "reading the failed trial")
+        state: TrainState | None = None
+        note: str | None = "checkpoints are off ([workers] checkpoints)"
+        if self.checkpoints is not None:
+            found = self.checkpoints.resume(retried, dict(trial.params), seed)
+            state, note = found.state, found.note
+        if state is not None:
+            _log.info(
+                "trial %d resumes trial %d from its epoch %d",
+                trial.number,
+                retried[-1],
+                state.epoch,
+            )
+        else:
+            attrs[keys.RESUME_NOTE] = note
+            _log.warning("trial %d starts over: %s", trial.number, note)
+        resumed_from = state.epoch if state is not None else 0
+        attrs[keys.RESUMED_FROM_EPOCH] = resumed_from
+        attrs[keys.EPOCHS_LOST] = max(0, int(failed_epochs) - resumed_from)
+        return state
+
+    def _forget(self, numbers: list[int]) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.remove(numbers)
+
+    def discard_checkpoints(self, trial: optuna.trial.FrozenTrial) -> None:
+        """Removes the states of ``trial`` and of the trials it retried (nothing retries it)."""
+        self._forget([*retried_trials(trial), trial.number])
+
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         spec = self.spec
         candidate = suggest(
@@ -138,6 +191,12 @@ class Objective:
         options = fit_options(
             spec.train, lr=candidate.lr, batch_size=candidate.batch_size, seed=seed
         )
+        retried = retried_trials(frozen_trial(trial))
+        resume = self._resume(trial, retried, seed, attrs) if retried else None
+        resumed_from = resume.epoch if resume is not None else 0
+        writer: TrialCheckpoints | None = None
+        if self.checkpoints is not None:
+            writer = self.checkpoints.for_trial(trial.number, dict(trial.params), seed)
         history = History()
         multi = spec.multi_objective
         reporter = None if multi else self._reporter(trial)
@@ -168,8 +227,14 @@ class Objective:
                     on_epoch_end=epoch_end,
                     history=history,
                     interrupt=interrupt,
+                    resume=resume,
+                    checkpoint=writer.save if writer is not None else None,
+                    checkpoint_every=spec.workers.checkpoint_every,
                 )
             finally:
+                if writer is not None:
+                    # The last state handed over reaches the store before a retry can look.
+                    writer.close()
                 if reporter is not None:
                     # Every epoch is in the database before the attributes and the tell.
                     reporter.drain()
@@ -177,15 +242,18 @@ class Objective:
                 reporter.check()  # the pruner may have spoken on the last epoch
         except NonFiniteLossError as e:
             attrs[keys.PRUNED_REASON] = f"non-finite loss: {e}"
+            self._forget([*retried, trial.number])
             raise optuna.TrialPruned(attrs[keys.PRUNED_REASON]) from e
         except optuna.TrialPruned as e:
             attrs[keys.PRUNED_REASON] = str(e)
+            self._forget([*retried, trial.number])
             raise
         finally:
             best = history.best
-            attrs[keys.EPOCHS_TRAINED] = len(history.epochs)
+            own = history.epochs[resumed_from:]  # those this trial trained itself
+            attrs[keys.EPOCHS_TRAINED] = len(own)
             attrs[keys.SECONDS_PER_EPOCH] = (
-                history.seconds_per_epoch if history.epochs else time.perf_counter() - started
+                sum(e.seconds for e in own) / len(own) if own else time.perf_counter() - started
             )
             attrs[keys.BEST_EPOCH] = best.epoch if best is not None else 0
             if history.stopped_early:
@@ -193,6 +261,7 @@ class Objective:
             if multi:
                 attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
             self._save_closing(trial, attrs, reporter)
+        self._forget([*retried, trial.number])  # complete: nothing will retry it
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised
         if not multi:

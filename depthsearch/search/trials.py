@@ -15,11 +15,14 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = [
     "BEST_EPOCH",
     "DEVICE",
+    "EPOCHS_LOST",
     "EPOCHS_TRAINED",
     "FAIL_REASON",
     "MODEL_CONFIG",
     "PARAM_COUNT",
     "PRUNED_REASON",
+    "RESUMED_FROM_EPOCH",
+    "RESUME_NOTE",
     "SECONDS_PER_EPOCH",
     "SEED",
     "SPEC",
@@ -53,6 +56,11 @@ STOPPED_EARLY = "stopped_early"
 #: A multi-objective study's learning curve (Optuna keeps no intermediate values there).
 VAL_LOSS_CURVE = "val_loss_curve"
 PRUNED_REASON = "pruned_reason"
+#: On a trial that retries a failed one: the epoch its checkpoint held (0: it started over),
+#: the epochs the failed trial trained past that (trained twice), and why it started over.
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
+EPOCHS_LOST = "epochs_lost"
+RESUME_NOTE = "resume_note"
 FAIL_REASON = "fail_reason"
 
 # Study user attributes.

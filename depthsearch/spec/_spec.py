@@ -199,9 +199,27 @@ class WorkersSpec:
     grace_period: int = rule(30, "int", 1, 86_400)
     max_retry: int = rule(2, "int", 0, 100)
     db_wait: float = rule(120.0, "float", 0.0, 86_400.0)
+    #: Where trials keep their checkpoints: ``auto`` (a folder beside a SQLite study's file;
+    #: none for a server database, whose workers may share no folder), ``off``, a folder every
+    #: worker sees, or ``s3://bucket/prefix``.
+    checkpoints: str = rule("auto", "str")
+    checkpoint_every: int = rule(1, "int", 1, 100_000)
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
+        where = self.checkpoints.strip()
+        if not where or (where.startswith("s3://") and not where[5:].strip("/")):
+            raise table_error(
+                self.TABLE,
+                "checkpoints",
+                f"must be 'auto', 'off', a folder or s3://bucket/prefix, but got {where!r}",
+            )
+        if "://" in where and not where.startswith("s3://"):
+            raise table_error(
+                self.TABLE,
+                "checkpoints",
+                f"{where!r}: only s3:// stores are known besides folders (and 'auto', 'off')",
+            )
         if self.grace_period <= self.heartbeat_interval:
             raise table_error(
                 self.TABLE,

@@ -217,8 +217,21 @@ def _parse(doc: Mapping[str, Any], base: Path | None) -> StudySpec:
         train=TrainSpec(**_table(doc, "train", _fields(TrainSpec))),
         sampler=SamplerSpec(**_table(doc, "sampler", _fields(SamplerSpec))),
         pruner=_pruner(doc, len(objectives) > 1),
-        workers=WorkersSpec(**_table(doc, "workers", _fields(WorkersSpec))),
+        workers=_workers(doc, base),
     )
+
+
+def _workers(doc: Mapping[str, Any], base: Path | None) -> WorkersSpec:
+    """``[workers]``, with a relative ``checkpoints`` folder made absolute against the study
+    file's folder (as ``[data] path`` is), so every worker reads one place."""
+    spec = WorkersSpec(**_table(doc, "workers", _fields(WorkersSpec)))
+    where = spec.checkpoints
+    if where in ("auto", "off") or where.startswith("s3://"):
+        return spec
+    path = Path(where).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return dataclasses.replace(spec, checkpoints=str(path.resolve()))
 
 
 def spec_from_dict(

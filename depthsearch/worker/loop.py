@@ -16,16 +16,18 @@ import copy
 import dataclasses
 import gc
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from depthsearch.errors import Interrupted
+from depthsearch.errors import InputError, Interrupted
 from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, keep_freed_memory, resolve_device
 from depthsearch.search import trials as keys
@@ -37,7 +39,8 @@ from depthsearch.search._optuna import (
     study_storage,
     trial_id,
 )
-from depthsearch.search.objective import Objective, trial_seed
+from depthsearch.search.checkpoints import Checkpoints
+from depthsearch.search.objective import Objective, retried_trials, trial_seed
 from depthsearch.search.trials import best_trial
 from depthsearch.spec import StudySpec
 from depthsearch.storage import (
@@ -48,12 +51,13 @@ from depthsearch.storage import (
     mask_url,
     retry_for,
     running_without_heartbeat,
+    sqlite_file,
 )
 from depthsearch.worker.heartbeat import Heartbeat, HeartbeatStorage
 from depthsearch.worker.reporting import ReportingProcess, ReportingProcessLost
 from depthsearch.worker.signals import Signals
 
-__all__ = ["BudgetMet", "Reserved", "Wait", "WorkerResult", "run_worker"]
+__all__ = ["BudgetMet", "Reserved", "Wait", "WorkerResult", "open_checkpoints", "run_worker"]
 
 _log = logging.getLogger(__name__)
 
@@ -93,6 +97,50 @@ class Wait:
 
 
 Reservation = Reserved | BudgetMet | Wait
+
+
+def open_checkpoints(spec: StudySpec, storage_url: str, study_name: str) -> Checkpoints | None:
+    """The study's checkpoint store, from ``[workers] checkpoints``: ``auto`` is a folder beside
+    a SQLite file (every worker on that machine sees it) and off for a server database (whose
+    workers may share no folder: name one, or an ``s3://`` bucket). None when off or when the
+    folder cannot be made (one warning; trials then train without checkpoints)."""
+    where = spec.workers.checkpoints
+    if where == "auto":
+        database = sqlite_file(storage_url)
+        if database is None:
+            return None
+        where = str(database.with_name(database.name + ".checkpoints"))
+    if where == "off":
+        return None
+    if where.startswith("s3://"):
+        bucket, _, prefix = where[5:].partition("/")
+        import importlib.util
+
+        if importlib.util.find_spec("boto3") is None:  # optional: only S3 stores need it
+            raise InputError(
+                f"[workers] checkpoints = {where!r} needs boto3 (pip install boto3), "
+                "or use a folder every worker sees"
+            )
+        from optuna.artifacts import Boto3ArtifactStore
+
+        prefix = prefix.strip("/")
+        return Checkpoints(
+            Boto3ArtifactStore(bucket), study_name, where, prefix=f"{prefix}/" if prefix else ""
+        )
+    from optuna.artifacts import FileSystemArtifactStore
+
+    folder = Path(where)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _log.warning(
+            "trials train without checkpoints: cannot create the folder %s ([workers] "
+            "checkpoints): %s",
+            folder,
+            e.strerror or e,
+        )
+        return None
+    return Checkpoints(FileSystemArtifactStore(folder), study_name, str(folder))
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -156,15 +204,26 @@ class _Loop:
         except Interrupted as e:
             self.fail(trial, str(e))
             result.failed += 1
-            _log.warning("trial %d marked FAIL: %s", trial.number, e)
+            # SIGTERM is the system's (preemption, a time limit, an eviction, scancel): the
+            # trial is retried, from its checkpoint, by the next worker. Ctrl-C is the user's.
+            again = e.signum == signal.SIGTERM and self.retry_later(trial)
+            if e.signum != signal.SIGTERM:
+                self.forget(trial)
+            _log.warning(
+                "trial %d marked FAIL: %s%s",
+                trial.number,
+                e,
+                "; the next worker retries it" if again else "",
+            )
             raise
         except ReportingProcessLost as e:
             # Killed from outside, or by the OOM killer: a new one takes over.
-            self.fail_and_carry_on(trial, str(e), result)
+            self.fail_and_carry_on(trial, str(e), result, retry=True)
             return reservation
         except Exception as e:
             if not _is_oom(e):
                 self.fail(trial, _one_line(e))
+                self.forget(trial)
                 result.failed += 1
                 raise
             reason = f"out of memory on {self.objective.device}: {_one_line(e)}"
@@ -315,15 +374,45 @@ class _Loop:
         self.retry(lambda: trial.set_user_attr(keys.FAIL_REASON, reason), "saving a failure")
         self.tell(trial, TrialState.FAIL, None)
 
-    def fail_and_carry_on(self, trial: optuna.Trial, reason: str, result: WorkerResult) -> None:
-        """A failure of this trial alone (out of memory, a lost reporting process)."""
+    def fail_and_carry_on(
+        self, trial: optuna.Trial, reason: str, result: WorkerResult, *, retry: bool = False
+    ) -> None:
+        """A failure of this trial alone: out of memory (the same candidate would fail
+        again), or a lost reporting process (``retry``: the trial is retried)."""
         # Drop every reference to the failed model before freeing the cache.
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self.fail(trial, reason)
         result.failed += 1
+        if not (retry and self.retry_later(trial)):
+            self.forget(trial)
         _log.warning("trial %d failed, worker carries on: %s", trial.number, reason)
+
+    def failed_copy(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+        return copy.deepcopy(
+            self.retry(lambda: self.storage.get_trial(trial_id(trial)), "reading a trial")
+        )
+
+    def retry_later(self, trial: optuna.Trial) -> bool:
+        """Queues a retry of the failed ``trial`` (same parameters and seed; it resumes from
+        the trial's checkpoint), as a stale heartbeat would, within ``[workers] max_retry``.
+        False when none is queued (its states are then removed)."""
+        get_callback = getattr(self.storage, "get_heartbeat_stale_trial_callback", None)
+        callback = get_callback() if get_callback is not None else None
+        failed = self.failed_copy(trial)
+        if callback is None or len(retried_trials(failed)) >= self.spec.workers.max_retry:
+            self.objective.discard_checkpoints(failed)
+            return False
+        # The retry inherits the user attributes: not the reason this one failed.
+        failed.user_attrs.pop(keys.FAIL_REASON, None)
+        self.retry(lambda: callback(self.study, failed), f"queueing a retry of {trial.number}")
+        return True
+
+    def forget(self, trial: optuna.Trial) -> None:
+        """No retry will come: the trial's checkpoints (and its predecessors') go."""
+        if self.objective.checkpoints is not None:
+            self.objective.discard_checkpoints(self.failed_copy(trial))
 
 
 def run_worker(
@@ -382,6 +471,7 @@ def run_worker(
             on_epoch=on_epoch,
             interrupt=signals.check,
             reporting=reporting,
+            checkpoints=open_checkpoints(spec, storage_url, study.study_name),
         )
         loop = _Loop(study, spec, storage_url, objective)
         result = WorkerResult()

@@ -1,0 +1,220 @@
+"""Per-trial checkpoints in an Optuna artifact store, so a retried trial resumes, not restarts.
+
+A trial keeps its last training state (:class:`~depthsearch.learn.train.TrainState`: model,
+optimiser, random states, early-stopping state, epochs so far) under two names it alternates
+between, ``STUDY.trial-N.a`` and ``.b``: a write cut short (a SIGKILL, a lost node) spoils at
+most the one being written, and the other still holds the epoch before. Writes run on a thread
+beside training: an epoch hands its copy over and goes on; when the store is slower than the
+training, an older pending state is dropped for the newer one, and an epoch never waits.
+
+The trial that retries a failed one (same parameters and seed, Optuna's
+``RetryHeartbeatStaleTrialCallback``) reads the newest intact state of the trials it retries,
+newest first, checks that it belongs to that trial (study, number, parameters, seed) and goes
+on from its epoch. A finished trial removes its states and those of the trials it retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from depthsearch.learn.train import CorruptCheckpoint, TrainState
+
+__all__ = ["ArtifactStore", "Checkpoints", "Resumed", "TrialCheckpoints"]
+
+_log = logging.getLogger(__name__)
+
+_SLOTS = ("a", "b")
+#: How long a stopping trial waits for its last state to reach the store.
+FLUSH_S = 60.0
+
+
+class ArtifactStore(Protocol):
+    """Optuna's artifact store protocol (``optuna.artifacts``): what we call of it."""
+
+    def open_reader(self, artifact_id: str) -> Any: ...
+
+    def write(self, artifact_id: str, content_body: Any) -> None: ...
+
+    def remove(self, artifact_id: str) -> None: ...
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+
+
+class Resumed:
+    """What a retry found: the state to go on from (or None) and why not, if not."""
+
+    def __init__(self, state: TrainState | None, source: int | None, note: str | None) -> None:
+        self.state = state
+        self.source = source
+        self.note = note
+
+
+class Checkpoints:
+    """The checkpoints of one study in one store (``where`` names it in messages)."""
+
+    def __init__(
+        self, store: ArtifactStore, study_name: str, where: str, *, prefix: str = ""
+    ) -> None:
+        self.store = store
+        self.where = where
+        self._study = study_name
+        self._stem = prefix + _safe(study_name)
+        self._warned: set[str] = set()
+
+    def warn_once(self, kind: str, message: str) -> None:
+        """A store that fails fails every trial alike: one warning per kind of failure."""
+        if kind in self._warned:
+            _log.debug("%s", message)
+            return
+        self._warned.add(kind)
+        _log.warning("%s", message)
+
+    def _id(self, number: int, slot: str) -> str:
+        return f"{self._stem}.trial-{number}.{slot}"
+
+    def _identity(self, number: int, params: dict[str, Any], seed: int) -> dict[str, Any]:
+        return {"study": self._study, "trial": number, "params": params, "seed": seed}
+
+    def for_trial(self, number: int, params: dict[str, Any], seed: int) -> TrialCheckpoints:
+        return TrialCheckpoints(self, number, self._identity(number, params, seed))
+
+    def _read(self, number: int, slot: str) -> TrainState | None:
+        """The state in one slot; None when there is none; CorruptCheckpoint when damaged."""
+        try:
+            reader = self.store.open_reader(self._id(number, slot))
+        except Exception as e:
+            if type(e).__name__ == "ArtifactNotFound" or isinstance(e, FileNotFoundError):
+                return None
+            raise
+        with contextlib.closing(reader):
+            data = reader.read()
+        return TrainState.from_bytes(data)
+
+    def resume(self, retried: Sequence[int], params: dict[str, Any], seed: int) -> Resumed:
+        """The newest intact state among the trials ``retried`` (the failed trial last)."""
+        problems: list[str] = []
+        for number in reversed(retried):
+            found: list[TrainState] = []
+            for slot in _SLOTS:
+                try:
+                    state = self._read(number, slot)
+                except CorruptCheckpoint as e:
+                    problems.append(f"trial {number}'s checkpoint {slot} is corrupt: {e}")
+                    continue
+                except Exception as e:
+                    problems.append(
+                        f"trial {number}'s checkpoint {slot} could not be read: "
+                        f"{type(e).__name__}: {e}"
+                    )
+                    continue
+                if state is None:
+                    continue
+                expected = self._identity(number, params, seed)
+                got = {k: state.meta.get(k) for k in expected}
+                if got != expected:
+                    problems.append(f"trial {number}'s checkpoint {slot} is another trial's")
+                    continue
+                found.append(state)
+            if found:
+                return Resumed(max(found, key=lambda s: s.epoch), number, None)
+        if not problems:
+            shown = ", ".join(str(n) for n in retried)
+            problems.append(f"no checkpoint of trial {shown} in {self.where}")
+        return Resumed(None, None, "; ".join(problems))
+
+    def remove(self, numbers: Sequence[int]) -> None:
+        for number in numbers:
+            for slot in _SLOTS:
+                with contextlib.suppress(Exception):  # absent, or the store is gone: nothing kept
+                    self.store.remove(self._id(number, slot))
+
+
+class TrialCheckpoints:
+    """One trial's writer: :meth:`save` hands a state over; a thread writes it."""
+
+    def __init__(self, owner: Checkpoints, number: int, identity: dict[str, Any]) -> None:
+        self._owner = owner
+        self._number = number
+        self._identity = identity
+        self._pending: TrainState | None = None
+        self._busy = False
+        self._slot = 0
+        self._broken: str | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        #: Epoch of the newest state in the store.
+        self.saved_epoch = 0
+
+    def save(self, state: TrainState) -> None:
+        """Never blocks: the state replaces any not yet written."""
+        if self._broken is not None:
+            return
+        state.meta = dict(self._identity)
+        with self._cond:
+            self._pending = state
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"checkpoints-{self._number}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                state, self._pending = self._pending, None
+                self._busy = True
+            try:
+                self._write(state)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, state: TrainState) -> None:
+        if self._broken is not None:
+            return
+        owner = self._owner
+        slot = _SLOTS[self._slot]
+        try:
+            if not self.saved_epoch:
+                # A trial of this number from an earlier run may have left states behind:
+                # the slot not written now would outlive this trial's first write.
+                with contextlib.suppress(Exception):
+                    owner.store.remove(owner._id(self._number, _SLOTS[1 - self._slot]))
+            owner.store.write(owner._id(self._number, slot), io.BytesIO(state.to_bytes()))
+        except Exception as e:
+            self._broken = f"{type(e).__name__}: {e}"
+            owner.warn_once(
+                f"{type(e).__name__}:{getattr(e, 'errno', '')}",
+                f"training goes on without checkpoints: writing to {owner.where} failed "
+                f"({self._broken})",
+            )
+            return
+        self._slot = 1 - self._slot
+        self.saved_epoch = state.epoch
+
+    def flush(self, timeout: float = FLUSH_S) -> None:
+        """Waits (up to ``timeout``) until the newest state handed over is in the store."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+
+    def close(self) -> None:
+        """Stops the writer once what is pending is written (bounded by :data:`FLUSH_S`)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=FLUSH_S)

@@ -1,0 +1,271 @@
+"""Checkpoints: a stopped or killed trial's retry goes on from its last epoch, not from zero."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from depthsearch.learn.data import prepare
+from depthsearch.learn.model import ModelConfig, build_model
+from depthsearch.learn.train import CorruptCheckpoint, FitOptions, History, TrainState, fit
+from depthsearch.spec import DataSpec, WorkersSpec
+
+from .conftest import depthsearch_cmd, write_study
+from .test_worker import EVENT_S, assert_settled, count, spawn, trials, wait_for
+
+EPOCHS = 12
+#: Long enough that a test acts mid-trial (an epoch of tens of milliseconds at least).
+SLOW_DATA = 'source = "synthetic"\nlength = 8000'
+
+
+class _Stop(Exception):
+    pass
+
+
+def _train(
+    epochs_before_stop: int | None, resume: TrainState | None = None
+) -> tuple[ModelConfig, History, list[TrainState], torch.nn.Module]:
+    data = prepare(DataSpec(source="synthetic", length=400, window=8, horizon=2), seed=1)
+    config = ModelConfig(input_size=1, hidden_sizes=(8, 6, 4), output_size=2, dropout=0.3)
+    torch.manual_seed(11)
+    model = build_model(config)
+    saved: list[TrainState] = []
+
+    def keep(state: TrainState) -> None:
+        saved.append(state)
+        if epochs_before_stop is not None and state.epoch == epochs_before_stop:
+            raise _Stop
+
+    history = History()
+    options = FitOptions(lr=1e-2, batch_size=32, max_epochs=EPOCHS, seed=5, patience=20)
+    with contextlib.suppress(_Stop):
+        fit(model, data, options, history=history, resume=resume, checkpoint=keep)
+    return config, history, saved, model
+
+
+def test_a_resumed_run_trains_bit_for_bit_as_one_that_never_stopped() -> None:
+    torch.set_num_threads(1)
+    _, whole, states, model_whole = _train(None)
+    assert [s.epoch for s in states] == list(range(1, EPOCHS))  # none after the last
+    _, _, stopped, _ = _train(5)
+    state = TrainState.from_bytes(stopped[-1].to_bytes())  # through the stored form
+    _, resumed, _, model_resumed = _train(None, resume=state)
+    assert [e.epoch for e in resumed.epochs] == list(range(1, EPOCHS + 1))
+    assert [e.val_loss for e in resumed.epochs] == [e.val_loss for e in whole.epochs]
+    for a, b in zip(
+        model_whole.state_dict().values(), model_resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_damaged_bytes_are_refused_as_corrupt() -> None:
+    _, _, states, _ = _train(2)
+    good = states[-1].to_bytes()
+    assert TrainState.from_bytes(good).epoch == 2
+    for bad in (good[: len(good) // 2], good[:-1] + bytes([good[-1] ^ 1]), b"junk"):
+        with pytest.raises(CorruptCheckpoint):
+            TrainState.from_bytes(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "must be a non-empty string"),
+        ("gs://b/p", "only s3:// stores"),
+        ("s3://", "must be 'auto', 'off', a folder or s3://bucket/prefix"),
+    ],
+)
+def test_a_bad_checkpoints_value_is_refused(value: str, message: str) -> None:
+    from depthsearch.errors import SpecError
+
+    with pytest.raises(SpecError, match=re.escape(message)):
+        WorkersSpec(checkpoints=value)
+
+
+def test_a_relative_checkpoints_folder_is_the_study_files(tmp_path: Path) -> None:
+    from depthsearch.spec import load_spec
+
+    path = write_study(tmp_path, extra='[workers]\ncheckpoints = "ckpt"\ncheckpoint_every = 2')
+    spec = load_spec(path)
+    assert spec.workers.checkpoints == str(tmp_path / "ckpt")
+    assert spec.workers.checkpoint_every == 2
+
+
+# --- real workers ----------------------------------------------------------------------------
+
+
+def _study(tmp_path: Path, url: str, name: str, *, n_trials: int = 1, extra: str = "") -> Path:
+    folder = tmp_path / "ckpt"
+    # PostgreSQL has no folder beside it: name one (on SQLite, "auto" is one beside the file).
+    where = "" if url.startswith("sqlite") else f'checkpoints = "{folder}"\n'
+    path = write_study(
+        tmp_path,
+        name=name,
+        n_trials=n_trials,
+        max_epochs=EPOCHS,
+        extra=f"[workers]\nheartbeat_interval = 1\ngrace_period = 3\nmax_retry = 2\n"
+        f"{where}{extra}",
+    )
+    text = path.read_text().replace('source = "synthetic"\nlength = 400', SLOW_DATA)
+    path.write_text(text)
+    proc = depthsearch_cmd("create", str(path), "--storage", url)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def _store(tmp_path: Path, url: str) -> Path:
+    if url.startswith("sqlite"):
+        return Path(url.removeprefix("sqlite:///") + ".checkpoints")
+    return tmp_path / "ckpt"
+
+
+def _trained_at_least(url: str, name: str, epochs: int) -> bool:
+    return any(
+        t.state == TrialState.RUNNING and len(t.intermediate_values) >= epochs
+        for t in trials(url, name)
+    )
+
+
+def _reference(tmp_path: Path, name: str) -> dict[int, float]:
+    """The same trial (same study file, seed, parameters) trained once without a stop."""
+    study = tmp_path / f"{name}.toml"
+    ref_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    proc = depthsearch_cmd("run", str(study), "--storage", ref_url, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (only,) = trials(ref_url, name)
+    assert only.state == TrialState.COMPLETE
+    return dict(only.intermediate_values)
+
+
+def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    url, name = fresh_storage_url, "killed"
+    _study(tmp_path, url, name)
+    victim = spawn("worker", "--study", name, url=url)
+    wait_for(lambda: _trained_at_least(url, name, 4), EVENT_S, "4 epochs trained")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert list(_store(tmp_path, url).glob(f"{name}.trial-0.*"))  # it left its state behind
+    survivor = spawn("worker", "--study", name, url=url)
+    _, err = survivor.communicate(timeout=EVENT_S)
+    assert survivor.returncode == 0, err
+
+    killed, retry = trials(url, name)
+    assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params and retry.user_attrs["seed"] == killed.user_attrs["seed"]
+    k = retry.user_attrs["resumed_from_epoch"]
+    reported = max(killed.intermediate_values)
+    assert k >= 3 and reported - k <= 1, (k, reported)  # at most checkpoint_every lost
+    assert retry.user_attrs["epochs_lost"] == max(0, reported - k)
+    # It trained epochs k+1..12 only, and says so.
+    assert sorted(retry.intermediate_values) == list(range(k + 1, EPOCHS + 1))
+    assert retry.user_attrs["epochs_trained"] == EPOCHS - k
+    assert f"trial 1 resumes trial 0 from its epoch {k}" in err
+    # Bit for bit as the same trial trained with no stop (CPU, one thread).
+    reference = _reference(tmp_path, name)
+    assert {s: reference[s] for s in retry.intermediate_values} == retry.intermediate_values
+    assert retry.value == min(reference.values())
+    # A finished trial leaves no state behind, nor do the trials it retried.
+    assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))
+    assert_settled(url, name, finished=1)
+
+
+def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    url, name = fresh_storage_url, "termed"
+    _study(tmp_path, url, name)
+    first = spawn("worker", "--study", name, url=url)
+    wait_for(lambda: _trained_at_least(url, name, 3), EVENT_S, "3 epochs trained")
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 128 + signal.SIGTERM, err
+    assert "the next worker retries it" in err
+    (stopped, waiting) = trials(url, name)
+    assert stopped.state == TrialState.FAIL
+    assert stopped.user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    assert waiting.state == TrialState.WAITING and "fail_reason" not in waiting.user_attrs
+    second = spawn("worker", "--study", name, url=url)
+    _, err = second.communicate(timeout=EVENT_S)
+    assert second.returncode == 0, err
+    retry = trials(url, name)[1]
+    assert retry.state == TrialState.COMPLETE
+    # Stopped between batches, after its last epoch's state was written: nothing lost.
+    assert retry.user_attrs["resumed_from_epoch"] == max(stopped.intermediate_values)
+    assert retry.user_attrs["epochs_lost"] == 0
+    assert min(retry.intermediate_values) == retry.user_attrs["resumed_from_epoch"] + 1
+    assert_settled(url, name, finished=1)
+
+
+def test_ctrl_c_is_the_users_stop_and_queues_no_retry(tmp_path: Path) -> None:
+    url, name = f"sqlite:///{tmp_path / 'c.db'}", "ctrlc"
+    _study(tmp_path, url, name)
+    worker = spawn("worker", "--study", name, url=url)
+    wait_for(lambda: _trained_at_least(url, name, 2), EVENT_S, "2 epochs trained")
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 128 + signal.SIGINT, err
+    assert [t.state for t in trials(url, name)] == [TrialState.FAIL]
+    assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))  # nothing will resume it
+
+
+def test_a_corrupt_checkpoint_makes_the_retry_start_over_and_say_why(tmp_path: Path) -> None:
+    url, name = f"sqlite:///{tmp_path / 'k.db'}", "corrupt"
+    _study(tmp_path, url, name)
+    first = spawn("worker", "--study", name, url=url)
+    wait_for(lambda: _trained_at_least(url, name, 3), EVENT_S, "3 epochs trained")
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    files = sorted(_store(tmp_path, url).glob(f"{name}.trial-0.*"))
+    assert files
+    for f in files:  # half written, as a write cut short by a lost node leaves it
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 2])
+    second = spawn("worker", "--study", name, url=url)
+    _, err = second.communicate(timeout=EVENT_S)
+    assert second.returncode == 0, err
+    retry = trials(url, name)[1]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from_epoch"] == 0
+    assert "corrupt" in retry.user_attrs["resume_note"], retry.user_attrs
+    assert sorted(retry.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert retry.user_attrs["epochs_lost"] == max(trials(url, name)[0].intermediate_values)
+    assert "trial 1 starts over: trial 0's checkpoint" in err
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_is_one_warning_and_training_goes_on(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    url, name = f"sqlite:///{tmp_path / 'u.db'}", "unwritable"
+    _study(tmp_path, url, name, n_trials=2, extra=f'checkpoints = "{blocker / "ckpt"}"\n')
+    proc = depthsearch_cmd("worker", "--study", name, "--storage", url, timeout=EVENT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("without checkpoints") == 1, proc.stderr
+    assert_settled(url, name, finished=2)
+
+
+def test_a_checkpoint_folder_that_vanishes_is_one_warning_and_training_goes_on(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    url, name = f"sqlite:///{tmp_path / 'v.db'}", "vanish"
+    folder = tmp_path / "gone"
+    _study(tmp_path, url, name, n_trials=3, extra=f'checkpoints = "{folder}"\n')
+    worker = spawn("worker", "--study", name, url=url)
+    wait_for(lambda: _trained_at_least(url, name, 2), EVENT_S, "2 epochs trained")
+    shutil.rmtree(folder)
+    _, err = worker.communicate(timeout=EVENT_S)
+    assert worker.returncode == 0, err
+    assert err.count("training goes on without checkpoints") == 1, err
+    assert_settled(url, name, finished=3)
+    assert count(url, name, TrialState.FAIL) == 0
