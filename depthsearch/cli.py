@@ -134,7 +134,13 @@ def _work(
 def _print_summary(study: Any, result: Any, storage_url: str) -> None:
     from optuna.trial import TrialState
 
-    from depthsearch.search.trials import PARAM_COUNT, best_trial, describe_front, metric_names
+    from depthsearch.search.trials import (
+        PARAM_COUNT,
+        Preemption,
+        best_trial,
+        describe_front,
+        metric_names,
+    )
     from depthsearch.storage import mask_url
 
     trials = study.get_trials(deepcopy=False)
@@ -156,6 +162,9 @@ def _print_summary(study: Any, result: Any, storage_url: str) -> None:
             f"best: trial {best.number} val_loss={best.values[0]:.6g} "
             f"({best.user_attrs.get(PARAM_COUNT, '?')} parameters) {params}"
         )
+    preempted = Preemption(t.user_attrs for t in trials).line()
+    if preempted is not None:
+        click.echo(preempted)
 
 
 @main.command()

@@ -59,6 +59,7 @@ __all__ = [
     "prime_trials",
     "recent_finishes",
     "resolve_storage",
+    "retry_attrs",
     "retry_for",
     "retrying",
     "running_trials",
@@ -839,6 +840,30 @@ def running_trials(study: optuna.Study) -> list[Running]:
     return [
         Running(t, None if ages.get(t.number) is None else float(ages[t.number])) for t in running
     ]
+
+
+def retry_attrs(study: optuna.Study) -> list[dict[str, Any]]:
+    """The ``resumed_from_epoch`` / ``epochs_lost`` attributes of the study's retries, by one
+    query on the attribute rows (no trial is read): what ``status`` sums."""
+    wanted = ("resumed_from_epoch", "epochs_lost")
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return [
+            {k: t.user_attrs[k] for k in wanted if k in t.user_attrs}
+            for t in study.get_trials(deepcopy=False)
+        ]
+    attr = rdb_models.TrialUserAttributeModel.__table__
+    trial = rdb_models.TrialModel.__table__
+    by_trial: dict[int, dict[str, Any]] = {}
+    with backend.engine.connect() as conn:
+        rows = conn.execute(
+            sqlalchemy.select(attr.c.trial_id, attr.c.key, attr.c.value_json)
+            .join(trial, trial.c.trial_id == attr.c.trial_id)
+            .where(trial.c.study_id == study_id(study), attr.c.key.in_(wanted))
+        ).all()
+    for tid, key, value in rows:
+        by_trial.setdefault(tid, {})[key] = json.loads(value)
+    return list(by_trial.values())
 
 
 def recent_finishes(study: optuna.Study, n: int = 20) -> list[datetime]:

@@ -73,6 +73,24 @@ def test_damaged_bytes_are_refused_as_corrupt() -> None:
             TrainState.from_bytes(bad)
 
 
+def test_the_preemption_line_counts_retries_resumes_and_epochs_trained_twice() -> None:
+    from depthsearch.search.trials import Preemption
+
+    assert Preemption([{}, {"seed": 1}]).line() is None
+    got = Preemption(
+        [
+            {"resumed_from_epoch": 4, "epochs_lost": 1},
+            {"resumed_from_epoch": 0, "epochs_lost": 6, "resume_note": "no checkpoint"},
+            {},
+        ]
+    )
+    assert (got.retries, got.resumed, got.epochs_lost) == (2, 1, 7)
+    assert got.line() == (
+        "2 retries of stopped or killed trials: 1 resumed from a checkpoint, "
+        "7 epochs trained twice"
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -202,6 +220,15 @@ def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
     assert retry.user_attrs["epochs_lost"] == 0
     assert min(retry.intermediate_values) == retry.user_attrs["resumed_from_epoch"] + 1
     assert_settled(url, name, finished=1)
+    # What the stop cost, in the study's summaries.
+    line = "1 retry of a stopped or killed trial: 1 resumed from a checkpoint, 0 epochs trained"
+    status = depthsearch_cmd("status", "--study", name, "--storage", url)
+    assert line in status.stdout, status.stdout
+    report = depthsearch_cmd(
+        "report", "--study", name, "--storage", url, "-o", str(tmp_path / "r")
+    )
+    assert report.returncode == 0, report.stderr
+    assert line in (tmp_path / "r" / "index.html").read_text()
 
 
 def test_ctrl_c_is_the_users_stop_and_queues_no_retry(tmp_path: Path) -> None:

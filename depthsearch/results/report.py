@@ -328,6 +328,8 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         for name, caption in plots
     )
     summary = esc(str(study.user_attrs.get(keys.SUMMARY, "")))
+    preempted = keys.Preemption(t.user_attrs for t in trials).line()
+    preempted_line = f"<p>{esc(preempted)}.</p>" if preempted else ""
     front_line = ""
     if len(study.directions) > 1:
         front_line = (
@@ -349,6 +351,7 @@ figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 <p>Storage {esc(mask_url(storage_url))}; {len(trials)} trials: {counts["complete"]} complete,
 {counts["pruned"]} pruned, {counts["fail"]} failed. Written
 {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}.</p>
+{preempted_line}
 <h2>Picked models</h2>
 {front_line}
 <table><tr><th>pick</th><th>trial</th><th>val loss</th><th>layers</th><th>hidden sizes</th>

@@ -15,6 +15,7 @@ from depthsearch.storage import (
     best_complete,
     mask_url,
     recent_finishes,
+    retry_attrs,
     running_trials,
     trial_counts,
 )
@@ -83,6 +84,9 @@ def status_text(study_name: str, storage_url: str) -> str:
     best = None if len(study.directions) > 1 else best_complete(study)
     if best is not None:
         lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}")
+    preempted = keys.Preemption(retry_attrs(study)).line()
+    if preempted is not None:
+        lines.append(preempted)
     running = sorted(running_trials(study), key=lambda r: r.trial.number)
     if running:
         rows = [("trial", "host", "pid", "device", "epoch", "val_loss", "heartbeat")]

@@ -33,6 +33,7 @@ __all__ = [
     "VAL_LOSS_CURVE",
     "WORKER_HOST",
     "WORKER_PID",
+    "Preemption",
     "best_trial",
     "describe_front",
     "metric_names",
@@ -68,6 +69,34 @@ FAIL_REASON = "fail_reason"
 SPEC = "spec"
 #: One readable line of the spec, for the dashboard.
 SUMMARY = "summary"
+
+
+class Preemption:
+    """What stopped and killed trials cost a study: from its retries' ``resumed_from_epoch``
+    and ``epochs_lost`` (only a retry records them)."""
+
+    def __init__(self, attrs: Iterable[dict[str, object]]) -> None:
+        self.retries = self.resumed = self.epochs_lost = 0
+        for a in attrs:
+            if RESUMED_FROM_EPOCH not in a:
+                continue
+            self.retries += 1
+            self.resumed += bool(a[RESUMED_FROM_EPOCH])
+            lost = a.get(EPOCHS_LOST, 0)
+            self.epochs_lost += int(lost) if isinstance(lost, (int, float)) else 0
+
+    def line(self) -> str | None:
+        """``2 retries of stopped or killed trials: 2 resumed from a checkpoint, 1 epoch
+        trained twice``; None when nothing was retried."""
+        if not self.retries:
+            return None
+        what = (
+            "1 retry of a stopped or killed trial"
+            if self.retries == 1
+            else f"{self.retries} retries of stopped or killed trials"
+        )
+        epochs = f"{self.epochs_lost} epoch{'' if self.epochs_lost == 1 else 's'}"
+        return f"{what}: {self.resumed} resumed from a checkpoint, {epochs} trained twice"
 
 
 def trial_layers(trial: FrozenTrial) -> int | None:
