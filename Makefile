@@ -49,4 +49,4 @@ test: lint services
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) depthsearch.db depthsearch.db.lock best.json .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) depthsearch.db depthsearch.db.lock depthsearch.db.checkpoints best.json .pytest_cache .mypy_cache .ruff_cache
