@@ -22,6 +22,7 @@ from depthsearch.errors import DepthsearchError
 from depthsearch.learn.data import prepare
 from depthsearch.search.objective import Objective
 from depthsearch.spec import load_spec
+from depthsearch.storage import RetryHeartbeatStaleTrialCallback
 from depthsearch.studies import create_study
 from depthsearch.worker.reporting import CHILD_MODULE, ReportingProcess
 
@@ -132,7 +133,13 @@ def test_a_killed_reporting_process_costs_one_trial_not_the_worker(
     # The next trial was reported by a new process and completed the budget.
     assert_settled(url, "lost", finished=1)
     done = [t for t in final.values() if t.state == TrialState.COMPLETE]
-    assert len(done) == 1 and len(done[0].intermediate_values) == LONG
+    assert len(done) == 1
+    # It retried the failed trial: from its checkpoint where the store is on (beside a SQLite
+    # file), from epoch 1 where it is off (PostgreSQL, no folder named).
+    resumed = done[0].user_attrs["resumed_from_epoch"]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(done[0]) == victim
+    assert sorted(done[0].intermediate_values) == list(range(resumed + 1, LONG + 1))
+    assert (resumed > 0) == url.startswith("sqlite")
 
 
 def test_ctrl_c_reaches_the_process_group_and_every_trained_epoch_is_still_written(
