@@ -34,6 +34,7 @@ from depthsearch.learn.data import prepare
 from depthsearch.learn.model import ModelConfig, build_model
 from depthsearch.learn.train import FitOptions, fit
 from depthsearch.search.checkpoints import Checkpoints
+from depthsearch.search.trials import Preemption
 from depthsearch.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +89,8 @@ def _study_file(folder: Path, checkpoints: str) -> Path:
     return path
 
 
-def preemption(kill_every: float, checkpoints: str) -> tuple[int, int, float]:
-    """(epochs trained, kills, wall seconds) of the 16-trial study under kills."""
+def preemption(kill_every: float, checkpoints: str) -> tuple[int, int, float, str]:
+    """(epochs trained, kills, wall seconds, the study's preemption line) under kills."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url = f"sqlite:///{folder / 'study.db'}"
@@ -122,23 +123,25 @@ def preemption(kill_every: float, checkpoints: str) -> tuple[int, int, float]:
         trials = optuna.load_study(study_name="quickstart", storage=url).get_trials()
         done = sum(t.state.is_finished() and t.state.name != "FAIL" for t in trials)
         assert done == 16, [t.state for t in trials]
-        return sum(len(t.intermediate_values) for t in trials), kills, wall
+        line = Preemption(t.user_attrs for t in trials).line() or "no retry"
+        return sum(len(t.intermediate_values) for t in trials), kills, wall, line
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kill-every", type=float, default=20.0)
+    parser.add_argument("--no-overhead", action="store_true", help="Only the kill runs.")
     args = parser.parse_args()
-    ratio = overhead(args.repeats)
+    ratio = float("nan") if args.no_overhead else overhead(args.repeats)
     print(f"\nmedian overhead of a checkpoint every epoch: {(ratio - 1) * 100:+.1f}%\n")
-    print("| checkpoints | epochs trained | kills of worker 0 | wall s |")
-    print("|---|---|---|---|")
+    print("| checkpoints | epochs trained | kills of worker 0 | wall s | what the study says |")
+    print("|---|---|---|---|---|")
     result = {}
     for label, setting in (("resume (auto)", "auto"), ("restart (off)", "off")):
-        epochs, kills, wall = preemption(args.kill_every, setting)
+        epochs, kills, wall, resumed = preemption(args.kill_every, setting)
         result[setting] = epochs
-        print(f"| {label} | {epochs} | {kills} | {wall:.0f} |")
+        print(f"| {label} | {epochs} | {kills} | {wall:.0f} | {resumed} |")
     print(
         f"overhead_ratio={ratio:.3f} epochs_resume={result['auto']} epochs_restart={result['off']}"
     )
