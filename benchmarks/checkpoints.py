@@ -4,7 +4,8 @@
   24, 12 epochs) trained by ``fit`` with and without a checkpoint every epoch (the state copied
   to the CPU, then written by the trial's writer thread to a folder, as workers do); one torch
   thread; median seconds per epoch over --repeats, the two alternating. Ratio > 1 is the cost.
-* **Preemption**: the default study at 16 trials with two workers; worker 0 is SIGKILLed every
+* **Preemption**: the default study at 16 trials (``--epochs`` per trial, 12 by default) with
+  two workers; worker 0 is SIGKILLed every
   --kill-every seconds and started again, until the budget is met; once with checkpoints (the
   default beside a SQLite file), once with ``checkpoints = "off"``. Epochs trained is every
   epoch any trial reported (the failed ones' included): the work the machine did.
@@ -75,8 +76,8 @@ def overhead(repeats: int) -> float:
     return statistics.median(ratios)
 
 
-def _study_file(folder: Path, checkpoints: str) -> Path:
-    text = QUICKSTART.read_text()
+def _study_file(folder: Path, checkpoints: str, epochs: int) -> Path:
+    text = QUICKSTART.read_text().replace("max_epochs = 12", f"max_epochs = {epochs}")
     text = text.replace(
         'path = "data/sunspots.csv"', f'path = "{REPO / "studies/data/sunspots.csv"}"'
     )
@@ -89,12 +90,12 @@ def _study_file(folder: Path, checkpoints: str) -> Path:
     return path
 
 
-def preemption(kill_every: float, checkpoints: str) -> tuple[int, int, float, str]:
+def preemption(kill_every: float, checkpoints: str, epochs: int) -> tuple[int, int, float, str]:
     """(epochs trained, kills, wall seconds, the study's preemption line) under kills."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url = f"sqlite:///{folder / 'study.db'}"
-        study_file = _study_file(folder, checkpoints)
+        study_file = _study_file(folder, checkpoints, epochs)
         env = {**os.environ, "DEPTHSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"}
         exe = [sys.executable, "-m", "depthsearch"]
         subprocess.run([*exe, "create", str(study_file)], env=env, check=True, capture_output=True)
@@ -132,6 +133,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kill-every", type=float, default=20.0)
     parser.add_argument("--no-overhead", action="store_true", help="Only the kill runs.")
+    parser.add_argument(
+        "--epochs", type=int, default=12, help="max_epochs of the killed study (default: 12)"
+    )
     args = parser.parse_args()
     ratio = float("nan") if args.no_overhead else overhead(args.repeats)
     print(f"\nmedian overhead of a checkpoint every epoch: {(ratio - 1) * 100:+.1f}%\n")
@@ -139,7 +143,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     result = {}
     for label, setting in (("resume (auto)", "auto"), ("restart (off)", "off")):
-        epochs, kills, wall, resumed = preemption(args.kill_every, setting)
+        epochs, kills, wall, resumed = preemption(args.kill_every, setting, args.epochs)
         result[setting] = epochs
         print(f"| {label} | {epochs} | {kills} | {wall:.0f} | {resumed} |")
     print(
