@@ -150,6 +150,24 @@ def _trained_at_least(url: str, name: str, epochs: int) -> bool:
     )
 
 
+def _stop_in_training(url: str, name: str, epochs: int, sig: signal.Signals) -> tuple[int, str]:
+    """Starts a worker, sends it ``sig`` once its trial has trained ``epochs``; returns its
+    exit code and stderr once it has exited."""
+    worker = spawn("worker", "--study", name, url=url)
+    wait_for(lambda: _trained_at_least(url, name, epochs), EVENT_S, f"{epochs} epochs trained")
+    worker.send_signal(sig)
+    _, err = worker.communicate(timeout=120)
+    return worker.returncode, err
+
+
+def _worker_to_the_end(url: str, name: str) -> str:
+    """A worker run until the budget is met; its stderr."""
+    worker = spawn("worker", "--study", name, url=url)
+    _, err = worker.communicate(timeout=EVENT_S)
+    assert worker.returncode == 0, err
+    return err
+
+
 def _reference(tmp_path: Path, name: str) -> dict[int, float]:
     """The same trial (same study file, seed, parameters) trained once without a stop."""
     study = tmp_path / f"{name}.toml"
@@ -166,14 +184,10 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
 ) -> None:
     url, name = fresh_storage_url, "killed"
     _study(tmp_path, url, name)
-    victim = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: _trained_at_least(url, name, 4), EVENT_S, "4 epochs trained")
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
+    code, _ = _stop_in_training(url, name, 4, signal.SIGKILL)
+    assert code == -signal.SIGKILL
     assert list(_store(tmp_path, url).glob(f"{name}.trial-0.*"))  # it left its state behind
-    survivor = spawn("worker", "--study", name, url=url)
-    _, err = survivor.communicate(timeout=EVENT_S)
-    assert survivor.returncode == 0, err
+    err = _worker_to_the_end(url, name)
 
     killed, retry = trials(url, name)
     assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
@@ -200,19 +214,14 @@ def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
 ) -> None:
     url, name = fresh_storage_url, "termed"
     _study(tmp_path, url, name)
-    first = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: _trained_at_least(url, name, 3), EVENT_S, "3 epochs trained")
-    first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=120)
-    assert first.returncode == 128 + signal.SIGTERM, err
+    code, err = _stop_in_training(url, name, 3, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err
     assert "the next worker retries it" in err
     (stopped, waiting) = trials(url, name)
     assert stopped.state == TrialState.FAIL
     assert stopped.user_attrs["fail_reason"] == "interrupted by SIGTERM"
     assert waiting.state == TrialState.WAITING and "fail_reason" not in waiting.user_attrs
-    second = spawn("worker", "--study", name, url=url)
-    _, err = second.communicate(timeout=EVENT_S)
-    assert second.returncode == 0, err
+    _worker_to_the_end(url, name)
     retry = trials(url, name)[1]
     assert retry.state == TrialState.COMPLETE
     # Stopped between batches, after its last epoch's state was written: nothing lost.
@@ -234,11 +243,8 @@ def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
 def test_ctrl_c_is_the_users_stop_and_queues_no_retry(tmp_path: Path) -> None:
     url, name = f"sqlite:///{tmp_path / 'c.db'}", "ctrlc"
     _study(tmp_path, url, name)
-    worker = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: _trained_at_least(url, name, 2), EVENT_S, "2 epochs trained")
-    worker.send_signal(signal.SIGINT)
-    _, err = worker.communicate(timeout=120)
-    assert worker.returncode == 128 + signal.SIGINT, err
+    code, err = _stop_in_training(url, name, 2, signal.SIGINT)
+    assert code == 128 + signal.SIGINT, err
     assert [t.state for t in trials(url, name)] == [TrialState.FAIL]
     assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))  # nothing will resume it
 
@@ -246,18 +252,14 @@ def test_ctrl_c_is_the_users_stop_and_queues_no_retry(tmp_path: Path) -> None:
 def test_a_corrupt_checkpoint_makes_the_retry_start_over_and_say_why(tmp_path: Path) -> None:
     url, name = f"sqlite:///{tmp_path / 'k.db'}", "corrupt"
     _study(tmp_path, url, name)
-    first = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: _trained_at_least(url, name, 3), EVENT_S, "3 epochs trained")
-    first.send_signal(signal.SIGTERM)
-    first.communicate(timeout=120)
+    code, err = _stop_in_training(url, name, 3, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err
     files = sorted(_store(tmp_path, url).glob(f"{name}.trial-0.*"))
     assert files
     for f in files:  # half written, as a write cut short by a lost node leaves it
         data = f.read_bytes()
         f.write_bytes(data[: len(data) // 2])
-    second = spawn("worker", "--study", name, url=url)
-    _, err = second.communicate(timeout=EVENT_S)
-    assert second.returncode == 0, err
+    err = _worker_to_the_end(url, name)
     retry = trials(url, name)[1]
     assert retry.state == TrialState.COMPLETE
     assert retry.user_attrs["resumed_from_epoch"] == 0

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from optuna.artifacts.exceptions import ArtifactNotFound
+
 from depthsearch.learn.train import CorruptCheckpoint, TrainState
 
 __all__ = ["ArtifactStore", "Checkpoints", "Resumed", "TrialCheckpoints"]
@@ -89,10 +91,8 @@ class Checkpoints:
         """The state in one slot; None when there is none; CorruptCheckpoint when damaged."""
         try:
             reader = self.store.open_reader(self._id(number, slot))
-        except Exception as e:
-            if type(e).__name__ == "ArtifactNotFound" or isinstance(e, FileNotFoundError):
-                return None
-            raise
+        except ArtifactNotFound:
+            return None
         with contextlib.closing(reader):
             data = reader.read()
         return TrainState.from_bytes(data)

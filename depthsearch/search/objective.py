@@ -142,15 +142,16 @@ class Objective:
 
         failed_epochs = self.retry(lambda: reported(retried[-1]), "reading the failed trial")
         state: TrainState | None = None
+        source: int | None = None
         note: str | None = "checkpoints are off ([workers] checkpoints)"
         if self.checkpoints is not None:
             found = self.checkpoints.resume(retried, dict(trial.params), seed)
-            state, note = found.state, found.note
+            state, source, note = found.state, found.source, found.note
         if state is not None:
             _log.info(
                 "trial %d resumes trial %d from its epoch %d",
                 trial.number,
-                retried[-1],
+                source,
                 state.epoch,
             )
         else:
@@ -174,7 +175,8 @@ class Objective:
         candidate = suggest(
             trial, spec.space, input_size=self.data.input_size, output_size=self.data.output_size
         )
-        seed = trial_seed(spec.seed, trial)
+        frozen = frozen_trial(trial)  # one read: the seed and the retry history are in it
+        seed = trial_seed(spec.seed, frozen)
         torch.manual_seed(seed)
         model = build_model(candidate.model).to(self.device)
         param_count = sum(p.numel() for p in model.parameters())
@@ -191,7 +193,7 @@ class Objective:
         options = fit_options(
             spec.train, lr=candidate.lr, batch_size=candidate.batch_size, seed=seed
         )
-        retried = retried_trials(frozen_trial(trial))
+        retried = retried_trials(frozen)
         resume = self._resume(trial, retried, seed, attrs) if retried else None
         resumed_from = resume.epoch if resume is not None else 0
         writer: TrialCheckpoints | None = None
