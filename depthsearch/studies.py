@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 
 from depthsearch.errors import SpecError, StorageError, StudyMismatchError
 from depthsearch.search._optuna import quiet_experimental
-from depthsearch.search.pruners import make_pruner, make_sampler
+from depthsearch.search.pruners import make_pruner
+from depthsearch.search.samplers import make_sampler
 from depthsearch.search.trials import SPEC, SUMMARY
 from depthsearch.spec import StudySpec, spec_from_dict
 from depthsearch.storage import add_indexes, mask_url, open_storage, storage_lock, trial_counts

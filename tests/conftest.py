@@ -40,6 +40,7 @@ batch_size = [32, 64]
 max_epochs = {max_epochs}
 device = "cpu"
 threads = 1
+patience = 0
 
 [sampler]
 kind = "random"

@@ -156,3 +156,78 @@ def test_percentile_kind_keeps_only_the_best_quarter(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     states = [t.state for t in optuna.load_study(study_name="pct", storage=url).trials]
     assert len(states) == 8 and TrialState.RUNNING not in states
+
+
+def costly(params: int, curve: list[float]) -> optuna.trial.FrozenTrial:
+    t = complete(1, curve)
+    t.user_attrs["param_count"] = params
+    return t
+
+
+def running_costing(
+    study: optuna.Study, params: int, curve: list[float]
+) -> optuna.trial.FrozenTrial:
+    trial = study.ask({"num_layers": LAYERS})
+    trial.set_user_attr("param_count", params)
+    for step, value in enumerate(curve, start=1):
+        trial.report(value, step)
+    return study._storage.get_trial(trial._trial_id)
+
+
+def params_for(times: int) -> int:
+    """The parameter count of a one-layer trial ``times`` as costly as CHEAP's (a layer's
+    fixed share is LAYER_OVERHEAD parameters' worth)."""
+    from depthsearch.search.trials import LAYER_OVERHEAD
+
+    return times * (10_000 + LAYER_OVERHEAD) - LAYER_OVERHEAD
+
+
+#: Five complete one-layer trials of 10,000 parameters: their epoch-2 losses are 0.5 ... 0.9.
+CHEAP = [costly(10_000, [1.0, 0.5 + 0.1 * i, 0.4]) for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("times", "loss", "pruned"),
+    [
+        (1, 0.65, False),  # ordinary cost, better than the median (0.7): goes on
+        (1, 0.75, True),  # ordinary cost, behind the median: stopped, as MedianPruner would
+        (64, 0.65, True),  # 64x the cost: must be in the best 10 % (0.54): stopped
+        (64, 0.52, False),  # 64x the cost and near the front: goes on
+        (4, 0.62, True),  # 4x: must be in the best 25 % (0.6)
+        (4, 0.58, False),
+    ],
+)
+def test_a_costly_candidate_must_be_near_the_front_to_go_on(
+    times: int, loss: float, pruned: bool
+) -> None:
+    from depthsearch.search.pruners import CostAwarePruner
+
+    study = study_with(CHEAP, 1)
+    trial = running_costing(study, params_for(times), [1.0, loss])
+    pruner = CostAwarePruner(n_startup_trials=3, n_warmup_steps=1)
+    assert pruner.prune(study, trial) is pruned
+    ordinary = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if times == 1:  # at ordinary cost it is the median rule
+        assert bool(ordinary.prune(study, trial)) is pruned
+
+
+def test_the_cost_bar_narrows_with_the_square_root_of_cost_down_to_its_floor() -> None:
+    from depthsearch.search.pruners import CostAwarePruner
+
+    pruner = CostAwarePruner(min_percentile=10.0)
+    assert pruner.bar(500.0, [1000.0, 1000.0]) == 50.0
+    assert pruner.bar(4000.0, [1000.0, 1000.0]) == 25.0
+    assert pruner.bar(16_000.0, [1000.0, 3000.0, 500.0]) == 12.5
+    assert pruner.bar(1e9, [1000.0]) == 10.0
+    assert pruner.bar(None, [1000.0]) == 50.0  # no cost known: the median rule
+    with pytest.raises(ValueError, match="min_percentile"):
+        CostAwarePruner(min_percentile=0.0)
+
+
+def test_cost_aware_is_a_pruner_kind_of_the_study_file(tmp_path: Path) -> None:
+    path = write_study(tmp_path, extra="")
+    path.write_text(path.read_text().replace('kind = "median"', 'kind = "cost-aware"'))
+    pruner = make_pruner(load_spec(path))
+    assert isinstance(pruner, RecentTrials)
+    assert type(pruner.pruner).__name__ == "CostAwarePruner"
+    assert (pruner.pruner.n_startup_trials, pruner.pruner.n_warmup_steps) == (2, 1)

@@ -56,7 +56,7 @@ def test_searched_flags_reach_the_model(flag: str) -> None:
 
 
 def test_tpe_handles_the_conditional_space() -> None:
-    from depthsearch.search.pruners import make_sampler
+    from depthsearch.search.samplers import make_sampler
     from depthsearch.spec import load_spec
 
     from .conftest import REPO

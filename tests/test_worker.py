@@ -322,6 +322,28 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
     assert proc.stdout.strip().splitlines()[-1] == "budget met: 4 of 4"
 
 
+def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: Path) -> None:
+    # Trial k samples from a state seeded by the study's seed and k, whichever worker takes
+    # it: the start-up trials (the first 5, TPE's default) repeat exactly with two workers.
+    path = write_study(tmp_path, name="again", n_trials=6, max_epochs=2)
+    path.write_text(path.read_text().replace('kind = "random"', 'kind = "tpe"'))
+    drawn = []
+    for run in ("a", "b"):
+        url = f"sqlite:///{tmp_path / run}.db"
+        proc = depthsearch_cmd("create", str(tmp_path / "again.toml"), "--storage", url)
+        assert proc.returncode == 0, proc.stderr
+        proc = depthsearch_cmd(
+            "launch", "--study", "again", "--storage", url, "--cpu-workers", "2", timeout=240
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert_settled(url, "again", finished=6)
+        drawn.append({t.number: t.params for t in trials(url, "again") if t.number < 5})
+    assert len(drawn[0]) == 5 and drawn[0] == drawn[1]
+    # Every depth of the range among the start-up trials, at the cheap widths.
+    assert {p["num_layers"] for p in drawn[0].values()} == {1, 2, 3}
+    assert {p["hidden_size"] for p in drawn[0].values()} == {4}
+
+
 def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nogpu.db'}"
     create(tmp_path, url, "nogpu", n_trials=2, max_epochs=1)

@@ -112,7 +112,12 @@ def schema_versions(backend: optuna.storages.RDBStorage) -> tuple[str, str]:
 
 def seed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
     """Seeds the sampler's random state (and TPE's start-up random sampler's): Optuna's own
-    ``reseed_rng()``, with a seed chosen instead of a random one."""
+    ``reseed_rng()``, with a seed chosen instead of a random one. A sampler that wraps others
+    seeds them itself (``seed_trial``)."""
+    seed_trial = getattr(sampler, "seed_trial", None)
+    if callable(seed_trial):
+        seed_trial(seed)
+        return
     for part in (sampler, getattr(sampler, "_random_sampler", None)):
         state = getattr(part, "_rng", None)
         if state is not None:

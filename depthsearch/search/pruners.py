@@ -1,4 +1,4 @@
-"""The study's sampler and pruner, built from the spec; a depth-aware median pruner.
+"""The study's pruner, built from the spec; a depth-aware median pruner.
 
 Deep stacks learn more slowly in their first epochs. Optuna's median pruner compares epoch 3 of
 a 12-layer stack with epoch 3 of every other trial, 1-layer ones included, and so stops deep
@@ -20,11 +20,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from depthsearch.search._optuna import quiet_experimental, study_storage
-from depthsearch.search.trials import trial_layers
+from depthsearch.search._optuna import study_storage
+from depthsearch.search.trials import trial_cost, trial_layers
 from depthsearch.spec import StudySpec
 
-__all__ = ["DepthAwarePruner", "RecentTrials", "depth_band", "make_pruner", "make_sampler"]
+__all__ = ["CostAwarePruner", "DepthAwarePruner", "RecentTrials", "depth_band", "make_pruner"]
 
 
 def depth_band(layers: int | None) -> int | None:
@@ -82,6 +82,84 @@ class DepthAwarePruner(optuna.pruners.BasePruner):
         return best > statistics.median(at_step)
 
 
+def _percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` (linear interpolation, as numpy's default)."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class CostAwarePruner(optuna.pruners.BasePruner):
+    """The median rule for candidates of ordinary cost, a stricter one for costly candidates.
+
+    An epoch of a stacked LSTM costs about its parameter count (``layers x width^2``) plus a
+    fixed share per layer and batch (:func:`~depthsearch.search.trials.trial_cost`), and the
+    candidates of one study differ in cost a hundredfold. A trial is stopped when its best loss
+    so far is worse than the ``q``-th percentile of the complete trials' losses at the same
+    epoch, where ``q = 50 / sqrt(c)`` and ``c`` is its cost over the complete trials' median
+    (``q = 50``, the median rule, for ``c <= 1``; at least ``min_percentile``).
+    A candidate 16 times as costly as the typical one must be in the best 12.5 % to go on:
+    it may, when it is good, and it pays for its epochs only then.
+
+    Args:
+        n_startup_trials: complete trials before anything is pruned.
+        n_warmup_steps: epochs every trial trains before it can be pruned.
+        interval_steps: check every this many epochs after the warm-up.
+        min_percentile: the strictest bar, for the costliest candidates.
+    """
+
+    def __init__(
+        self,
+        n_startup_trials: int = 3,
+        n_warmup_steps: int = 1,
+        interval_steps: int = 1,
+        min_percentile: float = 10.0,
+    ) -> None:
+        if n_startup_trials < 0 or n_warmup_steps < 0 or interval_steps < 1:
+            raise ValueError(
+                "n_startup_trials >= 0, n_warmup_steps >= 0 and interval_steps >= 1 must hold, "
+                f"but got ({n_startup_trials}, {n_warmup_steps}, {interval_steps})"
+            )
+        if not 0.0 < min_percentile <= 50.0:
+            raise ValueError(f"min_percentile must be in (0, 50], but got {min_percentile}")
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.interval_steps = interval_steps
+        self.min_percentile = min_percentile
+
+    def bar(self, cost: float | None, peer_costs: list[float]) -> float:
+        """The percentile a trial of ``cost`` must reach, given the complete trials' costs."""
+        known = [c for c in peer_costs if c > 0]
+        if cost is None or cost <= 0 or not known:
+            return 50.0
+        ratio = cost / statistics.median(known)
+        return max(self.min_percentile, 50.0 / math.sqrt(max(1.0, ratio)))
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        if (step - self.n_warmup_steps) % self.interval_steps:
+            return False
+        best = min(trial.intermediate_values.values())
+        if math.isnan(best):
+            return True
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(complete) < max(1, self.n_startup_trials):
+            return False
+        at_step = [
+            v
+            for t in complete
+            if (v := t.intermediate_values.get(step)) is not None and not math.isnan(v)
+        ]
+        if not at_step:
+            return False
+        q = self.bar(trial_cost(trial), [c for t in complete if (c := trial_cost(t)) is not None])
+        return best > _percentile(at_step, q)
+
+
 class _CompleteTrialsView:
     """A study whose complete trials are a given list; everything else is the study's."""
 
@@ -129,21 +207,6 @@ class RecentTrials(optuna.pruners.BasePruner):
         return self.pruner.prune(view, trial)
 
 
-def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
-    """TPE (multivariate, grouped for the conditional space, constant liar for parallel
-    workers) or random sampling."""
-    if spec.sampler.kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    with quiet_experimental():
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            n_startup_trials=spec.sampler.n_startup_trials,
-            multivariate=True,
-            group=True,
-            constant_liar=True,
-        )
-
-
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     p = spec.pruner
     if p.kind == "none":
@@ -157,6 +220,14 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if p.kind == "depth-aware":
         return RecentTrials(
             DepthAwarePruner(
+                n_startup_trials=p.n_startup_trials,
+                n_warmup_steps=p.n_warmup_steps,
+                interval_steps=p.interval_steps,
+            )
+        )
+    if p.kind == "cost-aware":
+        return RecentTrials(
+            CostAwarePruner(
                 n_startup_trials=p.n_startup_trials,
                 n_warmup_steps=p.n_warmup_steps,
                 interval_steps=p.interval_steps,

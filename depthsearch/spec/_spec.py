@@ -46,6 +46,7 @@ PRUNER_KEYS: dict[str, tuple[str, ...]] = {
     "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
     "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"),
     "depth-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "cost-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
     "hyperband": ("min_resource", "reduction_factor"),
     "successive-halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
 }
@@ -146,7 +147,8 @@ class TrainSpec:
     device: str = rule("auto", "str")
     grad_clip: float = rule(1.0, "float", 0.0, low_open=True)
     weight_decay: float = rule(0.0, "float", 0.0)
-    patience: int = rule(0, "int", 0)
+    #: Stop a trial after this many epochs without a better validation loss (0: never).
+    patience: int = rule(4, "int", 0)
     threads: int = rule(0, "int", 0, 1024)
     amp: bool = rule(True, "bool")
 
@@ -166,6 +168,9 @@ class SamplerSpec:
 
     kind: str = rule("tpe", "str", allowed=("tpe", "random"))
     n_startup_trials: int = rule(5, "int", 0)
+    #: How the start-up trials are drawn: "cheap-first" (every depth at a cheap width; see
+    #: ``depthsearch.search.samplers``) or "random" (TPE's own start-up).
+    startup: str = rule("cheap-first", "str", allowed=("cheap-first", "random"))
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -175,9 +180,9 @@ class SamplerSpec:
 class PrunerSpec:
     TABLE: ClassVar[str] = "pruner"
 
-    kind: str = rule("median", "str", allowed=tuple(PRUNER_KEYS))
+    kind: str = rule("cost-aware", "str", allowed=tuple(PRUNER_KEYS))
     n_startup_trials: int = rule(3, "int", 0)
-    n_warmup_steps: int = rule(2, "int", 0)
+    n_warmup_steps: int = rule(1, "int", 0)
     interval_steps: int = rule(1, "int", 1)
     min_resource: int = rule(1, "int", 1)
     reduction_factor: int = rule(3, "int", 2)
