@@ -171,6 +171,8 @@ def test_reporting_process_writes_and_prunes_as_optuna_would(
 ) -> None:
     study, spec = _study(tmp_path, fresh_storage_url, "inproc")
     with ReportingProcess(spec, fresh_storage_url, "inproc") as reporting:
+        # A worker waits for it before its first trial trains (generous: a loaded machine).
+        assert reporting.wait_ready(timeout=300) is True
         # Two complete trials: the median pruner's start-up (n_startup_trials = 2).
         for _ in range(2):
             trial = study.ask()
@@ -207,6 +209,7 @@ def test_a_reporting_process_that_dies_before_it_is_ready_stops_the_worker(
     reporting = ReportingProcess(spec, url, "dead")
     try:
         os.kill(reporting.pid, signal.SIGKILL)  # long before it has imported Optuna
+        assert reporting.wait_ready(timeout=300) is False  # ended, not ready: no long wait
 
         def report_one() -> None:
             # Heard when the trial starts, or at its first check: whichever comes later.

@@ -462,6 +462,10 @@ def run_worker(
         # reads after it are incremental.
         retry = retry_for(storage_url, spec.workers.db_wait)
         retry(lambda: load_all_trials(study), "reading the study's trials")
+        if reporting is not None:
+            # Its start-up CPU is spent before training, not on a core training uses. A
+            # process that fails to start says why at the first trial.
+            reporting.wait_ready(timeout=spec.workers.db_wait + 60.0)
         signals = Signals()
         objective = Objective(
             spec,

@@ -151,6 +151,8 @@ class ReportingProcess:
         self._tx = Connection(to_child_w, readable=False)
         self._rx = Connection(from_child_r, writable=False)
         self._ready = False
+        #: Set when the process said it is ready, or when it ended.
+        self._settled = threading.Event()
         self._lost = None
         self._receiver = threading.Thread(
             target=self._receive,
@@ -172,6 +174,16 @@ class ReportingProcess:
     @property
     def pid(self) -> int:
         return self._process.pid
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Waits until the process has opened the study (or ended); whether it is ready.
+
+        Its start (a second Python importing Optuna and reading the study: a few tenths of a
+        second of CPU) is best over before training starts: on a machine whose every core
+        trains, it would otherwise slow the worker's first epochs.
+        """
+        self._settled.wait(timeout)
+        return self._ready
 
     def reporter(self, trial: optuna.Trial, *, prunes: bool) -> Reporter:
         """Starts reporting ``trial`` (restarting the process if it died since).
@@ -242,6 +254,7 @@ class ReportingProcess:
                 logging.getLogger(record.name).handle(record)
             elif isinstance(message, Ready):
                 self._ready = True
+                self._settled.set()
             elif isinstance(message, (Pruned, Failed, Synced)):
                 with self._lock:
                     current = self._current
@@ -254,6 +267,7 @@ class ReportingProcess:
                 process.kill()
                 break
         rx.close()
+        self._settled.set()
         code = process.wait()
         if self._closing and code == 0:
             return
