@@ -15,14 +15,23 @@ Two figures per shape:
 * **a one-trial worker**: ``run_worker(n_trials=1)`` whole, the worker's start included
   (its reporting process, a second Python that imports Optuna, starts there).
 
-A second table lists the storage calls left in the training process, by call, in CPU
+Both at every torch thread count that ``run`` and ``launch`` choose on this machine (``launch``
+gives each of its K CPU workers cores // K threads; ``run`` takes torch's default).
+
+Then **each trial of a fresh ``depthsearch run``** (a new process, 3 trials, no pruner), as a
+user starts one: every trial's ``seconds_per_epoch`` over a bare loop of the same shape and
+threads in a fresh process started right after, the first trial included (the worker's
+reporting process starts beside it).
+
+A further table lists the storage calls left in the training process, by call, in CPU
 milliseconds (``time.thread_time`` of the calling thread) per trial, and the CPU time of the
 reporting process (per worker start and per trial), which runs beside training on another
 core: the storage work moved there, it did not vanish.
 
-    python benchmarks/overhead.py [--repeats 5] [--storage URL]
+    python benchmarks/overhead.py [--repeats 5] [--storage URL] [--threads 1,2]
 
-Last line: ``overhead_ratio=X``, the larger of the two shapes' ratios for a trial in a
+Last lines: ``first_trial_ratio=X`` (the worst median ratio of a fresh ``run``'s first trial,
+over shapes and thread counts) and ``overhead_ratio=X``, the largest ratio for a trial in a
 running worker.
 """
 
@@ -30,9 +39,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import logging
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -46,6 +59,7 @@ from torch import nn
 #: name: (layers, hidden, batch size, epochs). "small" is the default study's smallest trial.
 SHAPES = {"small (quickstart: 1 x 16)": (1, 16, 64, 12), "medium (2 x 64)": (2, 64, 64, 12)}
 LR = 3e-3
+SUNSPOTS_CSV = Path(__file__).resolve().parents[1] / "studies" / "data" / "sunspots.csv"
 
 
 class Bare(nn.Module):
@@ -85,6 +99,52 @@ def bare_loop(data: object, layers: int, hidden: int, batch: int, epochs: int) -
     return time.perf_counter() - started
 
 
+def thread_counts() -> list[int]:
+    """The torch thread counts ``launch`` (cores // K for K CPU workers) and ``run`` (torch's
+    default) choose here."""
+    from depthsearch.worker.launch import available_cores
+
+    cores = available_cores()
+    return sorted({max(1, cores // k) for k in range(1, cores + 1)} | {torch.get_num_threads()})
+
+
+def fresh_bare(layers: int, hidden: int, batch: int, epochs: int, threads: int) -> float:
+    """Seconds per epoch of the bare loop in a new process (``--bare``)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--bare", *map(str, (layers, hidden, batch, epochs, threads))],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.split()[-1])
+
+
+def fresh_run(
+    tmp: Path, layers: int, hidden: int, batch: int, epochs: int, threads: int
+) -> list[float]:
+    """``seconds_per_epoch`` of each trial of a new ``depthsearch run`` process: 3 trials of the
+    shape, no pruner, ``[train] threads`` (0: run's default)."""
+    import optuna
+
+    name = f"fresh-{uuid.uuid4().hex[:6]}"
+    path = tmp / f"{name}.toml"
+    path.write_text(
+        f'[study]\nname = "{name}"\nn_trials = 3\n'
+        f'[data]\nsource = "csv"\npath = "{SUNSPOTS_CSV}"\ntarget = "sunspots"\n'
+        "window = 24\nhorizon = 3\n"
+        f"[space]\nnum_layers = {layers}\nhidden_size = {hidden}\ndropout = 0.0\n"
+        f"lr = {LR}\nbatch_size = {batch}\n"
+        f'[train]\nmax_epochs = {epochs}\ndevice = "cpu"\nthreads = {threads}\n'
+        '[pruner]\nkind = "none"\n[workers]\ncheckpoints = "off"\n'
+    )
+    url = f"sqlite:///{tmp / (name + '.db')}"
+    exe = Path(sys.executable).parent / "depthsearch"
+    subprocess.run([str(exe), "run", str(path), "--storage", url], check=True, capture_output=True)
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    return [float(t.user_attrs["seconds_per_epoch"]) for t in trials]
+
+
 def children_cpu() -> float:
     """CPU seconds of this process's reaped children (the reporting processes)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -94,8 +154,9 @@ def children_cpu() -> float:
 class Worker:
     """Runs workers on one study, timing trials by the storage calls they make."""
 
-    def __init__(self, study: Any, spec: Any, url: str, data: Any) -> None:
+    def __init__(self, study: Any, spec: Any, url: str, data: Any, threads: int) -> None:
         self.study, self.spec, self.url, self.data = study, spec, url, data
+        self.threads = threads
         self.cpu: dict[tuple[str, str], float] = collections.defaultdict(float)
         self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
         self.asked: list[float] = []
@@ -117,7 +178,12 @@ class Worker:
         cpu, started = children_cpu(), time.perf_counter()
         with timed_methods(self.study._storage, self.record):
             report = run_worker(
-                self.study, self.spec, self.url, n_trials=n_trials, data=self.data, threads=1
+                self.study,
+                self.spec,
+                self.url,
+                n_trials=n_trials,
+                data=self.data,
+                threads=self.threads,
             )
         assert report.complete == n_trials
         return time.perf_counter() - started, children_cpu() - cpu
@@ -130,9 +196,22 @@ class Worker:
 
 
 def main() -> None:
+    if len(sys.argv) == 7 and sys.argv[1] == "--bare":  # one bare loop in this new process
+        layers, hidden, batch, epochs, threads = map(int, sys.argv[2:])
+        torch.set_num_threads(threads or torch.get_num_threads())
+        from depthsearch.learn.data import prepare
+        from depthsearch.spec import DataSpec
+
+        spec = DataSpec(source="csv", path=str(SUNSPOTS_CSV), target="sunspots", window=24)
+        data = prepare(dataclasses.replace(spec, horizon=3), "cpu", seed=0)
+        print(bare_loop(data, layers, hidden, batch, epochs) / epochs)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--storage", default=None, help="default: a SQLite file in a temp dir")
+    parser.add_argument(
+        "--threads", default=None, help="comma list (default: those run and launch choose)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import optuna
@@ -142,76 +221,109 @@ def main() -> None:
     from depthsearch.studies import create_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(1)
+    counts = [int(t) for t in args.threads.split(",")] if args.threads else thread_counts()
     print(
-        f"# training on 1 CPU thread, torch {torch.__version__}, median of {args.repeats} "
-        "(after 1 warm-up)"
+        f"# torch {torch.__version__}, {os.cpu_count()} CPUs, thread counts {counts}, "
+        f"median of {args.repeats} (after 1 warm-up)"
     )
     print(
-        "| shape | epochs | bare loop s | trial in a running worker s | ratio "
+        "| shape | threads | epochs | bare loop s | trial in a running worker s | ratio "
         "| one-trial worker s | ratio |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     ratios = []
     notes: list[str] = []
+    breakdown: list[tuple[str, str, float, float]] = []
+    small = ("", 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         url = args.storage or f"sqlite:///{Path(tmp) / 'overhead.db'}"
-        for label, (layers, hidden, batch, epochs) in SHAPES.items():
-            name = f"overhead-{uuid.uuid4().hex[:6]}"
-            spec = study_spec(
-                name,
-                1000,
-                data=SUNSPOTS,
-                space={
-                    "num_layers": layers,
-                    "hidden_size": hidden,
-                    "dropout": 0.0,
-                    "lr": LR,
-                    "batch_size": batch,
-                },
-                train={"max_epochs": epochs, "device": "cpu", "threads": 1},
-                # Asked every epoch, as in the default study; never prunes (trials stay equal).
-                pruner={"kind": "median", "n_startup_trials": 100_000, "n_warmup_steps": 0},
-            )
-            data = prepare(spec.data, "cpu", seed=0)
-            worker = Worker(create_study(spec, url), spec, url, data)
-            worker.run(1), bare_loop(data, layers, hidden, batch, epochs)  # warm-up
-            worker.cpu.clear(), worker.calls.clear()
-            times: dict[str, list[float]] = {"bare": [], "trial": [], "one": []}
-            child: dict[int, list[float]] = {1: [], 3: []}
-            for _ in range(args.repeats):
-                times["bare"].append(bare_loop(data, layers, hidden, batch, epochs))
-                trial, cpu = worker.middle_trial()
-                times["trial"].append(trial)
-                child[3].append(cpu)
-                one, cpu = worker.run(1)
-                times["one"].append(one)
-                child[1].append(cpu)
-            b, t, o = (statistics.median(times[k]) for k in ("bare", "trial", "one"))
-            ratios.append(t / b)
-            cells = f"{b:.3f} | {t:.3f} | {t / b:.3f} | {o:.3f} | {o / b:.3f}"
-            print(f"| {label} | {epochs} | {cells} |")
-            start = statistics.median(child[1])
-            per_trial = (statistics.median(child[3]) - start) / 2
-            trials_run = args.repeats * (3 + 1)
-            rows = [
-                (thread, call, n / trials_run, ms / trials_run * 1000)
-                for (thread, call), ms in worker.cpu.items()
-                for n in [worker.calls[thread, call]]
-            ]
-            notes.append(
-                f"{label}: the reporting process used {start:.2f} s of CPU per worker start and "
-                f"{per_trial * 1000:.0f} ms per trial, beside training"
-            )
-            if len(notes) == 1:  # the small shape, where storage weighs most
-                breakdown, small = sorted(rows, key=lambda r: -r[3]), (label, t - b)
+        for threads in counts:
+            torch.set_num_threads(threads)
+            for label, (layers, hidden, batch, epochs) in SHAPES.items():
+                name = f"overhead-{uuid.uuid4().hex[:6]}"
+                spec = study_spec(
+                    name,
+                    1000,
+                    data=SUNSPOTS,
+                    space={
+                        "num_layers": layers,
+                        "hidden_size": hidden,
+                        "dropout": 0.0,
+                        "lr": LR,
+                        "batch_size": batch,
+                    },
+                    train={"max_epochs": epochs, "device": "cpu", "threads": threads},
+                    # Asked every epoch, as in the default study; never prunes (trials stay equal).
+                    pruner={"kind": "median", "n_startup_trials": 100_000, "n_warmup_steps": 0},
+                )
+                data = prepare(spec.data, "cpu", seed=0)
+                worker = Worker(create_study(spec, url), spec, url, data, threads)
+                worker.run(1), bare_loop(data, layers, hidden, batch, epochs)  # warm-up
+                worker.cpu.clear(), worker.calls.clear()
+                times: dict[str, list[float]] = {"bare": [], "trial": [], "one": []}
+                child: dict[int, list[float]] = {1: [], 3: []}
+                for _ in range(args.repeats):
+                    times["bare"].append(bare_loop(data, layers, hidden, batch, epochs))
+                    trial, cpu = worker.middle_trial()
+                    times["trial"].append(trial)
+                    child[3].append(cpu)
+                    one, cpu = worker.run(1)
+                    times["one"].append(one)
+                    child[1].append(cpu)
+                b, t, o = (statistics.median(times[k]) for k in ("bare", "trial", "one"))
+                ratios.append(t / b)
+                cells = f"{b:.3f} | {t:.3f} | {t / b:.3f} | {o:.3f} | {o / b:.3f}"
+                print(f"| {label} | {threads} | {epochs} | {cells} |", flush=True)
+                if threads != counts[0]:
+                    continue
+                start = statistics.median(child[1])
+                per_trial = (statistics.median(child[3]) - start) / 2
+                trials_run = args.repeats * (3 + 1)
+                rows = [
+                    (thread, call, n / trials_run, ms / trials_run * 1000)
+                    for (thread, call), ms in worker.cpu.items()
+                    for n in [worker.calls[thread, call]]
+                ]
+                notes.append(
+                    f"{label}: the reporting process used {start:.2f} s of CPU per worker start "
+                    f"and {per_trial * 1000:.0f} ms per trial, beside training"
+                )
+                if len(notes) == 1:  # the small shape, where storage weighs most
+                    breakdown, small = sorted(rows, key=lambda r: -r[3]), (label, t - b)
+
+        print()
+        print(
+            "Each trial of a fresh `depthsearch run` (3 trials, no pruner): seconds_per_epoch "
+            "over a bare loop in a fresh process"
+        )
+        print("| shape | threads | bare s/epoch | trial 1 ratio | trial 2 ratio | trial 3 ratio |")
+        print("|---|---|---|---|---|---|")
+        firsts = []
+        for threads in counts:
+            for label, (layers, hidden, batch, epochs) in SHAPES.items():
+                per: list[list[float]] = [[], [], []]
+                bares = []
+                for _ in range(args.repeats):
+                    trials = fresh_run(Path(tmp), layers, hidden, batch, epochs, threads)
+                    bare = fresh_bare(layers, hidden, batch, epochs, threads)
+                    bares.append(bare)
+                    for k, seconds in enumerate(trials):
+                        per[k].append(seconds / bare)
+                medians = [statistics.median(r) for r in per]
+                firsts.append(medians[0])
+                cells = " | ".join(f"{m:.3f}" for m in medians)
+                print(
+                    f"| {label} | {threads} | {statistics.median(bares):.4f} | {cells} |",
+                    flush=True,
+                )
     label, extra = small
     print()
     for note in notes:
         print(note)
     print()
-    print(f"Storage calls left in the training process, per {label} trial (CPU ms; the trial")
-    print(f"in a running worker is {extra * 1000:.0f} ms longer than the bare loop):")
+    print(f"Storage calls left in the training process, per {label} trial at {counts[0]}")
+    print(f"thread(s) (CPU ms; the trial in a running worker is {extra * 1000:.0f} ms longer")
+    print("than the bare loop):")
     print("| thread | call | calls per trial | CPU ms per trial |")
     print("|---|---|---|---|")
     for thread, name, n, ms in breakdown:
@@ -219,6 +331,7 @@ def main() -> None:
             print(f"| {thread} | {name} | {n:.2f} | {ms:.1f} |")
     total = sum(ms for *_, ms in breakdown)
     print(f"| all | | {sum(n for _, _, n, _ in breakdown):.1f} | {total:.1f} |")
+    print(f"first_trial_ratio={max(firsts):.3f}")
     print(f"overhead_ratio={max(ratios):.3f}")
 
 
