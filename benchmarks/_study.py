@@ -28,12 +28,14 @@ def study_spec(
     sampler: dict[str, Any] | None = None,
     seed: int = 1,
 ) -> StudySpec:
-    """A validated spec, as if read from a study file with these tables."""
+    """A validated spec, as if read from a study file with these tables. Trials train their
+    full ``max_epochs`` (``patience = 0``) unless ``train`` asks for early stopping: the
+    scripts compare trials of known length."""
     doc: dict[str, Any] = {
         "study": {"name": name, "n_trials": n_trials, "seed": seed},
         "data": data,
         "space": space,
-        "train": train,
+        "train": {"patience": 0, **train},
         "pruner": pruner,
     }
     if sampler is not None:

@@ -30,9 +30,9 @@ core: the storage work moved there, it did not vanish.
 
     python benchmarks/overhead.py [--repeats 5] [--storage URL] [--threads 1,2]
 
-Last lines: ``first_trial_ratio=X`` (the worst median ratio of a fresh ``run``'s first trial,
-over shapes and thread counts) and ``overhead_ratio=X``, the largest ratio for a trial in a
-running worker.
+``first_trial_ratio=X`` closes the fresh ``run`` table (the worst median ratio of a fresh
+``run``'s first trial, over shapes and thread counts; ``--fresh-only`` prints that table alone);
+the last line is ``overhead_ratio=X``, the largest ratio for a trial in a running worker.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def thread_counts() -> list[int]:
 
 
 def fresh_bare(layers: int, hidden: int, batch: int, epochs: int, threads: int) -> float:
-    """Seconds per epoch of the bare loop in a new process (``--bare``)."""
+    """Seconds per epoch of the bare loop in a new process (``--bare``), after one untimed
+    epoch: torch's one-time start-up in a process (a second or more on this machine) would
+    otherwise swamp the loop. The trials it is compared with pay theirs."""
     out = subprocess.run(
         [sys.executable, __file__, "--bare", *map(str, (layers, hidden, batch, epochs, threads))],
         check=True,
@@ -134,7 +136,7 @@ def fresh_run(
         "window = 24\nhorizon = 3\n"
         f"[space]\nnum_layers = {layers}\nhidden_size = {hidden}\ndropout = 0.0\n"
         f"lr = {LR}\nbatch_size = {batch}\n"
-        f'[train]\nmax_epochs = {epochs}\ndevice = "cpu"\nthreads = {threads}\n'
+        f'[train]\nmax_epochs = {epochs}\ndevice = "cpu"\nthreads = {threads}\npatience = 0\n'
         '[pruner]\nkind = "none"\n[workers]\ncheckpoints = "off"\n'
     )
     url = f"sqlite:///{tmp / (name + '.db')}"
@@ -200,10 +202,17 @@ def main() -> None:
         layers, hidden, batch, epochs, threads = map(int, sys.argv[2:])
         torch.set_num_threads(threads or torch.get_num_threads())
         from depthsearch.learn.data import prepare
+        from depthsearch.learn.train import keep_freed_memory
+
+        # The allocator setting every worker makes (the bare loop in this script's own
+        # process has it too, once a worker ran): without it the bare loop, not the trial,
+        # would pay glibc's page faults.
+        keep_freed_memory()
         from depthsearch.spec import DataSpec
 
         spec = DataSpec(source="csv", path=str(SUNSPOTS_CSV), target="sunspots", window=24)
         data = prepare(dataclasses.replace(spec, horizon=3), "cpu", seed=0)
+        bare_loop(data, layers, hidden, batch, 1)  # torch's one-time start-up, not timed
         print(bare_loop(data, layers, hidden, batch, epochs) / epochs)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,6 +221,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", default=None, help="comma list (default: those run and launch choose)"
     )
+    parser.add_argument("--fresh-only", action="store_true", help="only the fresh `run` table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import optuna
@@ -237,7 +247,7 @@ def main() -> None:
     small = ("", 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         url = args.storage or f"sqlite:///{Path(tmp) / 'overhead.db'}"
-        for threads in counts:
+        for threads in [] if args.fresh_only else counts:
             torch.set_num_threads(threads)
             for label, (layers, hidden, batch, epochs) in SHAPES.items():
                 name = f"overhead-{uuid.uuid4().hex[:6]}"
@@ -252,7 +262,12 @@ def main() -> None:
                         "lr": LR,
                         "batch_size": batch,
                     },
-                    train={"max_epochs": epochs, "device": "cpu", "threads": threads},
+                    train={
+                        "max_epochs": epochs,
+                        "device": "cpu",
+                        "threads": threads,
+                        "patience": 0,
+                    },
                     # Asked every epoch, as in the default study; never prunes (trials stay equal).
                     pruner={"kind": "median", "n_startup_trials": 100_000, "n_warmup_steps": 0},
                 )
@@ -316,6 +331,9 @@ def main() -> None:
                     f"| {label} | {threads} | {statistics.median(bares):.4f} | {cells} |",
                     flush=True,
                 )
+    print(f"first_trial_ratio={max(firsts):.3f}")
+    if args.fresh_only:
+        return
     label, extra = small
     print()
     for note in notes:
@@ -331,7 +349,6 @@ def main() -> None:
             print(f"| {thread} | {name} | {n:.2f} | {ms:.1f} |")
     total = sum(ms for *_, ms in breakdown)
     print(f"| all | | {sum(n for _, _, n, _ in breakdown):.1f} | {total:.1f} |")
-    print(f"first_trial_ratio={max(firsts):.3f}")
     print(f"overhead_ratio={max(ratios):.3f}")
 
 
