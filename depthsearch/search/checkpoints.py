@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -168,6 +169,11 @@ class TrialCheckpoints:
             self._cond.notify()
 
     def _run(self) -> None:
+        # Background work: on a machine whose every core trains, it must not take a core
+        # from training (Linux: a thread's own nice value).
+        with contextlib.suppress(OSError, AttributeError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 10)
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
