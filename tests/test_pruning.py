@@ -215,11 +215,11 @@ def test_the_cost_bar_narrows_with_the_square_root_of_cost_down_to_its_floor() -
     from depthsearch.search.pruners import CostAwarePruner
 
     pruner = CostAwarePruner(min_percentile=10.0)
-    assert pruner.bar(500.0, [1000.0, 1000.0]) == 50.0
-    assert pruner.bar(4000.0, [1000.0, 1000.0]) == 25.0
-    assert pruner.bar(16_000.0, [1000.0, 3000.0, 500.0]) == 12.5
-    assert pruner.bar(1e9, [1000.0]) == 10.0
-    assert pruner.bar(None, [1000.0]) == 50.0  # no cost known: the median rule
+    assert pruner.percentile_for(500.0, [1000.0, 1000.0]) == 50.0
+    assert pruner.percentile_for(4000.0, [1000.0, 1000.0]) == 25.0
+    assert pruner.percentile_for(16_000.0, [1000.0, 3000.0, 500.0]) == 12.5
+    assert pruner.percentile_for(1e9, [1000.0]) == 10.0
+    assert pruner.percentile_for(None, [1000.0]) == 50.0  # no cost known: the median rule
     with pytest.raises(ValueError, match="min_percentile"):
         CostAwarePruner(min_percentile=0.0)
 

@@ -34,7 +34,51 @@ def depth_band(layers: int | None) -> int | None:
     return max(0, math.ceil(math.log2(layers)))
 
 
-class DepthAwarePruner(optuna.pruners.BasePruner):
+class _StepRule(optuna.pruners.BasePruner):
+    """A rule applied after a warm-up, every ``interval_steps`` epochs: the trial's best loss so
+    far against the losses of its peers (complete trials) at the same epoch. Subclasses choose
+    the peers and the bar."""
+
+    def __init__(self, n_startup_trials: int, n_warmup_steps: int, interval_steps: int) -> None:
+        if n_startup_trials < 0 or n_warmup_steps < 0 or interval_steps < 1:
+            raise ValueError(
+                "n_startup_trials >= 0, n_warmup_steps >= 0 and interval_steps >= 1 must hold, "
+                f"but got ({n_startup_trials}, {n_warmup_steps}, {interval_steps})"
+            )
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.interval_steps = interval_steps
+
+    def peers(self, trial: FrozenTrial, complete: list[FrozenTrial]) -> list[FrozenTrial]:
+        return complete
+
+    def bar(self, trial: FrozenTrial, peers: list[FrozenTrial], at_step: list[float]) -> float:
+        raise NotImplementedError
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        if (step - self.n_warmup_steps) % self.interval_steps:
+            return False
+        best = min(trial.intermediate_values.values())
+        if math.isnan(best):
+            return True
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        peers = self.peers(trial, complete)
+        if len(peers) < max(1, self.n_startup_trials):
+            return False
+        at_step = [
+            v
+            for t in peers
+            if (v := t.intermediate_values.get(step)) is not None and not math.isnan(v)
+        ]
+        if not at_step:
+            return False
+        return best > self.bar(trial, peers, at_step)
+
+
+class DepthAwarePruner(_StepRule):
     """Median pruning within depth bands.
 
     Args:
@@ -46,40 +90,14 @@ class DepthAwarePruner(optuna.pruners.BasePruner):
     def __init__(
         self, n_startup_trials: int = 3, n_warmup_steps: int = 2, interval_steps: int = 1
     ) -> None:
-        if n_startup_trials < 0 or n_warmup_steps < 0 or interval_steps < 1:
-            raise ValueError(
-                "n_startup_trials >= 0, n_warmup_steps >= 0 and interval_steps >= 1 must hold, "
-                f"but got ({n_startup_trials}, {n_warmup_steps}, {interval_steps})"
-            )
-        self.n_startup_trials = n_startup_trials
-        self.n_warmup_steps = n_warmup_steps
-        self.interval_steps = interval_steps
+        super().__init__(n_startup_trials, n_warmup_steps, interval_steps)
 
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None or step < self.n_warmup_steps:
-            return False
-        if (step - self.n_warmup_steps) % self.interval_steps:
-            return False
-        best = min(trial.intermediate_values.values())
-        if math.isnan(best):
-            return True
+    def peers(self, trial: FrozenTrial, complete: list[FrozenTrial]) -> list[FrozenTrial]:
         band = depth_band(trial_layers(trial))
-        peers = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if depth_band(trial_layers(t)) == band
-        ]
-        if len(peers) < max(1, self.n_startup_trials):
-            return False
-        at_step = [
-            v
-            for t in peers
-            if (v := t.intermediate_values.get(step)) is not None and not math.isnan(v)
-        ]
-        if not at_step:
-            return False
-        return best > statistics.median(at_step)
+        return [t for t in complete if depth_band(trial_layers(t)) == band]
+
+    def bar(self, trial: FrozenTrial, peers: list[FrozenTrial], at_step: list[float]) -> float:
+        return statistics.median(at_step)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -91,7 +109,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-class CostAwarePruner(optuna.pruners.BasePruner):
+class CostAwarePruner(_StepRule):
     """The median rule for candidates of ordinary cost, a stricter one for costly candidates.
 
     An epoch of a stacked LSTM costs about its parameter count (``layers x width^2``) plus a
@@ -117,19 +135,12 @@ class CostAwarePruner(optuna.pruners.BasePruner):
         interval_steps: int = 1,
         min_percentile: float = 10.0,
     ) -> None:
-        if n_startup_trials < 0 or n_warmup_steps < 0 or interval_steps < 1:
-            raise ValueError(
-                "n_startup_trials >= 0, n_warmup_steps >= 0 and interval_steps >= 1 must hold, "
-                f"but got ({n_startup_trials}, {n_warmup_steps}, {interval_steps})"
-            )
+        super().__init__(n_startup_trials, n_warmup_steps, interval_steps)
         if not 0.0 < min_percentile <= 50.0:
             raise ValueError(f"min_percentile must be in (0, 50], but got {min_percentile}")
-        self.n_startup_trials = n_startup_trials
-        self.n_warmup_steps = n_warmup_steps
-        self.interval_steps = interval_steps
         self.min_percentile = min_percentile
 
-    def bar(self, cost: float | None, peer_costs: list[float]) -> float:
+    def percentile_for(self, cost: float | None, peer_costs: list[float]) -> float:
         """The percentile a trial of ``cost`` must reach, given the complete trials' costs."""
         known = [c for c in peer_costs if c > 0]
         if cost is None or cost <= 0 or not known:
@@ -137,27 +148,9 @@ class CostAwarePruner(optuna.pruners.BasePruner):
         ratio = cost / statistics.median(known)
         return max(self.min_percentile, 50.0 / math.sqrt(max(1.0, ratio)))
 
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None or step < self.n_warmup_steps:
-            return False
-        if (step - self.n_warmup_steps) % self.interval_steps:
-            return False
-        best = min(trial.intermediate_values.values())
-        if math.isnan(best):
-            return True
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(complete) < max(1, self.n_startup_trials):
-            return False
-        at_step = [
-            v
-            for t in complete
-            if (v := t.intermediate_values.get(step)) is not None and not math.isnan(v)
-        ]
-        if not at_step:
-            return False
-        q = self.bar(trial_cost(trial), [c for t in complete if (c := trial_cost(t)) is not None])
-        return best > _percentile(at_step, q)
+    def bar(self, trial: FrozenTrial, peers: list[FrozenTrial], at_step: list[float]) -> float:
+        costs = [c for t in peers if (c := trial_cost(t)) is not None]
+        return _percentile(at_step, self.percentile_for(trial_cost(trial), costs))
 
 
 class _CompleteTrialsView:
@@ -217,17 +210,13 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             max_resource=spec.train.max_epochs,
             reduction_factor=p.reduction_factor,
         )
-    if p.kind == "depth-aware":
+    rules: dict[str, type[DepthAwarePruner | CostAwarePruner]] = {
+        "depth-aware": DepthAwarePruner,
+        "cost-aware": CostAwarePruner,
+    }
+    if p.kind in rules:
         return RecentTrials(
-            DepthAwarePruner(
-                n_startup_trials=p.n_startup_trials,
-                n_warmup_steps=p.n_warmup_steps,
-                interval_steps=p.interval_steps,
-            )
-        )
-    if p.kind == "cost-aware":
-        return RecentTrials(
-            CostAwarePruner(
+            rules[p.kind](
                 n_startup_trials=p.n_startup_trials,
                 n_warmup_steps=p.n_warmup_steps,
                 interval_steps=p.interval_steps,
