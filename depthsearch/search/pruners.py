@@ -17,6 +17,7 @@ import time
 from collections.abc import Container
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -100,15 +101,6 @@ class DepthAwarePruner(_StepRule):
         return statistics.median(at_step)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    """The ``q``-th percentile of ``values`` (linear interpolation, as numpy's default)."""
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 class CostAwarePruner(_StepRule):
     """The median rule for candidates of ordinary cost, a stricter one for costly candidates.
 
@@ -150,7 +142,7 @@ class CostAwarePruner(_StepRule):
 
     def bar(self, trial: FrozenTrial, peers: list[FrozenTrial], at_step: list[float]) -> float:
         costs = [c for t in peers if (c := trial_cost(t)) is not None]
-        return _percentile(at_step, self.percentile_for(trial_cost(trial), costs))
+        return float(np.percentile(at_step, self.percentile_for(trial_cost(trial), costs)))
 
 
 class _CompleteTrialsView:

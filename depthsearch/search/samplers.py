@@ -135,8 +135,7 @@ class CheapFirst(optuna.samplers.BaseSampler):
         if name == _DEPTH:
             point = depth_point(number, self.n_startup_trials, self.seed)
             if isinstance(dist, IntDistribution):
-                count = (dist.high - dist.low) // dist.step + 1
-                return dist.low + min(count - 1, int(point * count)) * dist.step
+                return _pick(range(dist.low, dist.high + 1, dist.step), point)
             if isinstance(dist, CategoricalDistribution):
                 return _pick(sorted(dist.choices, key=_order), point)
         elif _is_width(name):
