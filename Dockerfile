@@ -14,9 +14,10 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 
 WORKDIR /app
 RUN pip install "${TORCH_SPEC}" --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}"
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY depthsearch ./depthsearch
-RUN pip install .
+# The releases CI tested (the lock); torch is the one installed above.
+RUN pip install -c constraints.txt .
 COPY studies ./studies
 
 # A numeric user, so Kubernetes' runAsNonRoot can check it (deploy/kubernetes runs as 10001).

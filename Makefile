@@ -5,25 +5,31 @@ VENV ?= .venv
 #   make quickstart TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH ?= torch==2.13.0
 STORAGE ?= sqlite:///depthsearch.db
+# The lock (pip constraints, Python 3.11): what `make test` and `make quickstart` install, so a
+# fresh machine type-checks and tests against the same releases as CI. Refreshed on purpose with
+# `make upgrade-deps`. `make ... LOCK=` installs the newest releases the package's ranges allow.
+LOCK ?= constraints.txt
+PIP_LOCK := $(if $(LOCK),-c $(LOCK))
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: help install install-dev services quickstart test lint bench clean
+.PHONY: help install install-dev services quickstart test lint upgrade-deps clean
 
 help:
 	@echo "make quickstart  - set up .venv, run studies/quickstart.toml into $(STORAGE), export best.json"
 	@echo "make test        - set up .venv with the dev extra, run ruff, mypy and the test suite"
+	@echo "make upgrade-deps - try the newest releases in .venv-upgrade, say what broke, write $(LOCK).new"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 install: $(PY)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q $(PIP_LOCK) -e .
 
 install-dev: $(PY)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q $(PIP_LOCK) -e '.[dev]'
 
 quickstart: install
 	$(BIN)/depthsearch run studies/quickstart.toml --storage $(STORAGE)
@@ -48,5 +54,12 @@ services:
 test: lint services
 	$(BIN)/pytest
 
+# The newest releases the package's ranges allow, in a venv of their own: lint and the tests run
+# there and each step says whether it broke; the new lock is written beside the old one with the
+# versions that moved. Adopt it with `mv $(LOCK).new $(LOCK)` in a commit that says so.
+UPGRADE_TESTS ?= tests
+upgrade-deps:
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" LOCK=$(or $(LOCK),constraints.txt) tools/upgrade-deps.sh $(UPGRADE_TESTS)
+
 clean:
-	rm -rf $(VENV) depthsearch.db depthsearch.db.lock depthsearch.db.checkpoints best.json .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-upgrade depthsearch.db depthsearch.db.lock depthsearch.db.checkpoints best.json .pytest_cache .mypy_cache .ruff_cache

@@ -629,23 +629,21 @@ def running_without_heartbeat(study: optuna.Study) -> set[int] | None:
         return set(conn.scalars(query))
 
 
-def _counts_query(study: int) -> sqlalchemy.Select[tuple[Any, int]]:
-    trial = rdb_models.TrialModel
-    return (
-        sqlalchemy.select(trial.state, sqlalchemy.func.count())
-        .where(trial.study_id == study)
-        .group_by(trial.state)
-    )
-
-
 def trial_counts(study: optuna.Study) -> dict[optuna.trial.TrialState, int] | None:
     """How many of the study's trials are in each state, counted by the database (no trial is
     read); ``None`` where the storage is not an RDB storage."""
     backend = rdb_backend(study_storage(study))
     if backend is None:
         return None
+    trial = rdb_models.TrialModel
+    # Built in place: the Select's generic parameters differ between SQLAlchemy 2.0 and 2.1.
+    query = (
+        sqlalchemy.select(trial.state, sqlalchemy.func.count())
+        .where(trial.study_id == study_id(study))
+        .group_by(trial.state)
+    )
     with backend.engine.connect() as conn:
-        counted = {state: int(n) for state, n in conn.execute(_counts_query(study_id(study)))}
+        counted = {state: int(n) for state, n in conn.execute(query)}
     return {state: counted.get(state, 0) for state in optuna.trial.TrialState}
 
 
@@ -910,4 +908,6 @@ def best_complete(study: optuna.Study) -> tuple[float, int] | None:
     )
     with backend.engine.connect() as conn:
         row = conn.execute(query).first()
-    return None if row is None else (float(row[0]), int(row[1]))
+    if row is None or row[0] is None:  # the query excludes NULL values; typed optional
+        return None
+    return float(row[0]), int(row[1])
