@@ -11,7 +11,13 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from depthsearch.cli import main
-from depthsearch.search.pruners import DepthAwarePruner, RecentTrials, depth_band, make_pruner
+from depthsearch.search.pruners import (
+    CostAwarePruner,
+    DepthAwarePruner,
+    RecentTrials,
+    depth_band,
+    make_pruner,
+)
 from depthsearch.spec import load_spec
 
 from .conftest import write_study
@@ -108,6 +114,21 @@ def test_recent_trials_decides_as_the_pruner_on_a_list_at_most_max_age_old() -> 
     # The next trial reads afresh, however young the list.
     study.enqueue_trial({"num_layers": 12})
     assert cached.prune(study, running(study, 12, SLOW_DEEP))
+
+
+@pytest.mark.parametrize("rule", [DepthAwarePruner, CostAwarePruner])
+def test_a_nan_epoch_before_good_ones_is_judged_by_the_good_ones(rule: type) -> None:
+    # Optuna's rule (nanmin): one NaN epoch does not sink a trial whose later epochs lead;
+    # the hand-written rule before it took min() of the curve, NaN first: pruned.
+    study = study_with(SHALLOW, 1)
+    nan = float("nan")
+    trial = running(study, 1, [nan, 0.2, 0.1])
+    assert rule(n_startup_trials=3, n_warmup_steps=1).prune(study, trial) is False
+    # All NaN: stopped.
+    study = study_with(SHALLOW, 1)
+    assert rule(n_startup_trials=3, n_warmup_steps=1).prune(
+        study, running(study, 1, [nan, nan])
+    )
 
 
 def test_bad_arguments_are_refused() -> None:

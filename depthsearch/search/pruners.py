@@ -17,11 +17,10 @@ import time
 from collections.abc import Container
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from depthsearch.search._optuna import study_storage
+from depthsearch._optuna import study_storage
 from depthsearch.search.trials import trial_cost, trial_layers
 from depthsearch.spec import StudySpec
 
@@ -35,52 +34,41 @@ def depth_band(layers: int | None) -> int | None:
     return max(0, math.ceil(math.log2(layers)))
 
 
-class _StepRule(optuna.pruners.BasePruner):
-    """A rule applied after a warm-up, every ``interval_steps`` epochs: the trial's best loss so
-    far against the losses of its peers (complete trials) at the same epoch. Subclasses choose
-    the peers and the bar."""
+class _Peers:
+    """The study as one of Optuna's pruning rules reads it, with a chosen list as its complete
+    trials (a trial's depth band, or a recent read). Passes on only what a rule reads, as
+    Optuna's ``_BracketStudy`` does for Hyperband's brackets."""
 
-    def __init__(self, n_startup_trials: int, n_warmup_steps: int, interval_steps: int) -> None:
-        if n_startup_trials < 0 or n_warmup_steps < 0 or interval_steps < 1:
-            raise ValueError(
-                "n_startup_trials >= 0, n_warmup_steps >= 0 and interval_steps >= 1 must hold, "
-                f"but got ({n_startup_trials}, {n_warmup_steps}, {interval_steps})"
-            )
-        self.n_startup_trials = n_startup_trials
-        self.n_warmup_steps = n_warmup_steps
-        self.interval_steps = interval_steps
+    def __init__(self, study: optuna.Study, complete: list[FrozenTrial]) -> None:
+        self._study = study
+        self._complete = complete
+        self.direction = study.direction
+        self.directions = study.directions
+        self.study_name = study.study_name
 
-    def peers(self, trial: FrozenTrial, complete: list[FrozenTrial]) -> list[FrozenTrial]:
-        return complete
-
-    def bar(self, trial: FrozenTrial, peers: list[FrozenTrial], at_step: list[float]) -> float:
-        raise NotImplementedError
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None or step < self.n_warmup_steps:
-            return False
-        if (step - self.n_warmup_steps) % self.interval_steps:
-            return False
-        best = min(trial.intermediate_values.values())
-        if math.isnan(best):
-            return True
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        peers = self.peers(trial, complete)
-        if len(peers) < max(1, self.n_startup_trials):
-            return False
-        at_step = [
-            v
-            for t in peers
-            if (v := t.intermediate_values.get(step)) is not None and not math.isnan(v)
-        ]
-        if not at_step:
-            return False
-        return best > self.bar(trial, peers, at_step)
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        if states is not None and {s for s in TrialState if s in states} <= {TrialState.COMPLETE}:
+            return [t for t in self._complete if t.state in states]
+        return self._study.get_trials(deepcopy=deepcopy, states=states)
 
 
-class DepthAwarePruner(_StepRule):
-    """Median pruning within depth bands.
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def _checked(n_startup_trials: int, n_warmup_steps: int, interval_steps: int) -> None:
+    if n_startup_trials < 0 or n_warmup_steps < 0 or interval_steps < 1:
+        raise ValueError(
+            "n_startup_trials >= 0, n_warmup_steps >= 0 and interval_steps >= 1 must hold, "
+            f"but got ({n_startup_trials}, {n_warmup_steps}, {interval_steps})"
+        )
+
+
+class DepthAwarePruner(optuna.pruners.BasePruner):
+    """Optuna's median rule within depth bands: :class:`optuna.pruners.MedianPruner` itself,
+    shown only the complete trials of the trial's band (its start-up count counts them).
 
     Args:
         n_startup_trials: complete trials a band needs before it prunes.
@@ -91,17 +79,24 @@ class DepthAwarePruner(_StepRule):
     def __init__(
         self, n_startup_trials: int = 3, n_warmup_steps: int = 2, interval_steps: int = 1
     ) -> None:
-        super().__init__(n_startup_trials, n_warmup_steps, interval_steps)
+        _checked(n_startup_trials, n_warmup_steps, interval_steps)
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.interval_steps = interval_steps
+        self._median = optuna.pruners.MedianPruner(
+            n_startup_trials=n_startup_trials,
+            n_warmup_steps=n_warmup_steps,
+            interval_steps=interval_steps,
+        )
 
-    def peers(self, trial: FrozenTrial, complete: list[FrozenTrial]) -> list[FrozenTrial]:
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         band = depth_band(trial_layers(trial))
-        return [t for t in complete if depth_band(trial_layers(t)) == band]
+        peers = [t for t in _complete(study) if depth_band(trial_layers(t)) == band]
+        view: Any = _Peers(study, peers)
+        return bool(self._median.prune(view, trial))  # Optuna gives numpy booleans
 
-    def bar(self, trial: FrozenTrial, peers: list[FrozenTrial], at_step: list[float]) -> float:
-        return statistics.median(at_step)
 
-
-class CostAwarePruner(_StepRule):
+class CostAwarePruner(optuna.pruners.BasePruner):
     """The median rule for candidates of ordinary cost, a stricter one for costly candidates.
 
     An epoch of a stacked LSTM costs about its parameter count (``layers x width^2``) plus a
@@ -111,7 +106,9 @@ class CostAwarePruner(_StepRule):
     epoch, where ``q = 50 / sqrt(c)`` and ``c`` is its cost over the complete trials' median
     (``q = 50``, the median rule, for ``c <= 1``; at least ``min_percentile``).
     A candidate 16 times as costly as the typical one must be in the best 12.5 % to go on:
-    it may, when it is good, and it pays for its epochs only then.
+    it may, when it is good, and it pays for its epochs only then. The rule is Optuna's
+    :class:`optuna.pruners.PercentilePruner` with that trial's ``q`` (its warm-up, interval
+    and start-up semantics, NaN handling and interpolation).
 
     Args:
         n_startup_trials: complete trials before anything is pruned.
@@ -127,9 +124,12 @@ class CostAwarePruner(_StepRule):
         interval_steps: int = 1,
         min_percentile: float = 10.0,
     ) -> None:
-        super().__init__(n_startup_trials, n_warmup_steps, interval_steps)
+        _checked(n_startup_trials, n_warmup_steps, interval_steps)
         if not 0.0 < min_percentile <= 50.0:
             raise ValueError(f"min_percentile must be in (0, 50], but got {min_percentile}")
+        self.n_startup_trials = n_startup_trials
+        self.n_warmup_steps = n_warmup_steps
+        self.interval_steps = interval_steps
         self.min_percentile = min_percentile
 
     def percentile_for(self, cost: float | None, peer_costs: list[float]) -> float:
@@ -140,27 +140,17 @@ class CostAwarePruner(_StepRule):
         ratio = cost / statistics.median(known)
         return max(self.min_percentile, 50.0 / math.sqrt(max(1.0, ratio)))
 
-    def bar(self, trial: FrozenTrial, peers: list[FrozenTrial], at_step: list[float]) -> float:
-        costs = [c for t in peers if (c := trial_cost(t)) is not None]
-        return float(np.percentile(at_step, self.percentile_for(trial_cost(trial), costs)))
-
-
-class _CompleteTrialsView:
-    """A study whose complete trials are a given list; everything else is the study's."""
-
-    def __init__(self, study: optuna.Study, complete: list[FrozenTrial]) -> None:
-        self._study = study
-        self._complete = complete
-
-    def get_trials(
-        self, deepcopy: bool = True, states: Container[TrialState] | None = None
-    ) -> list[FrozenTrial]:
-        if states is not None and {s for s in TrialState if s in states} <= {TrialState.COMPLETE}:
-            return [t for t in self._complete if t.state in states]
-        return self._study.get_trials(deepcopy=deepcopy, states=states)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        complete = _complete(study)
+        costs = [c for t in complete if (c := trial_cost(t)) is not None]
+        rule = optuna.pruners.PercentilePruner(
+            self.percentile_for(trial_cost(trial), costs),
+            n_startup_trials=self.n_startup_trials,
+            n_warmup_steps=self.n_warmup_steps,
+            interval_steps=self.interval_steps,
+        )
+        view: Any = _Peers(study, complete)  # read once, for the costs and the rule alike
+        return bool(rule.prune(view, trial))
 
 
 class RecentTrials(optuna.pruners.BasePruner):
@@ -188,7 +178,7 @@ class RecentTrials(optuna.pruners.BasePruner):
         if key != self._key or now - self._read_at > self.max_age_s:
             self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             self._read_at, self._key = now, key
-        view: Any = _CompleteTrialsView(study, self._complete)
+        view: Any = _Peers(study, self._complete)
         return self.pruner.prune(view, trial)
 
 
