@@ -186,6 +186,7 @@ class Worker:
                 n_trials=n_trials,
                 data=self.data,
                 threads=self.threads,
+                tune_process=True,  # as the CLI's workers run
             )
         assert report.complete == n_trials
         return time.perf_counter() - started, children_cpu() - cpu

@@ -80,12 +80,13 @@ n_warmup_steps = 3
 _NOOP = r"""
 import contextlib, json, os, random, sys, time
 import depthsearch.storage as storage
+import depthsearch.storage.locks as locks
 from depthsearch.studies import load_study
 from depthsearch.worker.loop import WorkerResult, _Loop
 
 url, go, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 holds = []
-plain = storage._advisory_lock
+plain = locks.advisory_lock
 
 @contextlib.contextmanager
 def timed(engine, key, **kw):
@@ -94,7 +95,7 @@ def timed(engine, key, **kw):
         yield conn
     holds.append(time.perf_counter() - granted)  # the commit included
 
-storage._advisory_lock = timed
+locks.advisory_lock = timed
 
 class NoOp:
     device = "cpu"

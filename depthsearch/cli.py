@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,12 +28,10 @@ _log = logging.getLogger("depthsearch")
 def _setup_logging(verbose: bool) -> None:
     import optuna
 
-    from depthsearch.search._optuna import ignore_optuna_warnings
+    from depthsearch.search.compat import ignore_optuna_warnings
 
-    handler = logging.StreamHandler(sys.stderr)
-    # On a terminal, a log line first wipes the live progress line.
-    prefix = "\r\033[K" if sys.stderr.isatty() else ""
-    handler.setFormatter(logging.Formatter(prefix + "[depthsearch] %(message)s"))
+    handler = _LogHandler()
+    handler.setFormatter(logging.Formatter("[depthsearch] %(message)s"))
     root = logging.getLogger("depthsearch")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -94,26 +94,85 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
+class _Terminal:
+    """Lines, and under them one live line redrawn in place (tqdm) when stderr is a terminal.
+
+    Log records go through it too (:class:`_LogHandler`), so a line never lands inside the
+    live one. Thread-safe: launch's relay threads write through it.
+    """
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bar: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def live_wanted(self) -> bool:
+        return sys.stderr.isatty()
+
+    def line(self, text: str, *, worker: bool = False) -> None:
+        """One line above the live one: a worker's (stderr) or ours (stdout)."""
+        with self._lock:
+            self._tqdm.write(text, file=sys.stderr if worker else sys.stdout)
+
+    def live(self, text: str) -> None:
+        if not self.live_wanted:
+            return
+        with self._lock:
+            if self._bar is None:
+                # The terminal's size, or 80 x 24 where it says none (a pty nobody sized):
+                # tqdm draws nothing on a terminal of no rows.
+                size = shutil.get_terminal_size((80, 24))
+                self._bar = self._tqdm(
+                    file=sys.stderr,
+                    bar_format="{desc}",
+                    leave=False,
+                    ncols=size.columns,
+                    nrows=max(size.lines, 2),
+                )
+            self._bar.set_description_str(text)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+
+_TERMINAL = _Terminal()
+
+
+class _LogHandler(logging.Handler):
+    """Log records to stderr, above the live line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        _TERMINAL.line(text, worker=True)
+
+
 class _Progress:
-    """Shows trial, epoch and best-so-far: a live line on a terminal, a log line per trial."""
+    """Trial, epoch and validation loss: the live line on a terminal, a debug line elsewhere."""
 
     def __init__(self, max_epochs: int) -> None:
         self.max_epochs = max_epochs
-        self.tty = sys.stderr.isatty()
 
     def epoch(self, trial: int, result: Any) -> None:
-        if self.tty:
-            sys.stderr.write(
-                f"\r  trial {trial} epoch {result.epoch}/{self.max_epochs} "
-                f"val_loss={result.val_loss:.5g}   "
+        if _TERMINAL.live_wanted:
+            _TERMINAL.live(
+                f"  trial {trial} epoch {result.epoch}/{self.max_epochs} "
+                f"val_loss={result.val_loss:.5g}"
             )
-            sys.stderr.flush()
         else:
             _log.debug("trial %d epoch %d val_loss=%.6g", trial, result.epoch, result.val_loss)
 
     def clear(self) -> None:
-        if self.tty:
-            sys.stderr.write("\r" + " " * 60 + "\r")
+        _TERMINAL.close()
 
 
 def _work(
@@ -125,7 +184,14 @@ def _work(
 
     progress = _Progress(spec.train.max_epochs)
     result = work(
-        study, spec, url, n_trials=n_trials, timeout=timeout, on_epoch=progress.epoch, **options
+        study,
+        spec,
+        url,
+        n_trials=n_trials,
+        timeout=timeout,
+        on_epoch=progress.epoch,
+        tune_process=True,
+        **options,
     )
     progress.clear()
     return result
@@ -189,7 +255,12 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     url = resolve_storage(storage)
     progress = _Progress(spec.train.max_epochs)
     study, result = run_study_here(
-        spec, storage=url, n_trials=n_trials, timeout=timeout, on_epoch=progress.epoch
+        spec,
+        storage=url,
+        n_trials=n_trials,
+        timeout=timeout,
+        on_epoch=progress.epoch,
+        tune_process=True,
     )
     progress.clear()
     _print_summary(study, result, url)
@@ -417,13 +488,16 @@ def launch(
             opened.append(open_study(study_name, url, read_trials=False))
         return opened[0]
 
-    code = run_launch(
-        plan,
-        args,
-        env={"DEPTHSEARCH_STORAGE": url},
-        echo=click.echo,
-        progress=lambda: _budget_line(study(), live=True),
-    )
+    try:
+        code = run_launch(
+            plan,
+            args,
+            env={"DEPTHSEARCH_STORAGE": url},
+            out=_TERMINAL,
+            progress=(lambda: _budget_line(study(), live=True)) if _TERMINAL.live_wanted else None,
+        )
+    finally:
+        _TERMINAL.close()
     if code == 0:
         click.echo(_budget_line(study()))
     sys.exit(code)
@@ -582,16 +656,16 @@ def status(study_name: str, storage: str | None, watch: float | None) -> None:
     """Budget, pace, ETA, best so far, and each running trial with its worker and heartbeat."""
     import time
 
-    from depthsearch.results.status import status_text
+    from depthsearch.results.status import study_status
     from depthsearch.storage import resolve_storage
 
     url = resolve_storage(storage)
     while True:
-        text = status_text(study_name, url)
+        shown = study_status(study_name, url)
         if watch is not None and sys.stdout.isatty():
             click.clear()
-        click.echo(text)
-        if watch is None or "\nbudget met:" in text:
+        click.echo(shown.text)
+        if watch is None or shown.budget_met:
             return
         try:
             time.sleep(watch)

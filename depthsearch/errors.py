@@ -16,6 +16,7 @@ __all__ = [
     "DepthsearchError",
     "InputError",
     "Interrupted",
+    "MissingDataFile",
     "NonFiniteLossError",
     "RuntimeFailure",
     "SpecError",
@@ -45,6 +46,10 @@ class RuntimeFailure(DepthsearchError):
 
 class SpecError(InputError, ValueError):
     """A study file, a key in it, or a value is not acceptable."""
+
+
+class MissingDataFile(SpecError):
+    """The study's data file is not where its spec says (on this machine)."""
 
 
 class DataError(InputError, ValueError):

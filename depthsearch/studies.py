@@ -10,8 +10,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from depthsearch.errors import SpecError, StorageError, StudyMismatchError
-from depthsearch.search._optuna import quiet_experimental
+from depthsearch.errors import MissingDataFile, StorageError, StudyMismatchError
+from depthsearch.search.compat import quiet_experimental
 from depthsearch.search.pruners import make_pruner
 from depthsearch.search.samplers import make_sampler
 from depthsearch.search.trials import SPEC, SUMMARY
@@ -175,10 +175,8 @@ def read_spec(name: str, storage_url: str, *, data_path: str | None = None) -> S
     where = f"the spec stored in study {name!r}"
     try:
         return spec_from_dict(doc, where=where)
-    except SpecError as e:
-        if "no such file" in str(e):
-            raise SpecError(f"{e}; pass --data PATH to point at this machine's copy") from e
-        raise
+    except MissingDataFile as e:
+        raise MissingDataFile(f"{e}; pass --data PATH to point at this machine's copy") from e
 
 
 def load_study(

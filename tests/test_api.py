@@ -43,6 +43,32 @@ def test_run_study_takes_a_dict_and_returns_the_study(tmp_path: Path) -> None:
     assert sorted(set(seen)) == [0, 1, 2]  # every trial reported its epochs
 
 
+def test_run_study_leaves_the_process_as_it_found_it(tmp_path: Path) -> None:
+    import torch
+
+    from depthsearch.storage import engine
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads, cudnn = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    torch.set_num_threads(3)  # not the study's 1, on any machine
+    torch.backends.cudnn.benchmark = not cudnn
+    during: list[int] = []
+    try:
+        depthsearch.run_study(
+            write_study(tmp_path, name="guest", n_trials=2, max_epochs=2),
+            storage=f"sqlite:///{tmp_path / 'guest.db'}",
+            on_epoch=lambda n, r: during.append(torch.get_num_threads()),
+        )
+        assert during and set(during) == {1}  # the study's [train] threads while it ran
+        assert torch.get_num_threads() == 3
+        assert torch.backends.cudnn.benchmark is (not cudnn)
+        assert {s: signal.getsignal(s) for s in handlers} == handlers
+        assert not engine._LOCK_ENGINES  # the lock engines it made are gone
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = cudnn
+
+
 def test_the_same_study_file_samples_the_same_candidates(tmp_path: Path) -> None:
     study_file = write_study(tmp_path, name="again", n_trials=4, max_epochs=2)
     urls = [f"sqlite:///{tmp_path / f'{k}.db'}" for k in ("first", "second")]

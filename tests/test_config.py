@@ -189,6 +189,25 @@ def test_sha256_pins_the_data(tmp_path: Path) -> None:
         load_spec(path)
 
 
+def test_a_stored_study_whose_data_file_moved_says_how_to_point_at_it(tmp_path: Path) -> None:
+    from depthsearch.errors import MissingDataFile
+    from depthsearch.studies import create_study, read_spec
+
+    (tmp_path / "s.csv").write_text("v\n" + "\n".join(str(i % 7) for i in range(60)) + "\n")
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "[study]\nname='moved'\nn_trials=1\n[data]\nsource='csv'\npath='s.csv'\ntarget='v'\n"
+        "window=4\n"
+    )
+    url = f"sqlite:///{tmp_path / 'moved.db'}"
+    create_study(load_spec(path), url)
+    (tmp_path / "s.csv").rename(tmp_path / "elsewhere.csv")
+    with pytest.raises(MissingDataFile, match=r"no such file: .*s\.csv; pass --data PATH"):
+        read_spec("moved", url)
+    moved = read_spec("moved", url, data_path=str(tmp_path / "elsewhere.csv"))
+    assert moved.data.path == str(tmp_path / "elsewhere.csv")
+
+
 def test_tiny_study_helper_is_valid(tmp_path: Path) -> None:
     spec = load_spec(write_study(tmp_path, name="helper", n_trials=2))
     assert spec.n_trials == 2 and spec.train.threads == 1

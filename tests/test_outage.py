@@ -199,4 +199,4 @@ def test_reporting_process_rides_out_an_outage_and_its_warnings_reach_the_worker
         study.tell(trial, 0.4)
     assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.4}
     record = next(r for r in caplog.records if "while reporting an epoch" in r.getMessage())
-    assert record.name == "depthsearch.storage" and record.levelno == logging.WARNING
+    assert record.name == "depthsearch.storage.retry" and record.levelno == logging.WARNING

@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from depthsearch.search._optuna import seed_sampler
+from depthsearch._optuna import seed_sampler
 from depthsearch.search.samplers import CheapFirst, depth_point, make_sampler
 from depthsearch.search.space import suggest
 from depthsearch.spec import Choices, spec_from_dict

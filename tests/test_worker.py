@@ -414,5 +414,5 @@ def test_launch_on_a_terminal_shows_a_live_progress_line(tmp_path: Path) -> None
     os.close(parent)
     assert proc.wait(timeout=EVENT_S) == 0
     out = b"".join(chunks).decode("utf-8", "replace")
-    assert re.search(r"\r\x1b\[K\[launch\] \d+ of 4 finished, \d+ running", out), out
+    assert re.search(r"\r\[launch\] \d+ of 4 finished, \d+ running", out), out
     assert "budget met: 4 of 4" in out

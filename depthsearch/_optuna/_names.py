@@ -1,12 +1,10 @@
-"""Every use of Optuna's private names, and the warnings we silence, in one file.
+"""Optuna's private names on its objects (studies, trials, storages, the trial cache), and the
+warnings we silence.
 
 depthsearch relies on a few things Optuna does not document: a study's storage and id, a
 trial's id and the frozen trial ``ask()`` read, an ``optuna.Trial`` made for an existing trial
 id (the reporting process reports to the worker's trial so; the worker makes the trial it
-created under its lock so), and the RDB storage's table models (for the queries Optuna's API has
-no call for: counts, waiting ids, the best value, trials without a heartbeat). An Optuna
-upgrade that changes them breaks this file alone; ``tests/test_layers.py`` checks that no other
-module names them.
+created under its lock so), and the trial cache's first read.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from typing import Any
 
 import optuna
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
-from optuna.storages._rdb import models as rdb_models  # the RDB storage's table models
 
 __all__ = [
     "asked_trial",
@@ -29,7 +26,6 @@ __all__ = [
     "prime_cache",
     "quiet_experimental",
     "rdb_backend",
-    "rdb_models",
     "schema_versions",
     "seed_sampler",
     "study_id",

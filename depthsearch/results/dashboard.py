@@ -8,7 +8,7 @@ from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from depthsearch.errors import InputError
-from depthsearch.search._optuna import cached, study_ids
+from depthsearch.search.compat import cached, study_ids
 from depthsearch.storage import mask_url, open_storage, prime_trials
 
 __all__ = ["serve"]

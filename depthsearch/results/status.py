@@ -20,7 +20,7 @@ from depthsearch.storage import (
     trial_counts,
 )
 
-__all__ = ["Budget", "budget_of", "status_text"]
+__all__ = ["Budget", "Status", "budget_of", "study_status"]
 
 
 def _duration(seconds: float) -> str:
@@ -54,7 +54,15 @@ def budget_of(study: optuna.Study) -> Budget:
     return Budget(int(stored.get("study", {}).get("n_trials", 0)), trial_counts(study) or {})
 
 
-def status_text(study_name: str, storage_url: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """What ``status`` shows (``text``) and whether the study holds its budget."""
+
+    text: str
+    budget_met: bool
+
+
+def study_status(study_name: str, storage_url: str) -> Status:
     """The budget, pace, ETA and best of a study, and one row per running trial: its
     worker's host, pid and device, epoch, last validation loss, and the age of its last
     heartbeat (a dead worker's grows past ``[workers] grace_period``)."""
@@ -112,4 +120,4 @@ def status_text(study_name: str, storage_url: str) -> str:
             "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
         ]
     lines.append(f"as of {datetime.now():%Y-%m-%d %H:%M:%S}")
-    return "\n".join(lines)
+    return Status("\n".join(lines), budget.met)

@@ -12,12 +12,12 @@ from typing import Any
 import optuna
 import torch
 
+from depthsearch._optuna import frozen_trial, quiet_experimental, study_id, study_storage
 from depthsearch.errors import NonFiniteLossError
 from depthsearch.learn.data import Windows
 from depthsearch.learn.model import build_model
 from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState, fit
 from depthsearch.search import trials as keys
-from depthsearch.search._optuna import frozen_trial, quiet_experimental, study_id, study_storage
 from depthsearch.search.checkpoints import Checkpoints, TrialCheckpoints
 from depthsearch.search.reporting import (
     InlineReporter,

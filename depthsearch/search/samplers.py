@@ -34,7 +34,7 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from depthsearch.search._optuna import quiet_experimental, seed_sampler
+from depthsearch._optuna import quiet_experimental, seed_sampler
 from depthsearch.spec import StudySpec
 
 __all__ = ["CheapFirst", "depth_point", "make_sampler"]

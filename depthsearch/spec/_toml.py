@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from depthsearch.errors import SpecError
+from depthsearch.errors import MissingDataFile, SpecError
 from depthsearch.spec._params import (
     Choices,
     Fixed,
@@ -165,7 +165,7 @@ def _data(doc: Mapping[str, Any], base: Path | None) -> DataSpec:
         path = base / path
     path = path.resolve()
     if not path.is_file():
-        raise table_error("data", "path", f"no such file: {path}")
+        raise MissingDataFile(str(table_error("data", "path", f"no such file: {path}")))
     actual = file_sha256(path)
     if checked.sha256 is not None and checked.sha256 != actual:
         raise table_error(
@@ -249,7 +249,7 @@ def spec_from_dict(
     try:
         spec = _parse(doc, base)
     except SpecError as e:
-        raise SpecError(f"{where}: {e}") from None
+        raise type(e)(f"{where}: {e}") from None  # the kind kept: callers act on it
     return dataclasses.replace(spec, source=where)
 
 

@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 import optuna
 
 from depthsearch.errors import RuntimeFailure
-from depthsearch.search._optuna import trial_for_id
+from depthsearch.search.compat import trial_for_id
 from depthsearch.search.pruners import make_pruner
 from depthsearch.search.reporting import Retry, TrialReports
 from depthsearch.storage import load_all_trials, open_storage, retry_for

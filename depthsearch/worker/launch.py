@@ -16,10 +16,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import Protocol
 
 from depthsearch.errors import InputError
 
-__all__ = ["WorkerProcess", "available_cores", "launch", "parse_gpus", "plan_workers"]
+__all__ = [
+    "LaunchOutput",
+    "WorkerProcess",
+    "available_cores",
+    "launch",
+    "parse_gpus",
+    "plan_workers",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -102,63 +110,21 @@ def plan_workers(
     return plan
 
 
-class _Output:
-    """The launcher's terminal: relayed worker lines, and on a terminal one live line under
-    them (the study's progress), redrawn every ``every_s`` seconds."""
+class LaunchOutput(Protocol):
+    """Where a launch's lines go (the CLI's terminal): the launch itself prints nothing."""
 
-    _CLEAR = "\r\033[K"
+    def line(self, text: str, *, worker: bool = False) -> None:
+        """One line: a worker's relayed line (``worker``) or the launcher's own."""
 
-    def __init__(self, progress: Callable[[], str] | None, every_s: float = 2.0) -> None:
-        self._progress = progress
-        self._live = progress is not None and sys.stderr.isatty()
-        self._every_s = every_s
-        self._shown = ""
-        self._drawn_at = -float("inf")
-        self._lock = threading.Lock()
-
-    def line(self, text: str, *, echo: Callable[[str], None] | None = None) -> None:
-        """One line above the live one: to stderr, or through ``echo``."""
-        with self._lock:
-            if self._shown:
-                sys.stderr.write(self._CLEAR)
-                sys.stderr.flush()
-            if echo is not None:
-                echo(text)
-            else:
-                sys.stderr.write(text + "\n")
-                sys.stderr.flush()
-            if self._shown:
-                sys.stderr.write(self._shown)
-                sys.stderr.flush()
-
-    def tick(self) -> None:
-        if not self._live or time.monotonic() - self._drawn_at < self._every_s:
-            return
-        self._drawn_at = time.monotonic()
-        assert self._progress is not None
-        try:
-            text = self._progress()
-        except Exception as e:  # the database away for a moment: the workers ride it out
-            _log.debug("progress line: %s", e)
-            return
-        with self._lock:
-            self._shown = text
-            sys.stderr.write(self._CLEAR + text)
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._shown:
-                sys.stderr.write(self._CLEAR)
-                sys.stderr.flush()
-                self._shown = ""
+    def live(self, text: str) -> None:
+        """The study's progress, redrawn in place under the lines."""
 
 
-def _relay(process: subprocess.Popen[bytes], tag: str, out: _Output) -> None:
+def _relay(process: subprocess.Popen[bytes], tag: str, out: LaunchOutput) -> None:
     """Copies a worker's output to ours, line by line, each line behind ``tag``."""
     assert process.stdout is not None
     for raw in iter(process.stdout.readline, b""):
-        out.line(f"{tag} {raw.decode('utf-8', 'replace').rstrip()}")
+        out.line(f"{tag} {raw.decode('utf-8', 'replace').rstrip()}", worker=True)
     process.stdout.close()
 
 
@@ -167,8 +133,9 @@ def launch(
     worker_args: Sequence[str],
     *,
     env: dict[str, str] | None = None,
-    echo: Callable[[str], None],
+    out: LaunchOutput,
     progress: Callable[[], str] | None = None,
+    progress_every_s: float = 2.0,
     poll_s: float = 0.1,
 ) -> int:
     """Starts every planned worker and waits; returns 0, or the first failing exit code.
@@ -176,11 +143,10 @@ def launch(
     Args:
         worker_args: arguments after ``depthsearch worker`` (study, data, ...).
         env: extra environment for every worker (the storage URL travels here).
-        echo: prints one line per started and per finished worker.
-        progress: the study's progress in one line, shown live under the workers' lines
-            when the launcher's stderr is a terminal.
+        out: takes the workers' lines and one line per started and per finished worker.
+        progress: the study's progress in one line, given to ``out.live`` every
+            ``progress_every_s`` seconds (a database briefly away skips a redraw).
     """
-    out = _Output(progress)
     procs: list[WorkerProcess] = []
     relays: list[threading.Thread] = []
     stopping: list[int] = []
@@ -192,6 +158,7 @@ def launch(
                 w.process.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    drawn_at = -float("inf")
     try:
         for i, w in enumerate(plan):
             child_env = {**os.environ, **(env or {})}
@@ -231,7 +198,7 @@ def launch(
             )
             relay.start()
             relays.append(relay)
-            out.line(f"worker {i}: pid {w.process.pid} on {where}", echo=echo)
+            out.line(f"worker {i}: pid {w.process.pid} on {where}")
             if stopping:
                 break
         codes: dict[int, int] = {}
@@ -241,11 +208,15 @@ def launch(
                 if i not in codes and (code := w.process.poll()) is not None:
                     relays[i].join(timeout=10)  # its last lines first
                     codes[i] = code
-                    out.line(f"worker {i}: pid {w.process.pid} exited with code {code}", echo=echo)
-            out.tick()
+                    out.line(f"worker {i}: pid {w.process.pid} exited with code {code}")
+            if progress is not None and time.monotonic() - drawn_at >= progress_every_s:
+                drawn_at = time.monotonic()
+                try:
+                    out.live(progress())
+                except Exception as e:  # the database away for a moment: workers ride it out
+                    _log.debug("progress line: %s", e)
             time.sleep(poll_s)
     finally:
-        out.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     if stopping:

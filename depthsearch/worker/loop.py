@@ -29,31 +29,33 @@ from optuna.trial import TrialState
 
 from depthsearch.errors import InputError, Interrupted
 from depthsearch.learn.data import Windows, prepare
-from depthsearch.learn.train import EpochResult, keep_freed_memory, resolve_device
+from depthsearch.learn.train import EpochResult, resolve_device
 from depthsearch.search import trials as keys
-from depthsearch.search._optuna import (
+from depthsearch.search.checkpoints import Checkpoints
+from depthsearch.search.compat import (
     asked_trial,
     quiet_experimental,
-    rdb_backend,
     seed_sampler,
     study_storage,
     trial_id,
 )
-from depthsearch.search.checkpoints import Checkpoints
 from depthsearch.search.objective import Objective, retried_trials, trial_seed
 from depthsearch.search.trials import best_trial
 from depthsearch.spec import StudySpec
 from depthsearch.storage import (
+    Backoff,
     best_complete,
     dialect_of,
     load_all_trials,
     locked_study,
     mask_url,
+    rdb_backend,
     retry_for,
     running_without_heartbeat,
     sqlite_file,
 )
 from depthsearch.worker.heartbeat import Heartbeat, HeartbeatStorage
+from depthsearch.worker.process import training_settings
 from depthsearch.worker.reporting import ReportingProcess, ReportingProcessLost
 from depthsearch.worker.signals import Signals
 
@@ -428,8 +430,14 @@ def run_worker(
     on_epoch: Callable[[int, EpochResult], None] | None = None,
     stop: threading.Event | None = None,
     data: Windows | None = None,
+    tune_process: bool = False,
 ) -> WorkerResult:
     """Runs trials of ``study`` until the budget is met, ``n_trials`` ran or time is up.
+
+    The process is left as it was found: torch's threads, cuDNN's flag and the signal
+    handlers are put back at the end. ``tune_process``: also tune glibc's allocator for
+    training, for good (:func:`~depthsearch.worker.process.training_settings`): for processes
+    that exist to train, as the CLI's.
 
     Args:
         budget: stop once the study holds this many finished (complete or pruned) trials,
@@ -437,7 +445,7 @@ def run_worker(
         n_trials: run this many trials in this call (as ``study.optimize`` counts them).
         timeout: start no new trial after this many seconds.
         device: overrides the spec's ``[train] device``.
-        threads: torch CPU threads for this process (default: the spec's, else torch's).
+        threads: torch CPU threads while it runs (default: the spec's, else torch's).
         data: the spec's windows when the caller already loaded them (moved to the device).
 
     Raises:
@@ -445,12 +453,36 @@ def run_worker(
         DepthsearchError: bad data, device or database.
     """
     torch_device = resolve_device(device or spec.train.device)
-    keep_freed_memory()
-    wanted_threads = threads or spec.train.threads
-    if wanted_threads:
-        torch.set_num_threads(wanted_threads)
-    if torch_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    with training_settings(
+        torch_device, threads or spec.train.threads, tune_allocator=tune_process
+    ):
+        return _run_worker(
+            study,
+            spec,
+            storage_url,
+            torch_device,
+            budget=budget,
+            n_trials=n_trials,
+            timeout=timeout,
+            on_epoch=on_epoch,
+            stop=stop,
+            data=data,
+        )
+
+
+def _run_worker(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    torch_device: torch.device,
+    *,
+    budget: int | None,
+    n_trials: int | None,
+    timeout: float | None,
+    on_epoch: Callable[[int, EpochResult], None] | None,
+    stop: threading.Event | None,
+    data: Windows | None,
+) -> WorkerResult:
     # Started first: it imports Optuna while this process loads the data.
     reporting = (
         None if spec.multi_objective else ReportingProcess(spec, storage_url, study.study_name)
@@ -482,8 +514,7 @@ def run_worker(
         started = time.monotonic()
         # Waiting (the budget is held by running trials): look again soon, since the wait usually
         # ends when another worker's last trial does, then back off to every `poll` seconds.
-        poll = min(2.0, loop.heartbeat_interval or 2.0)
-        wait = _FIRST_WAIT_S
+        wait = Backoff(_FIRST_WAIT_S, max(_FIRST_WAIT_S, min(2.0, loop.heartbeat_interval or 2.0)))
         _log.info(
             "worker on %s (%d torch threads), study %r in %s",
             torch_device,
@@ -505,10 +536,9 @@ def run_worker(
                     case BudgetMet():
                         break
                     case Wait():
-                        signals.sleep(wait)
-                        wait = min(poll, wait * 2)
+                        signals.sleep(wait.next())
                     case Reserved():
-                        wait = _FIRST_WAIT_S
+                        wait.reset()
         finally:
             signals.restore()
         return result

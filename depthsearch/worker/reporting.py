@@ -33,7 +33,7 @@ from pathlib import Path
 import optuna
 
 from depthsearch.errors import RuntimeFailure
-from depthsearch.search._optuna import trial_id
+from depthsearch.search.compat import trial_id
 from depthsearch.search.reporting import Item, Reporter, raise_for
 from depthsearch.spec import StudySpec
 from depthsearch.worker._messages import (

@@ -11,7 +11,7 @@ import optuna
 from depthsearch.learn.data import prepare
 from depthsearch.learn.train import EpochResult, resolve_device
 from depthsearch.spec import StudySpec, load_spec, spec_from_dict
-from depthsearch.storage import resolve_storage
+from depthsearch.storage import dispose_lock_engines, resolve_storage
 from depthsearch.studies import create_study
 from depthsearch.worker.loop import WorkerResult, run_worker
 
@@ -33,17 +33,29 @@ def run_study_here(
     n_trials: int | None = None,
     timeout: float | None = None,
     on_epoch: Callable[[int, EpochResult], None] | None = None,
+    tune_process: bool = False,
 ) -> tuple[optuna.Study, WorkerResult]:
-    """:func:`run_study`, and what this process did (the CLI prints both)."""
+    """:func:`run_study`, and what this process did (the CLI prints both; it tunes the
+    process for training, ``tune_process``)."""
     spec = _spec(study)
     url = resolve_storage(storage)
     # Everything that can be wrong with the input is found before the database is touched.
     resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed)
-    created = create_study(spec, url)
-    result = work(
-        created, spec, url, n_trials=n_trials, timeout=timeout, on_epoch=on_epoch, data=data
-    )
+    try:
+        created = create_study(spec, url)
+        result = work(
+            created,
+            spec,
+            url,
+            n_trials=n_trials,
+            timeout=timeout,
+            on_epoch=on_epoch,
+            data=data,
+            tune_process=tune_process,
+        )
+    finally:
+        dispose_lock_engines()  # the study returned keeps its own engine
     return created, result
 
 
@@ -78,6 +90,9 @@ def run_study(
     on_epoch: Callable[[int, EpochResult], None] | None = None,
 ) -> optuna.Study:
     """Creates (or resumes) a study and runs its trials in this process; returns it.
+
+    The process is left as it was found (torch's threads, cuDNN's flag, signal handlers,
+    no lock engines kept); glibc's allocator is left alone (the CLI tunes it).
 
     Args:
         study: a study file's path, the same tables as a dict (a relative ``[data] path`` is

@@ -1,0 +1,142 @@
+"""Reads the database answers better than Optuna's API: counts, the first study-wide read,
+the running trials with their heartbeats, retry attributes, recent finishes, the best value.
+
+Each falls back to Optuna's API (or says ``None``) where the storage is not an RDB one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from depthsearch._optuna import (
+    needs_first_read,
+    prime_cache,
+    rdb_backend,
+    study_id,
+    study_storage,
+    tables,
+)
+
+__all__ = [
+    "Running",
+    "best_complete",
+    "load_all_trials",
+    "prime_trials",
+    "rdb_backend",
+    "recent_finishes",
+    "retry_attrs",
+    "running_trials",
+    "running_without_heartbeat",
+    "trial_counts",
+]
+
+
+def trial_counts(study: optuna.Study) -> dict[TrialState, int] | None:
+    """How many of the study's trials are in each state, counted by the database (no trial is
+    read); ``None`` where the storage is not an RDB storage."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return None
+    with backend.engine.connect() as conn:
+        return tables.state_counts(conn, study_id(study))
+
+
+def running_without_heartbeat(study: optuna.Study) -> set[int] | None:
+    """Ids of the study's RUNNING trials that never recorded a heartbeat.
+
+    A worker records its first heartbeat milliseconds after ``ask()``; a worker killed in
+    between leaves a RUNNING trial that Optuna's stale check never fails (it looks only at
+    trials with a heartbeat). ``None`` where the storage keeps no heartbeats.
+    """
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return None
+    with backend.engine.connect() as conn:
+        return tables.unbeaten_running(conn, study_id(study))
+
+
+def load_all_trials(study: optuna.Study) -> int:
+    """Makes the study's first study-wide read (what its sampler and pruner read, and
+    ``study.trials``) fast; see :func:`prime_trials`. Returns the trials read."""
+    return prime_trials(study_storage(study), study_id(study))
+
+
+def prime_trials(storage: optuna.storages.BaseStorage, sid: int) -> int:
+    """Every trial of study ``sid``, read in one snapshot and handed to Optuna's trial cache
+    in ``storage``, whose reads are incremental from then on: seconds at 100,000 trials,
+    where Optuna's own first read takes minutes. Does nothing (returns 0) where the study was
+    read already or the storage is not a cached RDB one."""
+    backend = rdb_backend(storage)
+    if backend is None or not needs_first_read(storage, sid):
+        return 0
+    with backend.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():  # one snapshot: no trial half-read while a worker writes it
+            trials = tables.read_trials(conn, sid)
+    return len(trials) if prime_cache(storage, sid, trials) else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """A RUNNING trial as ``status`` shows it."""
+
+    trial: optuna.trial.FrozenTrial
+    #: Seconds since its worker's last heartbeat, by the database's clock; ``None``: none yet.
+    heartbeat_age_s: float | None
+
+
+def running_trials(study: optuna.Study) -> list[Running]:
+    """The study's RUNNING trials with their heartbeats' ages, read by the database alone
+    (no other trial is read): what ``status`` shows of each."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return [
+            Running(t, None)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        ]
+    with backend.engine.connect() as conn:
+        running = tables.read_trials(conn, study_id(study), (TrialState.RUNNING,))
+        ages = tables.heartbeat_ages(conn, study_id(study))
+    return [Running(t, ages.get(t.number)) for t in running]
+
+
+def retry_attrs(study: optuna.Study) -> list[dict[str, Any]]:
+    """The ``resumed_from_epoch`` / ``epochs_lost`` attributes of the study's retries, by one
+    query on the attribute rows (no trial is read): what ``status`` sums."""
+    wanted = ("resumed_from_epoch", "epochs_lost")
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return [
+            {k: t.user_attrs[k] for k in wanted if k in t.user_attrs}
+            for t in study.get_trials(deepcopy=False)
+        ]
+    with backend.engine.connect() as conn:
+        return list(tables.user_attr_rows(conn, study_id(study), wanted).values())
+
+
+def recent_finishes(study: optuna.Study, n: int = 20) -> list[datetime]:
+    """When the study's last ``n`` finished (complete or pruned) trials ended, newest first
+    (naive local time, as Optuna gives datetimes)."""
+    backend = rdb_backend(study_storage(study))
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    if backend is None:
+        ends = [t.datetime_complete for t in study.get_trials(deepcopy=False, states=done)]
+        return sorted((e for e in ends if e is not None), reverse=True)[:n]
+    with backend.engine.connect() as conn:
+        return tables.recent_finish_times(conn, study_id(study), done, n)
+
+
+def best_complete(study: optuna.Study) -> tuple[float, int] | None:
+    """``(value, number)`` of the complete trial with the lowest first objective, asked of
+    the database (ties: the lower number); ``None`` when none is complete, or not RDB."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return None
+    with backend.engine.connect() as conn:
+        return tables.best_value(conn, study_id(study))
