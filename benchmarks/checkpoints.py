@@ -34,9 +34,9 @@ from optuna.artifacts import FileSystemArtifactStore
 from depthsearch.learn.data import prepare
 from depthsearch.learn.model import ModelConfig, build_model
 from depthsearch.learn.train import FitOptions, fit
-from depthsearch.search.checkpoints import Checkpoints
 from depthsearch.search.trials import Preemption
 from depthsearch.spec import load_spec
+from depthsearch.worker.checkpoints import Checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "studies" / "quickstart.toml"

@@ -174,7 +174,7 @@ class Worker:
         """(seconds of the whole call, CPU seconds of its reporting process)."""
         from _timing import timed_methods
 
-        from depthsearch.worker.loop import run_worker
+        from depthsearch.worker.run import run_worker
 
         self.asked.clear()
         cpu, started = children_cpu(), time.perf_counter()

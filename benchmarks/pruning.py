@@ -66,7 +66,7 @@ def run_study(folder: Path, pruner: str, seed: int, trials: int, epochs: int) ->
     from _study import SUNSPOTS, study_spec
 
     from depthsearch.studies import create_study
-    from depthsearch.worker.loop import run_worker
+    from depthsearch.worker.run import run_worker
 
     spec = study_spec(
         f"{pruner}-{seed}",

@@ -82,7 +82,7 @@ import contextlib, json, os, random, sys, time
 import depthsearch.storage as storage
 import depthsearch.storage.locks as locks
 from depthsearch.studies import load_study
-from depthsearch.worker.loop import WorkerResult, _Loop
+from depthsearch.worker.loop import Finished, TrialLoop, WorkerResult
 
 url, go, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 holds = []
@@ -104,7 +104,7 @@ class NoOp:
 
 study, spec = load_study("scale", url)
 storage.load_all_trials(study)
-loop = _Loop(study, spec, url, NoOp())
+loop = TrialLoop(study, spec, url, NoOp())
 open(out + ".ready", "w").close()
 while not os.path.exists(go):
     time.sleep(0.01)
@@ -112,7 +112,9 @@ result = WorkerResult()
 holds.clear()
 end = time.perf_counter() + seconds
 while time.perf_counter() < end:
-    loop.run_one(spec.n_trials, result)
+    step = loop.run_one(spec.n_trials)
+    if isinstance(step, Finished):
+        result.count(step.state)
 with open(out, "w") as f:
     json.dump({"holds": holds, "trials": result.ran}, f)
 """

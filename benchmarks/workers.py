@@ -139,7 +139,7 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
 
     import depthsearch.worker.loop as worker_module
     from depthsearch.studies import create_study
-    from depthsearch.worker.loop import run_worker
+    from depthsearch.worker.run import run_worker
 
     name = f"share-{uuid.uuid4().hex[:6]}"
     spec = shape_spec(name, budget, shape)

@@ -126,9 +126,7 @@ def test_a_nan_epoch_before_good_ones_is_judged_by_the_good_ones(rule: type) -> 
     assert rule(n_startup_trials=3, n_warmup_steps=1).prune(study, trial) is False
     # All NaN: stopped.
     study = study_with(SHALLOW, 1)
-    assert rule(n_startup_trials=3, n_warmup_steps=1).prune(
-        study, running(study, 1, [nan, nan])
-    )
+    assert rule(n_startup_trials=3, n_warmup_steps=1).prune(study, running(study, 1, [nan, nan]))
 
 
 def test_bad_arguments_are_refused() -> None:

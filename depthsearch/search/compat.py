@@ -4,6 +4,7 @@ public API, from :mod:`depthsearch._optuna`, which only the search and the stora
 from depthsearch._optuna import (
     asked_trial,
     cached,
+    frozen_trial,
     ignore_optuna_warnings,
     quiet_experimental,
     seed_sampler,
@@ -16,6 +17,7 @@ from depthsearch._optuna import (
 __all__ = [
     "asked_trial",
     "cached",
+    "frozen_trial",
     "ignore_optuna_warnings",
     "quiet_experimental",
     "seed_sampler",

@@ -18,7 +18,6 @@ from depthsearch.learn.data import Windows
 from depthsearch.learn.model import build_model
 from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState, fit
 from depthsearch.search import trials as keys
-from depthsearch.search.checkpoints import Checkpoints, TrialCheckpoints
 from depthsearch.search.reporting import (
     InlineReporter,
     Reporter,
@@ -27,6 +26,7 @@ from depthsearch.search.reporting import (
     no_retry,
     save_attrs,
 )
+from depthsearch.search.resume import CheckpointStore, StateWriter
 from depthsearch.search.space import suggest
 from depthsearch.spec import StudySpec, TrainSpec
 
@@ -96,7 +96,7 @@ class Objective:
         on_epoch: Callable[[int, EpochResult], None] | None = None,
         interrupt: Callable[[], None] | None = None,
         reporting: ReporterFactory | None = None,
-        checkpoints: Checkpoints | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.spec = spec
         self.checkpoints = checkpoints
@@ -162,14 +162,6 @@ class Objective:
         attrs[keys.EPOCHS_LOST] = max(0, int(failed_epochs) - resumed_from)
         return state
 
-    def _forget(self, numbers: list[int]) -> None:
-        if self.checkpoints is not None:
-            self.checkpoints.remove(numbers)
-
-    def discard_checkpoints(self, trial: optuna.trial.FrozenTrial) -> None:
-        """Removes the states of ``trial`` and of the trials it retried (nothing retries it)."""
-        self._forget([*retried_trials(trial), trial.number])
-
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         spec = self.spec
         candidate = suggest(
@@ -196,7 +188,7 @@ class Objective:
         retried = retried_trials(frozen)
         resume = self._resume(trial, retried, seed, attrs) if retried else None
         resumed_from = resume.epoch if resume is not None else 0
-        writer: TrialCheckpoints | None = None
+        writer: StateWriter | None = None
         if self.checkpoints is not None:
             writer = self.checkpoints.for_trial(trial.number, dict(trial.params), seed)
         history = History()
@@ -244,11 +236,9 @@ class Objective:
                 reporter.check()  # the pruner may have spoken on the last epoch
         except NonFiniteLossError as e:
             attrs[keys.PRUNED_REASON] = f"non-finite loss: {e}"
-            self._forget([*retried, trial.number])
             raise optuna.TrialPruned(attrs[keys.PRUNED_REASON]) from e
         except optuna.TrialPruned as e:
             attrs[keys.PRUNED_REASON] = str(e)
-            self._forget([*retried, trial.number])
             raise
         finally:
             best = history.best
@@ -263,7 +253,6 @@ class Objective:
             if multi:
                 attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
             self._save_closing(trial, attrs, reporter)
-        self._forget([*retried, trial.number])  # complete: nothing will retry it
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised
         if not multi:

@@ -1,21 +1,44 @@
-"""Run a study from Python: what ``depthsearch run`` does, for a notebook or a script."""
+"""Running trials in this process: :func:`run_worker` (what every worker runs), and
+:func:`run_study`, what ``depthsearch run`` does, for a notebook or a script."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
-from depthsearch.learn.data import prepare
+from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, resolve_device
+from depthsearch.search.objective import Objective
 from depthsearch.spec import StudySpec, load_spec, spec_from_dict
-from depthsearch.storage import dispose_lock_engines, resolve_storage
+from depthsearch.storage import (
+    Backoff,
+    dispose_lock_engines,
+    load_all_trials,
+    mask_url,
+    resolve_storage,
+    retry_for,
+)
 from depthsearch.studies import create_study
-from depthsearch.worker.loop import WorkerResult, run_worker
+from depthsearch.worker.checkpoints import open_checkpoints
+from depthsearch.worker.loop import BudgetMet, Finished, TrialLoop, Wait, WorkerResult
+from depthsearch.worker.process import training_settings
+from depthsearch.worker.reporting import ReportingProcess
+from depthsearch.worker.signals import Signals
 
-__all__ = ["run_study", "run_study_here", "work"]
+__all__ = ["run_study", "run_study_here", "run_worker", "work"]
+
+_log = logging.getLogger(__name__)
+
+#: First pause of a worker that finds the budget held by running trials (doubling up to 2 s).
+_FIRST_WAIT_S = 0.1
 
 
 def _spec(study: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
@@ -69,7 +92,7 @@ def work(
     **options: Any,
 ) -> WorkerResult:
     """Trials in this process: ``n_trials`` more, or up to the study's budget when not given
-    (``options`` go to :func:`~depthsearch.worker.loop.run_worker`)."""
+    (``options`` go to :func:`run_worker`)."""
     return run_worker(
         study,
         spec,
@@ -112,3 +135,134 @@ def run_study(
         study, storage=storage, n_trials=n_trials, timeout=timeout, on_epoch=on_epoch
     )
     return created
+
+
+def run_worker(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    *,
+    budget: int | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    on_epoch: Callable[[int, EpochResult], None] | None = None,
+    stop: threading.Event | None = None,
+    data: Windows | None = None,
+    tune_process: bool = False,
+) -> WorkerResult:
+    """Runs trials of ``study`` until the budget is met, ``n_trials`` ran or time is up.
+
+    The process is left as it was found: torch's threads, cuDNN's flag and the signal
+    handlers are put back at the end. ``tune_process``: also tune glibc's allocator for
+    training, for good (:func:`~depthsearch.worker.process.training_settings`): for processes
+    that exist to train, as the CLI's.
+
+    Args:
+        budget: stop once the study holds this many finished (complete or pruned) trials,
+            counting every worker's; never start a trial that could exceed it.
+        n_trials: run this many trials in this call (as ``study.optimize`` counts them).
+        timeout: start no new trial after this many seconds.
+        device: overrides the spec's ``[train] device``.
+        threads: torch CPU threads while it runs (default: the spec's, else torch's).
+        data: the spec's windows when the caller already loaded them (moved to the device).
+
+    Raises:
+        Interrupted: SIGINT/SIGTERM; the running trial was marked FAIL first.
+        DepthsearchError: bad data, device or database.
+    """
+    torch_device = resolve_device(device or spec.train.device)
+    with training_settings(
+        torch_device, threads or spec.train.threads, tune_allocator=tune_process
+    ):
+        return _run_worker(
+            study,
+            spec,
+            storage_url,
+            torch_device,
+            budget=budget,
+            n_trials=n_trials,
+            timeout=timeout,
+            on_epoch=on_epoch,
+            stop=stop,
+            data=data,
+        )
+
+
+def _run_worker(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    torch_device: torch.device,
+    *,
+    budget: int | None,
+    n_trials: int | None,
+    timeout: float | None,
+    on_epoch: Callable[[int, EpochResult], None] | None,
+    stop: threading.Event | None,
+    data: Windows | None,
+) -> WorkerResult:
+    # Started first: it imports Optuna while this process loads the data.
+    reporting = (
+        None if spec.multi_objective else ReportingProcess(spec, storage_url, study.study_name)
+    )
+    with reporting if reporting is not None else contextlib.nullcontext():
+        data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
+        # What the sampler reads at the first suggest, read once before the first reservation
+        # (in seconds at 100,000 trials, where Optuna's own first read takes minutes); the
+        # reads after it are incremental.
+        retry = retry_for(storage_url, spec.workers.db_wait)
+        retry(lambda: load_all_trials(study), "reading the study's trials")
+        if reporting is not None:
+            # Its start-up CPU is spent before training, not on a core training uses. A
+            # process that fails to start says why at the first trial.
+            reporting.wait_ready(timeout=spec.workers.db_wait + 60.0)
+        signals = Signals()
+        checkpoints = open_checkpoints(spec, storage_url, study.study_name)
+        objective = Objective(
+            spec,
+            data,
+            torch_device,
+            retry=retry,
+            on_epoch=on_epoch,
+            interrupt=signals.check,
+            reporting=reporting,
+            checkpoints=checkpoints,
+        )
+        loop = TrialLoop(
+            study, spec, storage_url, objective, device=torch_device, checkpoints=checkpoints
+        )
+        result = WorkerResult()
+        started = time.monotonic()
+        # Waiting (the budget is held by running trials): look again soon, since the wait usually
+        # ends when another worker's last trial does, then back off to every `poll` seconds.
+        wait = Backoff(_FIRST_WAIT_S, max(_FIRST_WAIT_S, min(2.0, loop.heartbeat_interval or 2.0)))
+        _log.info(
+            "worker on %s (%d torch threads), study %r in %s",
+            torch_device,
+            torch.get_num_threads(),
+            study.study_name,
+            mask_url(storage_url),
+        )
+        signals.install()
+        try:
+            while True:
+                if stop is not None and stop.is_set():
+                    break
+                if n_trials is not None and result.ran >= n_trials:
+                    break
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    break
+                signals.check()
+                match loop.run_one(budget):
+                    case BudgetMet():
+                        break
+                    case Wait():
+                        signals.sleep(wait.next())
+                    case Finished(state=state):
+                        result.count(state)
+                        wait.reset()
+        finally:
+            signals.restore()
+        return result

@@ -10,7 +10,8 @@ training, an older pending state is dropped for the newer one, and an epoch neve
 The trial that retries a failed one (same parameters and seed, Optuna's
 ``RetryHeartbeatStaleTrialCallback``) reads the newest intact state of the trials it retries,
 newest first, checks that it belongs to that trial (study, number, parameters, seed) and goes
-on from its epoch. A finished trial removes its states and those of the trials it retried.
+on from its epoch. A finished trial removes its states and those of the trials it retried
+(the worker's trial loop does, in its one ``finish``).
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from depthsearch.errors import InputError
 from depthsearch.learn.train import CorruptCheckpoint, TrainState
+from depthsearch.search.resume import Resumed
+from depthsearch.spec import StudySpec
+from depthsearch.storage import sqlite_file
 
-__all__ = ["ArtifactStore", "Checkpoints", "Resumed", "TrialCheckpoints"]
+__all__ = ["ArtifactStore", "Checkpoints", "TrialCheckpoints", "open_checkpoints"]
 
 _log = logging.getLogger(__name__)
 
@@ -48,15 +54,6 @@ class ArtifactStore(Protocol):
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
-
-
-class Resumed:
-    """What a retry found: the state to go on from (or None) and why not, if not."""
-
-    def __init__(self, state: TrainState | None, source: int | None, note: str | None) -> None:
-        self.state = state
-        self.source = source
-        self.note = note
 
 
 class Checkpoints:
@@ -224,3 +221,47 @@ class TrialCheckpoints:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=FLUSH_S)
+
+
+def open_checkpoints(spec: StudySpec, storage_url: str, study_name: str) -> Checkpoints | None:
+    """The study's checkpoint store, from ``[workers] checkpoints``: ``auto`` is a folder beside
+    a SQLite file (every worker on that machine sees it) and off for a server database (whose
+    workers may share no folder: name one, or an ``s3://`` bucket). None when off or when the
+    folder cannot be made (one warning; trials then train without checkpoints)."""
+    where = spec.workers.checkpoints
+    if where == "auto":
+        database = sqlite_file(storage_url)
+        if database is None:
+            return None
+        where = str(database.with_name(database.name + ".checkpoints"))
+    if where == "off":
+        return None
+    if where.startswith("s3://"):
+        bucket, _, prefix = where[5:].partition("/")
+        import importlib.util
+
+        if importlib.util.find_spec("boto3") is None:  # optional: only S3 stores need it
+            raise InputError(
+                f"[workers] checkpoints = {where!r} needs boto3 (pip install boto3), "
+                "or use a folder every worker sees"
+            )
+        from optuna.artifacts import Boto3ArtifactStore
+
+        prefix = prefix.strip("/")
+        return Checkpoints(
+            Boto3ArtifactStore(bucket), study_name, where, prefix=f"{prefix}/" if prefix else ""
+        )
+    from optuna.artifacts import FileSystemArtifactStore
+
+    folder = Path(where)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _log.warning(
+            "trials train without checkpoints: cannot create the folder %s ([workers] "
+            "checkpoints): %s",
+            folder,
+            e.strerror or e,
+        )
+        return None
+    return Checkpoints(FileSystemArtifactStore(folder), study_name, str(folder))
