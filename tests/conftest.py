@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: tests/gate/sitecustomize.py, loaded by every Python process the tests start (see Gate).
+GATE_DIR = Path(__file__).resolve().parent / "gate"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(GATE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 SEED_ARTICLE = REPO.parent / "shared" / "seed-article.md"
 PG_ADMIN_URL = os.environ.get(
     "DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -143,6 +149,52 @@ def fresh_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     session_url = str(request.getfixturevalue("pg_database"))
     with throwaway_database(f"{session_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}") as url:
         yield url
+
+
+class Gate:
+    """Holds the training processes a test starts after a chosen epoch, until it opens
+    (``tests/gate/sitecustomize.py``): a test acts exactly mid-trial on any machine, loaded or
+    not, with trials a few epochs long."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def hold_at(self, epoch: int) -> None:
+        """From now on, a process that finishes ``epoch`` of a trial waits there."""
+        (self.folder / "open").unlink(missing_ok=True)
+        (self.folder / "hold-at").write_text(str(epoch))
+
+    def held(self) -> int:
+        """How many times a process stopped at the gate so far."""
+        return len(list(self.folder.glob("held-*")))
+
+    def held_pids(self) -> set[int]:
+        return {int(p.name.split("-")[1]) for p in self.folder.glob("held-*")}
+
+    def wait_held(self, n: int = 1, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.held() < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {n} held at the gate"
+                )
+            time.sleep(0.05)
+
+    def open(self) -> None:
+        """Lets every held process go on, and holds none from now on."""
+        (self.folder / "open").write_text("")
+
+
+@pytest.fixture(autouse=True)
+def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    """Every test's own gate folder, named to the processes it starts; opened at the end, so
+    no held process outlives its test."""
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    monkeypatch.setenv("DEPTHSEARCH_TEST_GATE", str(folder))
+    opened = Gate(folder)
+    yield opened
+    opened.open()
 
 
 def unique(prefix: str) -> str:

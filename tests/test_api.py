@@ -11,8 +11,8 @@ import optuna
 
 import depthsearch
 
-from .conftest import unique, write_study
-from .test_worker import EVENT_S, LONG, mid_training, spawn, trials, wait_for
+from .conftest import Gate, unique, write_study
+from .test_worker import LONG, MID, held_mid_trial, spawn, trials
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,13 +23,6 @@ else:  # pragma: no cover
 def _params(url: str, name: str) -> list[tuple[tuple[str, object], ...]]:
     got = sorted(trials(url, name), key=lambda t: t.number)
     return [tuple(sorted(t.params.items())) for t in got]
-
-
-def _training(url: str, name: str) -> bool:
-    try:
-        return mid_training(url, name)
-    except KeyError:  # `run` has not created the study yet
-        return False
 
 
 def test_run_study_takes_a_dict_and_returns_the_study(tmp_path: Path) -> None:
@@ -80,15 +73,17 @@ def test_the_same_study_file_samples_the_same_candidates(tmp_path: Path) -> None
 
 
 def test_a_study_resumed_after_ctrl_c_never_repeats_a_candidate(
-    tmp_path: Path, storage_url: str
+    tmp_path: Path, storage_url: str, gate: Gate
 ) -> None:
     name = unique("resumed")
     study_file = write_study(tmp_path, name=name, n_trials=4, max_epochs=LONG)
+    gate.hold_at(MID)
     first = spawn("run", str(study_file), url=storage_url)
     try:
-        wait_for(lambda: _training(storage_url, name), EVENT_S, "a trial in training")
+        held_mid_trial(gate, storage_url, name)
     finally:
         first.send_signal(signal.SIGINT)
+        gate.open()
         _, err = first.communicate(timeout=120)
     assert first.returncode == 130, err
     depthsearch.run_study(study_file, storage=storage_url)

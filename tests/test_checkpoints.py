@@ -16,12 +16,11 @@ from depthsearch.learn.model import ModelConfig, build_model
 from depthsearch.learn.train import CorruptCheckpoint, FitOptions, History, TrainState, fit
 from depthsearch.spec import DataSpec, WorkersSpec
 
-from .conftest import depthsearch_cmd, write_study
+from .conftest import Gate, depthsearch_cmd, write_study
 from .test_worker import EVENT_S, assert_settled, count, spawn, trials, wait_for
 
-EPOCHS = 12
-#: Long enough that a test acts mid-trial (an epoch of tens of milliseconds at least).
-SLOW_DATA = 'source = "synthetic"\nlength = 8000'
+#: Trials a few epochs long: the tests act mid-trial by holding the worker at a gate.
+EPOCHS = 8
 
 
 class _Stop(Exception):
@@ -130,8 +129,6 @@ def _study(tmp_path: Path, url: str, name: str, *, n_trials: int = 1, extra: str
         extra=f"[workers]\nheartbeat_interval = 1\ngrace_period = 3\nmax_retry = 2\n"
         f"{where}{extra}",
     )
-    text = path.read_text().replace('source = "synthetic"\nlength = 400', SLOW_DATA)
-    path.write_text(text)
     proc = depthsearch_cmd("create", str(path), "--storage", url)
     assert proc.returncode == 0, proc.stderr
     return path
@@ -150,12 +147,17 @@ def _trained_at_least(url: str, name: str, epochs: int) -> bool:
     )
 
 
-def _stop_in_training(url: str, name: str, epochs: int, sig: signal.Signals) -> tuple[int, str]:
-    """Starts a worker, sends it ``sig`` once its trial has trained ``epochs``; returns its
-    exit code and stderr once it has exited."""
+def _stop_in_training(
+    gate: Gate, url: str, name: str, epochs: int, sig: signal.Signals
+) -> tuple[int, str]:
+    """Starts a worker, holds it after epoch ``epochs`` of its trial (reported), sends it
+    ``sig`` there and opens the gate; returns its exit code and stderr once it has exited."""
+    gate.hold_at(epochs)
     worker = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: _trained_at_least(url, name, epochs), EVENT_S, f"{epochs} epochs trained")
+    gate.wait_held()
+    wait_for(lambda: _trained_at_least(url, name, epochs), EVENT_S, f"{epochs} epochs reported")
     worker.send_signal(sig)
+    gate.open()  # the next batch finds the signal
     _, err = worker.communicate(timeout=120)
     return worker.returncode, err
 
@@ -180,11 +182,11 @@ def _reference(tmp_path: Path, name: str) -> dict[int, float]:
 
 
 def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run(
-    tmp_path: Path, fresh_storage_url: str
+    tmp_path: Path, fresh_storage_url: str, gate: Gate
 ) -> None:
     url, name = fresh_storage_url, "killed"
     _study(tmp_path, url, name)
-    code, _ = _stop_in_training(url, name, 4, signal.SIGKILL)
+    code, _ = _stop_in_training(gate, url, name, 4, signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert list(_store(tmp_path, url).glob(f"{name}.trial-0.*"))  # it left its state behind
     err = _worker_to_the_end(url, name)
@@ -196,7 +198,7 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
     reported = max(killed.intermediate_values)
     assert k >= 3 and reported - k <= 1, (k, reported)  # at most checkpoint_every lost
     assert retry.user_attrs["epochs_lost"] == max(0, reported - k)
-    # It trained epochs k+1..12 only, and says so.
+    # It trained epochs k+1..EPOCHS only, and says so.
     assert sorted(retry.intermediate_values) == list(range(k + 1, EPOCHS + 1))
     assert retry.user_attrs["epochs_trained"] == EPOCHS - k
     assert f"trial 1 resumes trial 0 from its epoch {k}" in err
@@ -210,11 +212,11 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
 
 
 def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
-    tmp_path: Path, fresh_storage_url: str
+    tmp_path: Path, fresh_storage_url: str, gate: Gate
 ) -> None:
     url, name = fresh_storage_url, "termed"
     _study(tmp_path, url, name)
-    code, err = _stop_in_training(url, name, 3, signal.SIGTERM)
+    code, err = _stop_in_training(gate, url, name, 3, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err
     assert "the next worker retries it" in err
     (stopped, waiting) = trials(url, name)
@@ -240,19 +242,21 @@ def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
     assert line in (tmp_path / "r" / "index.html").read_text()
 
 
-def test_ctrl_c_is_the_users_stop_and_queues_no_retry(tmp_path: Path) -> None:
+def test_ctrl_c_is_the_users_stop_and_queues_no_retry(tmp_path: Path, gate: Gate) -> None:
     url, name = f"sqlite:///{tmp_path / 'c.db'}", "ctrlc"
     _study(tmp_path, url, name)
-    code, err = _stop_in_training(url, name, 2, signal.SIGINT)
+    code, err = _stop_in_training(gate, url, name, 2, signal.SIGINT)
     assert code == 128 + signal.SIGINT, err
     assert [t.state for t in trials(url, name)] == [TrialState.FAIL]
     assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))  # nothing will resume it
 
 
-def test_a_corrupt_checkpoint_makes_the_retry_start_over_and_say_why(tmp_path: Path) -> None:
+def test_a_corrupt_checkpoint_makes_the_retry_start_over_and_say_why(
+    tmp_path: Path, gate: Gate
+) -> None:
     url, name = f"sqlite:///{tmp_path / 'k.db'}", "corrupt"
     _study(tmp_path, url, name)
-    code, err = _stop_in_training(url, name, 3, signal.SIGTERM)
+    code, err = _stop_in_training(gate, url, name, 3, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err
     files = sorted(_store(tmp_path, url).glob(f"{name}.trial-0.*"))
     assert files
@@ -283,16 +287,18 @@ def test_a_checkpoint_folder_that_cannot_be_made_is_one_warning_and_training_goe
 
 
 def test_a_checkpoint_folder_that_vanishes_is_one_warning_and_training_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, gate: Gate
 ) -> None:
     import shutil
 
     url, name = f"sqlite:///{tmp_path / 'v.db'}", "vanish"
     folder = tmp_path / "gone"
     _study(tmp_path, url, name, n_trials=3, extra=f'checkpoints = "{folder}"\n')
+    gate.hold_at(2)
     worker = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: _trained_at_least(url, name, 2), EVENT_S, "2 epochs trained")
+    gate.wait_held()
     shutil.rmtree(folder)
+    gate.open()
     _, err = worker.communicate(timeout=EVENT_S)
     assert worker.returncode == 0, err
     assert err.count("training goes on without checkpoints") == 1, err

@@ -22,15 +22,15 @@ from depthsearch.spec import load_spec
 from depthsearch.studies import create_study
 from depthsearch.worker.reporting import ReportingProcess
 
-from .conftest import write_study
+from .conftest import Gate, write_study
 from .test_worker import (
-    EVENT_S,
     FAST_HEARTBEAT,
     LONG,
+    MID,
     assert_settled,
     count,
     create,
-    mid_training,
+    held_mid_trial,
     spawn,
     trials,
     wait_for,
@@ -121,14 +121,16 @@ def proxied(pg_database: str, tmp_path: Path) -> Iterator[tuple[str, str, Proxy]
 
 
 def test_worker_rides_out_a_database_outage(
-    tmp_path: Path, proxied: tuple[str, str, Proxy]
+    tmp_path: Path, proxied: tuple[str, str, Proxy], gate: Gate
 ) -> None:
     direct, via, proxy = proxied
     create(tmp_path, direct, "outage", n_trials=6, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    gate.hold_at(MID)
     worker = spawn("worker", "--study", "outage", url=via)
     try:
-        wait_for(lambda: mid_training(direct, "outage"), EVENT_S, "a trial in training")
+        held_mid_trial(gate, direct, "outage")
         proxy.cut()
+        gate.open()  # it trains on, reports, beats and ends its trial into the outage
         time.sleep(6)  # longer than a few retries, well inside db_wait (120 s)
         proxy.restore()
         _, err = worker.communicate(timeout=240)
@@ -141,15 +143,17 @@ def test_worker_rides_out_a_database_outage(
 
 
 def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
-    tmp_path: Path, proxied: tuple[str, str, Proxy]
+    tmp_path: Path, proxied: tuple[str, str, Proxy], gate: Gate
 ) -> None:
     direct, via, proxy = proxied
     extra = FAST_HEARTBEAT + "db_wait = 3\n"
     create(tmp_path, direct, "gone", n_trials=3, max_epochs=LONG, extra=extra)
+    gate.hold_at(MID)
     worker = spawn("worker", "--study", "gone", url=via)
     try:
-        wait_for(lambda: mid_training(direct, "gone"), EVENT_S, "a trial in training")
+        held_mid_trial(gate, direct, "gone")
         proxy.cut()
+        gate.open()
         started = time.monotonic()
         _, err = worker.communicate(timeout=60)
         took = time.monotonic() - started

@@ -6,20 +6,22 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
+from .conftest import Gate
 from .test_worker import (
     EVENT_S,
     FAST_HEARTBEAT,
     assert_settled,
     create,
-    mid_training,
     sigkill_mid_trial_is_failed_and_retried,
     spawn,
+    training,
     trials,
     wait_for,
 )
@@ -43,10 +45,10 @@ def test_three_workers_through_pgbouncer_end_with_exactly_the_budget(
 
 
 def test_a_killed_worker_through_pgbouncer_is_failed_and_retried(
-    tmp_path: Path, pgbouncer: tuple[str, str]
+    tmp_path: Path, pgbouncer: tuple[str, str], gate: Gate
 ) -> None:
     via, direct = pgbouncer
-    sigkill_mid_trial_is_failed_and_retried(tmp_path, via, "bkill", read_url=direct)
+    sigkill_mid_trial_is_failed_and_retried(tmp_path, gate, via, "bkill", read_url=direct)
 
 
 def _backends(direct: str) -> int:
@@ -85,7 +87,7 @@ def test_a_training_worker_holds_at_most_two_server_connections(
     create(tmp_path, url, "conns", n_trials=2, max_epochs=100_000, extra=FAST_HEARTBEAT)
     worker = spawn("worker", "--study", "conns", url=url)
     try:
-        wait_for(lambda: mid_training(url, "conns"), EVENT_S, "a trial in training")
+        wait_for(lambda: training(url, "conns", 1), EVENT_S, "a trial in training")
         # Over several heartbeats (1 s apart) while the worker trains and reports.
         seen = []
         for _ in range(60):
@@ -103,16 +105,33 @@ def test_a_training_worker_holds_at_most_two_server_connections(
 def test_a_worker_never_holds_more_than_two_server_connections(
     tmp_path: Path, pgbouncer: tuple[str, str]
 ) -> None:
-    """From its start to its exit, across reservations, tells and the end of the budget."""
+    """From its start to its exit, across reservations, tells and the end of the budget: the
+    worker connects as a role the server lets hold two connections at once (``CONNECTION
+    LIMIT 2``), so a third would be refused, and say so, however briefly it lived."""
     _, url = pgbouncer
     create(tmp_path, url, "peaks", n_trials=8, max_epochs=3, extra=FAST_HEARTBEAT)
-    worker = spawn("worker", "--study", "peaks", url=url)
+    role = f"ds_two_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
-        seen = _sample_backends(url, worker, every_s=0.01)
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2"))
+            conn.execute(sqlalchemy.text(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"))
+            conn.execute(sqlalchemy.text(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"))
+        limited = url.replace("://postgres@", f"://{role}@", 1)
+        assert limited != url, url
+        worker = spawn("worker", "--study", "peaks", url=limited)
+        try:
+            seen = _sample_backends(url, worker, every_s=0.01)
+        finally:
+            worker.kill()
+            _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        assert "too many connections" not in err and "unreachable" not in err, err
+        assert_settled(url, "peaks", finished=8)
+        assert max(seen) <= 2, seen
     finally:
-        worker.kill()
-        _, err = worker.communicate(timeout=60)
-    assert worker.returncode == 0, err
-    assert_settled(url, "peaks", finished=8)
-    assert max(seen) <= 2, seen
-    assert seen.count(2) > 10, seen  # the counting sees the worker (and its reporting process)
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"REASSIGN OWNED BY {role} TO postgres"))
+            conn.execute(sqlalchemy.text(f"DROP OWNED BY {role}"))
+            conn.execute(sqlalchemy.text(f"DROP ROLE {role}"))
+        admin.dispose()

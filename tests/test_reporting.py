@@ -26,14 +26,14 @@ from depthsearch.storage import RetryHeartbeatStaleTrialCallback
 from depthsearch.studies import create_study
 from depthsearch.worker.reporting import CHILD_MODULE, ReportingProcess
 
-from .conftest import write_study
+from .conftest import Gate, write_study
 from .test_worker import (
-    EVENT_S,
     FAST_HEARTBEAT,
     LONG,
+    MID,
     assert_settled,
     create,
-    mid_training,
+    held_mid_trial,
     spawn,
     trials,
     wait_for,
@@ -73,13 +73,15 @@ def running_trial(url: str, name: str) -> optuna.trial.FrozenTrial:
 
 
 def worker_in_training(
-    tmp_path: Path, url: str, name: str, *, n_trials: int, **popen: Any
+    tmp_path: Path, gate: Gate, url: str, name: str, *, n_trials: int, **popen: Any
 ) -> tuple[subprocess.Popen[str], int]:
-    """A worker on a new study of LONG trials, mid-training, and its reporting process."""
+    """A worker on a new study of LONG trials, held at the gate mid-trial (its MID epochs
+    written by its reporting process), and that reporting process."""
     create(tmp_path, url, name, n_trials=n_trials, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    gate.hold_at(MID)
     worker = spawn("worker", "--study", name, url=url, **popen)
     try:
-        wait_for(lambda: mid_training(url, name), EVENT_S, "a trial in training")
+        held_mid_trial(gate, url, name)
         children = reporting_children(worker.pid)
         assert len(children) == 1, children
     except BaseException:
@@ -90,17 +92,12 @@ def worker_in_training(
 
 
 def test_reports_come_from_a_child_that_dies_with_its_worker(
-    tmp_path: Path, fresh_storage_url: str
+    tmp_path: Path, fresh_storage_url: str, gate: Gate
 ) -> None:
     url = fresh_storage_url
-    worker, child = worker_in_training(tmp_path, url, "child", n_trials=2)
+    worker, child = worker_in_training(tmp_path, gate, url, "child", n_trials=2)
     try:
-        before = len(running_trial(url, "child").intermediate_values)
-        wait_for(
-            lambda: len(running_trial(url, "child").intermediate_values) > before,
-            30,
-            "more epochs reported",
-        )
+        assert len(running_trial(url, "child").intermediate_values) == MID
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         wait_for(lambda: not alive(child), 60, "the reporting process to die too")
@@ -110,13 +107,15 @@ def test_reports_come_from_a_child_that_dies_with_its_worker(
 
 
 def test_a_killed_reporting_process_costs_one_trial_not_the_worker(
-    tmp_path: Path, fresh_storage_url: str
+    tmp_path: Path, fresh_storage_url: str, gate: Gate
 ) -> None:
     url = fresh_storage_url
-    worker, child = worker_in_training(tmp_path, url, "lost", n_trials=1)
+    worker, child = worker_in_training(tmp_path, gate, url, "lost", n_trials=1)
     try:
         victim = running_trial(url, "lost").number
         os.kill(child, signal.SIGKILL)
+        wait_for(lambda: not alive(child), 60, "the reporting process to die")
+        gate.open()  # its next epoch finds the reporting process gone
         _, err = worker.communicate(timeout=240)
     finally:
         worker.kill()
@@ -143,14 +142,17 @@ def test_a_killed_reporting_process_costs_one_trial_not_the_worker(
 
 
 def test_ctrl_c_reaches_the_process_group_and_every_trained_epoch_is_still_written(
-    tmp_path: Path, fresh_storage_url: str
+    tmp_path: Path, fresh_storage_url: str, gate: Gate
 ) -> None:
     # A terminal's Ctrl-C signals the whole foreground group: the worker and its reporting
     # process. The reporting process ignores it and writes what the worker still sends.
     url = fresh_storage_url
-    worker, child = worker_in_training(tmp_path, url, "ctrlc", n_trials=2, start_new_session=True)
+    worker, child = worker_in_training(
+        tmp_path, gate, url, "ctrlc", n_trials=2, start_new_session=True
+    )
     try:
         os.killpg(worker.pid, signal.SIGINT)
+        gate.open()
         _, err = worker.communicate(timeout=120)
     finally:
         worker.kill()

@@ -20,17 +20,28 @@ from depthsearch.worker.launch import available_cores, plan_workers
 from depthsearch.worker.slurm import SlurmJob, batch_script, time_limit_s
 
 from . import slurm_cluster
-from .conftest import PG_ADMIN_URL, depthsearch_cmd, throwaway_database, unique, write_study
+from .conftest import (
+    PG_ADMIN_URL,
+    Gate,
+    depthsearch_cmd,
+    throwaway_database,
+    unique,
+    write_study,
+)
 from .test_worker import (
-    ENDLESS,
     EVENT_S,
     LONG,
+    MID,
     assert_settled,
     count,
-    mid_training,
+    held_mid_trial,
     trials,
     wait_for,
 )
+
+#: Trials that last until Slurm's own signal stops them (the time-limit test: nothing the test
+#: does decides when they stop, so they must outlast the limit on any machine).
+ENDLESS = 100_000
 
 PASSWORD = "pw-" + uuid.uuid4().hex
 
@@ -272,7 +283,7 @@ def test_a_two_node_job_ends_with_exactly_the_budget(
 
 
 def test_scancel_mid_trial_leaves_none_running_and_the_next_job_finishes(
-    slurm: slurm_cluster.Cluster, node_url: str, tmp_path: Path
+    slurm: slurm_cluster.Cluster, node_url: str, tmp_path: Path, gate: Gate
 ) -> None:
     name = unique("cancel")
     study = write_study(tmp_path, name=name, n_trials=4, max_epochs=LONG)
@@ -280,10 +291,12 @@ def test_scancel_mid_trial_leaves_none_running_and_the_next_job_finishes(
     assert depthsearch_cmd("create", str(study), env=env).returncode == 0
     args = ("--study", name, "--nodes", "2", "--cpus-per-node", "1")
 
+    gate.hold_at(MID)  # the workers on both nodes wait there, mid-trial
     first = _job_id(_submit(slurm, tmp_path, node_url, *args))
-    wait_for(lambda: mid_training(node_url, name), EVENT_S, "a trial in training")
+    held_mid_trial(gate, node_url, name, n=2)
     cancel = slurm.run("scancel", first)
     assert cancel.returncode == 0, cancel.stderr
+    gate.open()
     assert slurm.wait(first, timeout=EVENT_S) == "CANCELLED"
     # Every worker got SIGTERM, marked its trial FAIL and exited before Slurm's SIGKILL.
     wait_for(lambda: count(node_url, name, TrialState.RUNNING) == 0, 120, "no trial left RUNNING")
@@ -358,7 +371,7 @@ def test_workers_stop_before_the_time_limit_with_their_trials_failed_not_running
 
 
 def test_a_requeued_job_stops_its_workers_and_finishes_the_budget_when_it_runs_again(
-    slurm: slurm_cluster.Cluster, node_url: str, tmp_path: Path
+    slurm: slurm_cluster.Cluster, node_url: str, tmp_path: Path, gate: Gate
 ) -> None:
     """``--requeue``: what a preemptible partition does to a job, done with ``scontrol
     requeue``: the running trials end FAIL, the same job id runs again and meets the budget."""
@@ -367,11 +380,13 @@ def test_a_requeued_job_stops_its_workers_and_finishes_the_budget_when_it_runs_a
     env = {"DEPTHSEARCH_STORAGE": node_url}
     assert depthsearch_cmd("create", str(study), env=env).returncode == 0
     args = ("--study", name, "--nodes", "2", "--cpus-per-node", "1", "--requeue")
+    gate.hold_at(MID)
     job_id = _job_id(_submit(slurm, tmp_path, node_url, *args))
     assert slurm.job(job_id)["Requeue"] == "1"
-    wait_for(lambda: mid_training(node_url, name), EVENT_S, "a trial in training")
+    held_mid_trial(gate, node_url, name, n=2)
     requeue = slurm.run("scontrol", "requeue", job_id)
     assert requeue.returncode == 0, requeue.stderr
+    gate.open()
     # Slurm holds a requeued job back for two minutes; a test need not wait them out.
     slurm.wait(job_id, timeout=EVENT_S, states={"PENDING"})
     update = slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")

@@ -7,25 +7,27 @@ import signal
 import socket
 from pathlib import Path
 
-from .conftest import depthsearch_cmd, unique, write_study
-from .test_worker import ENDLESS, EVENT_S, FAST_HEARTBEAT, create, spawn, training, wait_for
+from .conftest import Gate, depthsearch_cmd, unique, write_study
+from .test_worker import FAST_HEARTBEAT, LONG, MID, create, held_mid_trial, spawn
 
-EPOCHS = ENDLESS
+EPOCHS = LONG
 
 
 def test_status_shows_each_running_trial_with_its_worker_and_heartbeat(
-    tmp_path: Path, storage_url: str
+    tmp_path: Path, storage_url: str, gate: Gate
 ) -> None:
     name = unique("watched")
-    # Trials far longer than the test (a tiny trial trains ~100 epochs a second here).
+    # Both workers held mid-trial at the gate while status looks.
     create(tmp_path, storage_url, name, n_trials=4, max_epochs=EPOCHS, extra=FAST_HEARTBEAT)
+    gate.hold_at(MID)
     workers = [spawn("worker", "--study", name, url=storage_url) for _ in range(2)]
     try:
-        wait_for(lambda: training(storage_url, name, n=2), EVENT_S, "two trials in training")
+        held_mid_trial(gate, storage_url, name, n=2)
         proc = depthsearch_cmd("status", "--study", name, "--storage", storage_url)
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
+        gate.open()
         for w in workers:
             w.communicate(timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -35,7 +37,7 @@ def test_status_shows_each_running_trial_with_its_worker_and_heartbeat(
     for w in workers:
         (row,) = [line for line in out.splitlines() if re.search(rf"\s{w.pid}\s", line)]
         assert host in row and " cpu " in row, row
-        assert re.search(rf"\d+/{EPOCHS}\s", row), row  # its epoch, of max_epochs
+        assert re.search(rf"\s{MID}/{EPOCHS}\s", row), row  # its epoch (held there), of max
         age = re.search(r"(\d+) s ago", row)
         assert age is not None and int(age.group(1)) < 60, row  # beating
 

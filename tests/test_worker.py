@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from depthsearch.storage import RetryHeartbeatStaleTrialCallback
 
-from .conftest import depthsearch_cmd, write_study
+from .conftest import Gate, depthsearch_cmd, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -71,22 +71,15 @@ def count(url: str, name: str, *states: TrialState) -> int:
 #: loaded machine may take long; a test that passes never waits for it to run out.
 EVENT_S = 300
 
-#: Long trials for the tests that stop a worker mid-training. They act while one of the two
-#: first trials (the tiny study's start-up trials, never pruned) has reported fewer than MID
-#: epochs: 100 more are still ahead, so the worker cannot be between trials (reserving) when
-#: the signal or the cut lands a few milliseconds later.
-LONG = 160
-MID = 60
-
-
-#: Trials that outlast any test: for the tests that need two workers training at once (with
-#: trials of LONG epochs, one worker may finish its trial before the other starts reporting).
-ENDLESS = 100_000
+#: Trials of a few epochs for the tests that act mid-training: they hold the worker at a gate
+#: after epoch MID (conftest.Gate), act while it waits there, and open it; never sized to
+#: outlast the test's reaction, on a fast machine or a loaded one.
+LONG = 8
+MID = 3
 
 
 def training(url: str, name: str, n: int) -> bool:
-    """True when at least ``n`` trials are RUNNING with an epoch reported (ENDLESS trials:
-    they stay so until the test stops them)."""
+    """True when at least ``n`` trials are RUNNING with an epoch reported."""
     running = [
         t
         for t in trials(url, name)
@@ -95,14 +88,21 @@ def training(url: str, name: str, n: int) -> bool:
     return len(running) >= n
 
 
-def mid_training(url: str, name: str, n: int = 1) -> bool:
-    """True when at least ``n`` start-up trials are RUNNING with 1 to MID - 1 epochs reported."""
-    running = [
-        t
-        for t in trials(url, name)
-        if t.number < 2 and t.state == TrialState.RUNNING and 0 < len(t.intermediate_values) < MID
-    ]
-    return len(running) >= n
+def held_mid_trial(gate: Gate, url: str, name: str, n: int = 1) -> None:
+    """Waits until ``n`` workers are held at the gate (set with ``gate.hold_at(MID)`` before
+    they started) and their MID epochs are in the study: every one of them is mid-trial."""
+    gate.wait_held(n, EVENT_S)
+    wait_for(
+        lambda: (
+            sum(
+                t.state == TrialState.RUNNING and len(t.intermediate_values) >= MID
+                for t in trials(url, name)
+            )
+            >= n
+        ),
+        EVENT_S,
+        f"{n} trial(s) with {MID} epochs reported",
+    )
 
 
 def assert_settled(url: str, name: str, *, finished: int) -> None:
@@ -145,18 +145,20 @@ def test_three_workers_end_with_exactly_the_budget(tmp_path: Path, fresh_storage
 
 
 def sigkill_mid_trial_is_failed_and_retried(
-    tmp_path: Path, url: str, name: str, *, read_url: str | None = None
+    tmp_path: Path, gate: Gate, url: str, name: str, *, read_url: str | None = None
 ) -> None:
     """A worker SIGKILLed mid-trial: the trial is FAIL, its one retry completes with the same
     parameters and seed, and the budget is met. ``read_url``: where the test reads the study
     (the database itself, when the workers go through a pooler)."""
     seen = read_url or url
     create(tmp_path, url, name, n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    gate.hold_at(MID)
     victim = spawn("worker", "--study", name, url=url)
-    wait_for(lambda: mid_training(seen, name), EVENT_S, "a trial in training")
+    held_mid_trial(gate, seen, name)
     killed = next(t for t in trials(seen, name) if t.state == TrialState.RUNNING)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
+    gate.open()
     survivor = spawn("worker", "--study", name, url=url)
     _, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
@@ -171,8 +173,10 @@ def sigkill_mid_trial_is_failed_and_retried(
     assert_settled(seen, name, finished=2)
 
 
-def test_sigkill_mid_trial_is_failed_and_retried(tmp_path: Path, fresh_storage_url: str) -> None:
-    sigkill_mid_trial_is_failed_and_retried(tmp_path, fresh_storage_url, "kill")
+def test_sigkill_mid_trial_is_failed_and_retried(
+    tmp_path: Path, fresh_storage_url: str, gate: Gate
+) -> None:
+    sigkill_mid_trial_is_failed_and_retried(tmp_path, gate, fresh_storage_url, "kill")
 
 
 def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
@@ -228,14 +232,16 @@ def test_a_candidate_too_big_for_memory_fails_alone(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_worker_and_leaves_nothing_running(
-    tmp_path: Path, fresh_storage_url: str, sig: signal.Signals
+    tmp_path: Path, fresh_storage_url: str, sig: signal.Signals, gate: Gate
 ) -> None:
     url = fresh_storage_url
     create(tmp_path, url, "term", n_trials=5, max_epochs=LONG)
+    gate.hold_at(MID)
     proc = spawn("worker", "--study", "term", url=url)
-    wait_for(lambda: mid_training(url, "term"), EVENT_S, "a trial in training")
+    held_mid_trial(gate, url, "term")
     sent = time.monotonic()
     proc.send_signal(sig)
+    gate.open()  # the next batch finds the signal
     _, err = proc.communicate(timeout=30)
     assert time.monotonic() - sent < 15
     assert proc.returncode == 128 + sig, err
@@ -356,9 +362,12 @@ def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None
     assert "budget met: 2 of 2" in proc.stdout
 
 
-def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_url: str) -> None:
+def test_launch_forwards_sigterm_to_every_worker(
+    tmp_path: Path, fresh_storage_url: str, gate: Gate
+) -> None:
     url = fresh_storage_url
-    create(tmp_path, url, "stopme", n_trials=20, max_epochs=ENDLESS)
+    create(tmp_path, url, "stopme", n_trials=20, max_epochs=LONG)
+    gate.hold_at(MID)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -376,8 +385,9 @@ def test_launch_forwards_sigterm_to_every_worker(tmp_path: Path, fresh_storage_u
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: training(url, "stopme", n=2), EVENT_S, "two trials in training")
+    held_mid_trial(gate, url, "stopme", n=2)
     proc.send_signal(signal.SIGTERM)
+    gate.open()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert out.count("exited with code 143") == 2, out
