@@ -74,20 +74,25 @@ def test_export_rebuilds_a_model_of_identical_structure(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     study_file = write_study(tmp_path, name="structure", n_trials=3, max_epochs=2)
     assert invoke("run", str(study_file), "--storage", url).exit_code == 0
+    out = tmp_path / "b.json"
     assert (
-        invoke(
-            "export", "--study", "structure", "--storage", url, "-o", str(tmp_path / "b.json")
-        ).exit_code
-        == 0
+        invoke("export", "--study", "structure", "--storage", url, "-o", str(out)).exit_code == 0
     )
-    cfg = load_config(tmp_path / "b.json")
-    a, b = build_model(cfg), build_model(load_config(tmp_path / "b.json"))
-    assert {k: v.shape for k, v in a.state_dict().items()} == {
-        k: v.shape for k, v in b.state_dict().items()
-    }
-    b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 8, cfg.input_size)
-    torch.testing.assert_close(a.eval()(x), b.eval()(x))
+    best = optuna.load_study(study_name="structure", storage=url).best_trial
+    depth, width = best.params["num_layers"], best.params["hidden_size"]
+    cfg = load_config(out)
+    assert cfg.hidden_sizes == (width,) * depth
+    model = build_model(cfg)
+    # The weights a stack of `depth` LSTM layers of `width` on 1 feature, with a head to the
+    # 2-step horizon, has: layer i reads the width of layer i - 1 (the first, the input).
+    shapes = sorted(tuple(v.shape) for v in model.state_dict().values())
+    expected = [(2, width), (2,)]
+    for i in range(depth):
+        expected += [(4 * width, 1 if i == 0 else width), (4 * width, width)]
+        expected += [(4 * width,), (4 * width,)]
+    assert shapes == sorted(expected)
+    assert sum(p.numel() for p in model.parameters()) == best.user_attrs["param_count"]
+    assert model.eval()(torch.randn(5, 8, cfg.input_size)).shape == (5, 2)
 
 
 def test_resume_runs_to_the_budget_and_n_trials_runs_more(tmp_path: Path) -> None:

@@ -50,6 +50,35 @@ def study_with(trials: list[optuna.trial.FrozenTrial], layers_next: int) -> optu
     return study
 
 
+def assert_pruned_by_the_rule(url: str, name: str, pruner: optuna.pruners.BasePruner) -> None:
+    """Replays a one-worker study's trials through ``pruner``: each trial is judged, epoch by
+    epoch, against the trials complete before it (one worker: those numbered lower). A
+    COMPLETE trial was never behind the bar; a PRUNED one was, at some epoch it reached."""
+    study = optuna.load_study(study_name=name, storage=url)
+    done = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    assert [t.state for t in done if not t.state.is_finished()] == []
+    for t in done:
+        before = [p for p in done if p.number < t.number and p.state == TrialState.COMPLETE]
+        view = optuna.create_study(direction=study.direction)
+        for p in before:
+            view.add_trial(p)
+        verdicts = []
+        for step in sorted(t.intermediate_values):
+            curve = {s: v for s, v in t.intermediate_values.items() if s <= step}
+            trial = create_trial(
+                params=t.params,
+                distributions=t.distributions,
+                user_attrs=t.user_attrs,
+                intermediate_values=curve,
+                state=TrialState.RUNNING,
+            )
+            verdicts.append(pruner.prune(view, trial))
+        if t.state == TrialState.PRUNED:
+            assert any(verdicts), (t.number, t.intermediate_values)
+        else:
+            assert t.state == TrialState.COMPLETE and not any(verdicts), (t.number, verdicts)
+
+
 SHALLOW = [complete(1, [1.0, 0.5, 0.3, 0.25]) for _ in range(3)]
 SLOW_DEEP = [2.0, 1.6, 1.2]  # behind every shallow trial at epoch 3, as deep stacks start
 
@@ -145,9 +174,8 @@ def test_a_study_file_asks_for_it_and_a_study_runs_with_it(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path / 'da.db'}"
     result = CliRunner().invoke(main, ["run", str(path), "--storage", url])
     assert result.exit_code == 0, result.output
-    study = optuna.load_study(study_name="da", storage=url)
-    states = [t.state for t in study.trials]
-    assert len(states) == 8 and TrialState.RUNNING not in states
+    assert len(optuna.load_study(study_name="da", storage=url).trials) == 8
+    assert_pruned_by_the_rule(url, "da", DepthAwarePruner(n_startup_trials=2, n_warmup_steps=1))
 
 
 def test_percentile_kind_keeps_only_the_best_quarter(tmp_path: Path) -> None:
@@ -173,8 +201,8 @@ def test_percentile_kind_keeps_only_the_best_quarter(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'pct.db'}"
     result = CliRunner().invoke(main, ["run", str(path), "--storage", url])
     assert result.exit_code == 0, result.output
-    states = [t.state for t in optuna.load_study(study_name="pct", storage=url).trials]
-    assert len(states) == 8 and TrialState.RUNNING not in states
+    assert len(optuna.load_study(study_name="pct", storage=url).trials) == 8
+    assert_pruned_by_the_rule(url, "pct", pruner.pruner)
 
 
 def costly(params: int, curve: list[float]) -> optuna.trial.FrozenTrial:
