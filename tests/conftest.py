@@ -151,6 +151,21 @@ def fresh_storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
         yield url
 
 
+def create_here(study_file: Path, url: str) -> None:
+    """The study of ``study_file`` created in ``url`` by this process, as ``depthsearch create``
+    does (tests/test_cli.py runs the command itself), without a process start per test; its
+    connections are closed before the test's workers start."""
+    from depthsearch.spec import load_spec
+    from depthsearch.storage import dispose_lock_engines, rdb_backend
+    from depthsearch.studies import create_study
+
+    study = create_study(load_spec(study_file), url)
+    backend = rdb_backend(study._storage)
+    if backend is not None:
+        backend.engine.dispose()
+    dispose_lock_engines()
+
+
 class Gate:
     """Holds the training processes a test starts after a chosen epoch, until it opens
     (``tests/gate/sitecustomize.py``): a test acts exactly mid-trial on any machine, loaded or

@@ -16,7 +16,7 @@ from depthsearch.learn.model import ModelConfig, build_model
 from depthsearch.learn.train import CorruptCheckpoint, FitOptions, History, TrainState, fit
 from depthsearch.spec import DataSpec, WorkersSpec
 
-from .conftest import Gate, depthsearch_cmd, write_study
+from .conftest import Gate, create_here, depthsearch_cmd, write_study
 from .test_worker import EVENT_S, assert_settled, count, spawn, trials, wait_for
 
 #: Trials a few epochs long: the tests act mid-trial by holding the worker at a gate.
@@ -129,8 +129,7 @@ def _study(tmp_path: Path, url: str, name: str, *, n_trials: int = 1, extra: str
         extra=f"[workers]\nheartbeat_interval = 1\ngrace_period = 3\nmax_retry = 2\n"
         f"{where}{extra}",
     )
-    proc = depthsearch_cmd("create", str(path), "--storage", url)
-    assert proc.returncode == 0, proc.stderr
+    create_here(path, url)
     return path
 
 

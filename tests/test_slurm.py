@@ -23,6 +23,7 @@ from . import slurm_cluster
 from .conftest import (
     PG_ADMIN_URL,
     Gate,
+    create_here,
     depthsearch_cmd,
     throwaway_database,
     unique,
@@ -247,8 +248,7 @@ def test_a_two_node_job_ends_with_exactly_the_budget(
     runs = tmp_path / "my runs"  # a blank in the path: the script must quote it
     runs.mkdir()
     study = write_study(runs, name=name, n_trials=6, max_epochs=3)
-    env = {"DEPTHSEARCH_STORAGE": node_url}
-    assert depthsearch_cmd("create", str(study), env=env).returncode == 0
+    create_here(study, node_url)
 
     proc = _submit(slurm, runs, node_url, "--study", name, "--nodes", "2", "--cpus-per-node", "1")
     job_id = _job_id(proc)
@@ -287,8 +287,7 @@ def test_scancel_mid_trial_leaves_none_running_and_the_next_job_finishes(
 ) -> None:
     name = unique("cancel")
     study = write_study(tmp_path, name=name, n_trials=4, max_epochs=LONG)
-    env = {"DEPTHSEARCH_STORAGE": node_url}
-    assert depthsearch_cmd("create", str(study), env=env).returncode == 0
+    create_here(study, node_url)
     args = ("--study", name, "--nodes", "2", "--cpus-per-node", "1")
 
     gate.hold_at(MID)  # the workers on both nodes wait there, mid-trial
@@ -323,8 +322,7 @@ def test_a_job_slurm_refuses_is_one_line_and_nothing_queued(
 ) -> None:
     name = unique("refused")
     study = write_study(tmp_path, name=name, n_trials=2, max_epochs=1)
-    env = {"DEPTHSEARCH_STORAGE": node_url}
-    assert depthsearch_cmd("create", str(study), env=env).returncode == 0
+    create_here(study, node_url)
     proc = _submit(slurm, tmp_path, node_url, "--study", name, "--partition", "nosuch")
     assert proc.returncode == 1
     assert proc.stderr.startswith("depthsearch: error: sbatch refused the job (exit 1):")
@@ -345,8 +343,7 @@ def test_workers_stop_before_the_time_limit_with_their_trials_failed_not_running
 
     name = unique("limit")
     study = write_study(tmp_path, name=name, n_trials=4, max_epochs=ENDLESS)
-    env = {"DEPTHSEARCH_STORAGE": node_url}
-    assert depthsearch_cmd("create", str(study), env=env).returncode == 0
+    create_here(study, node_url)
     started = time.monotonic()
     job_id = _job_id(
         _submit(
@@ -377,8 +374,7 @@ def test_a_requeued_job_stops_its_workers_and_finishes_the_budget_when_it_runs_a
     requeue``: the running trials end FAIL, the same job id runs again and meets the budget."""
     name = unique("requeue")
     study = write_study(tmp_path, name=name, n_trials=4, max_epochs=LONG)
-    env = {"DEPTHSEARCH_STORAGE": node_url}
-    assert depthsearch_cmd("create", str(study), env=env).returncode == 0
+    create_here(study, node_url)
     args = ("--study", name, "--nodes", "2", "--cpus-per-node", "1", "--requeue")
     gate.hold_at(MID)
     job_id = _job_id(_submit(slurm, tmp_path, node_url, *args))

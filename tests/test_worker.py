@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from depthsearch.storage import RetryHeartbeatStaleTrialCallback
 from depthsearch.worker.launch import available_cores
 
-from .conftest import Gate, depthsearch_cmd, write_study
+from .conftest import Gate, create_here, depthsearch_cmd, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -123,9 +123,7 @@ def retries_of(
 
 
 def create(tmp_path: Path, url: str, name: str, **kw: object) -> None:
-    study_file = write_study(tmp_path, name=name, **kw)  # type: ignore[arg-type]
-    proc = depthsearch_cmd("create", str(study_file), "--storage", url)
-    assert proc.returncode == 0, proc.stderr
+    create_here(write_study(tmp_path, name=name, **kw), url)  # type: ignore[arg-type]
 
 
 def test_three_workers_end_with_exactly_the_budget(tmp_path: Path, fresh_storage_url: str) -> None:

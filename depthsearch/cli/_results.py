@@ -1,0 +1,207 @@
+"""Commands that read a study: ``export``, ``predict``, ``dashboard``, ``status``, ``trials``,
+``report``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from depthsearch.cli._base import (
+    _user_errors,
+    data_option,
+    main,
+    storage_option,
+    study_option,
+)
+from depthsearch.errors import InputError
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="File (default best.json), or folder with --retrain (default best/).",
+)
+@click.option(
+    "--pick",
+    default="best",
+    show_default=True,
+    help="'best' or 'smallest-within=P%': the smallest model within P% of the best loss.",
+)
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="Train the picked config again and save model.pt and config.json.",
+)
+@data_option
+@_user_errors
+def export(
+    study_name: str,
+    storage: str | None,
+    output: str | None,
+    pick: str,
+    retrain: bool,
+    data_path: str | None,
+) -> None:
+    """Write the picked trial's model config, training config, metrics and origin.
+
+    With --retrain, also train that config again on the study's data (its training windows,
+    the trial's seed, for the trial's best epoch count) and save the model.
+    """
+    from depthsearch.results.export import export_best, parse_pick, retrain_best
+    from depthsearch.storage import resolve_storage
+
+    if pick != "best":
+        parse_pick(pick)
+    url = resolve_storage(storage)
+    if retrain:
+        folder = output or "best"
+        doc = retrain_best(study_name, url, folder, pick=pick, data_path=data_path)
+        r = doc["retrain"]
+        click.echo(
+            f"wrote {folder}/model.pt and {folder}/config.json: trial {doc['origin']['trial']} "
+            f"retrained on {r['data']} ({r['train_windows']} training windows, {r['epochs']} "
+            f"epochs on {r['device']}): val_loss={r['val_loss']:.6g} "
+            f"(the trial reached {doc['metrics']['val_loss']:.6g})"
+        )
+        return
+    path = output or "best.json"
+    doc = export_best(study_name, url, path, pick=pick)
+    m = doc["metrics"]
+    click.echo(
+        f"wrote {path}: trial {doc['origin']['trial']} of {study_name!r} (pick {pick}), "
+        f"val_loss={m['val_loss']:.6g}, layers={len(doc['model']['hidden_sizes'])}, "
+        f"hidden_sizes={doc['model']['hidden_sizes']}, {m['param_count']} parameters"
+    )
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--csv",
+    "csv_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="CSV with the study's columns.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Output CSV (default: stdout).",
+)
+@_user_errors
+def predict(model_dir: str, csv_path: str, output: str | None) -> None:
+    """Predict with a model saved by `export --retrain`, for every window of a CSV."""
+    from depthsearch.learn.saved import predict_csv
+
+    frame = predict_csv(model_dir, csv_path)
+    if output is None:
+        click.echo(frame.to_csv(index=False), nl=False)
+        return
+    try:
+        frame.to_csv(output, index=False)
+    except OSError as e:
+        raise InputError(f"cannot write {output}: {e.strerror or e}") from e
+    click.echo(f"wrote {output}: {len(frame)} predictions")
+
+
+@main.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@_user_errors
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard over the study database (localhost unless told otherwise)."""
+    from depthsearch.results.dashboard import serve
+    from depthsearch.storage import resolve_storage
+
+    serve(
+        resolve_storage(storage),
+        host=host,
+        port=port,
+        on_ready=lambda url: click.echo(f"dashboard: {url}", err=False),
+    )
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.5),
+    default=None,
+    metavar="S",
+    help="Show it again every S seconds until Ctrl-C or the budget is met.",
+)
+@_user_errors
+def status(study_name: str, storage: str | None, watch: float | None) -> None:
+    """Budget, pace, ETA, best so far, and each running trial with its worker and heartbeat."""
+    import time
+
+    from depthsearch.results.status import study_status
+    from depthsearch.storage import resolve_storage
+
+    url = resolve_storage(storage)
+    while True:
+        shown = study_status(study_name, url)
+        if watch is not None and sys.stdout.isatty():
+            click.clear()
+        click.echo(shown.text)
+        if watch is None or shown.budget_met:
+            return
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+        click.echo()
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="trials.csv, trials.parquet or trials.json (default: a table on stdout).",
+)
+@_user_errors
+def trials(study_name: str, storage: str | None, output: str | None) -> None:
+    """One row per trial: number, state, value, params, user attributes, duration."""
+    from depthsearch.results.report import trials_frame, write_trials
+    from depthsearch.storage import resolve_storage
+
+    url = resolve_storage(storage)
+    if output is None:
+        frame = trials_frame(study_name, url)
+        cols = [c for c in frame.columns if not c.startswith("user_attrs_model_config")]
+        click.echo(frame[cols].to_string(index=False))
+        return
+    frame = write_trials(study_name, url, output)
+    click.echo(f"wrote {output}: {len(frame)} trials, {len(frame.columns)} columns")
+
+
+@main.command()
+@study_option
+@storage_option
+@click.option(
+    "-o",
+    "--output",
+    default="report",
+    show_default=True,
+    type=click.Path(dir_okay=True, file_okay=False),
+)
+@_user_errors
+def report(study_name: str, storage: str | None, output: str) -> None:
+    """Write index.html and PNGs: history, loss by depth and width, importances, curves."""
+    from depthsearch.results.report import write_report
+    from depthsearch.storage import resolve_storage
+
+    files = write_report(study_name, resolve_storage(storage), output)
+    click.echo(f"wrote {files[0]} and {len(files) - 1} plots")
