@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from depthsearch.errors import DepthsearchError
     from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
-    from depthsearch.learn.saved import Forecaster, load_config, load_model
+    from depthsearch.learn.saved import Forecaster, load_config, load_model, save_model
     from depthsearch.spec import StudySpec, load_spec
     from depthsearch.worker.run import run_study
 
@@ -31,6 +31,7 @@ __all__ = [
     "load_model",
     "load_spec",
     "run_study",
+    "save_model",
 ]
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ _HOME = {
     "load_model": "depthsearch.learn.saved",
     "load_spec": "depthsearch.spec",
     "run_study": "depthsearch.worker.run",
+    "save_model": "depthsearch.learn.saved",
 }
 
 

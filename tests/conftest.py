@@ -18,6 +18,8 @@ GATE_DIR = Path(__file__).resolve().parent / "gate"
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(GATE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
+# The processes the tests start compile the package once, not at every start.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 SEED_ARTICLE = REPO.parent / "shared" / "seed-article.md"
 PG_ADMIN_URL = os.environ.get(
     "DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -201,11 +203,13 @@ class Gate:
 
 
 @pytest.fixture(autouse=True)
-def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
-    """Every test's own gate folder, named to the processes it starts; opened at the end, so
-    no held process outlives its test."""
-    folder = tmp_path / "gate"
-    folder.mkdir()
+def gate(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Gate]:
+    """Every test's own gate folder (beside, not in, its ``tmp_path``: tests look at what
+    their commands left there), named to the processes it starts; opened at the end, so no
+    held process outlives its test."""
+    folder = tmp_path_factory.mktemp("gate")
     monkeypatch.setenv("DEPTHSEARCH_TEST_GATE", str(folder))
     opened = Gate(folder)
     yield opened

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -244,3 +245,27 @@ def test_bad_input_and_state_are_refused() -> None:
         mixed(torch.randn(5, 4, 3), (torch.zeros(2, 5, 4), torch.zeros(2, 5, 4)))
     with pytest.raises(ValueError, match=r"layer 1 h must have shape \(1, 5, 2\)"):
         mixed(torch.randn(5, 4, 3), [(torch.zeros(1, 5, 4),) * 2, (torch.zeros(1, 5, 4),) * 2])
+
+
+def test_save_model_round_trips_a_model_built_by_hand(tmp_path: Path) -> None:
+    import depthsearch
+    from depthsearch.errors import InputError
+
+    config = ModelConfig(
+        input_size=3, hidden_sizes=(16, 8, 4), output_size=2, dropout=0.2, bidirectional=True
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    x = torch.randn(5, 7, 3)
+    expected = model.eval()(x)
+    # Its ModelConfig, the same as a dict, or None (the model's own): each loads back.
+    for passed, folder in ((config, "a"), (config.to_dict(), "b"), (None, "c")):
+        depthsearch.save_model(model, passed, tmp_path / folder)
+        loaded = depthsearch.load_model(tmp_path / folder)
+        assert loaded.config == config
+        assert torch.equal(loaded(x), expected)
+    # A config that is not the model's is refused, naming both; nothing is written.
+    other = ModelConfig(input_size=3, hidden_sizes=(16, 8), output_size=2)
+    with pytest.raises(InputError, match=r"describes .*hidden_sizes=\(16, 8\).* but the model"):
+        depthsearch.save_model(model, other, tmp_path / "d")
+    assert not (tmp_path / "d").exists()

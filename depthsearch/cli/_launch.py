@@ -80,7 +80,7 @@ def launch(
     opened: list[Any] = []  # one study (one connection) for every progress line
 
     def study() -> Any:
-        from depthsearch.results.export import open_study
+        from depthsearch.studies import open_study
 
         if not opened:
             opened.append(open_study(study_name, url, read_trials=False))

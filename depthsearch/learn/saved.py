@@ -9,6 +9,7 @@ nanoGPT's checkpoint keeps its ``model_args``); ``model.pt`` holds only tensors,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,54 @@ def load_config(path: str | Path) -> ModelConfig:
         raise InputError(f"{path}: bad model config: {e}") from e
 
 
-def save_model(model: StackedLSTM, doc: dict[str, Any], directory: str | Path) -> Path:
-    """Saves ``model``'s weights as ``model.pt`` and ``doc`` as ``config.json`` in a folder.
+def save_model(
+    model: StackedLSTM,
+    config: ModelConfig | Mapping[str, Any] | None,
+    directory: str | Path,
+    *,
+    scaler: Scaler | None = None,
+) -> Path:
+    """Saves ``model``'s weights as ``model.pt`` and what rebuilds it as ``config.json`` in a
+    folder, for :func:`load_model` (and, with a scaler, :class:`Forecaster`).
 
-    ``doc`` is a config document (its ``model`` rebuilds ``model``); with a ``scaler`` entry
-    (:meth:`Scaler.to_dict`), :func:`predict_csv` predicts in the target's own units.
+    Args:
+        model: the network (its weights are saved, moved to the CPU).
+        config: what rebuilds it: its :class:`ModelConfig` (``None``: ``model.config``), the
+            same as a dict (:meth:`ModelConfig.to_dict`), or a whole config document as
+            ``depthsearch export`` writes it (with ``format``, ``model`` and more).
+        directory: the folder (made when missing).
+        scaler: the data's scaler (:meth:`Scaler.to_dict`), so that :func:`predict_csv`
+            predicts in the target's own units.
+
+    Raises:
+        InputError: ``config`` does not describe ``model``, or the folder cannot be written.
     """
+    doc: dict[str, Any]
+    if config is None:
+        config = model.config
+    if isinstance(config, ModelConfig):
+        doc = {"format": FORMAT, "model": config.to_dict()}
+    elif "format" in config or "model" in config:
+        doc = dict(config)
+        if doc.get("format", FORMAT) != FORMAT or not isinstance(doc.get("model"), Mapping):
+            raise InputError(
+                f"config: a config document needs format {FORMAT!r} and a 'model' table, "
+                f"but got format={doc.get('format')!r}"
+            )
+        doc["format"] = FORMAT
+    else:
+        doc = {"format": FORMAT, "model": dict(config)}
+    try:
+        described = ModelConfig.from_dict(doc["model"])
+    except (TypeError, ValueError) as e:
+        raise InputError(f"config: not a model config: {e}") from e
+    if described != model.config:
+        raise InputError(
+            f"config: it describes {described}, but the model is {model.config}: "
+            "pass the model's own config (or None)"
+        )
+    if scaler is not None:
+        doc["scaler"] = scaler.to_dict()
     out = Path(directory)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -16,23 +16,10 @@ from depthsearch.learn.saved import FORMAT, save_model, write_document
 from depthsearch.search import trials as keys
 from depthsearch.search.objective import fit_options
 from depthsearch.search.trials import best_trial, metric_names
-from depthsearch.storage import load_all_trials, mask_url, open_storage
-from depthsearch.studies import no_such_study, read_spec
+from depthsearch.storage import mask_url
+from depthsearch.studies import open_study, read_spec
 
 __all__ = ["best_config", "export_best", "open_study", "parse_pick", "pick_trial", "retrain_best"]
-
-
-def open_study(study_name: str, storage_url: str, *, read_trials: bool = True) -> optuna.Study:
-    """The study to read results from (no sampler or pruner of ours needed); its trials read
-    at once, fast (``read_trials=False``: for a caller that asks the database itself)."""
-    storage = open_storage(storage_url, existing=True)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise no_such_study(storage, study_name, storage_url) from None
-    if read_trials:
-        load_all_trials(study)  # every command here reads them all: in seconds at 100,000
-    return study
 
 
 def pick_trial(

@@ -9,7 +9,6 @@ from datetime import datetime
 import optuna
 from optuna.trial import TrialState
 
-from depthsearch.results.export import open_study
 from depthsearch.search import trials as keys
 from depthsearch.storage import (
     best_complete,
@@ -19,6 +18,7 @@ from depthsearch.storage import (
     running_trials,
     trial_counts,
 )
+from depthsearch.studies import open_study
 
 __all__ = ["Budget", "Status", "budget_of", "study_status"]
 
