@@ -134,6 +134,14 @@ def pg_database() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A study database for the scenarios that do not depend on the storage (signals, OOM,
+    launch's forwarding, reporting process lifecycles): a fresh SQLite file. What does depend
+    on it (locks, budgets, heartbeats, retries) runs on both, with ``storage_url``."""
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A study database: a fresh SQLite file, or the session's PostgreSQL database."""

@@ -73,20 +73,20 @@ def test_the_same_study_file_samples_the_same_candidates(tmp_path: Path) -> None
 
 
 def test_a_study_resumed_after_ctrl_c_never_repeats_a_candidate(
-    tmp_path: Path, storage_url: str, gate: Gate
+    tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
     name = unique("resumed")
     study_file = write_study(tmp_path, name=name, n_trials=4, max_epochs=LONG)
     gate.hold_at(MID)
-    first = spawn("run", str(study_file), url=storage_url)
+    first = spawn("run", str(study_file), url=sqlite_url)
     try:
-        held_mid_trial(gate, storage_url, name)
+        held_mid_trial(gate, sqlite_url, name)
     finally:
         first.send_signal(signal.SIGINT)
         gate.open()
         _, err = first.communicate(timeout=120)
     assert first.returncode == 130, err
-    depthsearch.run_study(study_file, storage=storage_url)
-    got = _params(storage_url, name)
+    depthsearch.run_study(study_file, storage=sqlite_url)
+    got = _params(sqlite_url, name)
     assert len(got) >= 5  # the interrupted trial, and the four finished after it
     assert len(set(got)) == len(got), got

@@ -211,9 +211,9 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
 
 
 def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
-    tmp_path: Path, fresh_storage_url: str, gate: Gate
+    tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
-    url, name = fresh_storage_url, "termed"
+    url, name = sqlite_url, "termed"
     _study(tmp_path, url, name)
     code, err = _stop_in_training(gate, url, name, 3, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err

@@ -92,9 +92,9 @@ def worker_in_training(
 
 
 def test_reports_come_from_a_child_that_dies_with_its_worker(
-    tmp_path: Path, fresh_storage_url: str, gate: Gate
+    tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
-    url = fresh_storage_url
+    url = sqlite_url
     worker, child = worker_in_training(tmp_path, gate, url, "child", n_trials=2)
     try:
         assert len(running_trial(url, "child").intermediate_values) == MID
@@ -142,11 +142,11 @@ def test_a_killed_reporting_process_costs_one_trial_not_the_worker(
 
 
 def test_ctrl_c_reaches_the_process_group_and_every_trained_epoch_is_still_written(
-    tmp_path: Path, fresh_storage_url: str, gate: Gate
+    tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
     # A terminal's Ctrl-C signals the whole foreground group: the worker and its reporting
     # process. The reporting process ignores it and writes what the worker still sends.
-    url = fresh_storage_url
+    url = sqlite_url
     worker, child = worker_in_training(
         tmp_path, gate, url, "ctrlc", n_trials=2, start_new_session=True
     )

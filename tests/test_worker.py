@@ -197,12 +197,10 @@ def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
     assert_settled(url, "orphan", finished=2)
 
 
-def test_a_candidate_too_big_for_memory_fails_alone(
-    tmp_path: Path, fresh_storage_url: str
-) -> None:
+def test_a_candidate_too_big_for_memory_fails_alone(tmp_path: Path, sqlite_url: str) -> None:
     # A real allocation failure: the worker runs under a 4 GiB address-space limit and the
     # first trial asks for 8 layers of width 4096 (about 4.3 GB of weights).
-    url = fresh_storage_url
+    url = sqlite_url
     study_file = write_study(tmp_path, name="oom", n_trials=2, max_epochs=2)
     study_file.write_text(
         study_file.read_text()
@@ -231,9 +229,9 @@ def test_a_candidate_too_big_for_memory_fails_alone(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_worker_and_leaves_nothing_running(
-    tmp_path: Path, fresh_storage_url: str, sig: signal.Signals, gate: Gate
+    tmp_path: Path, sqlite_url: str, sig: signal.Signals, gate: Gate
 ) -> None:
-    url = fresh_storage_url
+    url = sqlite_url
     create(tmp_path, url, "term", n_trials=5, max_epochs=LONG)
     gate.hold_at(MID)
     proc = spawn("worker", "--study", "term", url=url)
@@ -363,9 +361,9 @@ def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None
 
 
 def test_launch_forwards_sigterm_to_every_worker(
-    tmp_path: Path, fresh_storage_url: str, gate: Gate
+    tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
-    url = fresh_storage_url
+    url = sqlite_url
     create(tmp_path, url, "stopme", n_trials=20, max_epochs=LONG)
     gate.hold_at(MID)
     proc = subprocess.Popen(
