@@ -1,10 +1,8 @@
 """Optuna compatibility: the one home of what depthsearch uses of Optuna beyond its public API.
 
-- :mod:`._names`: private names on Optuna's objects (a study's storage and id, a trial's id, the
-  trial cache's first read, an ``optuna.Trial`` for an existing trial id) and the warnings we
-  silence;
-- :mod:`.tables`: every statement on Optuna's tables (counts, the reservation's take and insert,
-  the fast read of a study's trials, heartbeats' ages, attributes, the best value).
+Here: private names on Optuna's objects (a study's storage and id, a trial's id and the frozen
+trial ``ask()`` read, an ``optuna.Trial`` for an existing trial id, the trial cache's first
+read) and the warnings we silence. In :mod:`.tables`: every statement on Optuna's tables.
 
 A bottom layer: only :mod:`depthsearch.storage` and :mod:`depthsearch.search` import it
 (import-linter), and ``tests/test_layers.py`` checks that no other module names Optuna's private
@@ -12,23 +10,15 @@ names, its table models or its tables. An Optuna upgrade that changes any of it 
 package alone.
 """
 
-from depthsearch._optuna._names import (
-    asked_trial,
-    cached,
-    frozen_trial,
-    ignore_optuna_warnings,
-    needs_first_read,
-    prime_cache,
-    quiet_experimental,
-    rdb_backend,
-    schema_versions,
-    seed_sampler,
-    study_id,
-    study_ids,
-    study_storage,
-    trial_for_id,
-    trial_id,
-)
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 
 __all__ = [
     "asked_trial",
@@ -47,3 +37,136 @@ __all__ = [
     "trial_for_id",
     "trial_id",
 ]
+
+
+@contextlib.contextmanager
+def quiet_experimental() -> Iterator[None]:
+    """Silences Optuna's ExperimentalWarning for the features we depend on knowingly.
+
+    Heartbeats, stale-trial retries and TPE's multivariate/group/constant_liar flags have been
+    "experimental" for years; a warning on every worker start says nothing to our users.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def ignore_optuna_warnings() -> None:
+    """For a whole command line process: the same filters, for good (the CLI's start)."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+
+
+def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes (Optuna wraps RDB storages in a cache)."""
+    storage: optuna.storages.BaseStorage = study._storage
+    return storage
+
+
+def study_id(study: optuna.Study) -> int:
+    return int(study._study_id)
+
+
+def trial_id(trial: optuna.Trial) -> int:
+    """The storage's id of a trial (not its number, which counts within the study)."""
+    return int(trial._trial_id)
+
+
+def frozen_trial(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """The trial as ``ask()`` read it (system attributes included), without a storage round
+    trip where Optuna kept it."""
+    cached = getattr(trial, "_cached_frozen_trial", None)
+    if isinstance(cached, optuna.trial.FrozenTrial):
+        return cached
+    return study_storage(trial.study).get_trial(trial_id(trial))
+
+
+def trial_for_id(study: optuna.Study, trial_id: int) -> optuna.Trial:
+    """An ``optuna.Trial`` for a trial another process asked for: ``report``,
+    ``should_prune`` and ``set_user_attr`` on it are Optuna's own calls on that trial."""
+    return optuna.Trial(study, trial_id)
+
+
+def asked_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
+    """What ``study.ask()`` returns for a trial this process created (or took from the
+    waiting ones) itself: ``ask`` minus the creation, so that a worker can create the trial
+    under its budget lock and leave the rest (reading the trial, the sampler's
+    ``before_trial``) outside it. Relative sampling happens later, at the first suggest."""
+    study._thread_local.cached_all_trials = None  # as ask() does: the next read is fresh
+    # Optuna's cached storage writes a trial's params only once it has read the trial in a
+    # study-wide read (ask() does one to find waiting trials): an incremental read after the
+    # first (new and unfinished trials only), and the first is what the sampler needs anyway.
+    study._storage.get_all_trials(
+        study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+    )
+    return optuna.Trial(study, trial_id)
+
+
+def schema_versions(backend: optuna.storages.RDBStorage) -> tuple[str, str]:
+    """``(the database's schema version, this Optuna's)``: the check Optuna's constructor
+    makes unless told to skip it, made with one connection at a time (Optuna's holds two)."""
+    manager = backend._version_manager
+    return manager.get_current_version(), manager.get_head_version()
+
+
+def seed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
+    """Seeds the sampler's random state (and TPE's start-up random sampler's): Optuna's own
+    ``reseed_rng()``, with a seed chosen instead of a random one. A sampler that wraps others
+    seeds them itself (``seed_trial``)."""
+    seed_trial = getattr(sampler, "seed_trial", None)
+    if callable(seed_trial):
+        seed_trial(seed)
+        return
+    for part in (sampler, getattr(sampler, "_random_sampler", None)):
+        state = getattr(part, "_rng", None)
+        if state is not None:
+            state.rng.seed(seed)
+
+
+def rdb_backend(storage: Any) -> optuna.storages.RDBStorage | None:
+    """The RDB storage behind ``storage`` (itself, or the one Optuna's cache wraps)."""
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None
+
+
+def cached(backend: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """The storage wrapped in Optuna's trial cache, as ``optuna.load_study`` wraps it: its
+    reads of a study's trials are incremental after the first."""
+    return _CachedStorage(backend)
+
+
+def study_ids(storage: optuna.storages.BaseStorage) -> list[int]:
+    """The ids of every study in ``storage``."""
+    return [int(s._study_id) for s in storage.get_all_studies()]
+
+
+def needs_first_read(storage: optuna.storages.BaseStorage, sid: int) -> bool:
+    """Whether Optuna's trial cache of study ``sid`` is still empty (its first study-wide
+    read, the costly one, is ahead)."""
+    if not isinstance(storage, _CachedStorage):
+        return False
+    with storage._lock:
+        known = storage._studies.get(sid)
+        return known is None or not (known.trials or known.last_finished_trial_id >= 0)
+
+
+def prime_cache(
+    storage: optuna.storages.BaseStorage, sid: int, trials: list[optuna.trial.FrozenTrial]
+) -> bool:
+    """Fills Optuna's empty trial cache of study ``sid`` with ``trials`` (every trial of the
+    study, read in one snapshot) as its first study-wide read would: from then on each read
+    is incremental (new and unfinished trials only), as Optuna's always are after the first.
+    ``False`` (and nothing done) where the cache is not empty any more."""
+    if not isinstance(storage, _CachedStorage):
+        return False
+    with storage._lock:
+        info = storage._studies.setdefault(sid, _StudyInfo())
+        if info.trials or info.last_finished_trial_id >= 0:
+            return False  # read meanwhile
+        storage._add_trials_to_cache(sid, trials)
+        for t in trials:
+            if t.state.is_finished():
+                info.last_finished_trial_id = max(info.last_finished_trial_id, t._trial_id)
+            else:
+                info.unfinished_trial_ids.add(t._trial_id)
+    return True

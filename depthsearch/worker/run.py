@@ -173,41 +173,18 @@ def run_worker(
         DepthsearchError: bad data, device or database.
     """
     torch_device = resolve_device(device or spec.train.device)
-    with training_settings(
-        torch_device, threads or spec.train.threads, tune_allocator=tune_process
-    ):
-        return _run_worker(
-            study,
-            spec,
-            storage_url,
-            torch_device,
-            budget=budget,
-            n_trials=n_trials,
-            timeout=timeout,
-            on_epoch=on_epoch,
-            stop=stop,
-            data=data,
+    with contextlib.ExitStack() as held:  # what it sets and starts, undone at the end
+        held.enter_context(
+            training_settings(
+                torch_device, threads or spec.train.threads, tune_allocator=tune_process
+            )
         )
-
-
-def _run_worker(
-    study: optuna.Study,
-    spec: StudySpec,
-    storage_url: str,
-    torch_device: torch.device,
-    *,
-    budget: int | None,
-    n_trials: int | None,
-    timeout: float | None,
-    on_epoch: Callable[[int, EpochResult], None] | None,
-    stop: threading.Event | None,
-    data: Windows | None,
-) -> WorkerResult:
-    # Started first: it imports Optuna while this process loads the data.
-    reporting = (
-        None if spec.multi_objective else ReportingProcess(spec, storage_url, study.study_name)
-    )
-    with reporting if reporting is not None else contextlib.nullcontext():
+        # Started first: it imports Optuna while this process loads the data.
+        reporting = (
+            None if spec.multi_objective else ReportingProcess(spec, storage_url, study.study_name)
+        )
+        if reporting is not None:
+            held.enter_context(reporting)
         data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
         # What the sampler reads at the first suggest, read once before the first reservation
         # (in seconds at 100,000 trials, where Optuna's own first read takes minutes); the
