@@ -52,7 +52,7 @@ services:
 	  || echo "$(SERVICE_PACKAGES): some missing and not root: their tests will skip (CI fails instead)"; }
 
 test: lint services
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 # The newest releases the package's ranges allow, in a venv of their own: lint and the tests run
 # there and each step says whether it broke; the new lock is written beside the old one with the
