@@ -27,7 +27,6 @@ __all__ = [
     "best_complete",
     "load_all_trials",
     "prime_trials",
-    "rdb_backend",
     "recent_finishes",
     "retry_attrs",
     "running_trials",

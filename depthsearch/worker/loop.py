@@ -47,7 +47,7 @@ from depthsearch.storage import (
 from depthsearch.worker.checkpoints import Checkpoints
 from depthsearch.worker.heartbeat import Heartbeat, HeartbeatStorage
 from depthsearch.worker.reporting import ReportingProcessLost
-from depthsearch.worker.stale import StaleTrials
+from depthsearch.worker.stale import StaleTrials, retry_callback
 
 __all__ = ["BudgetMet", "Finished", "Outcome", "Reserved", "TrialLoop", "Wait", "WorkerResult"]
 
@@ -243,17 +243,11 @@ class TrialLoop:
             _log.info("trial %d complete: %s", trial.number, shown)
         elif outcome.state == TrialState.PRUNED:
             _log.info("trial %d %s", trial.number, outcome.reason)
-        elif outcome.error is None:
-            _log.warning(
-                "trial %d failed, worker carries on: %s%s",
-                trial.number,
-                outcome.reason,
-                "; the next worker retries it" if queued else "",
-            )
         else:
             _log.warning(
-                "trial %d marked FAIL: %s%s",
+                "trial %d %s: %s%s",
                 trial.number,
+                "failed, worker carries on" if outcome.error is None else "marked FAIL",
                 outcome.reason,
                 "; the next worker retries it" if queued else "",
             )
@@ -350,8 +344,7 @@ class TrialLoop:
         """Queues a retry of the failed ``trial`` (same parameters and seed; it resumes from
         the trial's checkpoint), as a stale heartbeat would, within ``[workers] max_retry``.
         False when none is queued (its states are then removed)."""
-        get_callback = getattr(self.storage, "get_heartbeat_stale_trial_callback", None)
-        callback = get_callback() if get_callback is not None else None
+        callback = retry_callback(self.storage)
         failed = self.failed_copy(trial)
         if callback is None or len(retried_trials(failed)) >= self.spec.workers.max_retry:
             return False

@@ -5,17 +5,25 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from depthsearch.search import trials as keys
 from depthsearch.search.compat import quiet_experimental, study_storage
 from depthsearch.storage import running_without_heartbeat
 
-__all__ = ["StaleTrials"]
+__all__ = ["StaleTrials", "retry_callback"]
 
 _log = logging.getLogger(__name__)
+
+
+def retry_callback(storage: object) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+    """The storage's stale-trial callback (Optuna's retry of a failed trial with the same
+    parameters), or ``None`` where the storage keeps no heartbeats."""
+    get_callback = getattr(storage, "get_heartbeat_stale_trial_callback", None)
+    return get_callback() if get_callback is not None else None
 
 
 class StaleTrials:
@@ -72,7 +80,6 @@ class StaleTrials:
                 failed.number,
                 self.grace_period,
             )
-            get_callback = getattr(storage, "get_heartbeat_stale_trial_callback", None)
-            callback = get_callback() if get_callback is not None else None
+            callback = retry_callback(storage)
             if callback is not None:
                 callback(self.study, failed)
