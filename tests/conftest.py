@@ -25,6 +25,14 @@ PG_ADMIN_URL = os.environ.get(
     "DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Grouped tests first (the Slurm tests share one pytest-xdist worker and one cluster): the
+    longest group starts at once and the other worker takes the rest, instead of the group
+    running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
 TINY_STUDY = """
 [study]
 name = "{name}"

@@ -40,6 +40,9 @@ from .test_worker import (
     wait_for,
 )
 
+# One cluster per test session: every test of this file runs in one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 #: Trials that last until Slurm's own signal stops them (the time-limit test: nothing the test
 #: does decides when they stop, so they must outlast the limit on any machine).
 ENDLESS = 100_000
