@@ -69,14 +69,23 @@ n_warmup_steps = 1
 """
 
 
+_TINY_PRUNER = 'kind = "median"\nn_startup_trials = 2\nn_warmup_steps = 1\n'
+
+
 def write_study(
-    folder: Path, *, name: str = "tiny", n_trials: int = 8, max_epochs: int = 5, extra: str = ""
+    folder: Path,
+    *,
+    name: str = "tiny",
+    n_trials: int = 8,
+    max_epochs: int = 5,
+    extra: str = "",
+    pruner: str = _TINY_PRUNER,
 ) -> Path:
+    """The tiny study as ``folder/NAME.toml``; ``pruner``: the ``[pruner]`` table's body."""
     path = folder / f"{name}.toml"
-    path.write_text(
-        TINY_STUDY.format(name=name, n_trials=n_trials, max_epochs=max_epochs, extra=extra),
-        encoding="utf-8",
-    )
+    text = TINY_STUDY.format(name=name, n_trials=n_trials, max_epochs=max_epochs, extra=extra)
+    assert _TINY_PRUNER in text
+    path.write_text(text.replace(_TINY_PRUNER, pruner), encoding="utf-8")
     return path
 
 

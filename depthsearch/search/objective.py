@@ -20,6 +20,7 @@ from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState
 from depthsearch.search import trials as keys
 from depthsearch.search.reporting import (
     InlineReporter,
+    PrunedAt,
     Reporter,
     ReporterFactory,
     Retry,
@@ -79,11 +80,13 @@ class Objective:
 
     User attributes set on every trial: ``model_config``, ``param_count``, ``device``,
     ``torch_threads``, ``train_windows``, ``seed``, and when it ends ``epochs_trained`` (the
-    epochs this trial trained itself), ``seconds_per_epoch``, ``best_epoch`` (and
-    ``pruned_reason`` when a NaN or inf loss ended it). A trial that retries a failed one
-    also records ``resumed_from_epoch`` (the checkpoint's epoch it went on from, 0 when it
-    started over), ``epochs_lost`` (what the failed trial trained past that) and, when it
-    started over, ``resume_note`` (why).
+    epochs this trial trained itself), ``seconds_per_epoch``, ``best_epoch`` and
+    ``best_val_loss`` (a pruned trial's value is its last epoch's, as Optuna keeps it), and for
+    a pruned trial ``pruned_reason`` (the pruner's verdict, or a NaN or inf loss) and
+    ``pruned_at_epoch`` (the verdict's epoch: the trial trained at most one epoch past it).
+    A trial that retries a failed one also records ``resumed_from_epoch`` (the checkpoint's
+    epoch it went on from, 0 when it started over), ``epochs_lost`` (what the failed trial
+    trained past that) and, when it started over, ``resume_note`` (why).
     """
 
     def __init__(
@@ -205,10 +208,14 @@ class Objective:
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
 
-        def interrupt() -> None:
+        def interrupt() -> None:  # before every batch
             if self.interrupt is not None:
                 self.interrupt()
             if reporter is not None:
+                # Epoch k + 2 starts only once the verdict on epoch k came (at once, usually).
+                while not reporter.settle(timeout=0.25):
+                    if self.interrupt is not None:
+                        self.interrupt()
                 reporter.check()
 
         started = time.perf_counter()
@@ -239,6 +246,8 @@ class Objective:
             raise optuna.TrialPruned(attrs[keys.PRUNED_REASON]) from e
         except optuna.TrialPruned as e:
             attrs[keys.PRUNED_REASON] = str(e)
+            if isinstance(e, PrunedAt):
+                attrs[keys.PRUNED_AT_EPOCH] = e.epoch
             raise
         finally:
             best = history.best
@@ -248,6 +257,8 @@ class Objective:
                 sum(e.seconds for e in own) / len(own) if own else time.perf_counter() - started
             )
             attrs[keys.BEST_EPOCH] = best.epoch if best is not None else 0
+            if best is not None:
+                attrs[keys.BEST_VAL_LOSS] = best.val_loss
             if history.stopped_early:
                 attrs[keys.STOPPED_EARLY] = True
             if multi:

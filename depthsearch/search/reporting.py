@@ -1,8 +1,11 @@
 """The reporting protocol: how an objective hands over a trial's epochs and attributes.
 
 An objective reports through a :class:`Reporter`: ``submit`` an epoch ``(epoch, val_loss)`` or
-user attributes and go on training, ``check`` between batches for the pruner's decision (or a
-reporting error), ``drain`` before the trial ends. Whoever runs the objective decides where the
+user attributes and go on training, ``settle`` and ``check`` between batches for the pruner's
+decision (or a reporting error), ``drain`` before the trial ends. The pruner's verdict on epoch
+k may come while epoch k + 1 trains, never later: ``settle`` holds the training side at the
+start of epoch k + 2 until it came, so a trial pruned at epoch k trains at most k + 1 epochs
+on a quiet machine and a busy one alike. Whoever runs the objective decides where the
 reports are written: in the training thread (:class:`InlineReporter`, the default), or in a
 process of the worker's (``depthsearch.worker.reporting``), which implements
 :class:`ReporterFactory`. Either way the writes are the same Optuna calls in the same order
@@ -13,17 +16,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import optuna
 
 __all__ = [
     "InlineReporter",
     "Item",
+    "PrunedAt",
     "Reporter",
     "ReporterFactory",
     "Retry",
     "TrialReports",
+    "Verdict",
     "no_retry",
     "raise_for",
     "save_attrs",
@@ -33,6 +38,25 @@ __all__ = [
 Retry = Callable[[Callable[[], Any], str], Any]
 #: What a trial reports: user attributes to set, or ``(epoch, val_loss)``.
 Item = dict[str, Any] | tuple[int, float]
+
+
+class Verdict(NamedTuple):
+    """The pruner's "stop", and the epoch (and its loss) it was given at."""
+
+    epoch: int
+    val_loss: float
+
+    @property
+    def reason(self) -> str:
+        return f"pruned at epoch {self.epoch} (val_loss={self.val_loss:.6g})"
+
+
+class PrunedAt(optuna.TrialPruned):
+    """``optuna.TrialPruned`` with the epoch of the verdict (``pruned_reason`` names it)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.epoch = verdict.epoch
 
 
 def no_retry(fn: Callable[[], Any], what: str) -> Any:
@@ -55,7 +79,7 @@ class TrialReports:
         self.trial = trial
         self.retry = retry
         self.prunes = prunes
-        self.pruned: str | None = None
+        self.pruned: Verdict | None = None
         self.error: BaseException | None = None
 
     def handle(self, item: Item) -> None:
@@ -74,7 +98,7 @@ class TrialReports:
                 and self.pruned is None
                 and self.retry(trial.should_prune, "asking the pruner")
             ):
-                self.pruned = f"pruned at epoch {epoch} (val_loss={val_loss:.6g})"
+                self.pruned = Verdict(int(epoch), float(val_loss))
         except BaseException as e:  # handed to the training side
             self.error = e
 
@@ -87,6 +111,11 @@ class Reporter(Protocol):
 
     def check(self) -> None:
         """Raises the pruner's decision or the reporting error, if one came (cheap)."""
+
+    def settle(self, timeout: float) -> bool:
+        """Whether every epoch submitted before the last one was answered (reported and, where
+        the pruner runs, asked), waiting up to ``timeout`` seconds for it. Cheap when it was:
+        the training side calls it before every batch."""
 
     def drain(self) -> None:
         """Waits until everything submitted so far is written (or failed)."""
@@ -104,12 +133,12 @@ class ReporterFactory(Protocol):
     def reporter(self, trial: optuna.Trial, *, prunes: bool) -> Reporter: ...
 
 
-def raise_for(pruned: str | None, error: BaseException | None) -> None:
+def raise_for(pruned: Verdict | None, error: BaseException | None) -> None:
     """Raises the reporting error, else the pruner's decision, if there is one."""
     if error is not None:
         raise error
     if pruned is not None:
-        raise optuna.TrialPruned(pruned)
+        raise PrunedAt(pruned)
 
 
 class InlineReporter:
@@ -127,6 +156,9 @@ class InlineReporter:
 
     def check(self) -> None:
         raise_for(self._reports.pruned, self._reports.error)
+
+    def settle(self, timeout: float) -> bool:
+        return True  # every item was answered when it was submitted
 
     def drain(self) -> None:
         pass

@@ -54,10 +54,12 @@ WORKER_HOST = "worker_host"
 EPOCHS_TRAINED = "epochs_trained"
 SECONDS_PER_EPOCH = "seconds_per_epoch"
 BEST_EPOCH = "best_epoch"
+BEST_VAL_LOSS = "best_val_loss"
 STOPPED_EARLY = "stopped_early"
 #: A multi-objective study's learning curve (Optuna keeps no intermediate values there).
 VAL_LOSS_CURVE = "val_loss_curve"
 PRUNED_REASON = "pruned_reason"
+PRUNED_AT_EPOCH = "pruned_at_epoch"
 #: On a trial that retries a failed one: the epoch its checkpoint held (0: it started over),
 #: the epochs the failed trial trained past that (trained twice), and why it started over.
 RESUMED_FROM_EPOCH = "resumed_from_epoch"

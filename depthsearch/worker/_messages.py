@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from depthsearch.search.reporting import Item
+from depthsearch.search.reporting import Item, Verdict
 from depthsearch.spec import StudySpec
 
 __all__ = [
@@ -76,10 +76,10 @@ class Ready(NamedTuple):
 
 
 class Pruned(NamedTuple):
-    """The pruner said stop; ``reason`` names the epoch and its loss."""
+    """The pruner said stop, at this epoch."""
 
     trial_id: int
-    reason: str
+    verdict: Verdict
 
 
 class Failed(NamedTuple):

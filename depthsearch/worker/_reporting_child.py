@@ -155,10 +155,8 @@ def main(argv: list[str]) -> None:
     # The worker decides when this process ends; Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Background work beside training: where every core trains (run's threads, or one
-    # worker per core), it takes a few milliseconds an epoch only when training leaves one.
-    with contextlib.suppress(OSError):
-        os.nice(10)
+    # No lower priority (it had nice +10 once): training waits for the verdict on epoch k
+    # before epoch k + 2, and a process at nice +10 beside busy cores answered many epochs late.
     rx = Connection(read_fd, writable=False)
     tx = Connection(write_fd, readable=False)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the worker is gone

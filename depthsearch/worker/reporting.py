@@ -34,7 +34,7 @@ import optuna
 
 from depthsearch.errors import RuntimeFailure
 from depthsearch.search.compat import trial_id
-from depthsearch.search.reporting import Item, Reporter, raise_for
+from depthsearch.search.reporting import Item, Reporter, Verdict, raise_for
 from depthsearch.spec import StudySpec
 from depthsearch.worker._messages import (
     Begin,
@@ -67,17 +67,33 @@ class _ProcessReporter:
     def __init__(self, owner: ReportingProcess, trial_id: int) -> None:
         self._owner = owner
         self.trial_id = trial_id
-        self.pruned: str | None = None
+        self.pruned: Verdict | None = None
         self.error: BaseException | None = None
         self._sent = 0
         self._acked = 0
+        #: The Sync numbers that followed the last two epochs submitted: the older one answered
+        #: means every epoch but the last was reported and asked about.
+        self._epochs: tuple[int, int] = (0, 0)
         self._changed = threading.Condition()
 
     def submit(self, item: Item) -> None:
         self._owner._send(Submit(self.trial_id, item))
+        if isinstance(item, tuple):  # an epoch: its answer is awaited by settle()
+            self._sent += 1
+            self._owner._send(Sync(self.trial_id, self._sent))
+            self._epochs = (self._epochs[1], self._sent)
 
     def check(self) -> None:
         raise_for(self.pruned, self.error)
+
+    def settle(self, timeout: float) -> bool:
+        upto = self._epochs[0]
+        if self._acked >= upto or self.error is not None:  # no lock: the usual, cheap case
+            return True
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._acked >= upto or self.error is not None, timeout
+            )
 
     def drain(self) -> None:
         self._sent += 1
@@ -93,7 +109,7 @@ class _ProcessReporter:
     def _heard(self, message: Pruned | Failed | Synced) -> None:
         with self._changed:
             if isinstance(message, Pruned):
-                self.pruned = message.reason
+                self.pruned = message.verdict
             elif isinstance(message, Failed):
                 if self.error is None:
                     self.error = message.error
