@@ -72,7 +72,7 @@ def test_the_same_study_file_samples_the_same_candidates(tmp_path: Path) -> None
     assert len(set(first)) == 4
 
 
-def test_a_study_resumed_after_ctrl_c_never_repeats_a_candidate(
+def test_a_study_resumed_after_ctrl_c_resumes_the_trial_and_repeats_no_other_candidate(
     tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
     name = unique("resumed")
@@ -88,5 +88,10 @@ def test_a_study_resumed_after_ctrl_c_never_repeats_a_candidate(
     assert first.returncode == 130, err
     depthsearch.run_study(study_file, storage=sqlite_url)
     got = _params(sqlite_url, name)
-    assert len(got) >= 5  # the interrupted trial, and the four finished after it
-    assert len(set(got)) == len(got), got
+    assert len(got) == 5  # the interrupted trial, and the four finished after it
+    # The first of them goes on with the interrupted one, from its checkpoint; after it,
+    # nothing is drawn twice.
+    assert got[1] == got[0]
+    resumed = sorted(trials(sqlite_url, name), key=lambda t: t.number)[1]
+    assert resumed.user_attrs["resumed_from_epoch"] == MID
+    assert len(set(got[1:])) == len(got) - 1, got

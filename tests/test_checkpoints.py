@@ -241,11 +241,55 @@ def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(
     assert line in (tmp_path / "r" / "index.html").read_text()
 
 
-def test_ctrl_c_is_the_users_stop_and_queues_no_retry(tmp_path: Path, gate: Gate) -> None:
+def test_ctrl_c_pauses_the_trial_and_the_next_run_resumes_it_before_anything_new(
+    tmp_path: Path, gate: Gate
+) -> None:
     url, name = f"sqlite:///{tmp_path / 'c.db'}", "ctrlc"
-    _study(tmp_path, url, name)
-    code, err = _stop_in_training(gate, url, name, 2, signal.SIGINT)
+    path = _study(tmp_path, url, name, n_trials=2)
+    code, err = _stop_in_training(gate, url, name, 3, signal.SIGINT)
     assert code == 128 + signal.SIGINT, err
+    assert "Ctrl-C: stopping at the next batch" in err
+    assert "the next run or worker of the study resumes it" in err
+    stopped, waiting = trials(url, name)
+    assert stopped.state == TrialState.FAIL
+    assert stopped.user_attrs["fail_reason"] == "interrupted by SIGINT"
+    assert waiting.state == TrialState.WAITING and waiting.params == stopped.params
+    assert list(_store(tmp_path, url).glob(f"{name}.trial-0.*"))  # its state is kept
+    proc = depthsearch_cmd("run", str(path), "--storage", url, timeout=EVENT_S)
+    assert proc.returncode == 0, proc.stderr
+    _, resumed, new = trials(url, name)
+    assert resumed.state == TrialState.COMPLETE
+    assert resumed.user_attrs["seed"] == stopped.user_attrs["seed"]
+    # From the last epoch it reported (stopped between batches: nothing lost), and first.
+    assert resumed.user_attrs["resumed_from_epoch"] == max(stopped.intermediate_values) == 3
+    assert sorted(resumed.intermediate_values) == list(range(4, EPOCHS + 1))
+    assert new.datetime_start >= resumed.datetime_complete
+    assert "trial 1 resumes trial 0 from its epoch 3" in proc.stderr
+    assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))
+    assert_settled(url, name, finished=2)
+
+
+def test_ctrl_c_twice_drops_the_trial(tmp_path: Path, gate: Gate) -> None:
+    url, name = f"sqlite:///{tmp_path / 'c.db'}", "twice"
+    _study(tmp_path, url, name)
+    gate.hold_at(2)
+    worker = spawn("worker", "--study", name, url=url)
+    gate.wait_held()
+    wait_for(lambda: _trained_at_least(url, name, 2), EVENT_S, "2 epochs reported")
+    assert worker.stderr is not None
+    worker.send_signal(signal.SIGINT)
+    # The second only once the first was heard (two pending SIGINTs would be one).
+    heard = ""
+    while "Ctrl-C: stopping" not in heard:
+        line = worker.stderr.readline()
+        assert line, heard
+        heard += line
+    worker.send_signal(signal.SIGINT)
+    gate.open()
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 128 + signal.SIGINT, heard + err
+    assert "Ctrl-C again: the running trial is dropped" in err
+    assert "dropped (Ctrl-C twice)" in err
     assert [t.state for t in trials(url, name)] == [TrialState.FAIL]
     assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))  # nothing will resume it
 

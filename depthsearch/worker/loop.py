@@ -150,6 +150,7 @@ class TrialLoop:
         *,
         device: torch.device | str = "cpu",
         checkpoints: Checkpoints | None = None,
+        for_good: Callable[[], bool] = lambda: False,
     ) -> None:
         self.study = study
         self.spec = spec
@@ -157,6 +158,8 @@ class TrialLoop:
         self.objective = objective
         self.device = device
         self.checkpoints = checkpoints
+        #: Whether the user asked that an interrupted trial be dropped, not resumed.
+        self.for_good = for_good
         self.storage = study_storage(study)
         self.rdb = rdb_backend(self.storage) is not None
         self.dialect = dialect_of(storage_url)
@@ -176,7 +179,7 @@ class TrialLoop:
         """Fails stale trials, reserves one, runs it with a heartbeat, finishes it.
 
         Raises:
-            Interrupted: after the running trial was finished (FAIL, a SIGTERM's retry queued).
+            Interrupted: after the running trial was finished (FAIL, its resumption queued).
             Exception: what the objective raised that is not the trial's alone (bad data, a
                 bug), after the trial was finished FAIL.
         """
@@ -199,11 +202,10 @@ class TrialLoop:
         except optuna.TrialPruned as e:
             return Outcome(TrialState.PRUNED, reason=str(e))
         except Interrupted as e:
-            # SIGTERM is the system's (preemption, a time limit, an eviction, scancel): the
-            # trial is retried, from its checkpoint, by the next worker. Ctrl-C is the user's.
-            return Outcome(
-                TrialState.FAIL, reason=str(e), retry=e.signum == signal.SIGTERM, error=e
-            )
+            # SIGTERM is the system's (preemption, a time limit, an eviction, scancel), Ctrl-C
+            # the user's: either way the next run or worker of the study resumes the trial
+            # from its checkpoint, unless Ctrl-C came twice (`finish`).
+            return Outcome(TrialState.FAIL, reason=str(e), retry=True, error=e)
         except ReportingProcessLost as e:
             # Killed from outside, or by the OOM killer: a new one takes over.
             return Outcome(TrialState.FAIL, reason=str(e), retry=True, free_memory=True)
@@ -218,6 +220,8 @@ class TrialLoop:
         """Tells the outcome, queues a retry where one is due, removes the checkpoints no
         retry will read, and logs the trial by state: the one place a trial ends."""
         queued = False
+        by_user = isinstance(outcome.error, Interrupted) and outcome.error.signum == signal.SIGINT
+        dropped = by_user and self.for_good()
         if outcome.state == TrialState.FAIL:
             if outcome.free_memory:
                 # Drop every reference to the failed model before freeing the cache.
@@ -228,8 +232,9 @@ class TrialLoop:
                 lambda: trial.set_user_attr(keys.FAIL_REASON, outcome.reason), "saving a failure"
             )
         self.tell(trial, outcome.state, outcome.value)
-        if outcome.retry:
-            queued = self.retry_later(trial)
+        if outcome.retry and not dropped:
+            # The user's stop is resumed whatever [workers] max_retry says (it bounds failures).
+            queued = self.retry_later(trial, bounded=not by_user)
         if not queued:
             self.forget(trial)
         if outcome.state == TrialState.COMPLETE:
@@ -244,12 +249,20 @@ class TrialLoop:
         elif outcome.state == TrialState.PRUNED:
             _log.info("trial %d %s", trial.number, outcome.reason)
         else:
+            if queued:
+                then = (
+                    "; the next run or worker of the study resumes it (Ctrl-C twice: drop it)"
+                    if by_user
+                    else "; the next worker retries it"
+                )
+            else:
+                then = "; dropped (Ctrl-C twice)" if dropped else ""
             _log.warning(
                 "trial %d %s: %s%s",
                 trial.number,
                 "failed, worker carries on" if outcome.error is None else "marked FAIL",
                 outcome.reason,
-                "; the next worker retries it" if queued else "",
+                then,
             )
 
     # ---- the steps ---------------------------------------------------------------------
@@ -340,13 +353,15 @@ class TrialLoop:
             self.retry(lambda: self.storage.get_trial(trial_id(trial)), "reading a trial")
         )
 
-    def retry_later(self, trial: optuna.Trial) -> bool:
+    def retry_later(self, trial: optuna.Trial, *, bounded: bool = True) -> bool:
         """Queues a retry of the failed ``trial`` (same parameters and seed; it resumes from
-        the trial's checkpoint), as a stale heartbeat would, within ``[workers] max_retry``.
-        False when none is queued (its states are then removed)."""
+        the trial's checkpoint), as a stale heartbeat would, within ``[workers] max_retry``
+        when ``bounded``. False when none is queued (its states are then removed)."""
         callback = retry_callback(self.storage)
+        if callback is None:
+            return False
         failed = self.failed_copy(trial)
-        if callback is None or len(retried_trials(failed)) >= self.spec.workers.max_retry:
+        if bounded and len(retried_trials(failed)) >= self.spec.workers.max_retry:
             return False
         # The retry inherits the user attributes: not the reason this one failed.
         failed.user_attrs.pop(keys.FAIL_REASON, None)

@@ -208,7 +208,13 @@ def run_worker(
             checkpoints=checkpoints,
         )
         loop = TrialLoop(
-            study, spec, storage_url, objective, device=torch_device, checkpoints=checkpoints
+            study,
+            spec,
+            storage_url,
+            objective,
+            device=torch_device,
+            checkpoints=checkpoints,
+            for_good=signals.for_good,
         )
         result = WorkerResult()
         started = time.monotonic()

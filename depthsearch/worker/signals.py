@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -11,6 +13,12 @@ from typing import Any
 from depthsearch.errors import Interrupted
 
 __all__ = ["Signals"]
+
+_FIRST = (
+    b"depthsearch: Ctrl-C: stopping at the next batch; the next run of the study resumes the "
+    b"running trial (Ctrl-C again: drop it)\n"
+)
+_AGAIN = b"depthsearch: Ctrl-C again: the running trial is dropped, not resumed\n"
 
 
 class Signals:
@@ -24,6 +32,8 @@ class Signals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        #: How many SIGINTs came: a second Ctrl-C means "stop for good" (no resume).
+        self.interrupts = 0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -40,6 +50,16 @@ class Signals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            # Said at once (the stop comes at the next batch); os.write, not logging: a
+            # handler may run while this thread holds a logging lock.
+            with contextlib.suppress(OSError):
+                os.write(2, _FIRST if self.interrupts == 1 else _AGAIN)
+
+    def for_good(self) -> bool:
+        """Whether the user pressed Ctrl-C twice: the interrupted trial is not to be resumed."""
+        return self.interrupts >= 2
 
     def check(self) -> None:
         """Raises :class:`Interrupted` when a signal arrived."""
