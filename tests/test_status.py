@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .conftest import Gate, depthsearch_cmd, unique, write_study
@@ -67,3 +68,48 @@ def test_status_needs_the_database_only_not_the_data_file(tmp_path: Path) -> Non
     proc = depthsearch_cmd("status", "--study", "csvstudy", "--storage", url)
     assert proc.returncode == 0, proc.stderr
     assert "budget met: 2 of 2" in proc.stdout
+
+
+def test_the_pace_counts_the_time_trials_ran_not_the_time_nothing_did(
+    tmp_path: Path, storage_url: str
+) -> None:
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    name = unique("paced")
+    create(tmp_path, storage_url, name, n_trials=50)
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    # Two workers, one-minute trials: 10 minutes of them, five hours of nothing (stopped
+    # overnight), 5 minutes more. The last 20 finished ran 5.5 + 5.5 minutes.
+    begin = datetime(2026, 3, 1, 8, 0, 0)
+    for block, minutes in ((begin, 10), (begin + timedelta(hours=5, minutes=10), 5)):
+        for i in range(minutes):
+            for worker in range(2):
+                start = block + timedelta(minutes=i, seconds=worker * 30)
+                trial = create_trial(
+                    state=TrialState.PRUNED if worker else TrialState.COMPLETE,
+                    value=None if worker else 0.5,
+                    params={},
+                    distributions={},
+                    intermediate_values={1: 0.5},
+                )
+                trial.datetime_start, trial.datetime_complete = start, start + timedelta(minutes=1)
+                study.add_trial(trial)
+    proc = depthsearch_cmd("status", "--study", name, "--storage", storage_url)
+    assert proc.returncode == 0, proc.stderr
+    assert "30 of 50 finished" in proc.stdout, proc.stdout
+    # 20 trials in 11 minutes: 109 an hour; the 20 left, 11 minutes (not 5 hours of it).
+    line = "pace: 109 trials/h over the last 20 finished (11 min while trials ran); "
+    assert line + "about 11 min to the budget" in proc.stdout, proc.stdout
+
+
+def test_running_time_is_the_union_of_the_spans() -> None:
+    from depthsearch.results.status import running_time
+
+    t = datetime(2026, 1, 1)
+    m = timedelta(minutes=1)
+    assert running_time([]) == 0
+    # Overlapping, nested, touching and apart: [0, 3] + [5, 6] minutes.
+    spans = [(t, t + 2 * m), (t + m, t + 3 * m), (t + m, t + 2 * m), (t + 5 * m, t + 6 * m)]
+    assert running_time(spans) == 4 * 60
+    assert running_time([(t, t + m), (t + m, t + 2 * m)]) == 2 * 60

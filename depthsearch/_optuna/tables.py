@@ -26,7 +26,7 @@ __all__ = [
     "heartbeat_ages",
     "insert_running",
     "read_trials",
-    "recent_finish_times",
+    "recent_spans",
     "reservation_counts",
     "state_counts",
     "take_oldest_waiting",
@@ -304,22 +304,24 @@ def user_attr_rows(
     return by_trial
 
 
-def recent_finish_times(
+def recent_spans(
     conn: sqlalchemy.Connection, sid: int, states: Sequence[TrialState], n: int
-) -> list[datetime]:
-    """When study ``sid``'s last ``n`` trials in ``states`` ended, newest first (naive local
-    time, as Optuna gives datetimes)."""
+) -> list[tuple[datetime, datetime]]:
+    """``(start, end)`` of study ``sid``'s last ``n`` trials in ``states`` to end, newest end
+    first (naive local time, as Optuna gives datetimes)."""
     rows = conn.execute(
-        sqlalchemy.select(_TRIAL.c.datetime_complete)
+        sqlalchemy.select(_TRIAL.c.datetime_start, _TRIAL.c.datetime_complete)
         .where(
             _TRIAL.c.study_id == sid,
             _TRIAL.c.state.in_(tuple(states)),
+            _TRIAL.c.datetime_start.is_not(None),
             _TRIAL.c.datetime_complete.is_not(None),
         )
         .order_by(_TRIAL.c.datetime_complete.desc())
         .limit(n)
-    ).scalars()
-    return [local for utc in rows if (local := _local(utc)) is not None]
+    ).all()
+    spans = [(_local(start), _local(end)) for start, end in rows]
+    return [(start, end) for start, end in spans if start is not None and end is not None]
 
 
 def best_value(conn: sqlalchemy.Connection, sid: int) -> tuple[float, int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from datetime import datetime
 
 import optuna
@@ -13,14 +14,14 @@ from depthsearch.search import trials as keys
 from depthsearch.storage import (
     best_complete,
     mask_url,
-    recent_finishes,
+    recent_spans,
     retry_attrs,
     running_trials,
     trial_counts,
 )
 from depthsearch.studies import open_study
 
-__all__ = ["Budget", "Status", "budget_of", "study_status"]
+__all__ = ["Budget", "Status", "budget_of", "running_time", "study_status"]
 
 
 def _duration(seconds: float) -> str:
@@ -29,6 +30,24 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def running_time(spans: Iterable[tuple[datetime, datetime]]) -> float:
+    """Seconds during which at least one of the ``(start, end)`` spans ran: their union.
+
+    A pace over it leaves out the time nothing ran (a study stopped overnight and resumed),
+    and counts parallel workers' trials once per moment, not once per worker.
+    """
+    total = 0.0
+    reach: datetime | None = None  # the end of the union so far, spans taken by start
+    for start, end in sorted(spans):
+        if reach is None or start > reach:
+            total += (end - start).total_seconds()
+            reach = end
+        elif end > reach:
+            total += (end - reach).total_seconds()
+            reach = end
+    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,15 +98,16 @@ def study_status(study_name: str, storage_url: str) -> Status:
         f"{by_name.get('RUNNING', 0)} running, {by_name.get('WAITING', 0)} waiting, "
         f"{by_name.get('FAIL', 0)} failed"
     ]
-    ends = recent_finishes(study)
+    spans = recent_spans(study)
+    busy = running_time(spans)
     if budget.met:
         lines.append(f"budget met: {finished} of {n_trials}")
-    elif len(ends) >= 2 and ends[0] > ends[-1]:
-        per_hour = (len(ends) - 1) / (ends[0] - ends[-1]).total_seconds() * 3600
+    elif len(spans) >= 2 and busy > 0:
+        per_hour = len(spans) / busy * 3600
         eta = (n_trials - finished) / per_hour * 3600
         lines.append(
-            f"pace: {per_hour:.0f} trials/h over the last {len(ends)} finished; "
-            f"about {_duration(eta)} to the budget"
+            f"pace: {per_hour:.0f} trials/h over the last {len(spans)} finished "
+            f"({_duration(busy)} while trials ran); about {_duration(eta)} to the budget"
         )
     best = None if len(study.directions) > 1 else best_complete(study)
     if best is not None:

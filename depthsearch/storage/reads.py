@@ -27,7 +27,7 @@ __all__ = [
     "best_complete",
     "load_all_trials",
     "prime_trials",
-    "recent_finishes",
+    "recent_spans",
     "retry_attrs",
     "running_trials",
     "running_without_heartbeat",
@@ -119,16 +119,20 @@ def retry_attrs(study: optuna.Study) -> list[dict[str, Any]]:
         return list(tables.user_attr_rows(conn, study_id(study), wanted).values())
 
 
-def recent_finishes(study: optuna.Study, n: int = 20) -> list[datetime]:
-    """When the study's last ``n`` finished (complete or pruned) trials ended, newest first
-    (naive local time, as Optuna gives datetimes)."""
+def recent_spans(study: optuna.Study, n: int = 20) -> list[tuple[datetime, datetime]]:
+    """When the study's last ``n`` finished (complete or pruned) trials started and ended,
+    newest end first (naive local time, as Optuna gives datetimes)."""
     backend = rdb_backend(study_storage(study))
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     if backend is None:
-        ends = [t.datetime_complete for t in study.get_trials(deepcopy=False, states=done)]
-        return sorted((e for e in ends if e is not None), reverse=True)[:n]
+        spans = [
+            (t.datetime_start, t.datetime_complete)
+            for t in study.get_trials(deepcopy=False, states=done)
+            if t.datetime_start is not None and t.datetime_complete is not None
+        ]
+        return sorted(spans, key=lambda span: span[1], reverse=True)[:n]
     with backend.engine.connect() as conn:
-        return tables.recent_finish_times(conn, study_id(study), done, n)
+        return tables.recent_spans(conn, study_id(study), done, n)
 
 
 def best_complete(study: optuna.Study) -> tuple[float, int] | None:
