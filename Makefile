@@ -43,10 +43,11 @@ lint: install-dev
 
 # Real parts the tests start themselves, from Debian's packages: chromium (the dashboard in a
 # browser), pgbouncer (workers through a connection pooler), slurm-wlm and munge (a two-node
-# Slurm on this machine). Installed when we can (root); kubectl renders the Kubernetes base.
-SERVICE_PACKAGES := chromium pgbouncer slurm-wlm munge
+# Slurm on this machine), docker-compose (validates docker-compose.yml; no engine runs).
+# Installed when we can (root); kubectl renders the Kubernetes base.
+SERVICE_PACKAGES := chromium pgbouncer slurm-wlm munge docker-compose
 services:
-	@{ command -v chromium && [ -x /usr/sbin/pgbouncer ] && command -v slurmctld && command -v munged; } >/dev/null 2>&1 || \
+	@{ command -v chromium && [ -x /usr/sbin/pgbouncer ] && command -v slurmctld && command -v munged && command -v docker-compose; } >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SERVICE_PACKAGES) >/dev/null) \
 	  || echo "$(SERVICE_PACKAGES): some missing and not root: their tests will skip (CI fails instead)"; }
