@@ -223,6 +223,7 @@ def main() -> None:
         "--threads", default=None, help="comma list (default: those run and launch choose)"
     )
     parser.add_argument("--fresh-only", action="store_true", help="only the fresh `run` table")
+    parser.add_argument("--no-fresh", action="store_true", help="skip the fresh `run` table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import optuna
@@ -315,7 +316,7 @@ def main() -> None:
         print("| shape | threads | bare s/epoch | trial 1 ratio | trial 2 ratio | trial 3 ratio |")
         print("|---|---|---|---|---|---|")
         firsts = []
-        for threads in counts:
+        for threads in [] if args.no_fresh else counts:
             for label, (layers, hidden, batch, epochs) in SHAPES.items():
                 per: list[list[float]] = [[], [], []]
                 bares = []
@@ -332,7 +333,8 @@ def main() -> None:
                     f"| {label} | {threads} | {statistics.median(bares):.4f} | {cells} |",
                     flush=True,
                 )
-    print(f"first_trial_ratio={max(firsts):.3f}")
+    if firsts:
+        print(f"first_trial_ratio={max(firsts):.3f}")
     if args.fresh_only:
         return
     label, extra = small
