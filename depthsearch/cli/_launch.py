@@ -42,8 +42,9 @@ def launch(
 ) -> None:
     """Start workers on this machine: K per GPU, or N on the CPU, and wait for them.
 
-    Ctrl-C and SIGTERM are forwarded to every worker; each marks its running trial FAIL and
-    exits. The exit code is non-zero when a worker failed.
+    Ctrl-C and SIGTERM are forwarded to every worker; each marks its running trial FAIL,
+    queues it to be resumed by the next run of the study (Ctrl-C twice: not) and exits. The
+    exit code is non-zero when a worker failed.
     """
     import os
 

@@ -86,7 +86,8 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     """Create (or resume) the study of STUDY_FILE and run its trials here.
 
     Without --n-trials, trials run until the study holds its [study] n_trials finished
-    (complete or pruned) trials.
+    (complete or pruned) trials. Ctrl-C stops at the next batch; the next run resumes that
+    trial from its checkpoint first (Ctrl-C twice drops it).
     """
     from depthsearch.spec import load_spec
     from depthsearch.storage import resolve_storage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -38,34 +39,60 @@ def parse(url: str) -> URL:
     """The parsed URL.
 
     Raises:
-        StorageError: ``url`` is not a URL SQLAlchemy can read.
+        StorageError: ``url`` is not a URL SQLAlchemy can read, or its user or password holds
+            a raw ``@`` (SQLAlchemy would take what follows for the host).
     """
     try:
-        return make_url(url)
+        parsed = make_url(url)
     except (ArgumentError, ValueError) as e:
         raise StorageError(
             f"cannot parse storage URL {_mask_text(url)!r}: expected e.g. "
             "'sqlite:///depthsearch.db' or 'postgresql+psycopg://user:password@host:5432/db'"
         ) from e
+    if parsed.host is not None and "@" in parsed.host:
+        raise StorageError(
+            f"storage URL {_mask_text(url)!r}: its user or password holds a raw '@'; "
+            "percent-encode it as %40 (Python: urllib.parse.quote(password, safe=''))"
+        )
+    return parsed
+
+
+#: Query parameters whose values are masked (libpq's password, sslpassword, ...).
+_SECRET = re.compile(r"pass|secret|token", re.IGNORECASE)
+_MASK = "***"
 
 
 def _mask_text(url: str) -> str:
-    # For strings that do not even parse: hide whatever sits between "://user:" and "@".
+    # For strings SQLAlchemy cannot read as meant: hide everything between "://user:" and the
+    # last "@" (a raw "@" in a password included), and every secret query value.
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            creds = creds.split(":", 1)[0] + ":***"
-        return f"{scheme}://{creds}@{host}"
-    return url
+        path_at = rest.find("/")
+        userinfo_end = rest.rfind("@", 0, path_at if path_at >= 0 else len(rest))
+        if userinfo_end >= 0:
+            creds, host = rest[:userinfo_end], rest[userinfo_end + 1 :]
+            if ":" in creds:
+                creds = creds.split(":", 1)[0] + ":" + _MASK
+            url = f"{scheme}://{creds}@{host}"
+    return re.sub(
+        r"([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*", rf"\g<1>{_MASK}", url, flags=re.I
+    )
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (``postgresql://user:***@host/db``)."""
+    """The URL with its password replaced by ``***`` (``postgresql://user:***@host/db``), in
+    every form SQLAlchemy reads: in the user info (percent-encoded or not), and as a query
+    parameter (``?password=...``, ``sslpassword``, ...)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return _mask_text(url)
+    if parsed.host is not None and "@" in parsed.host:  # a raw "@": not what the user meant
+        return _mask_text(url)
+    placeholder = "DEPTHSEARCHMASKED"
+    query = {k: (placeholder if _SECRET.search(k) else v) for k, v in parsed.query.items()}
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace(placeholder, _MASK)
 
 
 def dialect(url: URL) -> str:
