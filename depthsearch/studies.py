@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,7 +127,7 @@ def create_study(
                 f"study {spec.name!r} in {mask_url(storage_url)} was created from a different "
                 f"spec (differs at: {', '.join(differing)}); give the changed spec a new [study] "
                 "name, or delete the old study with `optuna delete-study --study-name "
-                f"'{spec.name}' --storage {mask_url(storage_url)}`"
+                f"{shlex.quote(spec.name)} --storage {shlex.quote(mask_url(storage_url))}`"
             )
         study = optuna.load_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)

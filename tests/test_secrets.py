@@ -96,3 +96,22 @@ def test_no_command_shows_or_writes_the_password(tmp_path: Path, pg_database: st
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert "percent-encode it as %40" in line and "a@b" not in line, line
+
+
+def test_the_suggested_delete_command_is_safe_to_paste(tmp_path: Path) -> None:
+    import shlex
+
+    from depthsearch.errors import StudyMismatchError
+    from depthsearch.spec import load_spec
+    from depthsearch.studies import create_study
+
+    name = "col'; touch PWNED; echo 'x $(id) `id`"
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    create_study(load_spec(write_study(tmp_path, name=name, max_epochs=2)), url)
+    changed = load_spec(write_study(tmp_path, name=name, max_epochs=3))
+    with pytest.raises(StudyMismatchError) as caught:
+        create_study(changed, url)
+    command = str(caught.value).split("delete the old study with `", 1)[1].rsplit("`", 1)[0]
+    # What a shell would run: the name and the URL as one word each, nothing else.
+    argv = ["optuna", "delete-study", "--study-name", name, "--storage", url]
+    assert shlex.split(command) == argv
