@@ -32,8 +32,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
+def get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -49,9 +49,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     assert CliRunner().invoke(main, ["run", str(study_file), "--storage", url]).exit_code == 0
     pareto_file = pareto_study(folder, "dash-pareto", n_trials=6)
     assert CliRunner().invoke(main, ["run", str(pareto_file), "--storage", url]).exit_code == 0
+    proc, base = start_dashboard(url)
+    yield base, url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def start_dashboard(url: str, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """``depthsearch dashboard`` on a free port, once it answers; (process, base URL)."""
     port = free_port()
+    command = [sys.executable, "-m", "depthsearch", "dashboard", "--storage", url]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "depthsearch", "dashboard", "--storage", url, "--port", str(port)],
+        [*command, "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -61,15 +70,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     while time.monotonic() < deadline:
         try:
             if get(base + "/api/studies")[0] == 200:
-                break
+                return proc, base
         except OSError:
             time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError(f"dashboard did not answer: {proc.communicate()}")
-    yield base, url
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc.kill()
+    raise AssertionError(f"dashboard did not answer: {proc.communicate()}")
 
 
 def test_api_lists_the_study_and_its_learning_curves(served: tuple[str, str]) -> None:
@@ -109,6 +114,32 @@ def test_api_serves_the_pareto_front_of_a_two_objective_study(served: tuple[str,
     assert sorted(t["number"] for t in detail["best_trials"]) == sorted(
         t.number for t in study.best_trials
     )
+
+
+def test_the_dashboard_refuses_writes_unless_allowed(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, url = served
+    target = f"{base}/api/studies/{study_id(base, 'dash-study')}"
+    for method in ("DELETE", "POST", "PUT", "PATCH"):
+        status, body = get(target, method=method)
+        assert status == 405 and b"--allow-writes" in body, (method, status, body)
+    assert "dash-study" in optuna.get_all_study_names(url)
+    assert get(target)[0] == 200
+    # With --allow-writes the very request reaches optuna-dashboard, which deletes the study.
+    mine = f"sqlite:///{tmp_path / 'mine.db'}"
+    study_file = write_study(tmp_path, name="deletable", n_trials=1, max_epochs=1)
+    assert CliRunner().invoke(main, ["run", str(study_file), "--storage", mine]).exit_code == 0
+    proc, writable = start_dashboard(mine, "--allow-writes")
+    try:
+        status, body = get(
+            f"{writable}/api/studies/{study_id(writable, 'deletable')}", method="DELETE"
+        )
+        assert status in (200, 204), (status, body)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "deletable" not in optuna.get_all_study_names(mine)
 
 
 def test_bundle_is_served_to_a_browser(served: tuple[str, str]) -> None:

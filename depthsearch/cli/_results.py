@@ -115,9 +115,18 @@ def predict(model_dir: str, csv_path: str, output: str | None) -> None:
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--allow-writes",
+    is_flag=True,
+    help="Let the dashboard change the database (delete or rename studies, write notes); "
+    "without it every such request is refused (405).",
+)
 @_user_errors
-def dashboard(storage: str | None, host: str, port: int) -> None:
-    """Serve optuna-dashboard over the study database (localhost unless told otherwise)."""
+def dashboard(storage: str | None, host: str, port: int, allow_writes: bool) -> None:
+    """Serve optuna-dashboard over the study database (localhost unless told otherwise).
+
+    Read-only unless --allow-writes.
+    """
     from depthsearch.results.dashboard import serve
     from depthsearch.storage import resolve_storage
 
@@ -126,6 +135,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
         host=host,
         port=port,
         on_ready=lambda url: click.echo(f"dashboard: {url}", err=False),
+        allow_writes=allow_writes,
     )
 
 
