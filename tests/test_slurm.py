@@ -138,6 +138,11 @@ def test_dry_run_prints_the_script_and_never_the_storage_url(tmp_path: Path) -> 
         (["--time", "1"], "must be longer than --signal-before (120 s)"),
         (["--sbatch-arg", "mem=4G"], "must be an option like --mem=16G"),
         (["--partition", "a\nb"], "must be one non-empty line"),
+        # Each would add options of its own to the #SBATCH line.
+        (["--partition", 'gpu" --uid=0 --wrap="id'], "holds no blank or double quote"),
+        (["--partition", "gpu --uid=0"], "holds no blank or double quote"),
+        (["--account", 'lab"x'], "holds no blank or double quote"),
+        (["--time", "1:00 --uid=0"], "holds no blank or double quote"),
     ],
 )
 def test_a_bad_option_is_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -115,6 +115,18 @@ class SlurmJob:
             ("--data", self.data_path),
         ):
             _one_line(flag, value)
+        # One #SBATCH word each: sbatch splits a directive line on blanks outside double
+        # quotes, so a blank or a quote would add options of the user's typing to the job.
+        for flag, value in (
+            ("--partition", self.partition),
+            ("--account", self.account),
+            ("--time", self.time),
+        ):
+            if value is not None and (re.search(r"\s", value.strip()) or '"' in value):
+                raise InputError(
+                    f"{flag} {value!r}: a Slurm name holds no blank or double quote "
+                    "(more sbatch options go in --sbatch-arg, one each)"
+                )
         for flag, values in (
             ("--setup", self.setup),
             ("--sbatch-arg", self.sbatch_args),
