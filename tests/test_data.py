@@ -83,6 +83,8 @@ def test_synthetic_series_is_seeded() -> None:
         ("y,z\n1,1\n,2\n3,3\n", {}, "column 'y' has 1 missing value(s), the first on line 3"),
         ("y\n1\n2\n3\n4\n", {"window": 3}, "too few for window=3"),
         ("", {}, "cannot read"),
+        # pandas would train on the first "y" and call the second "y.1".
+        ("y,x,y\n1,2,3\n4,5,6\n", {}, "column name(s) ['y'] appear more than once"),
     ],
 )
 def test_bad_csv_gives_one_line_error(

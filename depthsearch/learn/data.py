@@ -7,6 +7,7 @@ training part only, so no validation value leaks into training.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -120,6 +121,16 @@ def synthetic_series(length: int, noise: float, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"y": y})
 
 
+def _repeated_names(path: Path) -> list[str]:
+    """The names that the CSV's header holds more than once (pandas renames the later ones)."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    seen: dict[str, int] = {}
+    for name in header:
+        seen[name] = seen.get(name, 0) + 1
+    return [name for name, n in seen.items() if n > 1]
+
+
 def load_frame(
     spec: DataSpec, *, seed: int = 0, columns: Sequence[str] | None = None, timed: bool = False
 ) -> pd.DataFrame:
@@ -142,6 +153,13 @@ def load_frame(
         raise DataError(f"data file not found: {path}") from None
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise DataError(f"cannot read {path} as CSV: {str(e).splitlines()[0]}") from e
+    twice = _repeated_names(path)
+    if twice:
+        # pandas would read the second as "NAME.1", silently: which one is meant?
+        raise DataError(
+            f"{path}: column name(s) {twice} appear more than once in the header; "
+            "rename them so that each column has its own name"
+        )
     needed = list(dict.fromkeys(columns or [*spec.input_columns, spec.target]))
     missing = [c for c in needed if c not in frame.columns]
     if missing:
