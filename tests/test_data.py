@@ -96,3 +96,13 @@ def test_bad_csv_gives_one_line_error(
     with pytest.raises(DataError) as info:
         prepare(spec)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_windows_too_big_for_this_machine_are_one_line_before_any_allocation() -> None:
+    from depthsearch.spec import DataSpec
+
+    # 3.9 million windows of 100,000 steps: over a terabyte, on any machine these tests run on.
+    spec = DataSpec(source="synthetic", length=4_000_000, window=100_000, horizon=1)
+    with pytest.raises(DataError, match="in memory, more than this machine's") as info:
+        prepare(spec)
+    assert "\n" not in str(info.value) and "window=100000 over 4000000 rows" in str(info.value)

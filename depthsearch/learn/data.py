@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -211,8 +212,8 @@ def input_windows(inputs: NDArray[np.float64], window: int, starts: range | None
     Every start row (``rows - window + 1`` windows) when ``starts`` is None.
     """
     x_all = np.lib.stride_tricks.sliding_window_view(inputs, window, axis=0)  # (n, F, W)
-    if starts is not None:
-        x_all = x_all[np.asarray(starts, dtype=np.int64)]
+    if starts is not None:  # a slice stays a view: the one copy made is the float32 result
+        x_all = x_all[starts.start : starts.stop : starts.step]
     return torch.from_numpy(np.ascontiguousarray(x_all.transpose(0, 2, 1), dtype=np.float32))
 
 
@@ -246,12 +247,39 @@ def make_windows(frame: pd.DataFrame, spec: DataSpec) -> Windows:
             f"{spec.val_fraction}: that leaves {max(n_train, 0)} training and {max(n_val, 0)} "
             "validation windows (each needs >= 1); use a smaller window or more data"
         )
+    _check_fits(n_train + n_val, w, len(spec.input_columns), rows)
     scaler = _fit_scaler(frame, spec, cut)
     inputs = scaler.transform(frame[list(spec.input_columns)].to_numpy(dtype=np.float64))
     target = scaler.transform_target(frame[spec.target].to_numpy(dtype=np.float64))
-    x_tr, y_tr = _windows(inputs, target, w, h, range(0, n_train))
-    x_va, y_va = _windows(inputs, target, w, h, range(cut - w, cut - w + n_val))
+    try:
+        x_tr, y_tr = _windows(inputs, target, w, h, range(0, n_train))
+        x_va, y_va = _windows(inputs, target, w, h, range(cut - w, cut - w + n_val))
+    except MemoryError as e:  # what the estimate below did not foresee
+        raise DataError(f"the windows of window={w} over {rows} rows do not fit: {e}") from e
     return Windows(x_tr, y_tr, x_va, y_va, scaler)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _check_fits(windows: int, window: int, features: int, rows: int) -> None:
+    """Refuses windows that this machine's memory cannot hold (float32, one copy each)."""
+    needed = windows * window * features * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no estimate
+        return
+    if needed > total:
+        raise DataError(
+            f"window={window} over {rows} rows makes {windows} windows of {window} x "
+            f"{features} values: {_size(needed)} in memory, more than this machine's "
+            f"{_size(total)}; use a smaller window or fewer rows"
+        )
 
 
 def prepare(spec: DataSpec, device: torch.device | str = "cpu", *, seed: int = 0) -> Windows:
