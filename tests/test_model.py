@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,36 @@ def test_save_model_round_trips_a_model_built_by_hand(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"describes .*hidden_sizes=\(16, 8\).* but the model"):
         depthsearch.save_model(model, other, tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a weights file\n", "not a weights file written by `depthsearch export --retrain`"),
+        (None, "holds a list, not a model's weights"),
+    ],
+)
+def test_a_weights_file_that_is_not_one_is_a_one_line_error(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    import depthsearch
+    from depthsearch.errors import InputError
+
+    model = build_model(ModelConfig(input_size=1, hidden_sizes=(4,), output_size=1))
+    depthsearch.save_model(model, None, tmp_path)
+    if content is None:
+        torch.save([1, 2], tmp_path / "model.pt")
+    else:
+        (tmp_path / "model.pt").write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(message)) as info:
+        depthsearch.load_model(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu", "cuda:x", "CPU"])
+def test_an_unknown_device_is_a_one_line_error(name: str) -> None:
+    from depthsearch.errors import InputError
+    from depthsearch.learn.train import resolve_device
+
+    with pytest.raises(InputError, match="must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        resolve_device(name)

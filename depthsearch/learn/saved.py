@@ -139,15 +139,23 @@ def load_model(directory: str | Path) -> StackedLSTM:
     """
     folder = Path(directory)
     cfg = load_config(folder / CONFIG_FILE)
+    path = folder / MODEL_FILE
     try:
-        state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise InputError(f"{folder / MODEL_FILE}: no such file (export with --retrain)") from None
+        raise InputError(f"{path}: no such file (export with --retrain)") from None
+    except Exception as e:  # torch raises what its unpickler met: KeyError, UnpicklingError...
+        raise InputError(
+            f"{path}: not a weights file written by `depthsearch export --retrain` "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'})"
+        ) from e
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: holds a {type(state).__name__}, not a model's weights")
     model = build_model(cfg)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise InputError(f"{folder / MODEL_FILE} does not fit {folder / CONFIG_FILE}: {e}") from e
+        raise InputError(f"{path} does not fit {folder / CONFIG_FILE}: {e}") from e
     return model.eval()
 
 

@@ -15,6 +15,7 @@ import io
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -200,6 +201,8 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda``/``cuda:N`` must exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise InputError(f"device {name!r}: must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
