@@ -114,6 +114,29 @@ def test_a_relative_checkpoints_folder_is_the_study_files(tmp_path: Path) -> Non
     assert spec.workers.checkpoint_every == 2
 
 
+def test_checkpoint_names_never_collide_and_always_fit(tmp_path: Path) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from depthsearch.worker.checkpoints import Checkpoints
+
+    store = FileSystemArtifactStore(str(tmp_path))
+    _, _, states, _ = _train(2)
+    params = {"num_layers": 3}
+    # "col a" and "col_a" read alike once made safe for a file name; a 300-character name
+    # (allowed) does not fit one as it is.
+    names = ["col a", "col_a", "x" * 300]
+    for name in names:
+        writer = Checkpoints(store, name, str(tmp_path)).for_trial(0, params, 7)
+        writer.save(states[-1])
+        writer.close()
+    assert len(list(tmp_path.iterdir())) == len(names)  # each its own file
+    Checkpoints(store, "col a", str(tmp_path)).remove([0])  # one study's clean-up
+    for name in names[1:]:
+        found = Checkpoints(store, name, str(tmp_path)).resume([0], params, 7)
+        assert found.state is not None and found.state.epoch == 2, (name, found.note)
+    assert Checkpoints(store, "col a", str(tmp_path)).resume([0], params, 7).state is None
+
+
 # --- real workers ----------------------------------------------------------------------------
 
 
@@ -187,7 +210,7 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
     _study(tmp_path, url, name)
     code, _ = _stop_in_training(gate, url, name, 4, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert list(_store(tmp_path, url).glob(f"{name}.trial-0.*"))  # it left its state behind
+    assert list(_store(tmp_path, url).glob(f"{name}-*.trial-0.*"))  # it left its state behind
     err = _worker_to_the_end(url, name)
 
     killed, retry = trials(url, name)
@@ -206,7 +229,7 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
     assert {s: reference[s] for s in retry.intermediate_values} == retry.intermediate_values
     assert retry.value == min(reference.values())
     # A finished trial leaves no state behind, nor do the trials it retried.
-    assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))
+    assert not list(_store(tmp_path, url).glob(f"{name}-*.trial-*"))
     assert_settled(url, name, finished=1)
 
 
@@ -254,7 +277,7 @@ def test_ctrl_c_pauses_the_trial_and_the_next_run_resumes_it_before_anything_new
     assert stopped.state == TrialState.FAIL
     assert stopped.user_attrs["fail_reason"] == "interrupted by SIGINT"
     assert waiting.state == TrialState.WAITING and waiting.params == stopped.params
-    assert list(_store(tmp_path, url).glob(f"{name}.trial-0.*"))  # its state is kept
+    assert list(_store(tmp_path, url).glob(f"{name}-*.trial-0.*"))  # its state is kept
     proc = depthsearch_cmd("run", str(path), "--storage", url, timeout=EVENT_S)
     assert proc.returncode == 0, proc.stderr
     _, resumed, new = trials(url, name)
@@ -265,7 +288,7 @@ def test_ctrl_c_pauses_the_trial_and_the_next_run_resumes_it_before_anything_new
     assert sorted(resumed.intermediate_values) == list(range(4, EPOCHS + 1))
     assert new.datetime_start >= resumed.datetime_complete
     assert "trial 1 resumes trial 0 from its epoch 3" in proc.stderr
-    assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))
+    assert not list(_store(tmp_path, url).glob(f"{name}-*.trial-*"))
     assert_settled(url, name, finished=2)
 
 
@@ -291,7 +314,7 @@ def test_ctrl_c_twice_drops_the_trial(tmp_path: Path, gate: Gate) -> None:
     assert "Ctrl-C again: the running trial is dropped" in err
     assert "dropped (Ctrl-C twice)" in err
     assert [t.state for t in trials(url, name)] == [TrialState.FAIL]
-    assert not list(_store(tmp_path, url).glob(f"{name}.trial-*"))  # nothing will resume it
+    assert not list(_store(tmp_path, url).glob(f"{name}-*.trial-*"))  # nothing will resume it
 
 
 def test_a_corrupt_checkpoint_makes_the_retry_start_over_and_say_why(
@@ -301,7 +324,7 @@ def test_a_corrupt_checkpoint_makes_the_retry_start_over_and_say_why(
     _study(tmp_path, url, name)
     code, err = _stop_in_training(gate, url, name, 3, signal.SIGTERM)
     assert code == 128 + signal.SIGTERM, err
-    files = sorted(_store(tmp_path, url).glob(f"{name}.trial-0.*"))
+    files = sorted(_store(tmp_path, url).glob(f"{name}-*.trial-0.*"))
     assert files
     for f in files:  # half written, as a write cut short by a lost node leaves it
         data = f.read_bytes()

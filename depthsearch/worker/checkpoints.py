@@ -2,10 +2,11 @@
 
 A trial keeps its last training state (:class:`~depthsearch.learn.train.TrainState`: model,
 optimiser, random states, early-stopping state, epochs so far) under two names it alternates
-between, ``STUDY.trial-N.a`` and ``.b``: a write cut short (a SIGKILL, a lost node) spoils at
-most the one being written, and the other still holds the epoch before. Writes run on a thread
-beside training: an epoch hands its copy over and goes on; when the store is slower than the
-training, an older pending state is dropped for the newer one, and an epoch never waits.
+between, ``STUDY-HASH.trial-N.a`` and ``.b`` (:func:`stem`): a write cut short (a SIGKILL, a
+lost node) spoils at most the one being written, and the other still holds the epoch before.
+Writes run on a thread beside training: an epoch hands its copy over and goes on; when the
+store is slower than the training, an older pending state is dropped for the newer one, and an
+epoch never waits.
 
 The trial that retries a failed one (same parameters and seed, Optuna's
 ``RetryHeartbeatStaleTrialCallback``) reads the newest intact state of the trials it retries,
@@ -17,6 +18,7 @@ on from its epoch. A finished trial removes its states and those of the trials i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
@@ -33,7 +35,7 @@ from depthsearch.search.resume import Resumed
 from depthsearch.spec import StudySpec
 from depthsearch.storage import sqlite_file
 
-__all__ = ["ArtifactStore", "Checkpoints", "TrialCheckpoints", "open_checkpoints"]
+__all__ = ["ArtifactStore", "Checkpoints", "TrialCheckpoints", "open_checkpoints", "stem"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,8 +54,12 @@ class ArtifactStore(Protocol):
     def remove(self, artifact_id: str) -> None: ...
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+def stem(study_name: str) -> str:
+    """The study's part of its checkpoint names: readable (the name's first 40 characters,
+    others than letters, digits and ``._-`` as ``_``) and injective (a hash of the whole name):
+    "col a" and "col_a" never share a file, and a 500-character name still fits a file name."""
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in study_name[:40])
+    return f"{safe}-{hashlib.sha256(study_name.encode()).hexdigest()[:12]}"
 
 
 class Checkpoints:
@@ -65,7 +71,7 @@ class Checkpoints:
         self.store = store
         self.where = where
         self._study = study_name
-        self._stem = prefix + _safe(study_name)
+        self._stem = prefix + stem(study_name)
         self._warned: set[str] = set()
 
     def warn_once(self, kind: str, message: str) -> None:
