@@ -3,7 +3,8 @@
 Every error a user can act on derives from :class:`DepthsearchError`; the CLI turns it into one
 line on stderr and exits with the error's :attr:`~DepthsearchError.exit_code`: 2 for bad input
 (:class:`InputError`: a study file, a value, a column, a URL, a study name, an unreachable
-database), 1 for a failure while running (:class:`RuntimeFailure`). :class:`Interrupted` is not
+database at start), 1 for a failure while running (:class:`RuntimeFailure`, a database lost
+mid-run included). :class:`Interrupted` is not
 an error: SIGINT or SIGTERM asked the worker to stop (exit 128 + the signal's number).
 """
 
@@ -13,6 +14,7 @@ import signal
 
 __all__ = [
     "DataError",
+    "DatabaseLost",
     "DepthsearchError",
     "InputError",
     "Interrupted",
@@ -58,6 +60,11 @@ class DataError(InputError, ValueError):
 
 class StorageError(InputError):
     """The study database cannot be reached or used (a URL, a server, a schema)."""
+
+
+class DatabaseLost(RuntimeFailure):
+    """The study database went away mid-run and stayed away for ``[workers] db_wait``
+    seconds (exit 1: a scheduler may run the worker again; nothing the user typed is wrong)."""
 
 
 class StudyMismatchError(InputError):

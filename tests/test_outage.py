@@ -159,7 +159,8 @@ def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
         took = time.monotonic() - started
     finally:
         worker.kill()
-    assert worker.returncode == 2, err
+    # A runtime failure (1), not bad input (2): a scheduler may run it again.
+    assert worker.returncode == 1, err
     lines = [line for line in err.splitlines() if line.startswith("depthsearch: error:")]
     assert len(lines) == 1 and "was unreachable for 3s while" in lines[0], err
     assert took < 30

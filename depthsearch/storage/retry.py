@@ -11,7 +11,7 @@ from typing import TypeVar
 from optuna.exceptions import StorageInternalError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from depthsearch.errors import StorageError
+from depthsearch.errors import DatabaseLost
 from depthsearch.storage.urls import describe, mask_url
 
 __all__ = ["Backoff", "is_transient", "retry_for", "retrying"]
@@ -62,7 +62,7 @@ def retrying(fn: Callable[[], T], *, wait_s: float, what: str, url: str) -> T:
     """Calls ``fn``, retrying a lost database with backoff for up to ``wait_s`` seconds.
 
     Raises:
-        StorageError: the database stayed away for ``wait_s`` seconds.
+        DatabaseLost: the database stayed away for ``wait_s`` seconds (exit 1, not 2).
     """
     deadline = time.monotonic() + wait_s
     backoff = Backoff(0.5, 15.0, jitter=0.2)
@@ -74,7 +74,7 @@ def retrying(fn: Callable[[], T], *, wait_s: float, what: str, url: str) -> T:
                 raise
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StorageError(
+                raise DatabaseLost(
                     f"the database {mask_url(url)} was unreachable for {wait_s:.0f}s while "
                     f"{what}: {describe(e)}"
                 ) from e
