@@ -10,7 +10,9 @@ an error: SIGINT or SIGTERM asked the worker to stop (exit 128 + the signal's nu
 
 from __future__ import annotations
 
+import difflib
 import signal
+from collections.abc import Iterable
 
 __all__ = [
     "DataError",
@@ -24,6 +26,7 @@ __all__ = [
     "SpecError",
     "StorageError",
     "StudyMismatchError",
+    "did_you_mean",
 ]
 
 
@@ -89,3 +92,12 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to ``word`` (the same name in other
+    case first, then a near spelling), or ``""`` when none is close: for error messages."""
+    options = [str(c) for c in choices]
+    same = [c for c in options if c.lower() == word.lower()]
+    close = same or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -165,7 +165,7 @@ def bad_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["run", str(tmp / "absent.toml")], "no such study file"),
         (["run", str(unknown_key)], "[train] unknown key(s) ['epochz']"),
         (["run", str(bad_value)], "[space] hidden_size: choice -8 must be >= 1, but got -8"),
-        (["run", str(bad_column)], "no column(s) ['y']; the file has columns ['a', 'b']"),
+        (["run", str(bad_column)], "no column(s) ['y'] (the file has columns ['a', 'b'])"),
         (
             ["run", str(other_spec)],
             "was created from a different spec (differs at: train.max_epochs)",

@@ -46,7 +46,15 @@ BAD = [
         "[train] unknown key(s) ['lrate', 'max_epoch']; did you mean 'max_epoch' for "
         "'max_epochs'?",
     ),
-    ("[stduy]\nname='x'\n", "unknown table(s) ['stduy']"),
+    ("[stduy]\nname='x'\n", "unknown table(s) ['stduy']; did you mean 'study'?"),
+    (
+        "[study]\nname='x'\nn_trials=3\n[prunner]\nkind='median'\n",
+        "unknown table(s) ['prunner']; did you mean 'pruner'?",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[pruner]\nkind='costaware'\n",
+        "but got 'costaware'; did you mean 'cost-aware'?",
+    ),
     (
         "[study]\nname='x'\nn_trials=3\n[space]\nnum_layers={low=3, high=1}\n",
         "[space] num_layers: low <= high must hold, but got (low=3, high=1)",

@@ -78,7 +78,8 @@ def test_synthetic_series_is_seeded() -> None:
 @pytest.mark.parametrize(
     ("content", "kw", "message"),
     [
-        ("x\n1\n2\n", {}, "no column(s) ['y']; the file has columns ['x']"),
+        ("x\n1\n2\n", {}, "no column(s) ['y'] (the file has columns ['x'])"),
+        ("Y\n1\n2\n", {}, "no column(s) ['y']; did you mean 'Y'? (the file has columns ['Y'])"),
         ("y\n1\nabc\n3\n", {}, "column 'y' must be numeric, but row 3 holds 'abc'"),
         ("y,z\n1,1\n,2\n3,3\n", {}, "column 'y' has 1 missing value(s), the first on line 3"),
         ("y\n1\n2\n3\n4\n", {"window": 3}, "too few for window=3"),

@@ -21,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from depthsearch.errors import DataError
+from depthsearch.errors import DataError, did_you_mean
 from depthsearch.spec import DataSpec
 
 __all__ = [
@@ -164,9 +164,9 @@ def load_frame(
     needed = list(dict.fromkeys(columns or [*spec.input_columns, spec.target]))
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise DataError(
-            f"{path}: no column(s) {missing}; the file has columns {list(map(str, frame.columns))}"
-        )
+        names = list(map(str, frame.columns))
+        hint = did_you_mean(str(missing[0]), names) if len(missing) == 1 else ""
+        raise DataError(f"{path}: no column(s) {missing}{hint} (the file has columns {names})")
     out = frame[needed]
     for column in needed:
         values = pd.to_numeric(out[column], errors="coerce")

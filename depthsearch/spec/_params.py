@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-from depthsearch.errors import SpecError
+from depthsearch.errors import SpecError, did_you_mean
 
 __all__ = ["Choices", "Fixed", "FloatRange", "IntRange", "ParamSpec", "Rule"]
 
@@ -117,7 +117,8 @@ class Rule:
             if not isinstance(value, str) or not value:
                 raise Bad(f"must be a non-empty string, but got {value!r}")
             if self.allowed is not None and value not in self.allowed:
-                raise Bad(f"must be one of {list(self.allowed)}, but got {value!r}")
+                hint = did_you_mean(value, self.allowed)
+                raise Bad(f"must be one of {list(self.allowed)}, but got {value!r}{hint}")
             return value
         if self.kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from depthsearch.errors import MissingDataFile, SpecError
+from depthsearch.errors import MissingDataFile, SpecError, did_you_mean
 from depthsearch.spec._params import (
     Choices,
     Fixed,
@@ -194,7 +194,8 @@ def _parse(doc: Mapping[str, Any], base: Path | None) -> StudySpec:
         raise SpecError(f"a study spec must be a table, but got {type(doc).__name__}")
     unknown = sorted(set(doc) - set(_TABLES))
     if unknown:
-        raise SpecError(f"unknown table(s) {unknown}; allowed tables are {list(_TABLES)}")
+        hint = did_you_mean(unknown[0], _TABLES) if len(unknown) == 1 else ""
+        raise SpecError(f"unknown table(s) {unknown}{hint} (allowed tables are {list(_TABLES)})")
     if "study" not in doc:
         raise SpecError("the [study] table is required (name, n_trials, seed)")
     study = _table(
