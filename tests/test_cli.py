@@ -224,3 +224,27 @@ def test_exit_codes_tell_bad_input_from_a_failure_while_running() -> None:
         result = CliRunner().invoke(fails, [])
         assert result.exit_code == code, (error, result.output)
         assert result.output.strip() == f"depthsearch: error: {error}"
+
+
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_a_bad_study_file_or_url_is_refused_before_torch_loads(
+    tmp_path: Path, command: str
+) -> None:
+    import subprocess
+    import sys
+
+    bad_file = tmp_path / "bad.toml"
+    bad_file.write_text("[prunner]\nkind = 'median'\n")
+    good_file = write_study(tmp_path, name="fine")
+    for study_file, url in ((bad_file, "sqlite:///x.db"), (good_file, "mysqlx://a@b/c")):
+        args = [command, str(study_file), "--storage", url]
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "depthsearch", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+        assert "torch" not in imported, "torch was imported before the input was checked"
+    assert not (tmp_path / "x.db").exists()

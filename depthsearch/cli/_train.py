@@ -90,11 +90,13 @@ def run(study_file: str, storage: str | None, n_trials: int | None, timeout: flo
     trial from its checkpoint first (Ctrl-C twice drops it).
     """
     from depthsearch.spec import load_spec
-    from depthsearch.storage import resolve_storage
+    from depthsearch.storage import check_url, resolve_storage
+
+    # The file and the URL are checked before torch loads (seconds on a busy machine).
+    spec = load_spec(study_file)
+    url = check_url(resolve_storage(storage))
     from depthsearch.worker.run import run_study_here
 
-    spec = load_spec(study_file)
-    url = resolve_storage(storage)
     progress = _Progress(spec.train.max_epochs)
     study, result = run_study_here(
         spec,
@@ -117,13 +119,14 @@ def create(study_file: str, storage: str | None) -> None:
 
     Workers then join it by name: `depthsearch worker --study NAME`.
     """
-    from depthsearch.learn.data import prepare
     from depthsearch.spec import load_spec
-    from depthsearch.storage import mask_url, resolve_storage
-    from depthsearch.studies import create_study
+    from depthsearch.storage import check_url, mask_url, resolve_storage
 
     spec = load_spec(study_file)
-    url = resolve_storage(storage)
+    url = check_url(resolve_storage(storage))
+    from depthsearch.learn.data import prepare
+    from depthsearch.studies import create_study
+
     prepare(spec.data, "cpu", seed=spec.seed)
     create_study(spec, url)
     click.echo(f"study {spec.name!r} ready in {mask_url(url)} (budget {spec.n_trials} trials)")

@@ -37,6 +37,7 @@ from depthsearch.storage.retry import Backoff, retry_for, retrying
 from depthsearch.storage.urls import (
     DEFAULT_STORAGE,
     ENV_VAR,
+    check_url,
     dialect_of,
     mask_url,
     resolve_storage,
@@ -54,6 +55,7 @@ __all__ = [
     "Running",
     "add_indexes",
     "best_complete",
+    "check_url",
     "dialect_of",
     "dispose_lock_engines",
     "load_all_trials",

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_STORAGE",
     "ENV_VAR",
     "check_supported",
+    "check_url",
     "describe",
     "dialect",
     "dialect_of",
@@ -133,6 +134,13 @@ def check_supported(url: URL, raw: str) -> None:
             raise StorageError(
                 f"cannot open storage {mask_url(raw)!r}: the folder {parent} does not exist"
             )
+
+
+def check_url(url: str) -> str:
+    """``url``, once it parses and names a database depthsearch can share (else StorageError):
+    the check a command makes before anything slow."""
+    check_supported(parse(url), url)
+    return url
 
 
 def describe(e: BaseException) -> str:
