@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from depthsearch._text import counted
 from depthsearch.errors import MissingDataFile, StorageError, StudyMismatchError
 from depthsearch.search.compat import quiet_experimental
 from depthsearch.search.pruners import make_pruner
@@ -54,7 +55,7 @@ def spec_summary(spec: StudySpec) -> str:
         f"{s.lr.describe()}, batch {s.batch_size.describe()} | data: {data}, "
         f"window {d.window} -> horizon {d.horizon}, val {d.val_fraction:g} | "
         f"{t.max_epochs} epochs on {t.device} | {spec.sampler.kind} sampler, "
-        f"{spec.pruner.kind} pruner | budget {spec.n_trials} trials"
+        f"{spec.pruner.kind} pruner | budget {counted(spec.n_trials, 'trial')}"
     )
 
 

@@ -33,3 +33,10 @@ def test_study_modules_load_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_counts_read_as_english() -> None:
+    from depthsearch._text import counted
+
+    assert [counted(n, "trial") for n in (0, 1, 2)] == ["0 trials", "1 trial", "2 trials"]
+    assert counted(1, "layer") == "1 layer" and counted(3, "index", "indices") == "3 indices"

@@ -219,4 +219,5 @@ def _budget_line(study: Any, *, live: bool = False) -> str:
         shown = "" if best is None else f", best trial {best[1]} val_loss={best[0]:.5g}"
         running = budget.counts.get(TrialState.RUNNING, 0)
         return f"[launch] {done} finished, {running} running{shown}"
-    return f"budget met: {done}" if budget.met else f"{done} trials finished"
+    trials = "trial" if budget.n_trials == 1 else "trials"
+    return f"budget met: {done}" if budget.met else f"{done} {trials} finished"

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from depthsearch._text import counted
 from depthsearch.cli._base import (
     _user_errors,
     data_option,
@@ -194,7 +195,9 @@ def trials(study_name: str, storage: str | None, output: str | None) -> None:
         click.echo(frame[cols].to_string(index=False))
         return
     frame = write_trials(study_name, url, output)
-    click.echo(f"wrote {output}: {len(frame)} trials, {len(frame.columns)} columns")
+    click.echo(
+        f"wrote {output}: {counted(len(frame), 'trial')}, {counted(len(frame.columns), 'column')}"
+    )
 
 
 @main.command()

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from depthsearch._text import counted
 from depthsearch.cli._base import (
     _Progress,
     _user_errors,
@@ -53,7 +54,7 @@ def _print_summary(study: Any, result: Any, storage_url: str) -> None:
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in TrialState}
     click.echo(
-        f"study {study.study_name!r} in {mask_url(storage_url)}: {len(trials)} trials "
+        f"study {study.study_name!r} in {mask_url(storage_url)}: {counted(len(trials), 'trial')} "
         f"({count[TrialState.COMPLETE]} complete, {count[TrialState.PRUNED]} pruned, "
         f"{count[TrialState.FAIL]} failed, {count[TrialState.RUNNING]} running); this run: "
         f"{result.complete} complete, {result.pruned} pruned, {result.failed} failed"
@@ -129,7 +130,8 @@ def create(study_file: str, storage: str | None) -> None:
 
     prepare(spec.data, "cpu", seed=spec.seed)
     create_study(spec, url)
-    click.echo(f"study {spec.name!r} ready in {mask_url(url)} (budget {spec.n_trials} trials)")
+    budget = counted(spec.n_trials, "trial")
+    click.echo(f"study {spec.name!r} ready in {mask_url(url)} (budget {budget})")
 
 
 @main.command()

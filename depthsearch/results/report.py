@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from depthsearch._text import counted
 from depthsearch.errors import InputError
 from depthsearch.results.export import open_study, pick_trial
 from depthsearch.search import trials as keys
@@ -255,11 +256,13 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
             points = trial_curve(t)
             steps = sorted(points)
             tag = " (picked)" if t.number in picks.values() else ""
+            layers = trial_layers(t)
+            depth = "? layers" if layers is None else counted(layers, "layer")
             ax.plot(
                 steps,
                 [points[s] for s in steps],
                 marker=".",
-                label=f"trial {t.number}: {trial_layers(t)} layers{tag}",
+                label=f"trial {t.number}: {depth}{tag}",
             )
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss")
@@ -334,7 +337,7 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
     if len(study.directions) > 1:
         front_line = (
             f"<p>Pareto front ({esc(', '.join(metric_names(study)))}), "
-            f"{len(study.best_trials)} trials: {esc(describe_front(study))}. "
+            f"{counted(len(study.best_trials), 'trial')}: {esc(describe_front(study))}. "
             "The picks below are chosen from it.</p>"
         )
     page = f"""<!doctype html>
@@ -348,7 +351,8 @@ figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Study {esc(study_name)}</h1>
 <p>{summary}</p>
-<p>Storage {esc(mask_url(storage_url))}; {len(trials)} trials: {counts["complete"]} complete,
+<p>Storage {esc(mask_url(storage_url))}; {counted(len(trials), "trial")}:
+{counts["complete"]} complete,
 {counts["pruned"]} pruned, {counts["fail"]} failed. Written
 {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}.</p>
 {preempted_line}
