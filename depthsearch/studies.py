@@ -94,13 +94,19 @@ def create_study(
         except KeyError:
             study_id = None
         if study_id is None:
-            study = optuna.create_study(
-                storage=storage,
-                study_name=spec.name,
-                directions=["minimize"] * len(spec.objectives),
-                sampler=sampler,
-                pruner=make_pruner(spec),
-            )
+            # Optuna announces it at INFO ("A new study created ..."); our own line says more.
+            verbosity = optuna.logging.get_verbosity()
+            optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+            try:
+                study = optuna.create_study(
+                    storage=storage,
+                    study_name=spec.name,
+                    directions=["minimize"] * len(spec.objectives),
+                    sampler=sampler,
+                    pruner=make_pruner(spec),
+                )
+            finally:
+                optuna.logging.set_verbosity(verbosity)
             with quiet_experimental():
                 # The dashboard labels the axes (and the Pareto front) with these names.
                 study.set_metric_names(list(spec.objectives))

@@ -36,6 +36,30 @@ def test_run_study_takes_a_dict_and_returns_the_study(tmp_path: Path) -> None:
     assert sorted(set(seen)) == [0, 1, 2]  # every trial reported its epochs
 
 
+def test_run_study_says_nothing_through_optunas_own_logger(tmp_path: Path) -> None:
+    import logging
+
+    heard: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            heard.append(record.getMessage())
+
+    keep = Keep(level=logging.DEBUG)
+    optuna_logger = logging.getLogger("optuna")
+    optuna_logger.addHandler(keep)
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        study_file = write_study(tmp_path, name="hush", n_trials=1, max_epochs=1)
+        depthsearch.run_study(study_file, storage=f"sqlite:///{tmp_path / 'hush.db'}")
+    finally:
+        optuna.logging.set_verbosity(before)
+        optuna_logger.removeHandler(keep)
+    assert not [m for m in heard if "A new study created" in m], heard
+    assert optuna.logging.get_verbosity() == before
+
+
 def test_run_study_leaves_the_process_as_it_found_it(tmp_path: Path) -> None:
     import torch
 
