@@ -91,8 +91,10 @@ def test_retrained_model_reloads_and_predicts_bit_for_bit(
 ) -> None:
     url, folder = finished_study
     out = folder / "best"
-    text = cli("export", "--study", "result", "--storage", url, "--retrain", "-o", str(out))
+    text = cli("export", "--study", "result", "--storage", url, "--retrain", "-o", f"{out}/")
     assert "retrained on synthetic series" in text
+    # A trailing slash in -o is the user's: the paths shown are the files'.
+    assert f"wrote {out / 'model.pt'} and {out / 'config.json'}: " in text, text
     doc = read_document(out / "config.json")
     study = optuna.load_study(study_name="result", storage=url)
     # Same data, seed and epochs on the CPU: the retrained model is the trial's best state.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -63,10 +64,12 @@ def export(
         folder = output or "best"
         doc = retrain_best(study_name, url, folder, pick=pick, data_path=data_path)
         r = doc["retrain"]
+        where = Path(folder)
         click.echo(
-            f"wrote {folder}/model.pt and {folder}/config.json: trial {doc['origin']['trial']} "
-            f"retrained on {r['data']} ({r['train_windows']} training windows, {r['epochs']} "
-            f"epochs on {r['device']}): val_loss={r['val_loss']:.6g} "
+            f"wrote {where / 'model.pt'} and {where / 'config.json'}: trial "
+            f"{doc['origin']['trial']} retrained on {r['data']} "
+            f"({counted(r['train_windows'], 'training window')}, {counted(r['epochs'], 'epoch')} "
+            f"on {r['device']}): val_loss={r['val_loss']:.6g} "
             f"(the trial reached {doc['metrics']['val_loss']:.6g})"
         )
         return
