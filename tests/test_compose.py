@@ -98,21 +98,20 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
             pytest.fail(message)
         pytest.skip(message)
     # Beside its own .env, as a user's copy is (the repository has none).
-    shutil.copy(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    copy = tmp_path / "docker-compose.yml"
     (tmp_path / ".env").write_text("POSTGRES_PASSWORD=test\n")
-    proc = subprocess.run(
-        [*command, "-f", str(tmp_path / "docker-compose.yml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+
+    def config() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "-f", str(copy), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
+    shutil.copy(REPO / "docker-compose.yml", copy)
+    proc = config()
     assert proc.returncode == 0, proc.stderr
     # And it refuses a file it should refuse: the check is real.
-    (tmp_path / "docker-compose.yml").write_text("services:\n  w:\n    restart: sometimes\n")
-    proc = subprocess.run(
-        [*command, "-f", str(tmp_path / "docker-compose.yml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode != 0
+    copy.write_text("services:\n  w:\n    restart: sometimes\n")
+    assert config().returncode != 0
