@@ -24,6 +24,7 @@ from depthsearch.worker.reporting import ReportingProcess
 
 from .conftest import Gate, write_study
 from .test_worker import (
+    EVENT_S,
     FAST_HEARTBEAT,
     LONG,
     MID,
@@ -31,6 +32,7 @@ from .test_worker import (
     count,
     create,
     held_mid_trial,
+    retries_of,
     spawn,
     trials,
     wait_for,
@@ -205,3 +207,33 @@ def test_reporting_process_rides_out_an_outage_and_its_warnings_reach_the_worker
     assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.4}
     record = next(r for r in caplog.records if "while reporting an epoch" in r.getMessage())
     assert record.name == "depthsearch.storage.retry" and record.levelno == logging.WARNING
+
+
+def test_a_trial_taken_over_meanwhile_is_left_to_its_retry_and_the_worker_carries_on(
+    tmp_path: Path, sqlite_url: str, gate: Gate
+) -> None:
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    url, name = sqlite_url, "taken"
+    create(tmp_path, url, name, n_trials=2, max_epochs=LONG)
+    gate.hold_at(MID)
+    worker = spawn("worker", "--study", name, url=url)
+    try:
+        held_mid_trial(gate, url, name)
+        # What another worker's stale check does to a trial whose worker it could not hear
+        # (this one was cut off from the database): FAIL it and queue its retry.
+        study = optuna.load_study(study_name=name, storage=url)
+        (running,) = study.get_trials(states=(TrialState.RUNNING,))
+        study.tell(running.number, state=TrialState.FAIL)
+        RetryHeartbeatStaleTrialCallback()(study, study.get_trials()[running.number])
+    finally:
+        gate.open()
+        _, err = worker.communicate(timeout=EVENT_S)
+    assert worker.returncode == 0, err
+    assert f"trial {running.number} was taken over by another worker" in err, err
+    assert "Traceback" not in err and "UpdateFinishedTrialError" not in err, err
+    assert_settled(url, name, finished=2)
+    (retry,) = retries_of(trials(url, name), running.number)
+    # Its checkpoints were left for the retry, which went on from them.
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] > 0

@@ -110,6 +110,9 @@ class Outcome:
     retry: bool = False
     free_memory: bool = False
     error: BaseException | None = None
+    #: Another worker finished the trial meanwhile (its stale check, after an outage that cut
+    #: this one off): nothing is written, its checkpoints are the retry's, the worker goes on.
+    taken_over: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +204,8 @@ class TrialLoop:
                 value = self.objective(trial)
         except optuna.TrialPruned as e:
             return Outcome(TrialState.PRUNED, reason=str(e))
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            return Outcome(TrialState.FAIL, reason=_one_line(e), taken_over=True)
         except Interrupted as e:
             # SIGTERM is the system's (preemption, a time limit, an eviction, scancel), Ctrl-C
             # the user's: either way the next run or worker of the study resumes the trial
@@ -219,6 +224,13 @@ class TrialLoop:
     def finish(self, trial: optuna.Trial, outcome: Outcome) -> None:
         """Tells the outcome, queues a retry where one is due, removes the checkpoints no
         retry will read, and logs the trial by state: the one place a trial ends."""
+        if outcome.taken_over:
+            _log.warning(
+                "trial %d was taken over by another worker (this one could not reach the "
+                "database in time); its retry resumes it: carrying on",
+                trial.number,
+            )
+            return
         queued = False
         by_user = isinstance(outcome.error, Interrupted) and outcome.error.signum == signal.SIGINT
         dropped = by_user and self.for_good()
@@ -228,9 +240,14 @@ class TrialLoop:
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-            self.retry(
-                lambda: trial.set_user_attr(keys.FAIL_REASON, outcome.reason), "saving a failure"
-            )
+            try:
+                self.retry(
+                    lambda: trial.set_user_attr(keys.FAIL_REASON, outcome.reason),
+                    "saving a failure",
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:  # ended elsewhere meanwhile
+                _log.warning("trial %d was finished by another worker meanwhile", trial.number)
+                return
         self.tell(trial, outcome.state, outcome.value)
         if outcome.retry and not dropped:
             # The user's stop is resumed whatever [workers] max_retry says (it bounds failures).
