@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from depthsearch._text import counted
 from depthsearch.cli._base import (
     _TERMINAL,
     _user_errors,
@@ -219,5 +220,6 @@ def _budget_line(study: Any, *, live: bool = False) -> str:
         shown = "" if best is None else f", best trial {best[1]} val_loss={best[0]:.5g}"
         running = budget.counts.get(TrialState.RUNNING, 0)
         return f"[launch] {done} finished, {running} running{shown}"
-    trials = "trial" if budget.n_trials == 1 else "trials"
-    return f"budget met: {done}" if budget.met else f"{done} {trials} finished"
+    if budget.met:
+        return f"budget met: {done}"
+    return f"{budget.finished} of {counted(budget.n_trials, 'trial')} finished"

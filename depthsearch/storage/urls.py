@@ -50,7 +50,7 @@ def parse(url: str) -> URL:
             f"cannot parse storage URL {_mask_text(url)!r}: expected e.g. "
             "'sqlite:///depthsearch.db' or 'postgresql+psycopg://user:password@host:5432/db'"
         ) from e
-    if parsed.host is not None and "@" in parsed.host:
+    if _raw_at(parsed):
         raise StorageError(
             f"storage URL {_mask_text(url)!r}: its user or password holds a raw '@'; "
             "percent-encode it as %40 (Python: urllib.parse.quote(password, safe=''))"
@@ -59,8 +59,14 @@ def parse(url: str) -> URL:
 
 
 #: Query parameters whose values are masked (libpq's password, sslpassword, ...).
-_SECRET = re.compile(r"pass|secret|token", re.IGNORECASE)
+_SECRET_WORDS = "pass|secret|token"
+_SECRET = re.compile(_SECRET_WORDS, re.IGNORECASE)
 _MASK = "***"
+
+
+def _raw_at(parsed: URL) -> bool:
+    """Whether a raw ``@`` in the user info made SQLAlchemy read part of it as the host."""
+    return parsed.host is not None and "@" in parsed.host
 
 
 def _mask_text(url: str) -> str:
@@ -76,7 +82,7 @@ def _mask_text(url: str) -> str:
                 creds = creds.split(":", 1)[0] + ":" + _MASK
             url = f"{scheme}://{creds}@{host}"
     return re.sub(
-        r"([?&][^=&#]*(?:pass|secret|token)[^=&#]*=)[^&#]*", rf"\g<1>{_MASK}", url, flags=re.I
+        rf"([?&][^=&#]*(?:{_SECRET_WORDS})[^=&#]*=)[^&#]*", rf"\g<1>{_MASK}", url, flags=re.I
     )
 
 
@@ -88,7 +94,7 @@ def mask_url(url: str) -> str:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         return _mask_text(url)
-    if parsed.host is not None and "@" in parsed.host:  # a raw "@": not what the user meant
+    if _raw_at(parsed):  # not what the user meant: mask as text
         return _mask_text(url)
     placeholder = "DEPTHSEARCHMASKED"
     query = {k: (placeholder if _SECRET.search(k) else v) for k, v in parsed.query.items()}

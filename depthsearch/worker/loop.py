@@ -224,17 +224,8 @@ class TrialLoop:
     def finish(self, trial: optuna.Trial, outcome: Outcome) -> None:
         """Tells the outcome, queues a retry where one is due, removes the checkpoints no
         retry will read, and logs the trial by state: the one place a trial ends."""
-        if outcome.taken_over:
-            _log.warning(
-                "trial %d was taken over by another worker (this one could not reach the "
-                "database in time); its retry resumes it: carrying on",
-                trial.number,
-            )
-            return
-        queued = False
-        by_user = isinstance(outcome.error, Interrupted) and outcome.error.signum == signal.SIGINT
-        dropped = by_user and self.for_good()
-        if outcome.state == TrialState.FAIL:
+        taken_over = outcome.taken_over
+        if outcome.state == TrialState.FAIL and not taken_over:
             if outcome.free_memory:
                 # Drop every reference to the failed model before freeing the cache.
                 gc.collect()
@@ -246,8 +237,17 @@ class TrialLoop:
                     "saving a failure",
                 )
             except optuna.exceptions.UpdateFinishedTrialError:  # ended elsewhere meanwhile
-                _log.warning("trial %d was finished by another worker meanwhile", trial.number)
-                return
+                taken_over = True
+        if taken_over:
+            _log.warning(
+                "trial %d was taken over by another worker (this one could not reach the "
+                "database in time); its retry resumes it: carrying on",
+                trial.number,
+            )
+            return
+        queued = False
+        by_user = isinstance(outcome.error, Interrupted) and outcome.error.signum == signal.SIGINT
+        dropped = by_user and self.for_good()
         self.tell(trial, outcome.state, outcome.value)
         if outcome.retry and not dropped:
             # The user's stop is resumed whatever [workers] max_retry says (it bounds failures).
