@@ -16,11 +16,27 @@ and how far the best candidate it leaves running is behind the run's best.
     python benchmarks/pruning.py [--seeds 3] [--first-seed 1] [--trials 24] [--epochs 20]
 
 Last line: ``epochs_saved=X loss_gap=Y`` for the better pruner of part 1.
+
+``--default`` runs part 3 instead (issue #23): does the *default* pruner give every depth a fair
+chance? The task of ``peers.py`` (a 48-step window -> the next value, 1-6 layers, width 16-128,
+30 trials of up to 20 epochs, every other key depthsearch's default: cheap-first start-up, TPE,
+``patience = 4``) is run without pruning on the sunspot series and on the half-hourly demand
+series, for --seeds seeds each, so that every candidate trains as far as the default would let
+it. Each candidate's curve is saved (``--curves FILE``; a file that exists is read instead of
+training again). The default pruner and the variants in ``VARIANTS`` are then replayed on each
+run's candidates in trial order. Per variant: in how many runs it would have stopped the
+candidate that ends best, which depths lost their best candidate, the epochs it would have
+trained and how far the best candidate it leaves running is behind the run's best.
+
+    python benchmarks/pruning.py --default [--seeds 3] [--curves curves.json]
+
+Last line: ``default: kept the eventual best in K of N runs, epochs_saved=X``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import statistics
@@ -128,13 +144,243 @@ def replay(
     return unfair, trained, (kept - finals[0]) / finals[0]
 
 
+# Part 3 (--default): the default pruner replayed on the default study's fully trained curves.
+
+#: The task of peers.py (issue #16), on two series; every other key is depthsearch's default.
+DEFAULT_SPACE = {
+    "num_layers": {"low": 1, "high": 6},
+    "hidden_size": {"low": 16, "high": 128, "log": True},
+    "dropout": {"low": 0.0, "high": 0.5},
+    "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+}
+DEFAULT_TRIALS, DEFAULT_EPOCHS = 30, 20
+
+
+def _default_data(name: str) -> dict[str, Any]:
+    from _study import DEMAND, SUNSPOTS
+
+    return {**{"sunspots": SUNSPOTS, "demand": DEMAND}[name], "window": 48, "horizon": 1}
+
+
+def train_curves(job: tuple[str, int]) -> list[dict[str, Any]]:
+    """Every candidate of one run of the default study without pruning: its number, params,
+    distributions, the attributes the pruners read, and its validation curve."""
+    import optuna
+    import torch
+    from _study import study_spec
+
+    from depthsearch.search.trials import MODEL_CONFIG, PARAM_COUNT
+    from depthsearch.spec import TrainSpec
+    from depthsearch.studies import create_study
+    from depthsearch.worker.run import run_worker
+
+    dataset, seed = job
+    logging.basicConfig(level=logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(1)
+    spec = study_spec(
+        f"{dataset}-{seed}",
+        DEFAULT_TRIALS,
+        seed=seed,
+        data=_default_data(dataset),
+        space=DEFAULT_SPACE,
+        train={
+            "max_epochs": DEFAULT_EPOCHS,
+            "device": "cpu",
+            "threads": 1,
+            "patience": TrainSpec().patience,
+        },
+        pruner={"kind": "none"},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'curves.db'}"
+        study = create_study(spec, url)
+        run_worker(study, spec, url, budget=DEFAULT_TRIALS)
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [
+        {
+            "number": t.number,
+            "params": t.params,
+            "distributions": {
+                k: optuna.distributions.distribution_to_json(d) for k, d in t.distributions.items()
+            },
+            "user_attrs": {k: t.user_attrs[k] for k in (PARAM_COUNT, MODEL_CONFIG)},
+            "curve": [t.intermediate_values[s] for s in sorted(t.intermediate_values)],
+        }
+        for t in sorted(trials, key=lambda t: t.number)
+    ]
+
+
+def load_curves(
+    path: Path | None, datasets: list[str], seeds: list[int]
+) -> dict[str, list[dict[str, Any]]]:
+    """The runs' candidates by ``dataset-seed``: read from ``path`` where it has them, trained
+    (two runs at a time, one thread each) and added to it otherwise."""
+    import json
+    from concurrent.futures import ProcessPoolExecutor
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    if path is not None and path.exists():
+        runs = json.loads(path.read_text(encoding="utf-8"))
+    jobs = [(d, s) for d in datasets for s in seeds if f"{d}-{s}" not in runs]
+    if jobs:
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            for (d, s), candidates in zip(jobs, pool.map(train_curves, jobs), strict=True):
+                runs[f"{d}-{s}"] = candidates
+                if path is not None:
+                    path.write_text(json.dumps(runs), encoding="utf-8")
+    return {f"{d}-{s}": runs[f"{d}-{s}"] for d in datasets for s in seeds}
+
+
+#: The pruners replayed by --default: the default first, then the settings tried against it.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "median 3/1": {"kind": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
+    "depth-aware 3/1": {"kind": "depth-aware", "n_startup_trials": 3, "n_warmup_steps": 1},
+}
+
+
+@dataclasses.dataclass
+class Replayed:
+    """One pruner on one run's candidates."""
+
+    #: Final (best) loss of every candidate, by trial number, and the epoch it was stopped at.
+    final: dict[int, float]
+    stopped: dict[int, int]
+    layers: dict[int, int]
+    trained: int
+    total: int
+
+    @property
+    def best(self) -> int:
+        return min(self.final, key=lambda n: (self.final[n], n))
+
+    def depth_bests(self) -> dict[int, int]:
+        """The best candidate of each layer count."""
+        out: dict[int, int] = {}
+        for n, loss in self.final.items():
+            d = self.layers[n]
+            if d not in out or loss < self.final[out[d]]:
+                out[d] = n
+        return out
+
+    def gap(self) -> float:
+        kept = min((v for n, v in self.final.items() if n not in self.stopped), default=math.inf)
+        return (kept - self.final[self.best]) / self.final[self.best]
+
+
+def replay_run(candidates: list[dict[str, Any]], pruner: dict[str, Any]) -> Replayed:
+    """The pruner's decisions, live as in a study of one worker, on fully trained curves."""
+    import optuna
+    from optuna.distributions import json_to_distribution
+
+    from depthsearch.search.pruners import make_pruner
+    from depthsearch.spec import spec_from_dict
+
+    doc: dict[str, Any] = {"study": {"name": "replay", "n_trials": 1}}
+    if pruner:
+        doc["pruner"] = pruner
+    study = optuna.create_study(pruner=make_pruner(spec_from_dict(doc)))
+    out = Replayed({}, {}, {}, 0, 0)
+    for c in candidates:
+        study.enqueue_trial(c["params"])
+        trial = study.ask({k: json_to_distribution(v) for k, v in c["distributions"].items()})
+        for key, value in c["user_attrs"].items():
+            trial.set_user_attr(key, value)
+        curve = c["curve"]
+        number = c["number"]
+        out.final[number] = min(curve)
+        out.layers[number] = len(c["user_attrs"]["model_config"]["hidden_sizes"])
+        out.total += len(curve)
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                out.stopped[number] = step
+                break
+        else:
+            study.tell(trial, min(curve))
+        out.trained += out.stopped.get(number, len(curve))
+    return out
+
+
+def replay_default(runs: dict[str, list[dict[str, Any]]]) -> None:
+    n_runs = len(runs)
+    print(
+        f"# the default study (peers.py's task), no pruning, {DEFAULT_TRIALS} trials x up to "
+        f"{DEFAULT_EPOCHS} epochs; runs: {', '.join(runs)}"
+    )
+    print()
+    print(
+        "| pruner | eventual best kept | best of its depth stopped | epochs trained "
+        "| saves | best left running, behind the run's best |"
+    )
+    print("|---|---|---|---|---|---|")
+    detail: dict[str, Replayed] = {}
+    summary: dict[str, tuple[int, float]] = {}
+    for label, pruner in VARIANTS.items():
+        kept = depth_stops = depth_total = trained = total = 0
+        gaps = []
+        for run, candidates in runs.items():
+            r = replay_run(candidates, pruner)
+            if label == "default":
+                detail[run] = r
+            kept += r.best not in r.stopped
+            bests = r.depth_bests()
+            depth_total += len(bests)
+            depth_stops += sum(n in r.stopped for n in bests.values())
+            trained += r.trained
+            total += r.total
+            gaps.append(r.gap())
+        summary[label] = (kept, total / trained)
+        print(
+            f"| {label} | {kept} of {n_runs} | {depth_stops} of {depth_total} | "
+            f"{trained} of {total} | {total / trained:.2f}x | "
+            f"{', '.join(f'{g * 100:+.1f}%' for g in gaps)} |"
+        )
+    print()
+    print("The default, run by run:")
+    print(
+        "| run | candidates by depth | the eventual best | its fate "
+        "| depths whose best was stopped |"
+    )
+    print("|---|---|---|---|---|")
+    for run, r in detail.items():
+        counts: dict[int, int] = defaultdict(int)
+        for d in r.layers.values():
+            counts[d] += 1
+        best = r.best
+        fate = f"stopped at epoch {r.stopped[best]}" if best in r.stopped else "kept"
+        lost = [
+            f"{d} (trial {n}, epoch {r.stopped[n]}, "
+            f"{(r.final[n] / r.final[best] - 1) * 100:+.1f}%)"
+            for d, n in sorted(r.depth_bests().items())
+            if n in r.stopped
+        ]
+        print(
+            f"| {run} | {', '.join(f'{d}: {counts[d]}' for d in sorted(counts))} | trial {best}, "
+            f"{r.layers[best]} layers, {r.final[best]:.5f} | {fate} | {'; '.join(lost) or '-'} |"
+        )
+    kept, saved = summary["default"]
+    print(f"default: kept the eventual best in {kept} of {n_runs} runs, epochs_saved={saved:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=1, help="seeds first..first+seeds-1")
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--default", action="store_true", help="part 3 only: the default pruner's replay"
+    )
+    parser.add_argument("--curves", type=Path, help="--default: the curves file (read/written)")
+    parser.add_argument("--datasets", default="sunspots,demand", help="--default: the series")
     args = parser.parse_args()
+    if args.default:
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        replay_default(load_curves(args.curves, args.datasets.split(","), seeds))
+        return
     logging.basicConfig(level=logging.WARNING)
     import optuna
     import torch

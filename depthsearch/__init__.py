@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from depthsearch.errors import DepthsearchError
     from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
+    from depthsearch.learn.predictor import Predictor
     from depthsearch.learn.saved import Forecaster, load_config, load_model, save_model
     from depthsearch.spec import StudySpec, load_spec
     from depthsearch.worker.run import run_study
@@ -24,6 +25,7 @@ __all__ = [
     "DepthsearchError",
     "Forecaster",
     "ModelConfig",
+    "Predictor",
     "StackedLSTM",
     "StudySpec",
     "build_model",
@@ -40,6 +42,7 @@ _HOME = {
     "DepthsearchError": "depthsearch.errors",
     "Forecaster": "depthsearch.learn.saved",
     "ModelConfig": "depthsearch.learn.model",
+    "Predictor": "depthsearch.learn.predictor",
     "StackedLSTM": "depthsearch.learn.model",
     "StudySpec": "depthsearch.spec",
     "build_model": "depthsearch.learn.model",

@@ -101,7 +101,7 @@ def create_study(
                 study = optuna.create_study(
                     storage=storage,
                     study_name=spec.name,
-                    directions=["minimize"] * len(spec.objectives),
+                    directions=spec.directions,
                     sampler=sampler,
                     pruner=make_pruner(spec),
                 )

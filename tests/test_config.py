@@ -105,8 +105,8 @@ BAD = [
         "[pruner] unknown key(s) ['percentile'] for kind = 'median'",
     ),
     (
-        "[study]\nname='x'\nn_trials=3\n[data]\nsource='parquet'\n",
-        "[data] source: must be one of ['csv', 'synthetic']",
+        "[study]\nname='x'\nn_trials=3\n[data]\nsource='hdf5'\n",
+        "[data] source: must be one of ['csv', 'parquet', 'npz', 'synthetic']",
     ),
     (
         "[study]\nname='x'\nn_trials=3\n[data]\nsource='csv'\ntarget='y'\n",
@@ -128,7 +128,7 @@ BAD = [
     (
         "[study]\nname='x'\nn_trials=3\nobjectives=['val_loss', 'flops']\n",
         "[study] objectives: unknown objective(s) ['flops']; allowed are ['val_loss', "
-        "'param_count', 'seconds_per_epoch']",
+        "'param_count', 'seconds_per_epoch', 'val_accuracy', 'val_f1']",
     ),
     (
         "[study]\nname='x'\nn_trials=3\nobjectives=['param_count', 'val_loss']\n",

@@ -69,8 +69,15 @@ def export(
             f"wrote {where / 'model.pt'} and {where / 'config.json'}: trial "
             f"{doc['origin']['trial']} retrained on {r['data']} "
             f"({counted(r['train_windows'], 'training window')}, {counted(r['epochs'], 'epoch')} "
-            f"on {r['device']}): val_loss={r['val_loss']:.6g} "
-            f"(the trial reached {doc['metrics']['val_loss']:.6g})"
+            f"on {r['device']}): val_loss={r['val_loss']:.6g}"
+            + "".join(f", {k}={r[k]:.4g}" for k in ("val_accuracy", "val_f1") if k in r)
+            + f" (the trial reached val_loss={doc['metrics']['val_loss']:.6g}"
+            + "".join(
+                f", {k}={doc['metrics'][k]:.4g}"
+                for k in ("val_accuracy", "val_f1")
+                if k in doc["metrics"]
+            )
+            + ")"
         )
         return
     path = output or "best.json"
@@ -87,10 +94,12 @@ def export(
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.option(
     "--csv",
+    "--data",
     "csv_path",
     required=True,
     type=click.Path(dir_okay=False),
-    help="CSV with the study's columns.",
+    help="New data in the study's format: a CSV or Parquet table with the study's columns "
+    "(and its id and time columns), or an NPZ with X (and lengths).",
 )
 @click.option(
     "-o",
@@ -101,8 +110,9 @@ def export(
 )
 @_user_errors
 def predict(model_dir: str, csv_path: str, output: str | None) -> None:
-    """Predict with a model saved by `export --retrain`, for every window of a CSV."""
-    from depthsearch.learn.saved import predict_csv
+    """Predict with a model saved by `export --retrain`: one row per window of a forecast
+    (per series of a panel), per id (or NPZ sequence) of a classification or regression."""
+    from depthsearch.learn.predictor import predict_csv
 
     frame = predict_csv(model_dir, csv_path)
     if output is None:
@@ -188,13 +198,19 @@ def status(study_name: str, storage: str | None, watch: float | None) -> None:
 @_user_errors
 def trials(study_name: str, storage: str | None, output: str | None) -> None:
     """One row per trial: number, state, value, params, user attributes, duration."""
-    from depthsearch.results.report import trials_frame, write_trials
+    from depthsearch.results.table import trials_frame, write_trials
     from depthsearch.storage import resolve_storage
 
     url = resolve_storage(storage)
     if output is None:
         frame = trials_frame(study_name, url)
-        cols = [c for c in frame.columns if not c.startswith("user_attrs_model_config")]
+        cols = [
+            c
+            for c in frame.columns
+            if not c.startswith("user_attrs_model_config")
+            and not c.endswith("_curve")
+            and c != "user_attrs_val_confusion"
+        ]
         click.echo(frame[cols].to_string(index=False))
         return
     frame = write_trials(study_name, url, output)

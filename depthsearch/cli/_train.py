@@ -128,7 +128,7 @@ def create(study_file: str, storage: str | None) -> None:
     from depthsearch.learn.data import prepare
     from depthsearch.studies import create_study
 
-    prepare(spec.data, "cpu", seed=spec.seed)
+    prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
     create_study(spec, url)
     budget = counted(spec.n_trials, "trial")
     click.echo(f"study {spec.name!r} ready in {mask_url(url)} (budget {budget})")

@@ -7,12 +7,10 @@ training part only, so no validation value leaks into training.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from depthsearch.errors import DataError, did_you_mean
+from depthsearch.errors import DataError
+from depthsearch.learn.sources import groups, read_table
 from depthsearch.spec import DataSpec
 
 __all__ = [
@@ -36,8 +35,23 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
+class SeriesStats:
+    """One series' own scale (a panel scaled ``per-series``): its inputs' and target's."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    target_mean: float
+    target_std: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Scaler:
-    """Standardisation fitted on the training rows: ``(x - mean) / std`` per column."""
+    """Standardisation fitted on the training rows: ``(x - mean) / std`` per column.
+
+    A panel scaled ``per-series`` also keeps each series' own statistics in ``series`` (keyed
+    by ``str(id)``); :meth:`for_series` gives the scaler of one series. Several outputs (an
+    NPZ ``y`` of k columns) keep one mean and std each in ``output_mean``/``output_std``.
+    """
 
     columns: tuple[str, ...]
     mean: tuple[float, ...]
@@ -45,6 +59,18 @@ class Scaler:
     target: str
     target_mean: float
     target_std: float
+    series: dict[str, SeriesStats] = dataclasses.field(default_factory=dict)
+    output_mean: tuple[float, ...] = ()
+    output_std: tuple[float, ...] = ()
+
+    def for_series(self, key: Any) -> Scaler | None:
+        """The scaler of series ``key`` (None when the panel has no statistics for it)."""
+        stats = self.series.get(str(key))
+        if stats is None:
+            return None
+        return Scaler(
+            self.columns, stats.mean, stats.std, self.target, stats.target_mean, stats.target_std
+        )
 
     def transform(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
         """values: ``(rows, len(columns))`` -> the same, standardised."""
@@ -52,37 +78,80 @@ class Scaler:
         return out
 
     def transform_target(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        out: NDArray[np.float64] = (values - self.target_mean) / self.target_std
-        return out
+        if self.output_mean:
+            out: NDArray[np.float64] = (values - np.asarray(self.output_mean)) / np.asarray(
+                self.output_std
+            )
+            return out
+        return (values - self.target_mean) / self.target_std
 
     def inverse_target(self, values: NDArray[Any]) -> NDArray[np.float64]:
         """Scaled predictions back to the target's own units."""
+        if self.output_mean:
+            scaled: NDArray[np.float64] = np.asarray(values, dtype=np.float64) * np.asarray(
+                self.output_std
+            ) + np.asarray(self.output_mean)
+            return scaled
         return np.asarray(values, dtype=np.float64) * self.target_std + self.target_mean
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["columns"] = list(self.columns)
-        out["mean"] = list(self.mean)
-        out["std"] = list(self.std)
+        out: dict[str, Any] = {
+            "columns": list(self.columns),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "target": self.target,
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+        if self.series:
+            out["series"] = {
+                key: {
+                    "mean": list(s.mean),
+                    "std": list(s.std),
+                    "target_mean": s.target_mean,
+                    "target_std": s.target_std,
+                }
+                for key, s in self.series.items()
+            }
+        if self.output_mean:
+            out["output_mean"] = list(self.output_mean)
+            out["output_std"] = list(self.output_std)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scaler:
+        def floats(values: Any) -> tuple[float, ...]:
+            return tuple(float(v) for v in values)
+
         return cls(
             columns=tuple(data["columns"]),
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
+            mean=floats(data["mean"]),
+            std=floats(data["std"]),
             target=str(data["target"]),
             target_mean=float(data["target_mean"]),
             target_std=float(data["target_std"]),
+            series={
+                str(key): SeriesStats(
+                    floats(s["mean"]),
+                    floats(s["std"]),
+                    float(s["target_mean"]),
+                    float(s["target_std"]),
+                )
+                for key, s in data.get("series", {}).items()
+            },
+            output_mean=floats(data.get("output_mean", ())),
+            output_std=floats(data.get("output_std", ())),
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class Windows:
-    """Training and validation windows, already on their device.
+    """Training and validation sequences, already on their device.
 
-    Shapes: ``x_*: (n, window, features)``, ``y_*: (n, horizon)``.
+    Shapes: ``x_*: (n, steps, features)``; ``y_*: (n, horizon)`` for a forecast, ``(n, k)``
+    for a regression, ``(n,)`` class indices (int64) for a classification. Sequences of
+    different lengths are padded after their last step, and ``len_*`` (int64 on the CPU, as
+    packing wants them) holds each one's length; None when every sequence is whole.
     """
 
     x_train: Tensor
@@ -90,6 +159,11 @@ class Windows:
     x_val: Tensor
     y_val: Tensor
     scaler: Scaler
+    len_train: Tensor | None = None
+    len_val: Tensor | None = None
+    kind: str = "forecast"
+    #: A classification's labels, by class index.
+    classes: tuple[Any, ...] = ()
 
     @property
     def input_size(self) -> int:
@@ -97,6 +171,8 @@ class Windows:
 
     @property
     def output_size(self) -> int:
+        if self.kind == "classify":
+            return len(self.classes)
         return int(self.y_train.shape[-1])
 
     def to(self, device: torch.device | str) -> Windows:
@@ -122,74 +198,31 @@ def synthetic_series(length: int, noise: float, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"y": y})
 
 
-def _repeated_names(path: Path) -> list[str]:
-    """The names that the CSV's header holds more than once (pandas renames the later ones)."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as f:
-        header = next(csv.reader(f), [])
-    seen: dict[str, int] = {}
-    for name in header:
-        seen[name] = seen.get(name, 0) + 1
-    return [name for name, n in seen.items() if n > 1]
-
-
 def load_frame(
     spec: DataSpec, *, seed: int = 0, columns: Sequence[str] | None = None, timed: bool = False
 ) -> pd.DataFrame:
-    """The columns the spec needs (inputs and target), numeric and complete.
+    """One series: the columns the spec needs (inputs and target), numeric and complete.
 
     ``columns`` reads only those instead: predicting needs the inputs, not the target.
-    ``timed``: the frame's index is the CSV's time column, its first column that is not
-    read (``month``, ``timestamp``), where it has one.
+    ``timed``: the frame's index is the time column (``[data] time``, else the table's first
+    column that is not read, such as ``month`` or ``timestamp``), where it has one. Rows are
+    in time order; missing values are treated by ``[data] missing``.
 
     Raises:
         DataError: unreadable file, missing or non-numeric column, missing values.
     """
     if spec.source == "synthetic":
         return synthetic_series(spec.length, spec.noise, seed)
-    assert spec.path is not None  # the spec guarantees a path for CSV sources
-    path = Path(spec.path)
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path}") from None
-    except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"cannot read {path} as CSV: {str(e).splitlines()[0]}") from e
-    twice = _repeated_names(path)
-    if twice:
-        # pandas would read the second as "NAME.1", silently: which one is meant?
-        raise DataError(
-            f"{path}: column name(s) {twice} appear more than once in the header; "
-            "rename them so that each column has its own name"
-        )
+    frame = read_table(spec)
     needed = list(dict.fromkeys(columns or [*spec.input_columns, spec.target]))
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        names = list(map(str, frame.columns))
-        hint = did_you_mean(str(missing[0]), names) if len(missing) == 1 else ""
-        raise DataError(f"{path}: no column(s) {missing}{hint} (the file has columns {names})")
-    out = frame[needed]
-    for column in needed:
-        values = pd.to_numeric(out[column], errors="coerce")
-        bad = values.isna() & out[column].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"{path}: column {column!r} must be numeric, but row {row + 2} holds "
-                f"{out[column].iloc[row]!r}"
-            )
-        if values.isna().any():
-            count = int(values.isna().sum())
-            row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise DataError(
-                f"{path}: column {column!r} has {count} missing value(s), the first on line "
-                f"{row + 2}; fill or drop them before the study"
-            )
-        if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
-            raise DataError(f"{path}: column {column!r} holds an infinite value")
-    result = pd.DataFrame({c: pd.to_numeric(out[c]) for c in needed})
+    (group,) = groups(frame, dataclasses.replace(spec, id=None), needed, where=spec.path)
+    result = pd.DataFrame(group.values, columns=needed)
+    if spec.time is not None:
+        result.index = pd.Index(group.times, name=spec.time)
+        return result
     others = [c for c in frame.columns if c not in needed and c != spec.target]
     if timed and others:
-        result.index = pd.Index(frame[others[0]], name=str(others[0]))
+        result.index = pd.Index(frame[others[0]].to_numpy()[group.times], name=str(others[0]))
     return result
 
 
@@ -282,6 +315,21 @@ def _check_fits(windows: int, window: int, features: int, rows: int) -> None:
         )
 
 
-def prepare(spec: DataSpec, device: torch.device | str = "cpu", *, seed: int = 0) -> Windows:
-    """Loads the spec's series and returns its windows on ``device``."""
-    return make_windows(load_frame(spec, seed=seed), spec).to(device)
+def prepare(
+    spec: DataSpec, device: torch.device | str = "cpu", *, seed: int = 0, kind: str = "forecast"
+) -> Windows:
+    """Loads the spec's data and returns its training and validation samples on ``device``.
+
+    ``kind`` (``[task] kind``): ``forecast`` cuts windows from one series, or within each
+    series of a panel (``[data] id``); ``classify`` and ``regress`` take one sample per
+    sequence (per id, or per row of an NPZ's ``X``); ``seed`` draws their split.
+    """
+    if spec.source != "npz" and kind == "forecast" and spec.id is None:
+        return make_windows(load_frame(spec, seed=seed), spec).to(device)
+    from depthsearch.learn import tasks  # panels and sequences, built on this module
+
+    if spec.source == "npz":
+        return tasks.from_npz(spec, kind, seed).to(device)
+    if kind != "forecast":
+        return tasks.from_table(spec, kind, seed).to(device)
+    return tasks.panel_windows(spec).to(device)

@@ -13,6 +13,7 @@ from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["ModelConfig", "StackedLSTM", "State", "build_model"]
 
@@ -239,18 +240,45 @@ class StackedLSTM(nn.Module):
             for i, (pair, width) in enumerate(zip(state, cfg.hidden_sizes, strict=True))
         ]
 
+    def _check_lengths(self, lengths: Tensor, batch: int, steps: int) -> Tensor:
+        if not isinstance(lengths, Tensor) or tuple(lengths.shape) != (batch,):
+            got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
+            raise ValueError(f"lengths must be a tensor of shape ({batch},), but got {got}")
+        lengths = lengths.to("cpu", torch.int64)
+        if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+            raise ValueError(
+                f"lengths must be in [1, {steps}] (the input's steps), but range over "
+                f"[{int(lengths.min())}, {int(lengths.max())}]"
+            )
+        return lengths
+
     @overload
     def forward(
-        self, x: Tensor, state: State | None = None, *, return_state: Literal[False] = False
+        self,
+        x: Tensor,
+        state: State | None = None,
+        *,
+        lengths: Tensor | None = None,
+        return_state: Literal[False] = False,
     ) -> Tensor: ...
 
     @overload
     def forward(
-        self, x: Tensor, state: State | None = None, *, return_state: Literal[True]
+        self,
+        x: Tensor,
+        state: State | None = None,
+        *,
+        lengths: Tensor | None = None,
+        return_state: Literal[True],
     ) -> tuple[Tensor, State]: ...
 
     def forward(
-        self, x: Tensor, state: State | None = None, *, return_state: bool = False
+        self,
+        x: Tensor,
+        state: State | None = None,
+        *,
+        lengths: Tensor | None = None,
+        return_state: bool = False,
     ) -> Tensor | tuple[Tensor, State]:
         """Runs the stack and reads the prediction from the last timestep.
 
@@ -260,6 +288,11 @@ class StackedLSTM(nn.Module):
             state: initial ``(h0, c0)``, each ``(layers * directions, batch, hidden)`` when all
                 widths are equal, else a list of one ``(h, c)`` per layer, each
                 ``(directions, batch, hidden_i)``. Zeros when omitted.
+            lengths: ``(batch,)``, each sequence's steps when a batch holds sequences of
+                different lengths, padded after their end: they run packed
+                (:func:`torch.nn.utils.rnn.pack_padded_sequence`), no padding step reaches
+                the output, and each is read out at its own last step (the final state is
+                each sequence's own, too). None: every sequence has all the steps.
             return_state: also return the final state, in the same layout, so that a caller can
                 carry it across chunks of a long sequence.
 
@@ -269,6 +302,10 @@ class StackedLSTM(nn.Module):
         cfg = self.config
         self._check_input(x)
         batch = x.shape[0] if cfg.batch_first else x.shape[1]
+        if lengths is not None:
+            steps = x.shape[1] if cfg.batch_first else x.shape[0]
+            lengths = self._check_lengths(lengths, batch, steps)
+            return self._forward_packed(x, state, lengths, batch, return_state)
         finals: list[tuple[Tensor, Tensor]] = []
         if self.lstm is not None:
             fused_state = None
@@ -299,6 +336,54 @@ class StackedLSTM(nn.Module):
             else:
                 final = finals
         last = out[:, -1] if cfg.batch_first else out[-1]
+        y: Tensor = self.head(last)
+        if return_state:
+            return y, final
+        return y
+
+    def _forward_packed(
+        self, x: Tensor, state: State | None, lengths: Tensor, batch: int, return_state: bool
+    ) -> Tensor | tuple[Tensor, State]:
+        """:meth:`forward` for sequences of different lengths: the same stack on packed
+        sequences (dropout, layer norm and residual act on the packed steps alone)."""
+        cfg = self.config
+        packed = pack_padded_sequence(
+            x, lengths, batch_first=cfg.batch_first, enforce_sorted=False
+        )
+        final: State
+        if self.lstm is not None:
+            fused_state = None
+            if state is not None:
+                self._split_state(state, batch)
+                h0, c0 = state
+                fused_state = (h0, c0)
+            out, (h_n, c_n) = self.lstm(packed, fused_state)
+            final = (h_n, c_n)
+        else:
+            per_layer = self._split_state(state, batch)
+            out = packed
+            finals: list[tuple[Tensor, Tensor]] = []
+            for i, lstm in enumerate(self.layers):
+                layer_in = out
+                if i > 0:
+                    steps = layer_in.data
+                    if cfg.layer_norm:
+                        steps = self.norms[i - 1](steps)
+                    steps = self.dropout(steps)
+                    layer_in = layer_in._replace(data=steps)
+                out, (h_i, c_i) = lstm(layer_in, per_layer[i])
+                if i > 0 and cfg.residual:
+                    out = out._replace(data=out.data + self.projections[i - 1](layer_in.data))
+                finals.append((h_i, c_i))
+            if cfg.uniform:
+                final = (
+                    torch.cat([h for h, _ in finals], dim=0),
+                    torch.cat([c for _, c in finals], dim=0),
+                )
+            else:
+                final = finals
+        padded, _ = pad_packed_sequence(out, batch_first=True)
+        last = padded[torch.arange(batch, device=padded.device), lengths.to(padded.device) - 1]
         y: Tensor = self.head(last)
         if return_state:
             return y, final

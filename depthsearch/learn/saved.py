@@ -18,9 +18,8 @@ import pandas as pd
 import torch
 
 from depthsearch.errors import InputError
-from depthsearch.learn.data import Scaler, input_windows, load_frame
+from depthsearch.learn.data import Scaler, input_windows
 from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
-from depthsearch.spec import DataSpec
 
 __all__ = [
     "CONFIG_FILE",
@@ -29,7 +28,6 @@ __all__ = [
     "Forecaster",
     "load_config",
     "load_model",
-    "predict_csv",
     "read_document",
     "save_model",
     "write_document",
@@ -228,29 +226,3 @@ class Forecaster:
             columns=[f"{self.scaler.target}+{i + 1}" for i in range(values.shape[1])],
             index=frame.index[self.window - 1 :],
         )
-
-
-def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
-    """Predictions of a saved model for every window of a CSV with the study's columns.
-
-    Returns:
-        One row per window: the CSV's time column at the window's last input row (its first
-        column that is not an input, e.g. ``month``; else ``row``, the 0-based row number)
-        and ``{target}+1`` ... ``{target}+horizon`` in the target's own units.
-    """
-    forecaster = Forecaster.load(directory)
-    scaler = forecaster.scaler
-    spec = DataSpec(
-        source="csv",
-        path=str(csv),
-        target=scaler.target,
-        features=tuple(scaler.columns) if tuple(scaler.columns) != (scaler.target,) else (),
-        window=forecaster.window,
-        horizon=forecaster.horizon,
-    )
-    # The target only when it is an input; the CSV's time column as the index.
-    frame = load_frame(spec, columns=scaler.columns, timed=True)
-    if len(frame) < forecaster.window:
-        raise InputError(f"{csv}: {len(frame)} rows, but one window needs {forecaster.window}")
-    out = forecaster.predict_windows(frame)
-    return out.rename_axis(out.index.name or "row").reset_index()

@@ -6,7 +6,6 @@ from the host, and one host synchronisation per epoch (reading the epoch's losse
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -26,13 +25,16 @@ from torch import Tensor, nn
 
 from depthsearch.errors import InputError, NonFiniteLossError
 from depthsearch.learn.data import Windows
+from depthsearch.learn.evaluate import Evaluation, assess, autocast_for, evaluate, run_batch
 
 __all__ = [
     "CorruptCheckpoint",
     "EpochResult",
+    "Evaluation",
     "FitOptions",
     "History",
     "TrainState",
+    "assess",
     "evaluate",
     "fit",
     "keep_freed_memory",
@@ -62,6 +64,10 @@ class EpochResult:
     train_loss: float
     val_loss: float
     seconds: float = 0.0
+    #: A classification's ``val_accuracy`` and ``val_f1`` (macro-F1) at this epoch.
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: A classification's confusion matrix at this epoch: ``[true class][predicted class]``.
+    confusion: list[list[int]] | None = None
 
 
 @dataclasses.dataclass
@@ -219,36 +225,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[object]:
-    # bf16 autocast needs no loss scaling; on the CPU it is slower for LSTMs, so CUDA only.
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _batches(
     n: int, batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[Tensor]:
-    order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each batch's sample indices on the device and on the CPU (where lengths live)."""
+    cpu_order = torch.randperm(n, generator=generator)
+    order = cpu_order.to(device, non_blocking=True)
     for start in range(0, n, batch_size):
-        yield order[start : start + batch_size]
-
-
-def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 4096, amp: bool = True
-) -> float:
-    """Mean squared error of ``model`` on ``x: (n, window, features)``, ``y: (n, horizon)``."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), device=x.device, dtype=torch.float64)
-    try:
-        with torch.inference_mode(), _autocast(x.device, amp):
-            for start in range(0, x.shape[0], batch_size):
-                pred = model(x[start : start + batch_size]).float()
-                total += ((pred - y[start : start + batch_size]) ** 2).sum(dtype=torch.float64)
-    finally:
-        model.train(was_training)
-    return float(total.item()) / (y.numel() or 1)
+        yield order[start : start + batch_size], cpu_order[start : start + batch_size]
 
 
 def fit(
@@ -263,7 +247,8 @@ def fit(
     checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every: int = 1,
 ) -> History:
-    """Trains ``model`` on ``data`` with Adam, MSE and gradient clipping by norm.
+    """Trains ``model`` on ``data`` with Adam, MSE (cross-entropy for a classification) and
+    gradient clipping by norm.
 
     Args:
         model: takes ``(batch, window, features)`` and returns ``(batch, horizon)``; already on
@@ -291,8 +276,10 @@ def fit(
     # Listed once: model.parameters() walks every submodule, and clipping asks every batch.
     params = list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
-    loss_fn = nn.MSELoss()
-    autocast = _autocast(device, options.amp)  # re-entered every batch (as a decorator is)
+    classify = data.kind == "classify"
+    loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
+    lengths = data.len_train
+    autocast = autocast_for(device, options.amp)  # re-entered every batch (as a decorator is)
     n = data.x_train.shape[0]
     best = math.inf
     since_best = 0
@@ -315,12 +302,13 @@ def fit(
             # Batch losses stay on the device, summed once per epoch (one dispatch per batch).
             losses: list[Tensor] = []
             sizes: list[int] = []
-            for idx in _batches(n, options.batch_size, generator, device):
+            for idx, cpu_idx in _batches(n, options.batch_size, generator, device):
                 if interrupt is not None:
                     interrupt()
                 xb, yb = data.x_train[idx], data.y_train[idx]
                 with autocast:
-                    loss = loss_fn(model(xb).float(), yb)
+                    out = run_batch(model, xb, None if lengths is None else lengths[cpu_idx])
+                    loss = loss_fn(out.float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(params, options.grad_clip)
@@ -331,10 +319,20 @@ def fit(
             train_loss = float(torch.dot(torch.stack(losses), weights).item()) / n
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(epoch, train_loss)
-            val_loss = evaluate(model, data.x_val, data.y_val, amp=options.amp)
+            judged = assess(
+                model,
+                data.x_val,
+                data.y_val,
+                lengths=data.len_val,
+                classify=classify,
+                amp=options.amp,
+            )
+            val_loss = judged.loss
             if not math.isfinite(val_loss):
                 raise NonFiniteLossError(epoch, val_loss)
-            result = EpochResult(epoch, train_loss, val_loss)
+            result = EpochResult(
+                epoch, train_loss, val_loss, metrics=judged.metrics, confusion=judged.confusion
+            )
             history.epochs.append(result)
             if val_loss < best:
                 best, since_best = val_loss, 0

@@ -84,6 +84,7 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
         "model": attrs[keys.MODEL_CONFIG],
         "train": train,
         "data": spec.get("data", {}),
+        "task": {"kind": spec.get("task", {}).get("kind", "forecast")},
         "metrics": {
             "val_loss": trial.values[0],
             "objectives": dict(zip(metric_names(study), trial.values, strict=True)),
@@ -91,6 +92,7 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
             "epochs_trained": attrs.get(keys.EPOCHS_TRAINED),
             "best_epoch": attrs.get(keys.BEST_EPOCH),
             "seconds_per_epoch": attrs.get(keys.SECONDS_PER_EPOCH),
+            **{m: attrs[m] for m in keys.TASK_METRICS if m in attrs},
         },
         "origin": {
             "study": study.study_name,
@@ -133,12 +135,12 @@ def retrain_best(
 
     from depthsearch.learn.data import prepare
     from depthsearch.learn.model import build_model
-    from depthsearch.learn.train import evaluate, fit, resolve_device
+    from depthsearch.learn.train import assess, fit, resolve_device
 
     doc = best_config(study_name, storage_url, pick=pick)
     spec = read_spec(study_name, storage_url, data_path=data_path)
     device = resolve_device(spec.train.device)
-    data = prepare(spec.data, "cpu", seed=spec.seed)
+    data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
     train = doc["train"]
     cfg = ModelConfig.from_dict(doc["model"])
     seed = int(train["seed"])
@@ -154,14 +156,24 @@ def retrain_best(
     )
     on_device = data.to(device)
     fit(model, on_device, options)
-    val_loss = evaluate(model, on_device.x_val, on_device.y_val, amp=spec.train.amp)
+    judged = assess(
+        model,
+        on_device.x_val,
+        on_device.y_val,
+        lengths=on_device.len_val,
+        classify=data.kind == "classify",
+        amp=spec.train.amp,
+    )
     doc["retrain"] = {
         "epochs": epochs,
         "device": str(device),
-        "val_loss": val_loss,
+        "val_loss": judged.loss,
+        **judged.metrics,
         "data": spec.data.path or "synthetic series",
         "train_windows": int(data.x_train.shape[0]),
     }
     doc["scaler"] = data.scaler.to_dict()
+    if data.classes:
+        doc["task"]["classes"] = list(data.classes)
     save_model(model, doc, output_dir)
     return doc

@@ -1,4 +1,5 @@
-"""The trials as a table, and a static report that answers "how deep, how wide?".
+"""A static report that answers "how deep, how wide?" (the trials as a table are in
+:mod:`depthsearch.results.table`).
 
 The report is an ``index.html`` with PNGs beside it, readable with no network: nothing is
 fetched from a CDN.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 import math
 import statistics
 import warnings
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 from optuna.trial import TrialState
 
 from depthsearch._text import counted
@@ -26,66 +25,38 @@ from depthsearch.search import trials as keys
 from depthsearch.search.trials import describe_front, metric_names, trial_curve, trial_layers
 from depthsearch.storage import mask_url
 
-__all__ = ["trials_frame", "write_report", "write_trials"]
-
-
-def trials_frame(study_name: str, storage_url: str) -> pd.DataFrame:
-    """One row per trial: number, state, value, flattened params, user attributes, duration."""
-    study = open_study(study_name, storage_url)
-    names = metric_names(study)
-    multi = len(study.directions) > 1
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {
-            "number": t.number,
-            "state": t.state.name,
-            "value": t.values[0] if t.values else math.nan,
-            **(
-                {f"values_{n}": v for n, v in zip(names, t.values or (), strict=False)}
-                if multi
-                else {}
-            ),
-            "duration_s": t.duration.total_seconds() if t.duration is not None else math.nan,
-            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
-        }
-        row.update({f"params_{k}": v for k, v in t.params.items()})
-        for key, value in t.user_attrs.items():
-            row[f"user_attrs_{key}"] = (
-                json.dumps(value) if isinstance(value, (dict, list)) else value
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def write_trials(study_name: str, storage_url: str, output: str | Path) -> pd.DataFrame:
-    """Writes :func:`trials_frame` as CSV, Parquet or JSON, chosen by the file's extension."""
-    frame = trials_frame(study_name, storage_url)
-    path = Path(output)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame.to_csv(path, index=False)
-        elif suffix == ".parquet":
-            try:
-                frame.to_parquet(path, index=False)
-            except ImportError as e:
-                raise InputError(
-                    f"writing {path} needs a Parquet engine: pip install pyarrow ({e})"
-                ) from e
-        elif suffix == ".json":
-            frame.to_json(path, orient="records", indent=2)
-        else:
-            raise InputError(
-                f"cannot tell the format of {path}: use a .csv, .parquet or .json file name"
-            )
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from e
-    return frame
+__all__ = ["write_report"]
 
 
 def _loss(t: optuna.trial.FrozenTrial) -> float:
     """The validation loss (the first objective); NaN when the trial has none."""
     return float(t.values[0]) if t.values else math.nan
+
+
+def _accuracy(t: optuna.trial.FrozenTrial) -> float:
+    """A classification's validation accuracy at the best epoch; NaN for other tasks."""
+    value = t.user_attrs.get("val_accuracy")
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def _confusion_table(trial: optuna.trial.FrozenTrial) -> str:
+    """The trial's confusion matrix (true class by row, predicted by column) as HTML."""
+    matrix = trial.user_attrs.get(keys.VAL_CONFUSION)
+    if not isinstance(matrix, list) or not matrix:
+        return ""
+    names = trial.user_attrs.get(keys.CLASSES)
+    if not isinstance(names, list) or len(names) != len(matrix):
+        names = list(range(len(matrix)))
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(n))}</th>" for n in names)
+    body = "".join(
+        f"<tr><th>{esc(str(n))}</th>" + "".join(f"<td>{int(v)}</td>" for v in row) + "</tr>"
+        for n, row in zip(names, matrix, strict=True)
+    )
+    return (
+        f"<h2>Confusion matrix of trial {trial.number} (validation, best epoch)</h2>"
+        f"<table><tr><th>true \\ predicted</th>{head}</tr>{body}</table>"
+    )
 
 
 def pareto(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
@@ -148,16 +119,23 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
     ax.legend()
     save(fig, "history.png", "Optimization history")
 
-    def by(key: Any, name: str, label: str, caption: str) -> None:
+    def by(
+        key: Any,
+        name: str,
+        label: str,
+        caption: str,
+        value: Any = _loss,
+        ylabel: str = "validation loss",
+    ) -> None:
         # Complete trials as boxes; pruned ones as crosses at the loss they stopped at, so a
         # value (a depth, say) whose every trial was pruned still shows.
         groups: dict[float, list[float]] = {}
         stopped: dict[float, list[float]] = {}
         for t in done:
-            k = key(t)
-            if k is not None:
+            k, v = key(t), value(t)
+            if k is not None and math.isfinite(v):
                 into = groups if t.state == TrialState.COMPLETE else stopped
-                into.setdefault(k, []).append(_loss(t))
+                into.setdefault(k, []).append(v)
         keys = sorted(set(groups) | set(stopped))
         if not keys:
             return
@@ -177,10 +155,21 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
         ax.set_xticks(range(len(keys)), [f"{k:g}" for k in keys])
         ax.set_xlim(-0.6, len(keys) - 0.4)
         ax.set_xlabel(label)
-        ax.set_ylabel("validation loss")
-        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        if value is _loss:
+            ax.set_yscale("log")
         ax.legend(fontsize="small")
         save(fig, name, caption)
+
+    if any(isinstance(t.user_attrs.get("val_accuracy"), float) for t in done):
+        by(
+            trial_layers,
+            "accuracy.png",
+            "layer count",
+            "Validation accuracy by layer count: the depth answer of a classification",
+            value=_accuracy,
+            ylabel="validation accuracy (best epoch)",
+        )
 
     by(
         trial_layers,
@@ -272,8 +261,9 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
     return out
 
 
-def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, str, str]]:
-    """Per layer count: trials, pruned, best loss and median loss (complete trials)."""
+def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, str, str, str]]:
+    """Per layer count: trials, pruned, best loss and median loss (complete trials), and a
+    classification's best validation accuracy (empty for other tasks)."""
     rows: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
         layers = trial_layers(t)
@@ -292,7 +282,11 @@ def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, str, str]]:
             else (f"{min(stopped):.6g} (pruned)" if stopped else "-")
         )
         median = f"{statistics.median(values):.6g}" if values else "- (none complete)"
-        table.append((layers, len(ts), pruned, best, median))
+        accuracies = [
+            a for t in ts if t.state == TrialState.COMPLETE if math.isfinite(a := _accuracy(t))
+        ]
+        accuracy = f"{max(accuracies):.4g}" if accuracies else ""
+        table.append((layers, len(ts), pruned, best, median, accuracy))
     return table
 
 
@@ -321,10 +315,16 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         f"<td>{by_number[n].user_attrs.get(keys.PARAM_COUNT)}</td></tr>"
         for label, n in picks.items()
     )
+    depth = _depth_table(study)
+    classify = any(row[5] for row in depth)
     depth_rows = "".join(
-        f"<tr><td>{layers}</td><td>{n}</td><td>{pruned}</td><td>{best}</td><td>{median}</td></tr>"
-        for layers, n, pruned, best, median in _depth_table(study)
+        f"<tr><td>{layers}</td><td>{n}</td><td>{pruned}</td><td>{best}</td><td>{median}</td>"
+        + (f"<td>{accuracy}</td>" if classify else "")
+        + "</tr>"
+        for layers, n, pruned, best, median, accuracy in depth
     )
+    accuracy_head = "<th>best accuracy</th>" if classify else ""
+    confusion = _confusion_table(by_number[picks["best"]]) if classify else ""
     figures = "".join(
         f'<figure><img src="{esc(name)}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
         "</figcaption></figure>"
@@ -362,7 +362,8 @@ figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 <th>parameters</th></tr>{pick_rows}</table>
 <h2>How deep?</h2>
 <table><tr><th>layers</th><th>trials</th><th>pruned</th><th>best loss</th>
-<th>median loss (complete)</th></tr>{depth_rows}</table>
+<th>median loss (complete)</th>{accuracy_head}</tr>{depth_rows}</table>
+{confusion}
 {figures}
 </body></html>
 """

@@ -18,6 +18,7 @@ from depthsearch.storage import (
     retry_attrs,
     running_trials,
     trial_counts,
+    trial_user_attrs,
 )
 from depthsearch.studies import open_study
 
@@ -111,7 +112,11 @@ def study_status(study_name: str, storage_url: str) -> Status:
         )
     best = None if len(study.directions) > 1 else best_complete(study)
     if best is not None:
-        lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}")
+        attrs = trial_user_attrs(study, best[1])
+        metrics = "".join(
+            f", {m}={attrs[m]:.4g}" for m in keys.TASK_METRICS if isinstance(attrs.get(m), float)
+        )
+        lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}{metrics}")
     preempted = keys.Preemption(retry_attrs(study)).line()
     if preempted is not None:
         lines.append(preempted)

@@ -71,7 +71,8 @@ def fit_options(
 
 
 class Objective:
-    """Trains one candidate per call and returns its best validation loss (scaled MSE).
+    """Trains one candidate per call and returns its best validation loss (scaled MSE, or
+    cross-entropy for a classification).
 
     A multi-objective study gets one value per ``[study] objectives`` (``val_loss`` first,
     then ``param_count`` / ``seconds_per_epoch``). Optuna keeps no intermediate values there
@@ -86,7 +87,10 @@ class Objective:
     ``pruned_at_epoch`` (the verdict's epoch: the trial trained at most one epoch past it).
     A trial that retries a failed one also records ``resumed_from_epoch`` (the checkpoint's
     epoch it went on from, 0 when it started over), ``epochs_lost`` (what the failed trial
-    trained past that) and, when it started over, ``resume_note`` (why).
+    trained past that) and, when it started over, ``resume_note`` (why). A classification
+    also records ``val_accuracy`` and ``val_f1`` (macro-F1) at the best epoch, their curves
+    ``val_accuracy_curve`` and ``val_f1_curve``, and ``val_confusion`` (the best epoch's
+    confusion matrix, ``[true][predicted]``).
     """
 
     def __init__(
@@ -109,6 +113,9 @@ class Objective:
         self.reporting = reporting
         self.on_epoch = on_epoch
         self.interrupt = interrupt
+        #: The last trial's task metrics at its best epoch (a classification's accuracy and
+        #: macro-F1), for the worker's log line.
+        self.last_metrics: dict[str, float] = {}
 
     def _reporter(self, trial: optuna.Trial) -> Reporter:
         # NopPruner never prunes: asking it would only cost a storage round trip per epoch.
@@ -170,6 +177,7 @@ class Objective:
         candidate = suggest(
             trial, spec.space, input_size=self.data.input_size, output_size=self.data.output_size
         )
+        self.last_metrics = {}
         frozen = frozen_trial(trial)  # one read: the seed and the retry history are in it
         seed = trial_seed(spec.seed, frozen)
         torch.manual_seed(seed)
@@ -182,6 +190,7 @@ class Objective:
             keys.TORCH_THREADS: torch.get_num_threads(),
             keys.TRAIN_WINDOWS: int(self.data.x_train.shape[0]),
             keys.SEED: seed,
+            **({keys.CLASSES: list(self.data.classes)} if self.data.classes else {}),
             keys.WORKER_PID: os.getpid(),
             keys.WORKER_HOST: socket.gethostname(),
         }
@@ -263,14 +272,22 @@ class Objective:
                 attrs[keys.STOPPED_EARLY] = True
             if multi:
                 attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
+            if best is not None and best.metrics:
+                # A classification's accuracy and macro-F1: at the best epoch, and by epoch.
+                attrs.update(best.metrics)
+                for name in best.metrics:
+                    attrs[f"{name}_curve"] = [e.metrics.get(name) for e in history.epochs]
+                attrs[keys.VAL_CONFUSION] = best.confusion
             self._save_closing(trial, attrs, reporter)
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised
+        self.last_metrics = dict(best.metrics)
         if not multi:
             return best.val_loss
         measured = {
             "val_loss": best.val_loss,
             keys.PARAM_COUNT: float(param_count),
             "seconds_per_epoch": float(attrs[keys.SECONDS_PER_EPOCH]),
+            **best.metrics,
         }
         return tuple(measured[name] for name in spec.objectives)

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "BEST_EPOCH",
+    "CLASSES",
     "DEVICE",
     "EPOCHS_LOST",
     "EPOCHS_TRAINED",
@@ -28,8 +29,10 @@ __all__ = [
     "SPEC",
     "STOPPED_EARLY",
     "SUMMARY",
+    "TASK_METRICS",
     "TORCH_THREADS",
     "TRAIN_WINDOWS",
+    "VAL_CONFUSION",
     "VAL_LOSS_CURVE",
     "WORKER_HOST",
     "WORKER_PID",
@@ -59,6 +62,13 @@ STOPPED_EARLY = "stopped_early"
 #: A multi-objective study's learning curve (Optuna keeps no intermediate values there).
 VAL_LOSS_CURVE = "val_loss_curve"
 PRUNED_REASON = "pruned_reason"
+#: A classification's confusion matrix at the best epoch (``[true][predicted]``); its
+#: ``val_accuracy`` and ``val_f1`` are stored under those names.
+VAL_CONFUSION = "val_confusion"
+#: A classification's labels, by class index (the confusion matrix's order).
+CLASSES = "classes"
+#: The task metrics a classification stores (at the best epoch), as the tables show them.
+TASK_METRICS = ("val_accuracy", "val_f1")
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 #: On a trial that retries a failed one: the epoch its checkpoint held (0: it started over),
 #: the epochs the failed trial trained past that (trained twice), and why it started over.

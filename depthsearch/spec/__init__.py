@@ -14,6 +14,7 @@ from depthsearch.spec._spec import (
     SamplerSpec,
     SpaceSpec,
     StudySpec,
+    TaskSpec,
     TrainSpec,
     WorkersSpec,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "SamplerSpec",
     "SpaceSpec",
     "StudySpec",
+    "TaskSpec",
     "TrainSpec",
     "WorkersSpec",
     "file_sha256",

@@ -8,8 +8,9 @@ a study file, so a spec stored in a study rebuilds through the very same checks.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from depthsearch.spec._data import TASKS, DataSpec, TaskSpec
 from depthsearch.spec._params import (
     Choices,
     Fixed,
@@ -26,19 +27,24 @@ __all__ = [
     "MAX_LAYERS",
     "OBJECTIVES",
     "PRUNER_KEYS",
+    "TASKS",
     "DataSpec",
     "PrunerSpec",
     "SamplerSpec",
     "SpaceSpec",
     "StudySpec",
+    "TaskSpec",
     "TrainSpec",
     "WorkersSpec",
     "check_objectives",
 ]
 
 MAX_LAYERS = 64
-#: What a study may minimise. ``val_loss`` comes first: it is what the learning curves show.
-OBJECTIVES = ("val_loss", "param_count", "seconds_per_epoch")
+#: What a study may optimise. ``val_loss`` comes first: it is what the learning curves show;
+#: the accuracy and macro-F1 of a classification are maximised, the rest minimised.
+OBJECTIVES = ("val_loss", "param_count", "seconds_per_epoch", "val_accuracy", "val_f1")
+#: The objectives that are maximised.
+MAXIMISED = ("val_accuracy", "val_f1")
 
 #: The keys each pruner kind takes (besides ``kind``).
 PRUNER_KEYS: dict[str, tuple[str, ...]] = {
@@ -73,62 +79,6 @@ class SpaceSpec:
 
     def max_layers(self) -> int:
         return int(self.num_layers.upper())
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """Where the series comes from and how it is cut into windows."""
-
-    TABLE: ClassVar[str] = "data"
-
-    source: str = rule("synthetic", "str", allowed=("csv", "synthetic"))
-    path: str | None = None
-    target: str = rule("y", "str")
-    features: tuple[str, ...] = ()
-    window: int = rule(24, "int", 1, 100_000)
-    horizon: int = rule(1, "int", 1, 10_000)
-    val_fraction: float = rule(0.2, "float", 0.0, 1.0, low_open=True, high_open=True)
-    length: int = rule(2000, "int", 10, 10_000_000)
-    noise: float = rule(0.1, "float", 0.0)
-    sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        validate_fields(self, self.TABLE)
-        features = self.features
-        if not isinstance(features, (list, tuple)) or not all(
-            isinstance(f, str) and f for f in features
-        ):
-            raise table_error(
-                self.TABLE, "features", f"must be a list of column names, but got {features!r}"
-            )
-        if len(set(features)) != len(features):
-            raise table_error(self.TABLE, "features", f"names a column twice: {list(features)!r}")
-        object.__setattr__(self, "features", tuple(features))
-        if self.source == "synthetic":
-            if self.target != "y":
-                raise table_error(
-                    self.TABLE, "target", f"must be one of ['y'], but got {self.target!r}"
-                )
-            if self.features not in ((), ("y",)):
-                raise table_error(
-                    self.TABLE,
-                    "features",
-                    f"a synthetic source has the one column 'y', but got {list(features)!r}",
-                )
-            object.__setattr__(self, "features", ())
-            return
-        if not isinstance(self.path, str) or not self.path:
-            raise table_error(self.TABLE, "path", "is required")
-        sha = self.sha256
-        if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
-            raise table_error(
-                self.TABLE, "sha256", f"must be a 64-character hex digest, but got {sha!r}"
-            )
-
-    @property
-    def input_columns(self) -> tuple[str, ...]:
-        """The columns fed to the model: the features, or the target alone."""
-        return self.features or (self.target,)
 
 
 def _device_ok(device: str) -> bool:
@@ -272,7 +222,8 @@ class StudySpec:
     name: str = rule(None, "str")
     n_trials: int = rule(None, "int", 1, 1_000_000)
     seed: int = rule(0, "int", 0, 2**31 - 1)
-    data: DataSpec = DataSpec()
+    data: DataSpec = DataSpec()  # noqa: RUF009 (frozen: one shared default is safe)
+    task: TaskSpec = TaskSpec()  # noqa: RUF009 (frozen, as above)
     space: SpaceSpec = SpaceSpec()
     train: TrainSpec = TrainSpec()
     sampler: SamplerSpec = SamplerSpec()
@@ -291,6 +242,15 @@ class StudySpec:
                 f"but got {self.name!r}",
             )
         object.__setattr__(self, "objectives", check_objectives(self.objectives))
+        maximised = [o for o in self.objectives if o in MAXIMISED]
+        if maximised and self.task.kind != "classify":
+            raise table_error(
+                self.TABLE,
+                "objectives",
+                f"{maximised} are measured for [task] kind = 'classify' only, but the kind is "
+                f"{self.task.kind!r}",
+            )
+        self._check_task()
         if self.multi_objective and self.pruner.kind != "none":
             raise table_error(
                 "pruner",
@@ -298,6 +258,31 @@ class StudySpec:
                 f"Optuna prunes single-objective studies only, but this study minimises "
                 f"{list(self.objectives)}; use kind = 'none' (the default there) or one objective",
             )
+
+    def _check_task(self) -> None:
+        """What the task needs of the data."""
+        kind, data = self.task.kind, self.data
+        if kind == "forecast":
+            return
+        if data.source == "synthetic":
+            raise table_error(
+                "data",
+                "source",
+                f"a synthetic series can only be forecast, but [task] kind = {kind!r}; "
+                "use a csv, parquet or npz source",
+            )
+        if data.tabular and data.id is None:
+            raise table_error(
+                "data",
+                "id",
+                f"is required for [task] kind = {kind!r}: the column naming the sequence "
+                "each row belongs to (one label or value per id)",
+            )
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        """Optuna's direction of each objective."""
+        return ["maximize" if o in MAXIMISED else "minimize" for o in self.objectives]
 
     @property
     def multi_objective(self) -> bool:
@@ -316,7 +301,13 @@ class StudySpec:
         }
         data = {k: v for k, v in dataclasses.asdict(self.data).items() if v is not None}
         data["features"] = list(self.data.features)
-        unused = ("path", "sha256") if self.data.source == "synthetic" else ("length", "noise")
+        unused: tuple[str, ...] = ("length", "noise")
+        if self.data.source == "synthetic":
+            unused = ("path", "sha256", "scale", "missing", "max_length")
+        if self.data.source == "npz":
+            unused += ("target", "features", "id", "time")
+        if self.task.kind != "forecast" or self.data.source == "npz":
+            unused += ("window", "horizon", "scale")
         for key in unused:
             data.pop(key, None)
         return {
@@ -327,6 +318,7 @@ class StudySpec:
                 "objectives": list(self.objectives),
             },
             "data": data,
+            "task": {"kind": self.task.kind},
             "space": space,
             "train": dataclasses.asdict(self.train),
             "sampler": dataclasses.asdict(self.sampler),

@@ -33,6 +33,7 @@ from depthsearch.spec._spec import (
     SamplerSpec,
     SpaceSpec,
     StudySpec,
+    TaskSpec,
     TrainSpec,
     WorkersSpec,
     check_objectives,
@@ -45,7 +46,22 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = ["file_sha256", "load_spec", "spec_from_dict"]
 
-_TABLES = ("study", "data", "space", "train", "sampler", "pruner", "workers")
+_TABLES = ("study", "data", "task", "space", "train", "sampler", "pruner", "workers")
+_TABLE_KEYS = (
+    "source",
+    "path",
+    "target",
+    "features",
+    "id",
+    "time",
+    "window",
+    "horizon",
+    "val_fraction",
+    "scale",
+    "missing",
+    "max_length",
+    "sha256",
+)
 _DATA_KEYS = {
     "synthetic": (
         "source",
@@ -57,8 +73,12 @@ _DATA_KEYS = {
         "target",
         "features",
     ),
-    "csv": ("source", "path", "target", "features", "window", "horizon", "val_fraction", "sha256"),
+    "csv": _TABLE_KEYS,
+    "parquet": _TABLE_KEYS,
+    "npz": ("source", "path", "val_fraction", "missing", "max_length", "sha256"),
 }
+#: Keys that only a forecast reads (a classified or regressed sequence is taken whole).
+_FORECAST_ONLY = ("window", "horizon", "scale")
 
 
 def file_sha256(path: Path) -> str:
@@ -148,16 +168,32 @@ def _space(doc: Mapping[str, Any]) -> SpaceSpec:
     return SpaceSpec(**values)
 
 
-def _data(doc: Mapping[str, Any], base: Path | None) -> DataSpec:
+def _data(doc: Mapping[str, Any], base: Path | None, kind: str) -> DataSpec:
     raw = doc.get("data", {})
     if not isinstance(raw, Mapping):
         _table(doc, "data", ())  # says it is not a table
     source = raw.get("source", DataSpec.source)
     if source not in _DATA_KEYS:
         DataSpec(source=source)  # says what is wrong with it
-    csv = source == "csv"
-    values = _table(doc, "data", _DATA_KEYS[source], required=("path", "target") if csv else ())
-    if not csv:
+    required = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",)}
+    values = _table(
+        doc,
+        "data",
+        _DATA_KEYS[source],
+        required=required.get(source, ()),
+        context=f" for source = {source!r}",
+    )
+    if kind != "forecast":
+        for key in _FORECAST_ONLY:
+            if key in values:
+                hint = "; max_length keeps each sequence's last N steps" if key == "window" else ""
+                raise table_error(
+                    "data",
+                    key,
+                    f"applies to [task] kind = 'forecast' only, but the kind is {kind!r} "
+                    f"(each sequence is taken whole){hint}",
+                )
+    if source == "synthetic":
         return DataSpec(**values)
     checked = DataSpec(**values)  # every value checked before the file is read
     path = Path(checked.path or "").expanduser()
@@ -211,9 +247,11 @@ def _parse(doc: Mapping[str, Any], base: Path | None) -> StudySpec:
                 raise table_error("study", f.name, str(e)) from None
     objectives = check_objectives(study.get("objectives", list(StudySpec.objectives)))
     study["objectives"] = objectives
+    task = TaskSpec(**_table(doc, "task", _fields(TaskSpec)))
     return StudySpec(
         **study,
-        data=_data(doc, base),
+        data=_data(doc, base, task.kind),
+        task=task,
         space=_space(doc),
         train=TrainSpec(**_table(doc, "train", _fields(TrainSpec))),
         sampler=SamplerSpec(**_table(doc, "sampler", _fields(SamplerSpec))),

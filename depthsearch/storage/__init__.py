@@ -26,6 +26,7 @@ from depthsearch.storage.reads import (
     running_trials,
     running_without_heartbeat,
     trial_counts,
+    trial_user_attrs,
 )
 from depthsearch.storage.reservation import (
     BudgetCounts,
@@ -75,4 +76,5 @@ __all__ = [
     "storage_lock",
     "take_waiting_trial",
     "trial_counts",
+    "trial_user_attrs",
 ]

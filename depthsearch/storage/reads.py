@@ -143,3 +143,10 @@ def best_complete(study: optuna.Study) -> tuple[float, int] | None:
         return None
     with backend.engine.connect() as conn:
         return tables.best_value(conn, study_id(study))
+
+
+def trial_user_attrs(study: optuna.Study, number: int) -> dict[str, Any]:
+    """The user attributes of the study's trial ``number`` (one trial read)."""
+    storage = study_storage(study)
+    tid = storage.get_trial_id_from_study_id_trial_number(study_id(study), number)
+    return dict(storage.get_trial(tid).user_attrs)

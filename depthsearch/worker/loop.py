@@ -262,6 +262,9 @@ class TrialLoop:
                 )
             else:
                 shown = f"val_loss={value:.6g}"
+                # A classification's accuracy and macro-F1 at the best epoch.
+                metrics = getattr(self.objective, "last_metrics", {})
+                shown += "".join(f", {n}={v:.4g}" for n, v in metrics.items())
             _log.info("trial %d complete: %s", trial.number, shown)
         elif outcome.state == TrialState.PRUNED:
             _log.info("trial %d %s", trial.number, outcome.reason)

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import torch
 
+from depthsearch.errors import InputError, SpecError
 from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, resolve_device
 from depthsearch.search.objective import Objective
@@ -49,6 +50,77 @@ def _spec(study: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     return spec_from_dict(study, where="<dict>", base=Path.cwd())
 
 
+#: What ``run_study(..., data=...)`` takes: a long-format frame, or arrays ``X``, ``y`` and
+#: optionally ``lengths`` (a mapping with those keys, or a tuple in that order).
+InlineData = Any
+
+
+def _write_data(data: InlineData, folder: Path, name: str) -> tuple[str, Path]:
+    """Writes the caller's data once as ``NAME.data.parquet`` / ``.npz`` in ``folder``."""
+    import numpy as np
+    import pandas as pd
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+    if isinstance(data, pd.DataFrame):
+        path = folder / f"{safe}.data.parquet"
+        try:
+            data.to_parquet(path, index=False)
+        except (OSError, ValueError, TypeError) as e:
+            raise InputError(f"cannot write the data to {path}: {e}") from e
+        return "parquet", path
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+    elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        arrays = dict(zip(("X", "y", "lengths"), map(np.asarray, data), strict=False))
+    else:
+        raise InputError(
+            "data must be a pandas DataFrame (long format) or arrays X, y[, lengths] (a dict "
+            f"or a tuple), but got {type(data).__name__}"
+        )
+    path = folder / f"{safe}.data.npz"
+    try:
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy types its one keyword
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(f"cannot write the data to {path}: {e}") from e
+    return "npz", path
+
+
+def _spec_with_data(
+    study: str | Path | Mapping[str, Any] | StudySpec, data: InlineData, url: str
+) -> StudySpec:
+    """The study with ``data`` written once beside it (the study file's folder, else the
+    SQLite database's, else the working directory) as its ``[data]`` source: workers on other
+    machines read the same bytes, checked by the SHA-256 the spec records."""
+    if isinstance(study, StudySpec):
+        doc: dict[str, Any] = study.to_dict()
+        folder, where = Path.cwd(), study.source
+    elif isinstance(study, (str, Path)):
+        import tomllib
+
+        path = Path(study)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise SpecError(f"{path}: cannot read the study file ({e})") from e
+        folder, where = path.resolve().parent, str(path)
+    else:
+        doc = {k: dict(v) if isinstance(v, Mapping) else v for k, v in study.items()}
+        folder, where = Path.cwd(), "<dict>"
+    if not isinstance(study, (str, Path)) and url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).resolve().parent
+    name = str(doc.get("study", {}).get("name", "study"))
+    source, path = _write_data(data, folder, name)
+    table = dict(doc.get("data", {}))
+    for key in ("length", "noise", "sha256"):
+        table.pop(key, None)
+    table.update(source=source, path=str(path))
+    if source == "npz":
+        for key in ("target", "features", "id", "time", "window", "horizon", "scale"):
+            table.pop(key, None)
+    doc["data"] = table
+    return spec_from_dict(doc, where=where, base=folder)
+
+
 def run_study_here(
     study: str | Path | Mapping[str, Any] | StudySpec,
     *,
@@ -57,14 +129,15 @@ def run_study_here(
     timeout: float | None = None,
     on_epoch: Callable[[int, EpochResult], None] | None = None,
     tune_process: bool = False,
+    data: InlineData = None,
 ) -> tuple[optuna.Study, WorkerResult]:
     """:func:`run_study`, and what this process did (the CLI prints both; it tunes the
     process for training, ``tune_process``)."""
-    spec = _spec(study)
     url = resolve_storage(storage)
+    spec = _spec(study) if data is None else _spec_with_data(study, data, url)
     # Everything that can be wrong with the input is found before the database is touched.
     resolve_device(spec.train.device)
-    data = prepare(spec.data, "cpu", seed=spec.seed)
+    data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
     try:
         created = create_study(spec, url)
         result = work(
@@ -111,6 +184,7 @@ def run_study(
     n_trials: int | None = None,
     timeout: float | None = None,
     on_epoch: Callable[[int, EpochResult], None] | None = None,
+    data: InlineData = None,
 ) -> optuna.Study:
     """Creates (or resumes) a study and runs its trials in this process; returns it.
 
@@ -126,13 +200,20 @@ def run_study(
             ``[study] n_trials`` finished trials (other workers' included).
         timeout: start no trial after this many seconds.
         on_epoch: called with (trial number, epoch result) after every epoch.
+        data: the data itself instead of a ``[data] path``: a long-format DataFrame (the
+            ``[data]`` table names its id, time, target and features) or arrays ``X``
+            (N, T, F), ``y`` and optionally ``lengths`` (a dict, or a tuple in that order).
+            It is written once beside the study (the study file's folder, else the SQLite
+            database's, else the working directory) as ``NAME.data.parquet`` / ``.npz``,
+            and its SHA-256 recorded, so that workers on other machines train on the same
+            bytes.
 
     Raises:
         DepthsearchError: a bad study, data file or database, in one line;
             ``Interrupted`` on Ctrl-C (the running trial is marked FAIL first).
     """
     created, _ = run_study_here(
-        study, storage=storage, n_trials=n_trials, timeout=timeout, on_epoch=on_epoch
+        study, storage=storage, n_trials=n_trials, timeout=timeout, on_epoch=on_epoch, data=data
     )
     return created
 
@@ -185,7 +266,9 @@ def run_worker(
         )
         if reporting is not None:
             held.enter_context(reporting)
-        data = (data or prepare(spec.data, "cpu", seed=spec.seed)).to(torch_device)
+        data = (data or prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)).to(
+            torch_device
+        )
         # What the sampler reads at the first suggest, read once before the first reservation
         # (in seconds at 100,000 trials, where Optuna's own first read takes minutes); the
         # reads after it are incremental.

@@ -1,0 +1,116 @@
+"""Judging a model on validation samples: the loss it trains on and, for a classification,
+accuracy, macro-F1 and the confusion matrix (torch only)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Evaluation", "assess", "autocast_for", "evaluate", "run_batch"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """A model judged on validation samples: the loss it trains on (MSE, or cross-entropy
+    for a classification) and, for a classification, accuracy, macro-F1 and the confusion
+    matrix."""
+
+    loss: float
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    confusion: list[list[int]] | None = None
+
+
+def autocast_for(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[object]:
+    # bf16 autocast needs no loss scaling; on the CPU it is slower for LSTMs, so CUDA only.
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def run_batch(model: nn.Module, x: Tensor, lengths: Tensor | None) -> Tensor:
+    """The model on a batch; sequences of different lengths packed, the batch cut to its
+    longest sequence."""
+    if lengths is None:
+        out: Tensor = model(x)
+        return out
+    out = model(x[:, : int(lengths.max())], lengths=lengths)
+    return out
+
+
+def _macro_f1(confusion: Tensor) -> float:
+    """The mean of every class's F1 (``2 TP / (2 TP + FP + FN)``) over the classes that occur
+    in the labels or the predictions."""
+    tp = confusion.diag().double()
+    fp = confusion.sum(0).double() - tp
+    fn = confusion.sum(1).double() - tp
+    seen = (tp + fp + fn) > 0
+    if not bool(seen.any()):
+        return 0.0
+    return float((2 * tp[seen] / (2 * tp[seen] + fp[seen] + fn[seen])).mean())
+
+
+def assess(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    lengths: Tensor | None = None,
+    classify: bool = False,
+    batch_size: int = 4096,
+    amp: bool = True,
+) -> Evaluation:
+    """``model`` on validation samples: mean squared error, or for a classification
+    (``y``: class indices) the mean cross-entropy, accuracy, macro-F1 and confusion matrix."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=x.device, dtype=torch.float64)
+    confusion: Tensor | None = None
+    try:
+        with torch.inference_mode(), autocast_for(x.device, amp):
+            for start in range(0, x.shape[0], batch_size):
+                part = slice(start, start + batch_size)
+                pred = run_batch(
+                    model, x[part], None if lengths is None else lengths[part]
+                ).float()
+                if not classify:
+                    total += ((pred - y[part]) ** 2).sum(dtype=torch.float64)
+                    continue
+                total += nn.functional.cross_entropy(pred, y[part], reduction="sum").double()
+                k = pred.shape[-1]
+                counts = torch.bincount(y[part] * k + pred.argmax(-1), minlength=k * k)
+                confusion = counts if confusion is None else confusion + counts
+    finally:
+        model.train(was_training)
+    if not classify:
+        return Evaluation(float(total.item()) / (y.numel() or 1))
+    n = max(1, y.shape[0])
+    assert confusion is not None
+    matrix = confusion.view(int(confusion.numel() ** 0.5), -1).cpu()
+    return Evaluation(
+        float(total.item()) / n,
+        {
+            "val_accuracy": float(matrix.diag().sum()) / n,
+            "val_f1": _macro_f1(matrix),
+        },
+        matrix.tolist(),
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    lengths: Tensor | None = None,
+    classify: bool = False,
+    batch_size: int = 4096,
+    amp: bool = True,
+) -> float:
+    """The validation loss of :func:`assess`: mean squared error of ``model`` on
+    ``x: (n, window, features)``, ``y: (n, horizon)`` (or cross-entropy on class indices)."""
+    return assess(
+        model, x, y, lengths=lengths, classify=classify, batch_size=batch_size, amp=amp
+    ).loss

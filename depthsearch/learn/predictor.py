@@ -1,0 +1,219 @@
+"""Predictions in the task's own terms from a folder written by ``depthsearch export
+--retrain``: forecasts per window (per series of a panel), labels with their probabilities,
+values per sequence. Torch, numpy and pandas only, as :mod:`depthsearch.learn.saved`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from depthsearch.errors import InputError
+from depthsearch.learn.data import Scaler, input_windows, load_frame
+from depthsearch.learn.model import StackedLSTM
+from depthsearch.learn.saved import CONFIG_FILE, Forecaster, load_model, read_document
+from depthsearch.learn.sources import groups, read_npz, read_table
+from depthsearch.spec import DataSpec
+
+__all__ = ["Predictor", "predict_csv"]
+
+_log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """A saved model with what it needs to answer in the task's own terms.
+
+    ``Predictor.load("best/")`` reads a folder written by ``depthsearch export --retrain``;
+    :meth:`predict` takes new data in the study's format (a frame, or a CSV, Parquet or NPZ
+    file) and gives one row per sample: a forecast per window (with the series' id in a
+    panel) in the target's own units, a label and a probability per class, or a value per
+    sequence in the target's units.
+    """
+
+    def __init__(
+        self,
+        model: StackedLSTM,
+        scaler: Scaler,
+        data: Mapping[str, Any],
+        *,
+        kind: str = "forecast",
+        classes: tuple[Any, ...] = (),
+    ) -> None:
+        self.model = model
+        self.scaler = scaler
+        self.data = dict(data)
+        self.kind = kind
+        self.classes = classes
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Predictor:
+        """From a folder written by ``depthsearch export --retrain``."""
+        folder = Path(directory)
+        doc = read_document(folder / CONFIG_FILE)
+        if "scaler" not in doc:
+            raise InputError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
+        task = doc.get("task", {})
+        return cls(
+            load_model(folder),
+            Scaler.from_dict(doc["scaler"]),
+            doc.get("data", {}),
+            kind=str(task.get("kind", "forecast")),
+            classes=tuple(task.get("classes", ())),
+        )
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a frame must hold (the model's inputs)."""
+        return list(self.scaler.columns)
+
+    def _spec(self, path: str | Path | None = None) -> DataSpec:
+        data = self.data
+        source = str(data.get("source", "csv"))
+        if path is not None:
+            suffix = Path(path).suffix.lower()
+            source = {".parquet": "parquet", ".npz": "npz"}.get(suffix, "csv")
+        elif source == "synthetic":
+            source = "csv"
+        keys = ("target", "id", "time", "missing", "max_length", "window", "horizon")
+        known = {k: data[k] for k in keys if data.get(k) is not None}
+        return DataSpec(source=source, path=str(path or "<frame>"), **known)
+
+    def _outputs(self, x: torch.Tensor, lengths: torch.Tensor | None) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(x), 1024):
+                part = slice(start, start + 1024)
+                if lengths is None:
+                    out.append(self.model(x[part]))
+                else:
+                    lp = lengths[part]
+                    out.append(self.model(x[part][:, : int(lp.max())], lengths=lp))
+        return torch.cat(out).float().numpy()
+
+    def _per_sequence(
+        self, keys: list[Any], seqs: list[np.ndarray], key_name: str
+    ) -> pd.DataFrame:
+        limit = int(self.data.get("max_length") or 0)
+        if limit:
+            seqs = [q[-limit:] for q in seqs]
+        lengths = np.asarray([len(q) for q in seqs], dtype=np.int64)
+        x = np.zeros((len(seqs), int(lengths.max()), len(self.columns)), dtype=np.float32)
+        for i, q in enumerate(seqs):
+            x[i, : len(q)] = self.scaler.transform(q)
+        out = self._outputs(torch.from_numpy(x), torch.from_numpy(lengths))
+        frame = pd.DataFrame({key_name: keys})
+        if self.kind == "classify":
+            probs = torch.softmax(torch.from_numpy(out), dim=-1).numpy()
+            frame["label"] = [self.classes[i] for i in probs.argmax(-1)]
+            for i, name in enumerate(self.classes):
+                frame[f"prob_{name}"] = probs[:, i]
+            return frame
+        values = self.scaler.inverse_target(out)
+        target = str(self.data.get("target") or "y")
+        if values.shape[1] == 1:
+            frame[target] = values[:, 0]
+        else:
+            for j in range(values.shape[1]):
+                frame[f"{target}_{j}"] = values[:, j]
+        return frame
+
+    def _panel(self, parts: list[Any], spec: DataSpec) -> pd.DataFrame:
+        window, horizon = spec.window, spec.horizon
+        target = self.scaler.target
+        rows = []
+        for g in parts:
+            if len(g.values) < window:
+                raise InputError(
+                    f"id {g.key!r} has {len(g.values)} rows, but one window needs {window}"
+                )
+            own = self.scaler.for_series(g.key)
+            if own is None:
+                if self.scaler.series:
+                    _log.info("id %r was not in the study: scaled on its own rows", g.key)
+                    own = _own_scaler(self.scaler, g.values)
+                else:
+                    own = self.scaler
+            x = input_windows(own.transform(g.values), window)
+            values = own.inverse_target(self._outputs(x, None))
+            part = pd.DataFrame(values, columns=[f"{target}+{i + 1}" for i in range(horizon)])
+            part.insert(0, spec.time or "row", np.asarray(g.times)[window - 1 :])
+            part.insert(0, spec.id or "id", g.key)
+            rows.append(part)
+        return pd.concat(rows, ignore_index=True)
+
+    def predict(self, data: pd.DataFrame | str | Path) -> pd.DataFrame:
+        """Predictions for new data in the study's format: a frame (the table's columns) or
+        the path of a CSV, Parquet or NPZ file. One row per window (forecast) or per id
+        (classify, regress; per sequence of an NPZ)."""
+        path = None if isinstance(data, pd.DataFrame) else Path(data)
+        spec = self._spec(path)
+        where = path if path is not None else "the frame"
+        if spec.source == "npz":
+            arrays = read_npz(spec, need_y=False)
+            if arrays.x.shape[2] != len(self.columns):
+                raise InputError(
+                    f"{path}: X has {arrays.x.shape[2]} features per step, but the model was "
+                    f"trained on {len(self.columns)}"
+                )
+            seqs = [arrays.x[i, : arrays.lengths[i]] for i in range(len(arrays.x))]
+            return self._per_sequence(list(range(len(seqs))), seqs, "sequence")
+        if self.kind == "forecast" and spec.id is None:
+            if path is None:
+                assert isinstance(data, pd.DataFrame)
+                return Forecaster(
+                    self.model, self.scaler, spec.window, spec.horizon
+                ).predict_windows(data)
+            return _forecast_file(self, spec)
+        frame = data if isinstance(data, pd.DataFrame) else read_table(spec, path)
+        parts = groups(frame, spec, self.columns, where=where)
+        if self.kind == "forecast":
+            return self._panel(parts, spec)
+        return self._per_sequence(
+            [g.key for g in parts], [g.values for g in parts], spec.id or "id"
+        )
+
+
+def _own_scaler(scaler: Scaler, values: np.ndarray) -> Scaler:
+    """A series' scaler fitted on its own rows (a panel's id the study never saw)."""
+    mean = values.mean(axis=0)
+    std = np.where(values.std(axis=0) > 1e-12, values.std(axis=0), 1.0)
+    at = scaler.columns.index(scaler.target) if scaler.target in scaler.columns else None
+    tm = float(mean[at]) if at is not None else scaler.target_mean
+    ts = float(std[at]) if at is not None else scaler.target_std
+    return Scaler(
+        scaler.columns, tuple(map(float, mean)), tuple(map(float, std)), scaler.target, tm, ts
+    )
+
+
+def _forecast_file(predictor: Predictor, spec: DataSpec) -> pd.DataFrame:
+    """One series from a file: a forecast per window, beside the file's time column."""
+    scaler = predictor.scaler
+    spec = dataclasses.replace(
+        spec,
+        target=scaler.target,
+        features=tuple(scaler.columns) if tuple(scaler.columns) != (scaler.target,) else (),
+    )
+    # The target only when it is an input; the file's time column as the index.
+    frame = load_frame(spec, columns=scaler.columns, timed=True)
+    if len(frame) < spec.window:
+        raise InputError(f"{spec.path}: {len(frame)} rows, but one window needs {spec.window}")
+    out = Forecaster(predictor.model, scaler, spec.window, spec.horizon).predict_windows(frame)
+    return out.rename_axis(out.index.name or "row").reset_index()
+
+
+def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
+    """Predictions of a saved model for a file in the study's format (CSV, Parquet or NPZ):
+    see :meth:`Predictor.predict`.
+
+    A forecast of one series gives one row per window: the file's time column at the
+    window's last input row (its first column that is not an input, e.g. ``month``; else
+    ``row``, the 0-based row number) and ``{target}+1`` ... ``{target}+horizon`` in the
+    target's own units.
+    """
+    return Predictor.load(directory).predict(csv)

@@ -1,0 +1,120 @@
+"""The ``[data]`` and ``[task]`` tables: where the data comes from, its shape, and the
+shape of the problem."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from depthsearch.spec._params import rule, table_error, validate_fields
+
+__all__ = ["TASKS", "DataSpec", "TaskSpec"]
+
+#: The shapes of problem: the next values of series, a label per sequence, a value per sequence.
+TASKS = ("forecast", "classify", "regress")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """The shape of the problem: ``forecast`` (the next ``horizon`` values of one series or of
+    each series of a panel), ``classify`` (a label per sequence) or ``regress`` (a value per
+    sequence)."""
+
+    TABLE: ClassVar[str] = "task"
+
+    kind: str = rule("forecast", "str", allowed=TASKS)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where the data comes from and how it is cut into sequences.
+
+    ``csv`` and ``parquet`` tables are long-format: one row per time step, ``id`` (optional)
+    naming the series or sequence a row belongs to and ``time`` (optional) ordering the rows
+    within it. ``npz`` holds the sequences as arrays: ``X`` (N, T, F), ``y`` (N,) or (N, k)
+    and optionally ``lengths`` (N,).
+    """
+
+    TABLE: ClassVar[str] = "data"
+
+    source: str = rule("synthetic", "str", allowed=("csv", "parquet", "npz", "synthetic"))
+    path: str | None = None
+    target: str = rule("y", "str")
+    features: tuple[str, ...] = ()
+    window: int = rule(24, "int", 1, 100_000)
+    horizon: int = rule(1, "int", 1, 10_000)
+    val_fraction: float = rule(0.2, "float", 0.0, 1.0, low_open=True, high_open=True)
+    length: int = rule(2000, "int", 10, 10_000_000)
+    noise: float = rule(0.1, "float", 0.0)
+    sha256: str | None = None
+    #: The column naming a row's series (forecast) or sequence (classify, regress).
+    id: str | None = None
+    #: The column ordering the rows within an id (default: the file's order).
+    time: str | None = None
+    #: A panel's scaling: each series on its own (``per-series``) or all on one (``global``).
+    scale: str = rule("per-series", "str", allowed=("per-series", "global"))
+    #: What a missing value does: refused (``error``), or filled or dropped within its id.
+    missing: str = rule("error", "str", allowed=("error", "ffill", "interpolate", "drop"))
+    #: Keep each sequence's last N steps (0: all of them).
+    max_length: int = rule(0, "int", 0, 10_000_000)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+        features = self.features
+        if not isinstance(features, (list, tuple)) or not all(
+            isinstance(f, str) and f for f in features
+        ):
+            raise table_error(
+                self.TABLE, "features", f"must be a list of column names, but got {features!r}"
+            )
+        if len(set(features)) != len(features):
+            raise table_error(self.TABLE, "features", f"names a column twice: {list(features)!r}")
+        object.__setattr__(self, "features", tuple(features))
+        for key in ("id", "time"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise table_error(self.TABLE, key, f"must be a column name, but got {value!r}")
+        named = [c for c in (self.id, self.time) if c is not None]
+        for column in named:
+            if column == self.target or column in self.features:
+                key = "id" if column == self.id else "time"
+                raise table_error(
+                    self.TABLE,
+                    key,
+                    f"{column!r} is also the target or a feature; name a column of its own",
+                )
+        if self.id is not None and self.id == self.time:
+            raise table_error(self.TABLE, "time", f"{self.time!r} is also the id column")
+        if self.source == "synthetic":
+            if self.target != "y":
+                raise table_error(
+                    self.TABLE, "target", f"must be one of ['y'], but got {self.target!r}"
+                )
+            if self.features not in ((), ("y",)):
+                raise table_error(
+                    self.TABLE,
+                    "features",
+                    f"a synthetic source has the one column 'y', but got {list(features)!r}",
+                )
+            object.__setattr__(self, "features", ())
+            return
+        if not isinstance(self.path, str) or not self.path:
+            raise table_error(self.TABLE, "path", "is required")
+        sha = self.sha256
+        if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+            raise table_error(
+                self.TABLE, "sha256", f"must be a 64-character hex digest, but got {sha!r}"
+            )
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The columns fed to the model: the features, or the target alone."""
+        return self.features or (self.target,)
+
+    @property
+    def tabular(self) -> bool:
+        """A long-format table (CSV or Parquet)."""
+        return self.source in ("csv", "parquet")
