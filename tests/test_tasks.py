@@ -461,11 +461,15 @@ kind = "none"
 """
 
 
-def test_a_panel_forecast_comes_back_in_each_series_own_units(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'p.db'}"
+def test_a_panel_forecast_comes_back_in_each_series_own_units(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    url = fresh_storage_url
     _panel(tmp_path / "panel.csv")
     (tmp_path / "panel.toml").write_text(PANEL, encoding="utf-8")
     cli("run", str(tmp_path / "panel.toml"), "--storage", url)
+    assert "val_loss=" in cli("status", "--study", "panel", "--storage", url)
+    cli("report", "--study", "panel", "--storage", url, "-o", str(tmp_path / "report"))
     cli("export", "--study", "panel", "--storage", url, "--retrain", "-o", str(tmp_path / "m"))
     cli(
         "predict",
@@ -484,7 +488,7 @@ def test_a_panel_forecast_comes_back_in_each_series_own_units(tmp_path: Path) ->
     assert 1000 < means["big"] < 3000 and -1 < means["small"] < 3
 
 
-def test_regression_from_npz_through_every_command(tmp_path: Path) -> None:
+def test_regression_from_npz_through_every_command(tmp_path: Path, fresh_storage_url: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((60, 10, 1))
     lengths = rng.integers(4, 11, size=60)
@@ -500,8 +504,11 @@ def test_regression_from_npz_through_every_command(tmp_path: Path) -> None:
         .replace("[data]", '[task]\nkind = "regress"\n\n[data]'),
         encoding="utf-8",
     )
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+    url = fresh_storage_url
     cli("run", str(tmp_path / "r.toml"), "--storage", url)
+    assert "val_loss=" in cli("status", "--study", "reg", "--storage", url)
+    assert "user_attrs_epochs_trained" in cli("trials", "--study", "reg", "--storage", url)
+    cli("report", "--study", "reg", "--storage", url, "-o", str(tmp_path / "report"))
     cli("export", "--study", "reg", "--storage", url, "--retrain", "-o", str(tmp_path / "m"))
     np.savez(tmp_path / "new.npz", X=x[:7], lengths=lengths[:7])
     cli(
@@ -586,3 +593,24 @@ def test_run_study_takes_the_data_itself_and_records_its_hash(tmp_path: Path) ->
     )
     assert read_spec("arrays", url).data.source == "npz"
     assert (tmp_path / "db" / "arrays.data.npz").is_file()
+
+
+def test_accuracy_can_be_an_objective_and_is_maximised(tmp_path: Path) -> None:
+    _sequences(tmp_path / "seqs.csv", n=24)
+    text = CLASSIFY.format(name="front").replace(
+        "seed = 2\n", 'seed = 2\nobjectives = ["val_loss", "val_accuracy"]\n'
+    )
+    text = text.replace("n_trials = 4", "n_trials = 2").replace("max_epochs = 8", "max_epochs = 2")
+    (tmp_path / "front.toml").write_text(text, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    cli("run", str(tmp_path / "front.toml"), "--storage", url)
+    study = optuna.load_study(study_name="front", storage=url)
+    assert study.directions == [
+        optuna.study.StudyDirection.MINIMIZE,
+        optuna.study.StudyDirection.MAXIMIZE,
+    ]
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert t.values[1] == t.user_attrs["val_accuracy"]
+    cli("export", "--study", "front", "--storage", url, "-o", str(tmp_path / "b.json"))
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert set(doc["metrics"]["objectives"]) == {"val_loss", "val_accuracy"}

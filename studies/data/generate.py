@@ -6,7 +6,7 @@
 * ``meters.csv``: a panel of 12 electricity meters, hourly, 480 hours each, on scales from
   about 1 kW to 2,000 kW (daily and weekly cycles, a trend, noise): ``meter, hour, kw``.
 
-    python studies/data/generate.py [--seed 0]
+    python studies/data/generate.py [--seed 0] [--out studies/data]
 """
 
 from __future__ import annotations
@@ -61,10 +61,14 @@ def meters(n: int, hours: int, rng: np.random.Generator) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=Path, default=HERE, help="folder (another seed gives new sequences)"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    cbf(240, rng).to_csv(HERE / "cbf.csv", index=False)
-    meters(12, 480, rng).to_csv(HERE / "meters.csv", index=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cbf(240, rng).to_csv(args.out / "cbf.csv", index=False)
+    meters(12, 480, rng).to_csv(args.out / "meters.csv", index=False)
 
 
 if __name__ == "__main__":
