@@ -236,3 +236,12 @@ def test_a_spec_built_in_code_validates_itself() -> None:
     spec = StudySpec(name="x", n_trials=3, train=TrainSpec(grad_clip=2))
     assert spec.train.grad_clip == 2.0 and isinstance(spec.train.grad_clip, float)
     assert spec.pruner == PrunerSpec() and spec_from_dict(spec.to_dict()) == spec
+
+
+def test_a_study_file_without_a_pruner_table_gets_the_documented_default() -> None:
+    # The README names cost-aware the default; the reader gave "median" before (issue #23).
+    base = {"study": {"name": "x", "n_trials": 1}}
+    assert spec_from_dict(base).pruner.kind == "cost-aware"
+    assert spec_from_dict({**base, "pruner": {"n_warmup_steps": 2}}).pruner.kind == "cost-aware"
+    multi = {"study": {"name": "x", "n_trials": 1, "objectives": ["val_loss", "param_count"]}}
+    assert spec_from_dict(multi).pruner.kind == "none"

@@ -217,7 +217,9 @@ def _pruner(doc: Mapping[str, Any], multi: bool) -> PrunerSpec:
     raw = doc.get("pruner", {})
     if not isinstance(raw, Mapping):
         _table(doc, "pruner", ())  # says it is not a table
-    kind = raw.get("kind", "none" if multi else "median")
+    # The spec's own default (cost-aware) where one objective is minimised; none for a
+    # Pareto front, which Optuna cannot prune.
+    kind = raw.get("kind", "none" if multi else PrunerSpec.kind)
     if kind not in PRUNER_KEYS:
         PrunerSpec(kind=kind)  # says what is wrong with it
     values = _table(doc, "pruner", ("kind", *PRUNER_KEYS[kind]), context=f" for kind = {kind!r}")
