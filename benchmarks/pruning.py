@@ -235,8 +235,14 @@ def load_curves(
 #: The pruners replayed by --default: the default first, then the settings tried against it.
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "cost-aware 3/1": {"kind": "cost-aware", "n_startup_trials": 3, "n_warmup_steps": 1},
+    "cost-aware 3/1, depth_warmup 1": {"kind": "cost-aware", "depth_warmup": 1},
+    "cost-aware 3/1, depth_warmup 2": {"kind": "cost-aware", "depth_warmup": 2},
+    "cost-aware 5/1": {"kind": "cost-aware", "n_startup_trials": 5},
+    "cost-aware 3/2": {"kind": "cost-aware", "n_warmup_steps": 2},
     "median 3/1": {"kind": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
     "depth-aware 3/1": {"kind": "depth-aware", "n_startup_trials": 3, "n_warmup_steps": 1},
+    "depth-aware 3/1, depth_warmup 1": {"kind": "depth-aware", "depth_warmup": 1},
 }
 
 

@@ -278,3 +278,22 @@ def test_cost_aware_is_a_pruner_kind_of_the_study_file(tmp_path: Path) -> None:
     assert isinstance(pruner, RecentTrials)
     assert type(pruner.pruner).__name__ == "CostAwarePruner"
     assert (pruner.pruner.n_startup_trials, pruner.pruner.n_warmup_steps) == (2, 1)
+
+
+@pytest.mark.parametrize("rule", [CostAwarePruner, DepthAwarePruner])
+def test_depth_warmup_gives_deeper_candidates_more_epochs_before_a_verdict(rule: type) -> None:
+    # Three complete trials of its depth set the bar; a candidate far behind it at epoch 1
+    # (Optuna's rule: a step below n_warmup_steps is not judged; epochs count from 1).
+    behind = [3.0]
+    for layers, band in ((1, 0), (2, 1), (4, 2)):
+        peers = [complete(layers, [1.0, 0.5, 0.3, 0.25]) for _ in range(3)]
+        # warm-up 1 + 1 per band: epoch 1 is judged only for the 1-layer candidate.
+        study = study_with(peers, layers)
+        trial = running(study, layers, behind)
+        judged = rule(n_startup_trials=3, n_warmup_steps=1, depth_warmup=1).prune(study, trial)
+        assert judged == (band == 0), (layers, judged)
+        # Without depth_warmup every depth is judged at epoch 1.
+        study = study_with(peers, layers)
+        assert rule(n_startup_trials=3, n_warmup_steps=1).prune(
+            study, running(study, layers, behind)
+        )

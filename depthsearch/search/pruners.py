@@ -74,26 +74,32 @@ class DepthAwarePruner(optuna.pruners.BasePruner):
         n_startup_trials: complete trials a band needs before it prunes.
         n_warmup_steps: epochs every trial trains before it can be pruned.
         interval_steps: check every this many epochs after the warm-up.
+        depth_warmup: warm-up epochs added per depth band beyond the first.
     """
 
     def __init__(
-        self, n_startup_trials: int = 3, n_warmup_steps: int = 2, interval_steps: int = 1
+        self,
+        n_startup_trials: int = 3,
+        n_warmup_steps: int = 2,
+        interval_steps: int = 1,
+        depth_warmup: int = 0,
     ) -> None:
         _checked(n_startup_trials, n_warmup_steps, interval_steps)
         self.n_startup_trials = n_startup_trials
         self.n_warmup_steps = n_warmup_steps
         self.interval_steps = interval_steps
-        self._median = optuna.pruners.MedianPruner(
-            n_startup_trials=n_startup_trials,
-            n_warmup_steps=n_warmup_steps,
-            interval_steps=interval_steps,
-        )
+        self.depth_warmup = depth_warmup
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         band = depth_band(trial_layers(trial))
         peers = [t for t in _complete(study) if depth_band(trial_layers(t)) == band]
         view: Any = _Peers(study, peers)
-        return bool(self._median.prune(view, trial))  # Optuna gives numpy booleans
+        rule = optuna.pruners.MedianPruner(
+            n_startup_trials=self.n_startup_trials,
+            n_warmup_steps=self.n_warmup_steps + self.depth_warmup * (band or 0),
+            interval_steps=self.interval_steps,
+        )
+        return bool(rule.prune(view, trial))  # Optuna gives numpy booleans
 
 
 class CostAwarePruner(optuna.pruners.BasePruner):
@@ -115,6 +121,8 @@ class CostAwarePruner(optuna.pruners.BasePruner):
         n_warmup_steps: epochs every trial trains before it can be pruned.
         interval_steps: check every this many epochs after the warm-up.
         min_percentile: the strictest bar, for the costliest candidates.
+        depth_warmup: warm-up epochs added per depth band (:func:`depth_band`: none for one
+            layer, one for two, two for 3-4, ...): deep stacks start slower.
     """
 
     def __init__(
@@ -123,6 +131,7 @@ class CostAwarePruner(optuna.pruners.BasePruner):
         n_warmup_steps: int = 1,
         interval_steps: int = 1,
         min_percentile: float = 10.0,
+        depth_warmup: int = 0,
     ) -> None:
         _checked(n_startup_trials, n_warmup_steps, interval_steps)
         if not 0.0 < min_percentile <= 50.0:
@@ -131,6 +140,7 @@ class CostAwarePruner(optuna.pruners.BasePruner):
         self.n_warmup_steps = n_warmup_steps
         self.interval_steps = interval_steps
         self.min_percentile = min_percentile
+        self.depth_warmup = depth_warmup
 
     def percentile_for(self, cost: float | None, peer_costs: list[float]) -> float:
         """The percentile a trial of ``cost`` must reach, given the complete trials' costs."""
@@ -146,7 +156,8 @@ class CostAwarePruner(optuna.pruners.BasePruner):
         rule = optuna.pruners.PercentilePruner(
             self.percentile_for(trial_cost(trial), costs),
             n_startup_trials=self.n_startup_trials,
-            n_warmup_steps=self.n_warmup_steps,
+            n_warmup_steps=self.n_warmup_steps
+            + self.depth_warmup * (depth_band(trial_layers(trial)) or 0),
             interval_steps=self.interval_steps,
         )
         view: Any = _Peers(study, complete)  # read once, for the costs and the rule alike
@@ -202,6 +213,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
                 n_startup_trials=p.n_startup_trials,
                 n_warmup_steps=p.n_warmup_steps,
                 interval_steps=p.interval_steps,
+                depth_warmup=p.depth_warmup,
             )
         )
     if p.kind == "percentile":

@@ -51,8 +51,8 @@ PRUNER_KEYS: dict[str, tuple[str, ...]] = {
     "none": (),
     "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
     "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"),
-    "depth-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
-    "cost-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+    "depth-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps", "depth_warmup"),
+    "cost-aware": ("n_startup_trials", "n_warmup_steps", "interval_steps", "depth_warmup"),
     "hyperband": ("min_resource", "reduction_factor"),
     "successive-halving": ("min_resource", "reduction_factor", "min_early_stopping_rate"),
 }
@@ -134,6 +134,9 @@ class PrunerSpec:
     n_startup_trials: int = rule(3, "int", 0)
     n_warmup_steps: int = rule(1, "int", 0)
     interval_steps: int = rule(1, "int", 1)
+    #: Warm-up epochs added per depth band (1 layer: none, 2: one, 3-4: two, 5-8: three...):
+    #: deep stacks start slower.
+    depth_warmup: int = rule(0, "int", 0, 1000)
     min_resource: int = rule(1, "int", 1)
     reduction_factor: int = rule(3, "int", 2)
     min_early_stopping_rate: int = rule(0, "int", 0)
