@@ -65,10 +65,12 @@ def export(
         doc = retrain_best(study_name, url, folder, pick=pick, data_path=data_path)
         r = doc["retrain"]
         where = Path(folder)
+        kind = doc.get("task", {}).get("kind", "forecast")
+        unit = "training window" if kind == "forecast" else "training sequence"
         click.echo(
             f"wrote {where / 'model.pt'} and {where / 'config.json'}: trial "
             f"{doc['origin']['trial']} retrained on {r['data']} "
-            f"({counted(r['train_windows'], 'training window')}, {counted(r['epochs'], 'epoch')} "
+            f"({counted(r['train_windows'], unit)}, {counted(r['epochs'], 'epoch')} "
             f"on {r['device']}): val_loss={r['val_loss']:.6g}"
             + "".join(f", {k}={r[k]:.4g}" for k in ("val_accuracy", "val_f1") if k in r)
             + f" (the trial reached val_loss={doc['metrics']['val_loss']:.6g}"
