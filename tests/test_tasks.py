@@ -331,6 +331,7 @@ def test_a_study_file_says_what_a_task_needs() -> None:
             "[data] window: applies to [task] kind = 'forecast' only",
         ),
         ({"task": {"kind": "classify"}}, "a synthetic series can only be forecast"),
+        ({"data": {**csv, "max_length": 5}}, "[data] max_length: applies to [task] kind"),
         (
             {"task": {"kind": "sort"}},
             "[task] kind: must be one of ['forecast', 'classify', 'regress']",
@@ -614,3 +615,4 @@ def test_accuracy_can_be_an_objective_and_is_maximised(tmp_path: Path) -> None:
     cli("export", "--study", "front", "--storage", url, "-o", str(tmp_path / "b.json"))
     doc = json.loads((tmp_path / "b.json").read_text())
     assert set(doc["metrics"]["objectives"]) == {"val_loss", "val_accuracy"}
+    assert doc["task"] == {"kind": "classify", "classes": ["down", "up"]}

@@ -84,7 +84,10 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
         "model": attrs[keys.MODEL_CONFIG],
         "train": train,
         "data": spec.get("data", {}),
-        "task": {"kind": spec.get("task", {}).get("kind", "forecast")},
+        "task": {
+            "kind": spec.get("task", {}).get("kind", "forecast"),
+            **({"classes": attrs[keys.CLASSES]} if keys.CLASSES in attrs else {}),
+        },
         "metrics": {
             "val_loss": trial.values[0],
             "objectives": dict(zip(metric_names(study), trial.values, strict=True)),

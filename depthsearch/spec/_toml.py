@@ -193,6 +193,12 @@ def _data(doc: Mapping[str, Any], base: Path | None, kind: str) -> DataSpec:
                     f"applies to [task] kind = 'forecast' only, but the kind is {kind!r} "
                     f"(each sequence is taken whole){hint}",
                 )
+    if kind == "forecast" and source != "npz" and "max_length" in values:
+        raise table_error(
+            "data",
+            "max_length",
+            "applies to [task] kind = 'classify' or 'regress' (a forecast reads `window` steps)",
+        )
     if source == "synthetic":
         return DataSpec(**values)
     checked = DataSpec(**values)  # every value checked before the file is read
