@@ -215,6 +215,33 @@ def test_regression_predicts_the_last_target_value_of_each_id(tmp_path: Path) ->
     np.testing.assert_allclose(sorted(values), sorted(expected), rtol=1e-5)
 
 
+def test_a_regression_of_several_target_columns(tmp_path: Path) -> None:
+    path = tmp_path / "seqs.csv"
+    frame = _sequences(path, n=20)
+    frame.assign(twice=frame["score"] * 2.0).to_csv(path, index=False)
+    doc = {
+        "study": {"name": "two", "n_trials": 1},
+        "task": {"kind": "regress"},
+        "data": {
+            "source": "csv",
+            "path": str(path),
+            "id": "seq",
+            "time": "step",
+            "target": ["score", "twice"],
+            "features": ["x"],
+        },
+    }
+    spec = spec_from_dict(doc)
+    assert spec.data.targets == ("score", "twice")
+    assert spec_from_dict(spec.to_dict()) == spec  # stored and read back as a list
+    w = prepare(spec.data, kind="regress")
+    assert w.output_size == 2
+    values = w.scaler.inverse_target(torch.cat([w.y_train, w.y_val]).numpy())
+    np.testing.assert_allclose(values[:, 1], 2.0 * values[:, 0], rtol=1e-5)
+    with pytest.raises(SpecError, match="a list of columns is for \\[task\\] kind = 'regress'"):
+        spec_from_dict({**doc, "task": {"kind": "classify"}})
+
+
 @pytest.mark.parametrize(
     ("rule", "expected_small", "expected_rows"),
     [

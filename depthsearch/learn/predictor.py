@@ -82,6 +82,8 @@ class Predictor:
             source = "csv"
         keys = ("target", "id", "time", "missing", "max_length", "window", "horizon")
         known = {k: data[k] for k in keys if data.get(k) is not None}
+        if isinstance(known.get("target"), list):  # a regression of several columns
+            known["target"] = known["target"][0]
         return DataSpec(source=source, path=str(path or "<frame>"), **known)
 
     def _outputs(self, x: torch.Tensor, lengths: torch.Tensor | None) -> np.ndarray:
@@ -115,12 +117,16 @@ class Predictor:
                 frame[f"prob_{name}"] = probs[:, i]
             return frame
         values = self.scaler.inverse_target(out)
-        target = str(self.data.get("target") or "y")
-        if values.shape[1] == 1:
-            frame[target] = values[:, 0]
-        else:
-            for j in range(values.shape[1]):
-                frame[f"{target}_{j}"] = values[:, j]
+        target = self.data.get("target") or "y"
+        names = (
+            [str(t) for t in target]
+            if isinstance(target, list) and len(target) == values.shape[1]
+            else [str(target)]
+            if values.shape[1] == 1
+            else [f"{target}_{j}" for j in range(values.shape[1])]
+        )
+        for j, name in enumerate(names):
+            frame[name] = values[:, j]
         return frame
 
     def _panel(self, parts: list[Any], spec: DataSpec) -> pd.DataFrame:

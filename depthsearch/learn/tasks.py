@@ -212,7 +212,7 @@ def _sequences(
 def from_table(spec: DataSpec, kind: str, seed: int) -> Windows:
     frame = read_table(spec)
     columns = spec.features or tuple(
-        c for c in frame.columns if c not in (spec.id, spec.time, spec.target)
+        c for c in frame.columns if c not in (spec.id, spec.time, spec.target, *spec.targets)
     )
     if not columns:
         raise DataError(
@@ -234,9 +234,10 @@ def from_table(spec: DataSpec, kind: str, seed: int) -> Windows:
             labels.append(distinct[0])
         y = np.asarray(labels, dtype=object)
     else:
-        needed = list(dict.fromkeys([*columns, spec.target]))
+        targets = list(spec.targets or (spec.target,))
+        needed = list(dict.fromkeys([*columns, *targets]))
         parts = groups(frame, spec, needed, where=where)
-        at = needed.index(spec.target)
+        at = [needed.index(t) for t in targets]
         y = np.asarray([g.values[-1, at] for g in parts], dtype=np.float64)
         keep = [needed.index(c) for c in columns]
         parts = [dataclasses.replace(g, values=g.values[:, keep]) for g in parts]

@@ -60,6 +60,9 @@ class DataSpec:
     missing: str = rule("error", "str", allowed=("error", "ffill", "interpolate", "drop"))
     #: Keep each sequence's last N steps (0: all of them).
     max_length: int = rule(0, "int", 0, 10_000_000)
+    #: A regression of several columns (``target = ["a", "b"]`` in a study file): all of them,
+    #: ``target`` being the first.
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -73,13 +76,23 @@ class DataSpec:
         if len(set(features)) != len(features):
             raise table_error(self.TABLE, "features", f"names a column twice: {list(features)!r}")
         object.__setattr__(self, "features", tuple(features))
+        targets = tuple(self.targets)
+        if targets and (
+            not all(isinstance(t, str) and t for t in targets)
+            or len(set(targets)) != len(targets)
+            or targets[0] != self.target
+        ):
+            raise table_error(
+                self.TABLE, "target", f"must be distinct column names, but got {list(targets)!r}"
+            )
+        object.__setattr__(self, "targets", targets)
         for key in ("id", "time"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise table_error(self.TABLE, key, f"must be a column name, but got {value!r}")
         named = [c for c in (self.id, self.time) if c is not None]
         for column in named:
-            if column == self.target or column in self.features:
+            if column in (self.target, *self.targets) or column in self.features:
                 key = "id" if column == self.id else "time"
                 raise table_error(
                     self.TABLE,

@@ -304,6 +304,9 @@ class StudySpec:
         }
         data = {k: v for k, v in dataclasses.asdict(self.data).items() if v is not None}
         data["features"] = list(self.data.features)
+        del data["targets"]
+        if len(self.data.targets) > 1:
+            data["target"] = list(self.data.targets)
         unused: tuple[str, ...] = ("length", "noise")
         if self.data.source == "synthetic":
             unused = ("path", "sha256", "scale", "missing", "max_length")

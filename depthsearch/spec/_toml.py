@@ -193,6 +193,17 @@ def _data(doc: Mapping[str, Any], base: Path | None, kind: str) -> DataSpec:
                     f"applies to [task] kind = 'forecast' only, but the kind is {kind!r} "
                     f"(each sequence is taken whole){hint}",
                 )
+    if isinstance(values.get("target"), list):
+        names = values["target"]
+        if kind != "regress" or not names:
+            raise table_error(
+                "data",
+                "target",
+                f"a list of columns is for [task] kind = 'regress' (one value each), but got "
+                f"{names!r} with kind = {kind!r}",
+            )
+        values["targets"] = tuple(names)
+        values["target"] = names[0]
     if kind == "forecast" and source != "npz" and "max_length" in values:
         raise table_error(
             "data",
