@@ -204,7 +204,7 @@ def _data(doc: Mapping[str, Any], base: Path | None, kind: str) -> DataSpec:
             )
         values["targets"] = tuple(names)
         values["target"] = names[0]
-    if kind == "forecast" and source != "npz" and "max_length" in values:
+    if kind == "forecast" and source != "npz" and values.get("max_length"):
         raise table_error(
             "data",
             "max_length",
