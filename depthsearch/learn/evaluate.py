@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -99,18 +100,7 @@ def assess(
     )
 
 
-def evaluate(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    lengths: Tensor | None = None,
-    classify: bool = False,
-    batch_size: int = 4096,
-    amp: bool = True,
-) -> float:
-    """The validation loss of :func:`assess`: mean squared error of ``model`` on
-    ``x: (n, window, features)``, ``y: (n, horizon)`` (or cross-entropy on class indices)."""
-    return assess(
-        model, x, y, lengths=lengths, classify=classify, batch_size=batch_size, amp=amp
-    ).loss
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, **options: Any) -> float:
+    """The validation loss of :func:`assess` (its keyword options): mean squared error of
+    ``model`` on ``x: (n, window, features)``, ``y: (n, horizon)``, or cross-entropy."""
+    return assess(model, x, y, **options).loss

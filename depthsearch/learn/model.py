@@ -328,18 +328,21 @@ class StackedLSTM(nn.Module):
                 if i > 0 and cfg.residual:
                     out = out + self.projections[i - 1](layer_in)
                 finals.append((h_i, c_i))
-            if cfg.uniform:
-                final = (
-                    torch.cat([h for h, _ in finals], dim=0),
-                    torch.cat([c for _, c in finals], dim=0),
-                )
-            else:
-                final = finals
+            final = self._joined(finals)
         last = out[:, -1] if cfg.batch_first else out[-1]
         y: Tensor = self.head(last)
         if return_state:
             return y, final
         return y
+
+    def _joined(self, finals: list[tuple[Tensor, Tensor]]) -> State:
+        """The per-layer final states in the public layout (see :data:`State`)."""
+        if self.config.uniform:
+            return (
+                torch.cat([h for h, _ in finals], dim=0),
+                torch.cat([c for _, c in finals], dim=0),
+            )
+        return finals
 
     def _forward_packed(
         self, x: Tensor, state: State | None, lengths: Tensor, batch: int, return_state: bool
@@ -375,13 +378,7 @@ class StackedLSTM(nn.Module):
                 if i > 0 and cfg.residual:
                     out = out._replace(data=out.data + self.projections[i - 1](layer_in.data))
                 finals.append((h_i, c_i))
-            if cfg.uniform:
-                final = (
-                    torch.cat([h for h, _ in finals], dim=0),
-                    torch.cat([c for _, c in finals], dim=0),
-                )
-            else:
-                final = finals
+            final = self._joined(finals)
         padded, _ = pad_packed_sequence(out, batch_first=True)
         last = padded[torch.arange(batch, device=padded.device), lengths.to(padded.device) - 1]
         y: Tensor = self.head(last)

@@ -17,7 +17,7 @@ import torch
 from depthsearch.errors import InputError
 from depthsearch.learn.data import Scaler, input_windows, load_frame
 from depthsearch.learn.model import StackedLSTM
-from depthsearch.learn.saved import CONFIG_FILE, Forecaster, load_model, read_document
+from depthsearch.learn.saved import Forecaster, load_model, read_retrained
 from depthsearch.learn.sources import groups, read_npz, read_table
 from depthsearch.spec import DataSpec
 
@@ -55,9 +55,7 @@ class Predictor:
     def load(cls, directory: str | Path) -> Predictor:
         """From a folder written by ``depthsearch export --retrain``."""
         folder = Path(directory)
-        doc = read_document(folder / CONFIG_FILE)
-        if "scaler" not in doc:
-            raise InputError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
+        doc = read_retrained(folder)
         task = doc.get("task", {})
         return cls(
             load_model(folder),

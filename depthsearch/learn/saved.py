@@ -130,6 +130,14 @@ def save_model(
     return out
 
 
+def read_retrained(folder: Path) -> dict[str, Any]:
+    """The config document of a folder written by ``export --retrain`` (it has a scaler)."""
+    doc = read_document(folder / CONFIG_FILE)
+    if "scaler" not in doc:
+        raise InputError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
+    return doc
+
+
 def load_model(directory: str | Path) -> StackedLSTM:
     """Loads a model saved by ``depthsearch export --retrain`` (in eval mode, on the CPU).
 
@@ -175,9 +183,7 @@ class Forecaster:
     def load(cls, directory: str | Path) -> Forecaster:
         """From a folder written by ``depthsearch export --retrain``."""
         folder = Path(directory)
-        doc = read_document(folder / CONFIG_FILE)
-        if "scaler" not in doc:
-            raise InputError(f"{folder / CONFIG_FILE} has no scaler: export with --retrain")
+        doc = read_retrained(folder)
         data = doc["data"]
         return cls(
             load_model(folder),
