@@ -495,8 +495,12 @@ def test_a_panel_forecast_comes_back_in_each_series_own_units(
     url = fresh_storage_url
     _panel(tmp_path / "panel.csv")
     (tmp_path / "panel.toml").write_text(PANEL, encoding="utf-8")
-    cli("run", str(tmp_path / "panel.toml"), "--storage", url)
+    create_here(tmp_path / "panel.toml", url)
+    proc = depthsearch_cmd("launch", "--study", "panel", "--storage", url, "--cpu-workers", "2")
+    assert proc.returncode == 0, proc.stderr
     assert "val_loss=" in cli("status", "--study", "panel", "--storage", url)
+    # Scaled per series, the panel's errors have no one unit: no val_rmse.
+    assert "val_rmse" not in proc.stderr
     cli("report", "--study", "panel", "--storage", url, "-o", str(tmp_path / "report"))
     cli("export", "--study", "panel", "--storage", url, "--retrain", "-o", str(tmp_path / "m"))
     cli(
@@ -533,8 +537,11 @@ def test_regression_from_npz_through_every_command(tmp_path: Path, fresh_storage
         encoding="utf-8",
     )
     url = fresh_storage_url
-    cli("run", str(tmp_path / "r.toml"), "--storage", url)
-    assert "val_loss=" in cli("status", "--study", "reg", "--storage", url)
+    create_here(tmp_path / "r.toml", url)
+    proc = depthsearch_cmd("launch", "--study", "reg", "--storage", url, "--cpu-workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "val_rmse=" in proc.stderr  # in the target's units
+    assert "val_rmse=" in cli("status", "--study", "reg", "--storage", url)
     assert "user_attrs_epochs_trained" in cli("trials", "--study", "reg", "--storage", url)
     cli("report", "--study", "reg", "--storage", url, "-o", str(tmp_path / "report"))
     cli("export", "--study", "reg", "--storage", url, "--retrain", "-o", str(tmp_path / "m"))

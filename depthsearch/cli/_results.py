@@ -72,11 +72,15 @@ def export(
             f"{doc['origin']['trial']} retrained on {r['data']} "
             f"({counted(r['train_windows'], unit)}, {counted(r['epochs'], 'epoch')} "
             f"on {r['device']}): val_loss={r['val_loss']:.6g}"
-            + "".join(f", {k}={r[k]:.4g}" for k in ("val_accuracy", "val_f1") if k in r)
+            + "".join(
+                f", {k}={r[k]:.4g}"
+                for k in ("val_accuracy", "val_f1", "val_rmse", "val_mae")
+                if k in r
+            )
             + f" (the trial reached val_loss={doc['metrics']['val_loss']:.6g}"
             + "".join(
                 f", {k}={doc['metrics'][k]:.4g}"
-                for k in ("val_accuracy", "val_f1")
+                for k in ("val_accuracy", "val_f1", "val_rmse", "val_mae")
                 if k in doc["metrics"]
             )
             + ")"

@@ -170,6 +170,15 @@ class Windows:
         return int(self.x_train.shape[-1])
 
     @property
+    def unit_scale(self) -> tuple[float, ...] | None:
+        """The target's standard deviation (one per output, or one for all), which turns a
+        scaled error into the target's units; None for a classification, and for a panel
+        scaled per series (whose series have units of their own)."""
+        if self.kind == "classify" or self.scaler.series:
+            return None
+        return self.scaler.output_std or (self.scaler.target_std,)
+
+    @property
     def output_size(self) -> int:
         if self.kind == "classify":
             return len(self.classes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -60,14 +62,25 @@ def assess(
     *,
     lengths: Tensor | None = None,
     classify: bool = False,
+    unit_scale: Sequence[float] | None = None,
     batch_size: int = 4096,
     amp: bool = True,
 ) -> Evaluation:
     """``model`` on validation samples: mean squared error, or for a classification
-    (``y``: class indices) the mean cross-entropy, accuracy, macro-F1 and confusion matrix."""
+    (``y``: class indices) the mean cross-entropy, accuracy, macro-F1 and confusion matrix.
+
+    ``unit_scale`` (the target's standard deviation, one per output or one for all): also the
+    RMSE and MAE in the target's own units, ``val_rmse`` and ``val_mae``."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), device=x.device, dtype=torch.float64)
+    # Squared and absolute errors in the target's units, summed on the device.
+    in_units = torch.zeros(2, device=x.device, dtype=torch.float64)
+    scale = (
+        torch.tensor(unit_scale, device=x.device, dtype=torch.float32)
+        if unit_scale and not classify
+        else None
+    )
     confusion: Tensor | None = None
     try:
         with torch.inference_mode(), autocast_for(x.device, amp):
@@ -77,7 +90,12 @@ def assess(
                     model, x[part], None if lengths is None else lengths[part]
                 ).float()
                 if not classify:
-                    total += ((pred - y[part]) ** 2).sum(dtype=torch.float64)
+                    error = pred - y[part]
+                    total += (error**2).sum(dtype=torch.float64)
+                    if scale is not None:
+                        error = error * scale
+                        in_units[0] += (error**2).sum(dtype=torch.float64)
+                        in_units[1] += error.abs().sum(dtype=torch.float64)
                     continue
                 total += nn.functional.cross_entropy(pred, y[part], reduction="sum").double()
                 k = pred.shape[-1]
@@ -86,7 +104,13 @@ def assess(
     finally:
         model.train(was_training)
     if not classify:
-        return Evaluation(float(total.item()) / (y.numel() or 1))
+        count = y.numel() or 1
+        if scale is None:
+            return Evaluation(float(total.item()) / count)
+        loss, squared, absolute = torch.cat([total.view(1), in_units]).tolist()
+        return Evaluation(
+            loss / count, {"val_rmse": math.sqrt(squared / count), "val_mae": absolute / count}
+        )
     n = max(1, y.shape[0])
     assert confusion is not None
     matrix = confusion.view(int(confusion.numel() ** 0.5), -1).cpu()

@@ -325,6 +325,7 @@ def fit(
                 data.y_val,
                 lengths=data.len_val,
                 classify=classify,
+                unit_scale=data.unit_scale,
                 amp=options.amp,
             )
             val_loss = judged.loss

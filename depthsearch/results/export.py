@@ -165,6 +165,7 @@ def retrain_best(
         on_device.y_val,
         lengths=on_device.len_val,
         classify=data.kind == "classify",
+        unit_scale=data.unit_scale,
         amp=spec.train.amp,
     )
     doc["retrain"] = {

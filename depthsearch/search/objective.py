@@ -87,10 +87,12 @@ class Objective:
     ``pruned_at_epoch`` (the verdict's epoch: the trial trained at most one epoch past it).
     A trial that retries a failed one also records ``resumed_from_epoch`` (the checkpoint's
     epoch it went on from, 0 when it started over), ``epochs_lost`` (what the failed trial
-    trained past that) and, when it started over, ``resume_note`` (why). A classification
-    also records ``val_accuracy`` and ``val_f1`` (macro-F1) at the best epoch, their curves
-    ``val_accuracy_curve`` and ``val_f1_curve``, and ``val_confusion`` (the best epoch's
-    confusion matrix, ``[true][predicted]``).
+    trained past that) and, when it started over, ``resume_note`` (why). A forecast or a
+    regression records ``val_rmse`` and ``val_mae`` at the best epoch, in the target's units
+    (not for a panel scaled per series, whose series have units of their own); a
+    classification records ``val_accuracy`` and ``val_f1`` (macro-F1) at the best epoch,
+    their curves ``val_accuracy_curve`` and ``val_f1_curve``, and ``val_confusion`` (the
+    best epoch's confusion matrix, ``[true][predicted]``).
     """
 
     def __init__(
@@ -273,11 +275,13 @@ class Objective:
             if multi:
                 attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
             if best is not None and best.metrics:
-                # A classification's accuracy and macro-F1: at the best epoch, and by epoch.
+                # The task's metrics at the best epoch (RMSE and MAE in the target's units;
+                # a classification's accuracy and macro-F1, by epoch too, and its confusion).
                 attrs.update(best.metrics)
-                for name in best.metrics:
-                    attrs[f"{name}_curve"] = [e.metrics.get(name) for e in history.epochs]
-                attrs[keys.VAL_CONFUSION] = best.confusion
+                if best.confusion is not None:
+                    for name in best.metrics:
+                        attrs[f"{name}_curve"] = [e.metrics.get(name) for e in history.epochs]
+                    attrs[keys.VAL_CONFUSION] = best.confusion
             self._save_closing(trial, attrs, reporter)
         best = history.best
         assert best is not None  # fit ran at least one epoch or raised

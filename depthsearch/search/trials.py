@@ -67,8 +67,9 @@ PRUNED_REASON = "pruned_reason"
 VAL_CONFUSION = "val_confusion"
 #: A classification's labels, by class index (the confusion matrix's order).
 CLASSES = "classes"
-#: The task metrics a classification stores (at the best epoch), as the tables show them.
-TASK_METRICS = ("val_accuracy", "val_f1")
+#: The task metrics stored at the best epoch: a classification's accuracy and macro-F1; a
+#: forecast's or a regression's RMSE and MAE in the target's own units.
+TASK_METRICS = ("val_accuracy", "val_f1", "val_rmse", "val_mae")
 PRUNED_AT_EPOCH = "pruned_at_epoch"
 #: On a trial that retries a failed one: the epoch its checkpoint held (0: it started over),
 #: the epochs the failed trial trained past that (trained twice), and why it started over.
