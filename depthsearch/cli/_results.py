@@ -63,6 +63,8 @@ def export(
     if retrain:
         folder = output or "best"
         doc = retrain_best(study_name, url, folder, pick=pick, data_path=data_path)
+        from depthsearch.search.trials import metrics_text
+
         r = doc["retrain"]
         where = Path(folder)
         kind = doc.get("task", {}).get("kind", "forecast")
@@ -71,19 +73,9 @@ def export(
             f"wrote {where / 'model.pt'} and {where / 'config.json'}: trial "
             f"{doc['origin']['trial']} retrained on {r['data']} "
             f"({counted(r['train_windows'], unit)}, {counted(r['epochs'], 'epoch')} "
-            f"on {r['device']}): val_loss={r['val_loss']:.6g}"
-            + "".join(
-                f", {k}={r[k]:.4g}"
-                for k in ("val_accuracy", "val_f1", "val_rmse", "val_mae")
-                if k in r
-            )
-            + f" (the trial reached val_loss={doc['metrics']['val_loss']:.6g}"
-            + "".join(
-                f", {k}={doc['metrics'][k]:.4g}"
-                for k in ("val_accuracy", "val_f1", "val_rmse", "val_mae")
-                if k in doc["metrics"]
-            )
-            + ")"
+            f"on {r['device']}): val_loss={r['val_loss']:.6g}{metrics_text(r)} "
+            f"(the trial reached val_loss={doc['metrics']['val_loss']:.6g}"
+            f"{metrics_text(doc['metrics'])})"
         )
         return
     path = output or "best.json"

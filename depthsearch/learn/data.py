@@ -235,17 +235,24 @@ def load_frame(
     return result
 
 
-def _fit_scaler(frame: pd.DataFrame, spec: DataSpec, cut: int) -> Scaler:
-    def stats(column: str) -> tuple[float, float]:
-        part = frame[column].to_numpy(dtype=np.float64)[:cut]
-        std = float(part.std())
-        # A constant column carries no scale; dividing by 1 keeps it finite.
-        return float(part.mean()), std if std > 1e-12 else 1.0
+def column_stats(values: NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Each column's mean and std of ``values: (rows, columns)``, a column at a time.
 
+    A constant column carries no scale: its std is 1, which keeps it finite."""
+    means, stds = [], []
+    for j in range(values.shape[1]):
+        part = np.ascontiguousarray(values[:, j])
+        std = float(part.std())
+        means.append(float(part.mean()))
+        stds.append(std if std > 1e-12 else 1.0)
+    return tuple(means), tuple(stds)
+
+
+def _fit_scaler(frame: pd.DataFrame, spec: DataSpec, cut: int) -> Scaler:
     cols = spec.input_columns
-    ms = [stats(c) for c in cols]
-    tm, ts = stats(spec.target)
-    return Scaler(cols, tuple(m for m, _ in ms), tuple(s for _, s in ms), spec.target, tm, ts)
+    mean, std = column_stats(frame[list(cols)].to_numpy(dtype=np.float64)[:cut])
+    (tm,), (ts,) = column_stats(frame[[spec.target]].to_numpy(dtype=np.float64)[:cut])
+    return Scaler(cols, mean, std, spec.target, tm, ts)
 
 
 def input_windows(inputs: NDArray[np.float64], window: int, starts: range | None = None) -> Tensor:

@@ -12,7 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Evaluation", "assess", "autocast_for", "evaluate", "run_batch"]
+from depthsearch.learn.data import Windows
+
+__all__ = ["Evaluation", "assess", "assess_val", "autocast_for", "evaluate", "run_batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +123,19 @@ def assess(
             "val_f1": _macro_f1(matrix),
         },
         matrix.tolist(),
+    )
+
+
+def assess_val(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluation:
+    """:func:`assess` on the validation samples of ``data``, as its task judges them."""
+    return assess(
+        model,
+        data.x_val,
+        data.y_val,
+        lengths=data.len_val,
+        classify=data.kind == "classify",
+        unit_scale=data.unit_scale,
+        amp=amp,
     )
 
 

@@ -308,12 +308,7 @@ class StackedLSTM(nn.Module):
             return self._forward_packed(x, state, lengths, batch, return_state)
         finals: list[tuple[Tensor, Tensor]] = []
         if self.lstm is not None:
-            fused_state = None
-            if state is not None:
-                self._split_state(state, batch)  # validates: a pair of (layers * dirs, B, H)
-                h0, c0 = state
-                fused_state = (h0, c0)
-            out, (h_n, c_n) = self.lstm(x, fused_state)
+            out, (h_n, c_n) = self.lstm(x, self._fused_state(state, batch))
             final: State = (h_n, c_n)
         else:
             per_layer = self._split_state(state, batch)
@@ -335,6 +330,15 @@ class StackedLSTM(nn.Module):
             return y, final
         return y
 
+    def _fused_state(self, state: State | None, batch: int) -> tuple[Tensor, Tensor] | None:
+        """The fused ``nn.LSTM``'s initial state, checked: a pair of
+        ``(layers * directions, batch, hidden)``."""
+        if state is None:
+            return None
+        cfg = self.config  # fused: every layer has the same width
+        shape = (cfg.num_layers * cfg.num_directions, batch, cfg.hidden_sizes[0])
+        return self._check_pair(state, shape, "initial state")
+
     def _joined(self, finals: list[tuple[Tensor, Tensor]]) -> State:
         """The per-layer final states in the public layout (see :data:`State`)."""
         if self.config.uniform:
@@ -355,12 +359,7 @@ class StackedLSTM(nn.Module):
         )
         final: State
         if self.lstm is not None:
-            fused_state = None
-            if state is not None:
-                self._split_state(state, batch)
-                h0, c0 = state
-                fused_state = (h0, c0)
-            out, (h_n, c_n) = self.lstm(packed, fused_state)
+            out, (h_n, c_n) = self.lstm(packed, self._fused_state(state, batch))
             final = (h_n, c_n)
         else:
             per_layer = self._split_state(state, batch)

@@ -15,10 +15,12 @@ import pandas as pd
 import torch
 
 from depthsearch.errors import InputError
-from depthsearch.learn.data import Scaler, input_windows, load_frame
+from depthsearch.learn.data import Scaler, column_stats, load_frame
+from depthsearch.learn.evaluate import run_batch
 from depthsearch.learn.model import StackedLSTM
 from depthsearch.learn.saved import Forecaster, load_model, read_retrained
 from depthsearch.learn.sources import groups, read_npz, read_table
+from depthsearch.learn.tasks import pad_sequences
 from depthsearch.spec import DataSpec
 
 __all__ = ["Predictor", "predict_csv"]
@@ -89,11 +91,9 @@ class Predictor:
         with torch.inference_mode():
             for start in range(0, len(x), 1024):
                 part = slice(start, start + 1024)
-                if lengths is None:
-                    out.append(self.model(x[part]))
-                else:
-                    lp = lengths[part]
-                    out.append(self.model(x[part][:, : int(lp.max())], lengths=lp))
+                out.append(
+                    run_batch(self.model, x[part], None if lengths is None else lengths[part])
+                )
         return torch.cat(out).float().numpy()
 
     def _per_sequence(
@@ -102,11 +102,7 @@ class Predictor:
         limit = int(self.data.get("max_length") or 0)
         if limit:
             seqs = [q[-limit:] for q in seqs]
-        lengths = np.asarray([len(q) for q in seqs], dtype=np.int64)
-        x = np.zeros((len(seqs), int(lengths.max()), len(self.columns)), dtype=np.float32)
-        for i, q in enumerate(seqs):
-            x[i, : len(q)] = self.scaler.transform(q)
-        out = self._outputs(torch.from_numpy(x), torch.from_numpy(lengths))
+        out = self._outputs(*pad_sequences(seqs, self.scaler))
         frame = pd.DataFrame({key_name: keys})
         if self.kind == "classify":
             probs = torch.softmax(torch.from_numpy(out), dim=-1).numpy()
@@ -129,7 +125,6 @@ class Predictor:
 
     def _panel(self, parts: list[Any], spec: DataSpec) -> pd.DataFrame:
         window, horizon = spec.window, spec.horizon
-        target = self.scaler.target
         rows = []
         for g in parts:
             if len(g.values) < window:
@@ -143,10 +138,11 @@ class Predictor:
                     own = _own_scaler(self.scaler, g.values)
                 else:
                     own = self.scaler
-            x = input_windows(own.transform(g.values), window)
-            values = own.inverse_target(self._outputs(x, None))
-            part = pd.DataFrame(values, columns=[f"{target}+{i + 1}" for i in range(horizon)])
-            part.insert(0, spec.time or "row", np.asarray(g.times)[window - 1 :])
+            frame = pd.DataFrame(
+                g.values, columns=self.columns, index=pd.Index(g.times, name=spec.time or "row")
+            )
+            part = Forecaster(self.model, own, window, horizon).predict_windows(frame)
+            part = part.reset_index()
             part.insert(0, spec.id or "id", g.key)
             rows.append(part)
         return pd.concat(rows, ignore_index=True)
@@ -185,14 +181,11 @@ class Predictor:
 
 def _own_scaler(scaler: Scaler, values: np.ndarray) -> Scaler:
     """A series' scaler fitted on its own rows (a panel's id the study never saw)."""
-    mean = values.mean(axis=0)
-    std = np.where(values.std(axis=0) > 1e-12, values.std(axis=0), 1.0)
+    mean, std = column_stats(values)
     at = scaler.columns.index(scaler.target) if scaler.target in scaler.columns else None
-    tm = float(mean[at]) if at is not None else scaler.target_mean
-    ts = float(std[at]) if at is not None else scaler.target_std
-    return Scaler(
-        scaler.columns, tuple(map(float, mean)), tuple(map(float, std)), scaler.target, tm, ts
-    )
+    tm = mean[at] if at is not None else scaler.target_mean
+    ts = std[at] if at is not None else scaler.target_std
+    return Scaler(scaler.columns, mean, std, scaler.target, tm, ts)
 
 
 def _forecast_file(predictor: Predictor, spec: DataSpec) -> pd.DataFrame:

@@ -16,19 +16,18 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from depthsearch.errors import DataError
-from depthsearch.learn.data import Scaler, SeriesStats, Windows, _check_fits, _windows
+from depthsearch.learn.data import (
+    Scaler,
+    SeriesStats,
+    Windows,
+    _check_fits,
+    _windows,
+    column_stats,
+)
 from depthsearch.learn.sources import Group, groups, label_key, read_npz, read_table
 from depthsearch.spec import DataSpec
 
-__all__ = ["from_npz", "from_table", "panel_windows"]
-
-
-def _stats(values: NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-column mean and std; a constant column keeps std 1 (it carries no scale)."""
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+__all__ = ["from_npz", "from_table", "pad_sequences", "panel_windows"]
 
 
 def _panel(parts: list[Group], spec: DataSpec, needed: list[str]) -> Windows:
@@ -53,19 +52,20 @@ def _panel(parts: list[Group], spec: DataSpec, needed: list[str]) -> Windows:
     total = sum(len(g.values) - w - h + 1 for g in parts)
     _check_fits(total, w, len(inputs_at), sum(len(g.values) for g in parts))
     train_rows = np.concatenate([g.values[:cut] for g, cut in zip(parts, cuts, strict=True)])
-    mean, std = _stats(train_rows[:, inputs_at])
-    (tm,), (ts,) = _stats(train_rows[:, [target_at]])
+    mean, std = column_stats(train_rows[:, inputs_at])
+    (tm,), (ts,) = column_stats(train_rows[:, [target_at]])
+    scaler = Scaler(spec.input_columns, mean, std, spec.target, tm, ts)
     series: dict[str, SeriesStats] = {}
     x_tr, y_tr, x_va, y_va = [], [], [], []
     for g, cut in zip(parts, cuts, strict=True):
-        own = SeriesStats(mean, std, tm, ts)
+        own = scaler
         if spec.scale == "per-series":
-            m, sd = _stats(g.values[:cut, inputs_at])
-            (gm,), (gs,) = _stats(g.values[:cut, [target_at]])
-            own = SeriesStats(m, sd, gm, gs)
-            series[str(g.key)] = own
-        inputs = (g.values[:, inputs_at] - np.asarray(own.mean)) / np.asarray(own.std)
-        target = (g.values[:, target_at] - own.target_mean) / own.target_std
+            m, sd = column_stats(g.values[:cut, inputs_at])
+            (gm,), (gs,) = column_stats(g.values[:cut, [target_at]])
+            series[str(g.key)] = SeriesStats(m, sd, gm, gs)
+            own = Scaler(spec.input_columns, m, sd, spec.target, gm, gs)
+        inputs = own.transform(g.values[:, inputs_at])
+        target = own.transform_target(g.values[:, target_at])
         n_train, n_val = cut - w - h + 1, len(g.values) - cut - h + 1
         a, b = _windows(inputs, target, w, h, range(0, n_train))
         c, d = _windows(inputs, target, w, h, range(cut - w, cut - w + n_val))
@@ -73,7 +73,7 @@ def _panel(parts: list[Group], spec: DataSpec, needed: list[str]) -> Windows:
         y_tr.append(b)
         x_va.append(c)
         y_va.append(d)
-    scaler = Scaler(spec.input_columns, mean, std, spec.target, tm, ts, series=series)
+    scaler = dataclasses.replace(scaler, series=series)
     return Windows(torch.cat(x_tr), torch.cat(y_tr), torch.cat(x_va), torch.cat(y_va), scaler)
 
 
@@ -122,7 +122,7 @@ def _classes(labels: Sequence[Any]) -> list[Any]:
         return sorted(distinct, key=str)
 
 
-def _pad(seqs: list[NDArray[np.float64]], scaler: Scaler) -> tuple[Tensor, Tensor | None]:
+def pad_sequences(seqs: list[NDArray[np.float64]], scaler: Scaler) -> tuple[Tensor, Tensor | None]:
     """Scaled sequences padded after their end into ``(n, longest, features)`` float32, and
     their lengths (None when all are as long)."""
     lengths = np.asarray([len(q) for q in seqs], dtype=np.int64)
@@ -180,12 +180,12 @@ def _sequences(
             raise DataError("the target holds a missing or infinite value")
         val = _split_random(len(seqs), fraction, seed, ordered=ordered)
     train = ~val
-    mean, std = _stats(np.concatenate([q for q, t in zip(seqs, train, strict=True) if t]))
+    mean, std = column_stats(np.concatenate([q for q, t in zip(seqs, train, strict=True) if t]))
     if kind == "classify":
         scaler = Scaler(columns, mean, std, target, 0.0, 1.0)
         y_all = torch.from_numpy(labels)
     else:
-        om, osd = _stats(values[train])
+        om, osd = column_stats(values[train])
         single = values.shape[1] == 1
         scaler = Scaler(
             columns,
@@ -198,8 +198,8 @@ def _sequences(
             output_std=() if single else osd,
         )
         y_all = torch.from_numpy(scaler.transform_target(values).astype(np.float32))
-    x_tr, l_tr = _pad([q for q, t in zip(seqs, train, strict=True) if t], scaler)
-    x_va, l_va = _pad([q for q, v in zip(seqs, val, strict=True) if v], scaler)
+    x_tr, l_tr = pad_sequences([q for q, t in zip(seqs, train, strict=True) if t], scaler)
+    x_va, l_va = pad_sequences([q for q, v in zip(seqs, val, strict=True) if v], scaler)
     if (l_tr is None) != (l_va is None):  # one side whole, the other not: both get lengths
         l_tr = l_tr if l_tr is not None else torch.full((len(x_tr),), x_tr.shape[1])
         l_va = l_va if l_va is not None else torch.full((len(x_va),), x_va.shape[1])

@@ -25,7 +25,14 @@ from torch import Tensor, nn
 
 from depthsearch.errors import InputError, NonFiniteLossError
 from depthsearch.learn.data import Windows
-from depthsearch.learn.evaluate import Evaluation, assess, autocast_for, evaluate, run_batch
+from depthsearch.learn.evaluate import (
+    Evaluation,
+    assess,
+    assess_val,
+    autocast_for,
+    evaluate,
+    run_batch,
+)
 
 __all__ = [
     "CorruptCheckpoint",
@@ -319,15 +326,7 @@ def fit(
             train_loss = float(torch.dot(torch.stack(losses), weights).item()) / n
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(epoch, train_loss)
-            judged = assess(
-                model,
-                data.x_val,
-                data.y_val,
-                lengths=data.len_val,
-                classify=classify,
-                unit_scale=data.unit_scale,
-                amp=options.amp,
-            )
+            judged = assess_val(model, data, amp=options.amp)
             val_loss = judged.loss
             if not math.isfinite(val_loss):
                 raise NonFiniteLossError(epoch, val_loss)

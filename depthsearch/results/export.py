@@ -137,8 +137,9 @@ def retrain_best(
     import torch
 
     from depthsearch.learn.data import prepare
+    from depthsearch.learn.evaluate import assess_val
     from depthsearch.learn.model import build_model
-    from depthsearch.learn.train import assess, fit, resolve_device
+    from depthsearch.learn.train import fit, resolve_device
 
     doc = best_config(study_name, storage_url, pick=pick)
     spec = read_spec(study_name, storage_url, data_path=data_path)
@@ -159,15 +160,7 @@ def retrain_best(
     )
     on_device = data.to(device)
     fit(model, on_device, options)
-    judged = assess(
-        model,
-        on_device.x_val,
-        on_device.y_val,
-        lengths=on_device.len_val,
-        classify=data.kind == "classify",
-        unit_scale=data.unit_scale,
-        amp=spec.train.amp,
-    )
+    judged = assess_val(model, on_device, amp=spec.train.amp)
     doc["retrain"] = {
         "epochs": epochs,
         "device": str(device),

@@ -112,10 +112,7 @@ def study_status(study_name: str, storage_url: str) -> Status:
         )
     best = None if len(study.directions) > 1 else best_complete(study)
     if best is not None:
-        attrs = trial_user_attrs(study, best[1])
-        metrics = "".join(
-            f", {m}={attrs[m]:.4g}" for m in keys.TASK_METRICS if isinstance(attrs.get(m), float)
-        )
+        metrics = keys.metrics_text(trial_user_attrs(study, best[1]))
         lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}{metrics}")
     preempted = keys.Preemption(retry_attrs(study)).line()
     if preempted is not None:

@@ -7,7 +7,8 @@ and the CLI read them. The keys are what users see in the dashboard and in ``tri
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -40,6 +41,7 @@ __all__ = [
     "best_trial",
     "describe_front",
     "metric_names",
+    "metrics_text",
     "trial_cost",
     "trial_curve",
     "trial_layers",
@@ -137,6 +139,16 @@ def trial_cost(trial: FrozenTrial) -> float | None:
     batch = trial.params.get("batch_size")
     batches = 64.0 / float(batch) if isinstance(batch, (int, float)) and batch > 0 else 1.0
     return float(params) + (trial_layers(trial) or 1) * LAYER_OVERHEAD * batches
+
+
+def metrics_text(values: Mapping[str, Any]) -> str:
+    """``, val_accuracy=0.95, val_f1=0.9504``: the task metrics among ``values`` (a trial's
+    user attributes, an epoch's metrics, an export's), for a line after its loss."""
+    return "".join(
+        f", {name}={values[name]:.4g}"
+        for name in TASK_METRICS
+        if isinstance(values.get(name), (int, float)) and not isinstance(values[name], bool)
+    )
 
 
 def trial_curve(trial: FrozenTrial) -> dict[int, float]:

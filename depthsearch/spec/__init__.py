@@ -18,7 +18,7 @@ from depthsearch.spec._spec import (
     TrainSpec,
     WorkersSpec,
 )
-from depthsearch.spec._toml import file_sha256, load_spec, spec_from_dict
+from depthsearch.spec._toml import file_sha256, load_spec, read_study_file, spec_from_dict
 
 __all__ = [
     "MAX_LAYERS",
@@ -39,5 +39,6 @@ __all__ = [
     "WorkersSpec",
     "file_sha256",
     "load_spec",
+    "read_study_file",
     "spec_from_dict",
 ]

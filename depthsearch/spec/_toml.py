@@ -44,7 +44,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["file_sha256", "load_spec", "spec_from_dict"]
+__all__ = ["file_sha256", "load_spec", "read_study_file", "spec_from_dict"]
 
 _TABLES = ("study", "data", "task", "space", "train", "sampler", "pruner", "workers")
 _TABLE_KEYS = (
@@ -319,6 +319,16 @@ def load_spec(path: str | Path) -> StudySpec:
             message names the file, the table and the key.
     """
     p = Path(path)
+    return spec_from_dict(read_study_file(p), where=str(p), base=p.resolve().parent)
+
+
+def read_study_file(path: str | Path) -> dict[str, Any]:
+    """A study file's tables as a dict, unvalidated (:func:`load_spec` validates them).
+
+    Raises:
+        SpecError: the file is missing, unreadable or not TOML.
+    """
+    p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -326,7 +336,6 @@ def load_spec(path: str | Path) -> StudySpec:
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{p}: cannot read the study file ({e})") from e
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{p}: not valid TOML ({e})") from e
-    return spec_from_dict(doc, where=str(p), base=p.resolve().parent)

@@ -35,7 +35,7 @@ from depthsearch.search.compat import (
     trial_id,
 )
 from depthsearch.search.objective import retried_trials, trial_seed
-from depthsearch.search.trials import best_trial
+from depthsearch.search.trials import best_trial, metrics_text
 from depthsearch.spec import StudySpec
 from depthsearch.storage import (
     best_complete,
@@ -263,8 +263,7 @@ class TrialLoop:
             else:
                 shown = f"val_loss={value:.6g}"
                 # A classification's accuracy and macro-F1 at the best epoch.
-                metrics = getattr(self.objective, "last_metrics", {})
-                shown += "".join(f", {n}={v:.4g}" for n, v in metrics.items())
+                shown += metrics_text(getattr(self.objective, "last_metrics", {}))
             _log.info("trial %d complete: %s", trial.number, shown)
         elif outcome.state == TrialState.PRUNED:
             _log.info("trial %d %s", trial.number, outcome.reason)

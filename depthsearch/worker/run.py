@@ -14,11 +14,11 @@ from typing import Any
 import optuna
 import torch
 
-from depthsearch.errors import InputError, SpecError
+from depthsearch.errors import InputError
 from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, resolve_device
 from depthsearch.search.objective import Objective
-from depthsearch.spec import StudySpec, load_spec, spec_from_dict
+from depthsearch.spec import StudySpec, load_spec, read_study_file, spec_from_dict
 from depthsearch.storage import (
     Backoff,
     dispose_lock_engines,
@@ -95,13 +95,8 @@ def _spec_with_data(
         doc: dict[str, Any] = study.to_dict()
         folder, where = Path.cwd(), study.source
     elif isinstance(study, (str, Path)):
-        import tomllib
-
         path = Path(study)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise SpecError(f"{path}: cannot read the study file ({e})") from e
+        doc = read_study_file(path)
         folder, where = path.resolve().parent, str(path)
     else:
         doc = {k: dict(v) if isinstance(v, Mapping) else v for k, v in study.items()}
