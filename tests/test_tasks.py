@@ -319,10 +319,13 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[DataSpec, str, str]]:
     )
     np.savez(tmp_path / "ylen.npz", X=rng.standard_normal((4, 3, 1)), y=np.zeros(5))
     npz = DataSpec(source="npz", path=str(tmp_path / "nox.npz"))
+    (tmp_path / "text.npz").write_text("not arrays\n", encoding="utf-8")
+    text = DataSpec(source="npz", path=str(tmp_path / "text.npz"))
     return [
         (_seq_spec(mixed), "classify", "must be the same on every row of an id, but id"),
         (_seq_spec(lonely), "classify", "class 'odd' has a single sequence (id 'only-one')"),
         (npz, "classify", "no array(s) ['X'] (it has ['x', 'y'])"),
+        (text, "regress", "not a zip of .npy arrays"),
         (
             DataSpec(source="npz", path=str(tmp_path / "len.npz")),
             "regress",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,10 @@ def read_npz(spec: DataSpec, path: str | Path | None = None, *, need_y: bool = T
     """``X`` (N, T, F), ``y`` (N,) or (N, k) and optional ``lengths`` (N,) from an NPZ file,
     checked; missing steps of ``X`` treated by ``[data] missing`` within each sequence."""
     p = Path(path if path is not None else spec.path or "")
+    if p.is_file() and not zipfile.is_zipfile(p):  # np.load would talk of pickles
+        raise DataError(
+            f"cannot read {p} as NPZ: not a zip of .npy arrays (as numpy.savez writes)"
+        )
     try:
         with np.load(p, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
