@@ -128,7 +128,20 @@ def create_study(
         )
         theirs["data"] = {k: v for k, v in stored.get("data", {}).items() if k != "path"}
         theirs["study"].setdefault("objectives", ["val_loss"])  # specs stored before objectives
+        # Specs stored before the test part held none; [confirm] changes no trial.
+        theirs["data"].setdefault("test_fraction", 0.0)
+        for key in ("season", "difference"):
+            if key in ours["data"]:
+                theirs["data"].setdefault(key, ours["data"][key])
+        ours.pop("confirm", None)
+        theirs.pop("confirm", None)
         differing = _diff(theirs, ours)
+        if differing == ["data.test_fraction"] and "test_fraction" not in stored.get("data", {}):
+            raise StudyMismatchError(
+                f"study {spec.name!r} in {mask_url(storage_url)} was created before [data] "
+                f"test_fraction (it holds no test part); add `test_fraction = 0` to [data] to "
+                "resume it, or give the study a new [study] name to search with a test part"
+            )
         if differing:
             raise StudyMismatchError(
                 f"study {spec.name!r} in {mask_url(storage_url)} was created from a different "
@@ -140,8 +153,8 @@ def create_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
         )
         before = stored.get("study", {}).get("n_trials")
-        if before != spec.n_trials:
-            study.set_user_attr(SPEC, dict(stored, study=new["study"]))
+        if before != spec.n_trials or stored.get("confirm") != new.get("confirm"):
+            study.set_user_attr(SPEC, dict(stored, study=new["study"], confirm=new["confirm"]))
             study.set_user_attr(SUMMARY, spec_summary(spec))
         _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
         counted = trial_counts(study)
@@ -192,6 +205,8 @@ def read_spec(name: str, storage_url: str, *, data_path: str | None = None) -> S
             "(it has no stored spec)"
         )
     doc = _normalise(stored)
+    if isinstance(doc.get("data"), dict):
+        doc["data"].setdefault("test_fraction", 0.0)  # stored before the test part: none
     if data_path is not None and doc.get("data", {}).get("source") == "csv":
         doc["data"]["path"] = data_path
     where = f"the spec stored in study {name!r}"

@@ -22,6 +22,7 @@ def csv_spec(path: Path, **kw: object) -> DataSpec:
         "target": "y",
         "window": 3,
         "horizon": 2,
+        "test_fraction": 0.0,  # the split's own arithmetic; the test part has its own tests
     }
     base.update(kw)
     return DataSpec(**base)  # type: ignore[arg-type]

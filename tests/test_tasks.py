@@ -92,6 +92,7 @@ def _panel_spec(path: Path, **kw: object) -> DataSpec:
         "window": 5,
         "horizon": 2,
         "val_fraction": 0.25,
+        "test_fraction": 0.0,  # the split's own arithmetic; the test part has its own tests
     }
     return DataSpec(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -179,6 +180,7 @@ def _seq_spec(path: Path, **kw: object) -> DataSpec:
         "target": "label",
         "features": ("x", "noise"),
         "val_fraction": 0.25,
+        "test_fraction": 0.0,
     }
     return DataSpec(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -286,8 +288,8 @@ def test_arrays_from_npz_with_lengths(tmp_path: Path) -> None:
     spec = DataSpec(source="npz", path=str(tmp_path / "d.npz"))
     w = prepare(spec, seed=0, kind="classify")
     assert w.classes == (0, 1, 2) and w.input_size == 2
-    assert w.len_train is not None
-    got = sorted(torch.cat([w.len_train, w.len_val]).tolist())
+    assert w.len_train is not None and w.len_val is not None and w.len_test is not None
+    got = sorted(torch.cat([w.len_train, w.len_val, w.len_test]).tolist())
     assert got == sorted(lengths.tolist())
     r = prepare(spec, seed=0, kind="regress")
     assert r.y_train.shape[1] == 1 and r.output_size == 1

@@ -44,6 +44,7 @@ STUDY_ROW_LOCK = (
 
 _TRIAL = _models.TrialModel.__table__
 _BEAT = _models.TrialHeartbeatModel.__table__
+_STUDY_ATTR = _models.StudyUserAttributeModel.__table__
 
 #: Indexes depthsearch adds to Optuna's ``trials`` table (``create`` makes them): the counts
 #: under the reservation lock read the few RUNNING, WAITING and FAIL trials and the highest
@@ -94,9 +95,13 @@ def state_counts(conn: sqlalchemy.Connection, sid: int) -> dict[TrialState, int]
     return {state: counted.get(state, 0) for state in TrialState}
 
 
-def reservation_counts(conn: sqlalchemy.Connection, sid: int) -> tuple[int, int, int, int]:
-    """``(trials, running, waiting, failed)`` of study ``sid``, read through the indexes: the
-    highest trial number and the few RUNNING, WAITING and FAIL rows, not every trial.
+def reservation_counts(
+    conn: sqlalchemy.Connection, sid: int, extra_key: str
+) -> tuple[int, int, int, int, int]:
+    """``(trials, running, waiting, failed, extra)`` of study ``sid``, read through the
+    indexes: the highest trial number and the few RUNNING, WAITING and FAIL rows, not every
+    trial; ``extra`` is the study's integer user attribute ``extra_key`` (0 when unset), in
+    the same round trip.
 
     Trial numbers are 0, 1, 2, ... in order of creation (Optuna numbers a trial by the trials
     before it, under the study's row lock): the study holds the highest plus one.
@@ -104,14 +109,19 @@ def reservation_counts(conn: sqlalchemy.Connection, sid: int) -> tuple[int, int,
     of_study = _TRIAL.c.study_id == sid
     highest = sqlalchemy.select(sqlalchemy.func.max(_TRIAL.c.number)).where(of_study)
     few = (TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
-    top, running, waiting, failed = conn.execute(
+    extra = sqlalchemy.select(_STUDY_ATTR.c.value_json).where(
+        _STUDY_ATTR.c.study_id == sid, _STUDY_ATTR.c.key == extra_key
+    )
+    top, running, waiting, failed, raw = conn.execute(
         sqlalchemy.select(
             highest.scalar_subquery(),
             *(sqlalchemy.func.count().filter(_TRIAL.c.state == s) for s in few),
+            extra.scalar_subquery(),
         ).where(of_study, _TRIAL.c.state.in_(few))
     ).one()
     total = 0 if top is None else int(top) + 1
-    return total, int(running), int(waiting), int(failed)
+    added = json.loads(raw) if raw is not None else 0
+    return total, int(running), int(waiting), int(failed), int(added)
 
 
 def take_oldest_waiting(conn: sqlalchemy.Connection, sid: int) -> int | None:

@@ -6,7 +6,7 @@ unreachable database (:class:`~depthsearch.errors.InputError`); 1 a failure whil
 when interrupted. One module per group of commands, each registered on :data:`main`.
 """
 
-from depthsearch.cli import _launch, _results, _train  # noqa: F401  (registers the commands)
+from depthsearch.cli import _answer, _launch, _results, _train  # noqa: F401  (registers them)
 from depthsearch.cli._base import _user_errors, main
 
 __all__ = ["_user_errors", "main"]

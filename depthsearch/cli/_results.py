@@ -32,7 +32,9 @@ from depthsearch.errors import InputError
     "--pick",
     default="best",
     show_default=True,
-    help="'best' or 'smallest-within=P%': the smallest model within P% of the best loss.",
+    help="'best', 'smallest-within=P%' (the smallest model within P% of the best loss), "
+    "'confirmed' (the answer's recommendation, after `confirm`) or "
+    "'confirmed:smallest-within=P%' (on the confirmed means).",
 )
 @click.option(
     "--retrain",
@@ -54,11 +56,10 @@ def export(
     With --retrain, also train that config again on the study's data (its training windows,
     the trial's seed, for the trial's best epoch count) and save the model.
     """
-    from depthsearch.results.export import export_best, parse_pick, retrain_best
+    from depthsearch.results.export import check_pick, export_best, retrain_best
     from depthsearch.storage import resolve_storage
 
-    if pick != "best":
-        parse_pick(pick)
+    check_pick(pick)
     url = resolve_storage(storage)
     if retrain:
         folder = output or "best"
@@ -77,6 +78,18 @@ def export(
             f"(the trial reached val_loss={doc['metrics']['val_loss']:.6g}"
             f"{metrics_text(doc['metrics'])})"
         )
+        tested = {k: v for k, v in r.items() if k.startswith("test_")}
+        if tested:
+            shown = ", ".join(f"{k}={v:.6g}" for k, v in tested.items())
+            click.echo(f"held-out test part (never seen by the search or the pick): {shown}")
+        if "confirmed" in doc:
+            c = doc["confirmed"]
+            means = ", ".join(
+                f"{k}={v['mean']:.4g} ± {v['half_width_95']:.2g}"
+                for k, v in c.items()
+                if isinstance(v, dict)
+            )
+            click.echo(f"confirmed over {c['seeds']} seeds (95% CI): {means}")
         return
     path = output or "best.json"
     doc = export_best(study_name, url, path, pick=pick)

@@ -20,128 +20,27 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from depthsearch.errors import DataError
+from depthsearch.learn.scaling import (
+    Scaler,
+    SeriesStats,
+    column_stats,
+    fit_scaler,
+    training_rows,
+)
 from depthsearch.learn.sources import groups, read_table
 from depthsearch.spec import DataSpec
 
 __all__ = [
     "Scaler",
+    "SeriesStats",
     "Windows",
+    "column_stats",
     "input_windows",
     "load_frame",
     "make_windows",
     "prepare",
     "synthetic_series",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class SeriesStats:
-    """One series' own scale (a panel scaled ``per-series``): its inputs' and target's."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    target_mean: float
-    target_std: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Scaler:
-    """Standardisation fitted on the training rows: ``(x - mean) / std`` per column.
-
-    A panel scaled ``per-series`` also keeps each series' own statistics in ``series`` (keyed
-    by ``str(id)``); :meth:`for_series` gives the scaler of one series. Several outputs (an
-    NPZ ``y`` of k columns) keep one mean and std each in ``output_mean``/``output_std``.
-    """
-
-    columns: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    target: str
-    target_mean: float
-    target_std: float
-    series: dict[str, SeriesStats] = dataclasses.field(default_factory=dict)
-    output_mean: tuple[float, ...] = ()
-    output_std: tuple[float, ...] = ()
-
-    def for_series(self, key: Any) -> Scaler | None:
-        """The scaler of series ``key`` (None when the panel has no statistics for it)."""
-        stats = self.series.get(str(key))
-        if stats is None:
-            return None
-        return Scaler(
-            self.columns, stats.mean, stats.std, self.target, stats.target_mean, stats.target_std
-        )
-
-    def transform(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        """values: ``(rows, len(columns))`` -> the same, standardised."""
-        out: NDArray[np.float64] = (values - np.asarray(self.mean)) / np.asarray(self.std)
-        return out
-
-    def transform_target(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
-        if self.output_mean:
-            out: NDArray[np.float64] = (values - np.asarray(self.output_mean)) / np.asarray(
-                self.output_std
-            )
-            return out
-        return (values - self.target_mean) / self.target_std
-
-    def inverse_target(self, values: NDArray[Any]) -> NDArray[np.float64]:
-        """Scaled predictions back to the target's own units."""
-        if self.output_mean:
-            scaled: NDArray[np.float64] = np.asarray(values, dtype=np.float64) * np.asarray(
-                self.output_std
-            ) + np.asarray(self.output_mean)
-            return scaled
-        return np.asarray(values, dtype=np.float64) * self.target_std + self.target_mean
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "columns": list(self.columns),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "target": self.target,
-            "target_mean": self.target_mean,
-            "target_std": self.target_std,
-        }
-        if self.series:
-            out["series"] = {
-                key: {
-                    "mean": list(s.mean),
-                    "std": list(s.std),
-                    "target_mean": s.target_mean,
-                    "target_std": s.target_std,
-                }
-                for key, s in self.series.items()
-            }
-        if self.output_mean:
-            out["output_mean"] = list(self.output_mean)
-            out["output_std"] = list(self.output_std)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Scaler:
-        def floats(values: Any) -> tuple[float, ...]:
-            return tuple(float(v) for v in values)
-
-        return cls(
-            columns=tuple(data["columns"]),
-            mean=floats(data["mean"]),
-            std=floats(data["std"]),
-            target=str(data["target"]),
-            target_mean=float(data["target_mean"]),
-            target_std=float(data["target_std"]),
-            series={
-                str(key): SeriesStats(
-                    floats(s["mean"]),
-                    floats(s["std"]),
-                    float(s["target_mean"]),
-                    float(s["target_std"]),
-                )
-                for key, s in data.get("series", {}).items()
-            },
-            output_mean=floats(data.get("output_mean", ())),
-            output_std=floats(data.get("output_std", ())),
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +63,14 @@ class Windows:
     kind: str = "forecast"
     #: A classification's labels, by class index.
     classes: tuple[Any, ...] = ()
+    #: The held-out test samples (``[data] test_fraction``), as the validation ones; None
+    #: without a test part. Training, pruning and picking never read them.
+    x_test: Tensor | None = None
+    y_test: Tensor | None = None
+    len_test: Tensor | None = None
+    #: A forecast's naive predictions (repeat the last value; seasonal naive), by name: on
+    #: the validation and the test samples, in the scaled target's units, on the CPU.
+    naive: dict[str, tuple[Tensor, Tensor | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def input_size(self) -> int:
@@ -184,6 +91,10 @@ class Windows:
             return len(self.classes)
         return int(self.y_train.shape[-1])
 
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None and self.y_test is not None
+
     def to(self, device: torch.device | str) -> Windows:
         return dataclasses.replace(
             self,
@@ -191,6 +102,8 @@ class Windows:
             y_train=self.y_train.to(device),
             x_val=self.x_val.to(device),
             y_val=self.y_val.to(device),
+            x_test=None if self.x_test is None else self.x_test.to(device),
+            y_test=None if self.y_test is None else self.y_test.to(device),
         )
 
 
@@ -235,26 +148,6 @@ def load_frame(
     return result
 
 
-def column_stats(values: NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Each column's mean and std of ``values: (rows, columns)``, a column at a time.
-
-    A constant column carries no scale: its std is 1, which keeps it finite."""
-    means, stds = [], []
-    for j in range(values.shape[1]):
-        part = np.ascontiguousarray(values[:, j])
-        std = float(part.std())
-        means.append(float(part.mean()))
-        stds.append(std if std > 1e-12 else 1.0)
-    return tuple(means), tuple(stds)
-
-
-def _fit_scaler(frame: pd.DataFrame, spec: DataSpec, cut: int) -> Scaler:
-    cols = spec.input_columns
-    mean, std = column_stats(frame[list(cols)].to_numpy(dtype=np.float64)[:cut])
-    (tm,), (ts,) = column_stats(frame[[spec.target]].to_numpy(dtype=np.float64)[:cut])
-    return Scaler(cols, mean, std, spec.target, tm, ts)
-
-
 def input_windows(inputs: NDArray[np.float64], window: int, starts: range | None = None) -> Tensor:
     """``inputs: (rows, features)`` -> float32 ``(n, window, features)``, one per start row.
 
@@ -272,40 +165,156 @@ def _windows(
     window: int,
     horizon: int,
     starts: range,
+    *,
+    relative: bool = False,
 ) -> tuple[Tensor, Tensor]:
+    """Windows of ``inputs`` starting at ``starts`` and their next ``horizon`` target values
+    (less the window's last value, ``relative``: a forecast of changes)."""
     y_all = np.lib.stride_tricks.sliding_window_view(target, horizon)  # (n, H)
     idx = np.asarray(starts, dtype=np.int64)
-    y = np.ascontiguousarray(y_all[idx + window], dtype=np.float32)
+    y = y_all[idx + window]
+    if relative:
+        y = y - target[idx + window - 1][:, None]
+    y = np.ascontiguousarray(y, dtype=np.float32)
     return input_windows(inputs, window, starts), torch.from_numpy(y)
 
 
-def make_windows(frame: pd.DataFrame, spec: DataSpec) -> Windows:
-    """Cuts a frame into scaled training and validation windows (on the CPU).
+def _naive(
+    target: NDArray[np.float64],
+    window: int,
+    horizon: int,
+    starts: range,
+    *,
+    season: int,
+    relative: bool,
+) -> dict[str, Tensor]:
+    """The naive forecasts of the windows at ``starts``, in the scaled target's units: the
+    window's last value repeated, and with ``season`` the value one season before each
+    step (the window's last season, repeated)."""
+    idx = np.asarray(starts, dtype=np.int64)
+    last = idx + window - 1
+    anchor = target[last][:, None] if relative else 0.0
+    out = {"last value": np.repeat(target[last][:, None], horizon, axis=1) - anchor}
+    if season:
+        steps = np.arange(1, horizon + 1)
+        back = season * np.ceil(steps / season).astype(np.int64)
+        out[f"seasonal naive ({season})"] = target[last[:, None] + steps - back] - anchor
+    return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in out.items()}
 
-    The first ``1 - val_fraction`` of the rows are the training part; a validation window's
-    targets all lie after it, though its inputs may reach back into it.
+
+@dataclasses.dataclass(frozen=True)
+class SeriesCut:
+    """Where one series' parts lie: training windows start at ``first``; the training rows
+    end at ``cut``, the validation rows at ``end`` (the test rows follow)."""
+
+    first: int
+    cut: int
+    end: int
+    n_train: int
+    n_val: int
+    n_test: int
+
+
+def series_cut(rows: int, spec: DataSpec) -> SeriesCut | None:
+    """The parts of a series of ``rows`` rows: the last ``test_fraction`` of the rows are
+    held out first, the last ``val_fraction`` of the rest validates. None when a part would
+    hold no window."""
+    w, h = spec.window, spec.horizon
+    first = 1 if spec.difference else 0  # a differenced series has no change at row 0
+    test_rows = max(h, round(rows * spec.test_fraction)) if spec.test_fraction else 0
+    end = rows - test_rows
+    cut = round(end * (1.0 - spec.val_fraction))
+    n_train = cut - w - h + 1 - first
+    n_val = end - cut - h + 1
+    n_test = rows - end - h + 1 if test_rows else 0
+    if n_train < 1 or n_val < 1 or (test_rows and n_test < 1):
+        return None
+    return SeriesCut(first, cut, end, n_train, n_val, n_test)
+
+
+def cut_series(
+    inputs: NDArray[np.float64], target: NDArray[np.float64], spec: DataSpec, cut: SeriesCut
+) -> tuple[list[Tensor], dict[str, list[Tensor]]]:
+    """One series' scaled rows -> ``[x_train, y_train, x_val, y_val(, x_test, y_test)]`` and
+    the naive forecasts of its validation (and test) windows."""
+    w, h, rel = spec.window, spec.horizon, spec.difference
+    parts = [
+        range(cut.first, cut.first + cut.n_train),
+        range(cut.cut - w, cut.cut - w + cut.n_val),
+    ]
+    if cut.n_test:
+        parts.append(range(cut.end - w, cut.end - w + cut.n_test))
+    out: list[Tensor] = []
+    naive: dict[str, list[Tensor]] = {}
+    for i, starts in enumerate(parts):
+        out.extend(_windows(inputs, target, w, h, starts, relative=rel))
+        if i:
+            for name, pred in _naive(
+                target, w, h, starts, season=spec.season, relative=rel
+            ).items():
+                naive.setdefault(name, []).append(pred)
+    return out, naive
+
+
+def _too_few(spec: DataSpec) -> str:
+    return (
+        f"window={spec.window}, horizon={spec.horizon}, val_fraction={spec.val_fraction}, "
+        f"test_fraction={spec.test_fraction}"
+    )
+
+
+def naive_pairs(
+    naive: dict[str, list[Tensor]], has_test: bool
+) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """Validation and test parts of naive forecasts collected series by series (each list
+    alternates: validation, test, validation, test ...; validation only without a test)."""
+    step = 2 if has_test else 1
+    return {
+        name: (
+            torch.cat(parts[0::step]),
+            torch.cat(parts[1::step]) if has_test else None,
+        )
+        for name, parts in naive.items()
+    }
+
+
+def make_windows(frame: pd.DataFrame, spec: DataSpec) -> Windows:
+    """Cuts a frame into scaled training, validation and test windows (on the CPU).
+
+    The last ``test_fraction`` of the rows are held out; of the rest, the first
+    ``1 - val_fraction`` are the training part. A validation or test window's targets all lie
+    after the part before it, though its inputs may reach back into it. The scaling is fitted
+    on the training rows alone.
     """
     rows = len(frame)
-    w, h = spec.window, spec.horizon
-    cut = round(rows * (1.0 - spec.val_fraction))
-    n_train = cut - w - h + 1
-    n_val = rows - cut - h + 1
-    if n_train < 1 or n_val < 1:
+    w = spec.window
+    cut = series_cut(rows, spec)
+    if cut is None:
         raise DataError(
-            f"{rows} rows are too few for window={w}, horizon={h}, val_fraction="
-            f"{spec.val_fraction}: that leaves {max(n_train, 0)} training and {max(n_val, 0)} "
-            "validation windows (each needs >= 1); use a smaller window or more data"
+            f"{rows} rows are too few for {_too_few(spec)}: each part needs at least "
+            "one window; use a smaller window or more data"
         )
-    _check_fits(n_train + n_val, w, len(spec.input_columns), rows)
-    scaler = _fit_scaler(frame, spec, cut)
-    inputs = scaler.transform(frame[list(spec.input_columns)].to_numpy(dtype=np.float64))
-    target = scaler.transform_target(frame[spec.target].to_numpy(dtype=np.float64))
+    _check_fits(rows - w + 1, w, len(spec.input_columns), rows)
+    values = frame[list(spec.input_columns)].to_numpy(dtype=np.float64)
+    target_raw = frame[spec.target].to_numpy(dtype=np.float64)
+    scaler = fit_scaler(training_rows(values, target_raw, cut.cut, spec), spec)
     try:
-        x_tr, y_tr = _windows(inputs, target, w, h, range(0, n_train))
-        x_va, y_va = _windows(inputs, target, w, h, range(cut - w, cut - w + n_val))
+        parts, naive = cut_series(
+            scaler.inputs(values), scaler.target_values(target_raw), spec, cut
+        )
     except MemoryError as e:  # what the estimate below did not foresee
         raise DataError(f"the windows of window={w} over {rows} rows do not fit: {e}") from e
-    return Windows(x_tr, y_tr, x_va, y_va, scaler)
+    test = parts[4:6] if cut.n_test else [None, None]
+    return Windows(
+        parts[0],
+        parts[1],
+        parts[2],
+        parts[3],
+        scaler,
+        x_test=test[0],
+        y_test=test[1],
+        naive=naive_pairs(naive, bool(cut.n_test)),
+    )
 
 
 def _size(n: float) -> str:

@@ -14,7 +14,15 @@ from torch import Tensor, nn
 
 from depthsearch.learn.data import Windows
 
-__all__ = ["Evaluation", "assess", "assess_val", "autocast_for", "evaluate", "run_batch"]
+__all__ = [
+    "Evaluation",
+    "assess",
+    "assess_test",
+    "assess_val",
+    "autocast_for",
+    "evaluate",
+    "run_batch",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +145,25 @@ def assess_val(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluati
         unit_scale=data.unit_scale,
         amp=amp,
     )
+
+
+def assess_test(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluation:
+    """:func:`assess` on the held-out test samples of ``data`` (its metrics named ``test_*``,
+    its loss ``test_loss``). Only for a choice already made: a confirmation, an export."""
+    if data.x_test is None or data.y_test is None:
+        raise ValueError("the data has no test part ([data] test_fraction = 0)")
+    judged = assess(
+        model,
+        data.x_test,
+        data.y_test,
+        lengths=data.len_test,
+        classify=data.kind == "classify",
+        unit_scale=data.unit_scale,
+        amp=amp,
+    )
+    metrics = {"test_loss": judged.loss}
+    metrics.update({f"test_{k.removeprefix('val_')}": v for k, v in judged.metrics.items()})
+    return Evaluation(judged.loss, metrics, judged.confusion)
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, **options: Any) -> float:

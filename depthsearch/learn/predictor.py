@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 
 from depthsearch.errors import InputError
-from depthsearch.learn.data import Scaler, column_stats, load_frame
+from depthsearch.learn.data import load_frame
 from depthsearch.learn.evaluate import run_batch
 from depthsearch.learn.model import StackedLSTM
 from depthsearch.learn.saved import Forecaster, load_model, read_retrained
+from depthsearch.learn.scaling import Scaler, column_stats, differenced
 from depthsearch.learn.sources import groups, read_npz, read_table
 from depthsearch.learn.tasks import pad_sequences
 from depthsearch.spec import DataSpec
@@ -181,11 +182,14 @@ class Predictor:
 
 def _own_scaler(scaler: Scaler, values: np.ndarray) -> Scaler:
     """A series' scaler fitted on its own rows (a panel's id the study never saw)."""
-    mean, std = column_stats(values)
     at = scaler.columns.index(scaler.target) if scaler.target in scaler.columns else None
+    rows = differenced(values, at)[1:] if scaler.difference else values
+    mean, std = column_stats(rows)
     tm = mean[at] if at is not None else scaler.target_mean
     ts = std[at] if at is not None else scaler.target_std
-    return Scaler(scaler.columns, mean, std, scaler.target, tm, ts)
+    if scaler.difference:
+        tm = 0.0
+    return Scaler(scaler.columns, mean, std, scaler.target, tm, ts, difference=scaler.difference)
 
 
 def _forecast_file(predictor: Predictor, spec: DataSpec) -> pd.DataFrame:

@@ -210,15 +210,24 @@ class Forecaster:
             raise InputError(
                 f"the frame's columns {self.columns} hold a missing or infinite value"
             )
-        x = input_windows(self.scaler.transform(values), self.window)
+        scaler, first = self.scaler, int(self.scaler.difference)
+        if len(frame) < self.window + first:
+            raise InputError(
+                f"{len(frame)} rows, but one window of changes needs {self.window + first}"
+            )
+        x = input_windows(scaler.inputs(values)[first:], self.window)
         with torch.inference_mode():
             y = self.model(x).numpy()
-        return np.asarray(self.scaler.inverse_target(y))
+        out = np.asarray(scaler.inverse_target(y))
+        if scaler.difference:  # changes from each window's last value, added back
+            last = values[first + self.window - 1 :, self.columns.index(scaler.target)]
+            out = out + last[:, None]
+        return out
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The forecast for the ``horizon`` steps after the frame's last row: one row per
         step (``step`` 1, 2, ...), the target's column in its own units."""
-        last = self._outputs(frame.iloc[-self.window :])[-1]
+        last = self._outputs(frame.iloc[-(self.window + int(self.scaler.difference)) :])[-1]
         return pd.DataFrame(
             {"step": np.arange(1, self.horizon + 1), self.scaler.target: last}
         ).set_index("step")
@@ -230,5 +239,5 @@ class Forecaster:
         return pd.DataFrame(
             values,
             columns=[f"{self.scaler.target}+{i + 1}" for i in range(values.shape[1])],
-            index=frame.index[self.window - 1 :],
+            index=frame.index[self.window - 1 + int(self.scaler.difference) :],
         )

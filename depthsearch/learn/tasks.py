@@ -17,64 +17,86 @@ from torch import Tensor
 
 from depthsearch.errors import DataError
 from depthsearch.learn.data import (
-    Scaler,
-    SeriesStats,
+    SeriesCut,
     Windows,
     _check_fits,
-    _windows,
+    cut_series,
+    naive_pairs,
+    series_cut,
+)
+from depthsearch.learn.scaling import (
+    Scaler,
+    SeriesStats,
     column_stats,
+    fit_scaler,
+    training_rows,
 )
 from depthsearch.learn.sources import Group, groups, label_key, read_npz, read_table
 from depthsearch.spec import DataSpec
+
+#: Added to the study's seed to draw the test part (so it differs from the validation draw).
+_TEST_SEED = 7_919
 
 __all__ = ["from_npz", "from_table", "pad_sequences", "panel_windows"]
 
 
 def _panel(parts: list[Group], spec: DataSpec, needed: list[str]) -> Windows:
     """A forecast over many series: windows cut within each series (never across two), each
-    series split by time (its last ``val_fraction`` validates), scaled on its own training
-    rows (``scale = "per-series"``) or on all series' training rows (``global``)."""
+    series split by time (its last ``test_fraction`` held out, the last ``val_fraction`` of
+    the rest validates), scaled on its own training rows (``scale = "per-series"``) or on all
+    series' training rows (``global``)."""
     w, h = spec.window, spec.horizon
     inputs_at = [needed.index(c) for c in spec.input_columns]
     target_at = needed.index(spec.target)
-    cuts = []
+    cuts: list[SeriesCut] = []
+    rows_of: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
     for g in parts:
         rows = len(g.values)
-        cut = round(rows * (1.0 - spec.val_fraction))
-        if cut - w - h + 1 < 1 or rows - cut - h + 1 < 1:
-            least = math.ceil((w + h) / (1.0 - spec.val_fraction))
+        cut = series_cut(rows, spec)
+        if cut is None:
+            kept = (1.0 - spec.val_fraction) * (1.0 - spec.test_fraction)
+            least = math.ceil((w + h + 1) / kept)
             raise DataError(
                 f"{spec.path}: id {g.key!r} has {rows} rows, too few for window={w}, "
-                f"horizon={h}, val_fraction={spec.val_fraction} (each series needs about "
-                f"{max(least, w + 2 * h)}); drop the id, or use a smaller window"
+                f"horizon={h}, val_fraction={spec.val_fraction}, test_fraction="
+                f"{spec.test_fraction} (each series needs about {max(least, w + 3 * h)}); "
+                "drop the id, or use a smaller window"
             )
         cuts.append(cut)
+        rows_of.append((g.values[:, inputs_at], g.values[:, target_at]))
     total = sum(len(g.values) - w - h + 1 for g in parts)
     _check_fits(total, w, len(inputs_at), sum(len(g.values) for g in parts))
-    train_rows = np.concatenate([g.values[:cut] for g, cut in zip(parts, cuts, strict=True)])
-    mean, std = column_stats(train_rows[:, inputs_at])
-    (tm,), (ts,) = column_stats(train_rows[:, [target_at]])
-    scaler = Scaler(spec.input_columns, mean, std, spec.target, tm, ts)
+    fitted = [
+        training_rows(x, y, cut.cut, spec) for (x, y), cut in zip(rows_of, cuts, strict=True)
+    ]
+    scaler = fit_scaler(
+        (np.concatenate([x for x, _ in fitted]), np.concatenate([y for _, y in fitted])), spec
+    )
     series: dict[str, SeriesStats] = {}
-    x_tr, y_tr, x_va, y_va = [], [], [], []
-    for g, cut in zip(parts, cuts, strict=True):
+    pieces: list[list[Tensor]] = []
+    naive: dict[str, list[Tensor]] = {}
+    for g, (x, y), cut, own_rows in zip(parts, rows_of, cuts, fitted, strict=True):
         own = scaler
         if spec.scale == "per-series":
-            m, sd = column_stats(g.values[:cut, inputs_at])
-            (gm,), (gs,) = column_stats(g.values[:cut, [target_at]])
-            series[str(g.key)] = SeriesStats(m, sd, gm, gs)
-            own = Scaler(spec.input_columns, m, sd, spec.target, gm, gs)
-        inputs = own.transform(g.values[:, inputs_at])
-        target = own.transform_target(g.values[:, target_at])
-        n_train, n_val = cut - w - h + 1, len(g.values) - cut - h + 1
-        a, b = _windows(inputs, target, w, h, range(0, n_train))
-        c, d = _windows(inputs, target, w, h, range(cut - w, cut - w + n_val))
-        x_tr.append(a)
-        y_tr.append(b)
-        x_va.append(c)
-        y_va.append(d)
+            own = fit_scaler(own_rows, spec)
+            series[str(g.key)] = SeriesStats(own.mean, own.std, own.target_mean, own.target_std)
+        windows, predicted = cut_series(own.inputs(x), own.target_values(y), spec, cut)
+        pieces.append(windows)
+        for name, values in predicted.items():
+            naive.setdefault(name, []).extend(values)
+    joined = [torch.cat([p[i] for p in pieces]) for i in range(len(pieces[0]))]
+    has_test = len(joined) > 4
     scaler = dataclasses.replace(scaler, series=series)
-    return Windows(torch.cat(x_tr), torch.cat(y_tr), torch.cat(x_va), torch.cat(y_va), scaler)
+    return Windows(
+        joined[0],
+        joined[1],
+        joined[2],
+        joined[3],
+        scaler,
+        x_test=joined[4] if has_test else None,
+        y_test=joined[5] if has_test else None,
+        naive=naive_pairs(naive, has_test),
+    )
 
 
 def _split_stratified(
@@ -143,6 +165,7 @@ def _sequences(
     columns: tuple[str, ...],
     target: str,
     fraction: float,
+    test_fraction: float,
     max_length: int,
     seed: int,
     ordered: bool = False,
@@ -166,7 +189,10 @@ def _sequences(
             )
         index = {c: i for i, c in enumerate(classes)}
         labels = np.asarray([index[label_key(v)] for v in y], dtype=np.int64)
-        val = _split_stratified(labels, classes, keys, fraction, seed)
+
+        def split(among: NDArray[np.int64], share: float, drawn: int) -> NDArray[np.bool_]:
+            part = [keys[i] for i in among]
+            return _split_stratified(labels[among], classes, part, share, drawn)
     else:
         values = y.reshape(len(y), -1)
         try:
@@ -178,8 +204,17 @@ def _sequences(
             ) from None
         if not np.isfinite(values).all():
             raise DataError("the target holds a missing or infinite value")
-        val = _split_random(len(seqs), fraction, seed, ordered=ordered)
-    train = ~val
+
+        def split(among: NDArray[np.int64], share: float, drawn: int) -> NDArray[np.bool_]:
+            return _split_random(len(among), share, drawn, ordered=ordered)
+
+    everyone = np.arange(len(seqs))
+    # The test part first, drawn with a seed of its own: the same whatever else changes.
+    test = split(everyone, test_fraction, seed + _TEST_SEED) if test_fraction else None
+    rest = everyone if test is None else everyone[~test]
+    val = np.zeros(len(seqs), dtype=bool)
+    val[rest[split(rest, fraction, seed)]] = True
+    train = ~val if test is None else ~(val | test)
     mean, std = column_stats(np.concatenate([q for q, t in zip(seqs, train, strict=True) if t]))
     if kind == "classify":
         scaler = Scaler(columns, mean, std, target, 0.0, 1.0)
@@ -200,12 +235,30 @@ def _sequences(
         y_all = torch.from_numpy(scaler.transform_target(values).astype(np.float32))
     x_tr, l_tr = pad_sequences([q for q, t in zip(seqs, train, strict=True) if t], scaler)
     x_va, l_va = pad_sequences([q for q, v in zip(seqs, val, strict=True) if v], scaler)
-    if (l_tr is None) != (l_va is None):  # one side whole, the other not: both get lengths
+    x_te = l_te = None
+    if test is not None:
+        x_te, l_te = pad_sequences([q for q, t in zip(seqs, test, strict=True) if t], scaler)
+    if l_tr is not None or l_va is not None or l_te is not None:
+        # One part whole, another not: every part gets lengths.
         l_tr = l_tr if l_tr is not None else torch.full((len(x_tr),), x_tr.shape[1])
         l_va = l_va if l_va is not None else torch.full((len(x_va),), x_va.shape[1])
+        if x_te is not None and l_te is None:
+            l_te = torch.full((len(x_te),), x_te.shape[1])
     tr, va = torch.from_numpy(train), torch.from_numpy(val)
+    y_te = None if test is None else y_all[torch.from_numpy(test)]
     return Windows(
-        x_tr, y_all[tr], x_va, y_all[va], scaler, l_tr, l_va, kind=kind, classes=tuple(classes)
+        x_tr,
+        y_all[tr],
+        x_va,
+        y_all[va],
+        scaler,
+        l_tr,
+        l_va,
+        kind=kind,
+        classes=tuple(classes),
+        x_test=x_te,
+        y_test=y_te,
+        len_test=l_te,
     )
 
 
@@ -249,6 +302,7 @@ def from_table(spec: DataSpec, kind: str, seed: int) -> Windows:
         columns=tuple(columns),
         target=spec.target,
         fraction=spec.val_fraction,
+        test_fraction=spec.test_fraction,
         max_length=spec.max_length,
         seed=seed,
     )
@@ -269,6 +323,7 @@ def from_npz(spec: DataSpec, kind: str, seed: int) -> Windows:
         columns=columns,
         target="y",
         fraction=spec.val_fraction,
+        test_fraction=spec.test_fraction,
         max_length=spec.max_length,
         seed=seed,
         ordered=kind == "forecast",

@@ -14,12 +14,21 @@ from depthsearch.errors import InputError
 from depthsearch.learn.model import ModelConfig
 from depthsearch.learn.saved import FORMAT, save_model, write_document
 from depthsearch.search import trials as keys
+from depthsearch.search.confirm import search_trials
 from depthsearch.search.objective import fit_options
 from depthsearch.search.trials import best_trial, metric_names
 from depthsearch.storage import mask_url
 from depthsearch.studies import open_study, read_spec
 
-__all__ = ["best_config", "export_best", "open_study", "parse_pick", "pick_trial", "retrain_best"]
+__all__ = [
+    "best_config",
+    "check_pick",
+    "export_best",
+    "open_study",
+    "parse_pick",
+    "pick_trial",
+    "retrain_best",
+]
 
 
 def pick_trial(
@@ -31,14 +40,18 @@ def pick_trial(
     the trials whose loss is within P percent of the best (ties: the lower loss). On a
     multi-objective study both choose from the Pareto front (``study.best_trials``).
     """
+    if pick.startswith(CONFIRMED):
+        return _confirmed_pick(study, pick)
     tolerance = None if pick == "best" else parse_pick(pick)
     pool = (
         study.best_trials
         if len(study.directions) > 1
         else study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     )
-    complete = [t for t in pool if keys.MODEL_CONFIG in t.user_attrs]
-    best = best_trial(complete)
+    # The search's own trials: a confirmation is a candidate's re-run, not a new candidate.
+    complete = [t for t in search_trials(pool) if keys.MODEL_CONFIG in t.user_attrs]
+    maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    best = best_trial(complete, maximise=maximise)
     if best is None:
         raise InputError(
             f"study {study.study_name!r} in {mask_url(storage_url)} has no complete trial yet; "
@@ -46,9 +59,72 @@ def pick_trial(
         )
     if tolerance is None:
         return best
-    limit = best.values[0] + abs(best.values[0]) * tolerance
-    near = [t for t in complete if t.values and t.values[0] <= limit]
-    return min(near, key=lambda t: (t.user_attrs.get(keys.PARAM_COUNT, 0), t.values[0], t.number))
+    sign = -1.0 if maximise else 1.0
+    limit = best.values[0] + sign * abs(best.values[0]) * tolerance
+    near = [t for t in complete if t.values and sign * t.values[0] <= sign * limit]
+    return min(
+        near, key=lambda t: (t.user_attrs.get(keys.PARAM_COUNT, 0), sign * t.values[0], t.number)
+    )
+
+
+#: ``--pick confirmed``: the answer's recommendation; ``confirmed:smallest-within=P%``: the
+#: fewest parameters among the confirmed candidates whose mean is within P% of the best's.
+CONFIRMED = "confirmed"
+
+
+def _confirmed_pick(study: optuna.Study, pick: str) -> optuna.trial.FrozenTrial:
+    from depthsearch.results.answer import answer_of
+
+    found = answer_of(study)
+    if found.best is None or found.recommended is None:
+        raise InputError(
+            f"study {study.study_name!r} has no confirmed candidate: run `depthsearch confirm "
+            f"--study {study.study_name} --per-depth --seeds 5` first"
+        )
+    if pick == CONFIRMED:
+        return found.recommended.candidate.source
+    rest = pick[len(CONFIRMED) :]
+    if not rest.startswith(":"):
+        parse_pick("?" + pick)  # says what is allowed
+    tolerance = parse_pick(rest[1:])
+    best = found.best.val.mean
+    sign = -1.0 if found.maximise else 1.0
+    limit = best + sign * abs(best) * tolerance
+    near = [r for r in found.rows if sign * r.val.mean <= sign * limit]
+    chosen = min(
+        near, key=lambda r: (r.candidate.param_count or 0, sign * r.val.mean, r.candidate.depth)
+    )
+    return chosen.candidate.source
+
+
+def confirmed_metrics(study: optuna.Study, number: int) -> dict[str, Any] | None:
+    """A confirmed candidate's means over its seeds (validation and test) with their 95 %
+    intervals' half-widths; None when trial ``number`` was not confirmed."""
+    from depthsearch.results.answer import answer_of
+
+    found = answer_of(study)
+    for r in found.rows:
+        if r.candidate.source.number == number:
+            out: dict[str, Any] = {
+                "seeds": r.val.n,
+                found.metric: {"mean": r.val.mean, "half_width_95": r.val.half},
+            }
+            if r.test is not None:
+                out[found.test_metric] = {"mean": r.test.mean, "half_width_95": r.test.half}
+            return out
+    return None
+
+
+def check_pick(pick: str) -> None:
+    """Refuses a ``--pick`` that is none of the known forms, before anything is read."""
+    if pick in ("best", CONFIRMED):
+        return
+    if pick.startswith(CONFIRMED + ":"):
+        parse_pick(pick[len(CONFIRMED) + 1 :])
+        return
+    if pick.startswith(CONFIRMED):
+        parse_pick("?" + pick)
+    parse_pick(pick)
 
 
 def parse_pick(pick: str) -> float:
@@ -62,7 +138,8 @@ def parse_pick(pick: str) -> float:
         if value >= 0:
             return value / 100.0
     raise InputError(
-        f"--pick must be 'best' or 'smallest-within=P%' (P >= 0, e.g. 2%), but got {pick!r}"
+        "--pick must be 'best', 'smallest-within=P%' (P >= 0, e.g. 2%), 'confirmed' or "
+        f"'confirmed:smallest-within=P%', but got {pick.lstrip('?')!r}"
     )
 
 
@@ -97,6 +174,11 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
             "seconds_per_epoch": attrs.get(keys.SECONDS_PER_EPOCH),
             **{m: attrs[m] for m in keys.TASK_METRICS if m in attrs},
         },
+        **(
+            {"confirmed": confirmed}
+            if (confirmed := confirmed_metrics(study, trial.number)) is not None
+            else {}
+        ),
         "origin": {
             "study": study.study_name,
             "trial": trial.number,
@@ -137,7 +219,7 @@ def retrain_best(
     import torch
 
     from depthsearch.learn.data import prepare
-    from depthsearch.learn.evaluate import assess_val
+    from depthsearch.learn.evaluate import assess_test, assess_val
     from depthsearch.learn.model import build_model
     from depthsearch.learn.train import fit, resolve_device
 
@@ -161,11 +243,14 @@ def retrain_best(
     on_device = data.to(device)
     fit(model, on_device, options)
     judged = assess_val(model, on_device, amp=spec.train.amp)
+    # The test part, scored once the choice is made (it never took part in it).
+    tested = assess_test(model, on_device, amp=spec.train.amp).metrics if data.has_test else {}
     doc["retrain"] = {
         "epochs": epochs,
         "device": str(device),
         "val_loss": judged.loss,
         **judged.metrics,
+        **tested,
         "data": spec.data.path or "synthetic series",
         "train_windows": int(data.x_train.shape[0]),
     }

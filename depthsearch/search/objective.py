@@ -15,9 +15,11 @@ import torch
 from depthsearch._optuna import frozen_trial, quiet_experimental, study_id, study_storage
 from depthsearch.errors import NonFiniteLossError
 from depthsearch.learn.data import Windows
+from depthsearch.learn.evaluate import assess_test
 from depthsearch.learn.model import build_model
 from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState, fit
 from depthsearch.search import trials as keys
+from depthsearch.search.confirm import CONFIRM_SEED, is_confirm
 from depthsearch.search.reporting import (
     InlineReporter,
     PrunedAt,
@@ -119,9 +121,10 @@ class Objective:
         #: macro-F1), for the worker's log line.
         self.last_metrics: dict[str, float] = {}
 
-    def _reporter(self, trial: optuna.Trial) -> Reporter:
-        # NopPruner never prunes: asking it would only cost a storage round trip per epoch.
-        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+    def _reporter(self, trial: optuna.Trial, *, confirm: bool) -> Reporter:
+        # NopPruner never prunes: asking it would only cost a storage round trip per epoch;
+        # a confirmation is never pruned.
+        prunes = not confirm and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
         if self.reporting is not None:
             return self.reporting.reporter(trial, prunes=prunes)
         return InlineReporter(trial, self.retry, prunes=prunes)
@@ -181,7 +184,8 @@ class Objective:
         )
         self.last_metrics = {}
         frozen = frozen_trial(trial)  # one read: the seed and the retry history are in it
-        seed = trial_seed(spec.seed, frozen)
+        confirm = is_confirm(frozen)
+        seed = int(frozen.user_attrs[CONFIRM_SEED]) if confirm else trial_seed(spec.seed, frozen)
         torch.manual_seed(seed)
         model = build_model(candidate.model).to(self.device)
         param_count = sum(p.numel() for p in model.parameters())
@@ -207,13 +211,18 @@ class Objective:
             writer = self.checkpoints.for_trial(trial.number, dict(trial.params), seed)
         history = History()
         multi = spec.multi_objective
-        reporter = None if multi else self._reporter(trial)
+        reporter = None if multi else self._reporter(trial, confirm=confirm)
+        # A confirmation scores the test part with its best epoch's weights, kept here.
+        best_state: dict[str, torch.Tensor] | None = None
         if reporter is not None:
             # Known before training: written beside it (and shown for the running trial).
             reporter.submit(dict(attrs))
             attrs.clear()
 
-        def epoch_end(result: EpochResult, _: History) -> None:
+        def epoch_end(result: EpochResult, run: History) -> None:
+            nonlocal best_state
+            if confirm and self.data.has_test and run.best is result:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if reporter is not None:
                 reporter.submit((result.epoch, result.val_loss))
             if self.on_epoch is not None:
@@ -272,6 +281,16 @@ class Objective:
                 attrs[keys.BEST_VAL_LOSS] = best.val_loss
             if history.stopped_early:
                 attrs[keys.STOPPED_EARLY] = True
+            elif (
+                best is not None
+                and best is history.epochs[-1]
+                and len(history.epochs) >= max(2, spec.train.max_epochs)
+            ):
+                # Trained to the last epoch and still getting better: more epochs may help.
+                attrs[keys.STILL_IMPROVING] = True
+            if best_state is not None and best is not None:
+                model.load_state_dict(best_state)
+                attrs.update(assess_test(model, self.data, amp=spec.train.amp).metrics)
             if multi:
                 attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
             if best is not None and best.metrics:

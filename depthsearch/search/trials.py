@@ -28,6 +28,7 @@ __all__ = [
     "SECONDS_PER_EPOCH",
     "SEED",
     "SPEC",
+    "STILL_IMPROVING",
     "STOPPED_EARLY",
     "SUMMARY",
     "TASK_METRICS",
@@ -61,6 +62,8 @@ SECONDS_PER_EPOCH = "seconds_per_epoch"
 BEST_EPOCH = "best_epoch"
 BEST_VAL_LOSS = "best_val_loss"
 STOPPED_EARLY = "stopped_early"
+#: The best epoch was the last of ``[train] max_epochs``: the trial was still improving.
+STILL_IMPROVING = "still_improving"
 #: A multi-objective study's learning curve (Optuna keeps no intermediate values there).
 VAL_LOSS_CURVE = "val_loss_curve"
 PRUNED_REASON = "pruned_reason"
@@ -162,15 +165,16 @@ def trial_curve(trial: FrozenTrial) -> dict[int, float]:
     return {}
 
 
-def best_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
-    """The complete trial with the lowest validation loss (the first objective); ties go to
-    the lower trial number. None when no trial is complete."""
+def best_trial(trials: Iterable[FrozenTrial], *, maximise: bool = False) -> FrozenTrial | None:
+    """The complete trial with the best first objective (the lowest validation loss; the
+    highest, ``maximise``); ties go to the lower trial number. None when none is complete."""
     complete = [
         t
         for t in trials
         if t.state == TrialState.COMPLETE and t.values and math.isfinite(t.values[0])
     ]
-    return min(complete, key=lambda t: (t.values[0], t.number), default=None)
+    sign = -1.0 if maximise else 1.0
+    return min(complete, key=lambda t: (sign * t.values[0], t.number), default=None)
 
 
 def describe_front(study: optuna.Study) -> str:

@@ -63,6 +63,14 @@ class DataSpec:
     #: A regression of several columns (``target = ["a", "b"]`` in a study file): all of them,
     #: ``target`` being the first.
     targets: tuple[str, ...] = ()
+    #: The held-out test part, cut before anything else (the last part of each series in
+    #: time; a stratified part of the sequences): never trained on, pruned on or picked by.
+    test_fraction: float = rule(0.1, "float", 0.0, 1.0, high_open=True)
+    #: A forecast's season in steps (12 for monthly data): the seasonal naive baseline.
+    season: int = rule(0, "int", 0, 100_000)
+    #: A forecast learns the series' changes (inputs: the target's first differences;
+    #: outputs: the change from the window's last value), integrated back to its units.
+    difference: bool = rule(False, "bool")
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -99,6 +107,20 @@ class DataSpec:
                     key,
                     f"{column!r} is also the target or a feature; name a column of its own",
                 )
+        if self.difference and self.features and self.target not in self.features:
+            raise table_error(
+                self.TABLE,
+                "difference",
+                f"a forecast of changes adds them to the target's last value, so the target "
+                f"{self.target!r} must be among the features {list(self.features)!r}",
+            )
+        if self.season > self.window:
+            raise table_error(
+                self.TABLE,
+                "season",
+                f"must be <= window ({self.window}): the seasonal naive forecast repeats the "
+                f"window's last season, but got {self.season}",
+            )
         if self.id is not None and self.id == self.time:
             raise table_error(self.TABLE, "time", f"{self.time!r} is also the id column")
         if self.source == "synthetic":

@@ -28,6 +28,7 @@ __all__ = [
     "OBJECTIVES",
     "PRUNER_KEYS",
     "TASKS",
+    "ConfirmSpec",
     "DataSpec",
     "PrunerSpec",
     "SamplerSpec",
@@ -187,6 +188,21 @@ class WorkersSpec:
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class ConfirmSpec:
+    """Confirmation at the end of the search: the ``top`` best candidates (or the best of
+    every depth, ``per_depth``) trained again with ``seeds`` new seeds each (0: none)."""
+
+    TABLE: ClassVar[str] = "confirm"
+
+    top: int = rule(3, "int", 1, 1000)
+    seeds: int = rule(0, "int", 0, 1000)
+    per_depth: bool = rule(False, "bool")
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.TABLE)
+
+
 def check_objectives(raw: Any) -> tuple[str, ...]:
     """``[study] objectives`` as stored: known names, each once, ``val_loss`` first.
 
@@ -232,6 +248,7 @@ class StudySpec:
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     workers: WorkersSpec = WorkersSpec()
+    confirm: ConfirmSpec = ConfirmSpec()
     source: str = dataclasses.field(default="<dict>", compare=False)
     objectives: tuple[str, ...] = ("val_loss",)
 
@@ -313,7 +330,7 @@ class StudySpec:
         if self.data.source == "npz":
             unused += ("target", "features", "id", "time")
         if self.task.kind != "forecast" or self.data.source == "npz":
-            unused += ("window", "horizon", "scale")
+            unused += ("window", "horizon", "scale", "season", "difference")
         for key in unused:
             data.pop(key, None)
         return {
@@ -333,4 +350,5 @@ class StudySpec:
                 **{k: getattr(self.pruner, k) for k in PRUNER_KEYS[self.pruner.kind]},
             },
             "workers": dataclasses.asdict(self.workers),
+            "confirm": dataclasses.asdict(self.confirm),
         }

@@ -28,6 +28,7 @@ from depthsearch.spec._params import (
 )
 from depthsearch.spec._spec import (
     PRUNER_KEYS,
+    ConfirmSpec,
     DataSpec,
     PrunerSpec,
     SamplerSpec,
@@ -46,7 +47,17 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = ["file_sha256", "load_spec", "read_study_file", "spec_from_dict"]
 
-_TABLES = ("study", "data", "task", "space", "train", "sampler", "pruner", "workers")
+_TABLES = (
+    "study",
+    "data",
+    "task",
+    "space",
+    "train",
+    "sampler",
+    "pruner",
+    "workers",
+    "confirm",
+)
 _TABLE_KEYS = (
     "source",
     "path",
@@ -61,6 +72,9 @@ _TABLE_KEYS = (
     "missing",
     "max_length",
     "sha256",
+    "test_fraction",
+    "season",
+    "difference",
 )
 _DATA_KEYS = {
     "synthetic": (
@@ -72,13 +86,24 @@ _DATA_KEYS = {
         "noise",
         "target",
         "features",
+        "test_fraction",
+        "season",
+        "difference",
     ),
     "csv": _TABLE_KEYS,
     "parquet": _TABLE_KEYS,
-    "npz": ("source", "path", "val_fraction", "missing", "max_length", "sha256"),
+    "npz": (
+        "source",
+        "path",
+        "val_fraction",
+        "test_fraction",
+        "missing",
+        "max_length",
+        "sha256",
+    ),
 }
 #: Keys that only a forecast reads (a classified or regressed sequence is taken whole).
-_FORECAST_ONLY = ("window", "horizon", "scale")
+_FORECAST_ONLY = ("window", "horizon", "scale", "season", "difference")
 
 
 def file_sha256(path: Path) -> str:
@@ -276,6 +301,7 @@ def _parse(doc: Mapping[str, Any], base: Path | None) -> StudySpec:
         sampler=SamplerSpec(**_table(doc, "sampler", _fields(SamplerSpec))),
         pruner=_pruner(doc, len(objectives) > 1),
         workers=_workers(doc, base),
+        confirm=ConfirmSpec(**_table(doc, "confirm", _fields(ConfirmSpec))),
     )
 
 

@@ -11,6 +11,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from depthsearch._optuna import rdb_backend, study_id, study_storage, tables
+from depthsearch.search.confirm import CONFIRM_TRIALS
 from depthsearch.storage import locks
 from depthsearch.storage.reads import trial_counts
 from depthsearch.storage.urls import dialect, parse
@@ -20,11 +21,13 @@ __all__ = ["BudgetCounts", "LockedStudy", "locked_study", "take_waiting_trial"]
 
 @dataclasses.dataclass(frozen=True)
 class BudgetCounts:
-    """What the budget check needs: trials finished (complete + pruned), running, waiting."""
+    """What the budget check needs: trials finished (complete + pruned), running, waiting,
+    and the confirmation trials enqueued (they do not count against the budget)."""
 
     finished: int
     running: int
     waiting: int
+    confirmations: int = 0
 
 
 class LockedStudy:
@@ -55,15 +58,22 @@ class LockedStudy:
             if counted is None:
                 trials = self._study.get_trials(deepcopy=False)
                 counted = {s: sum(t.state == s for t in trials) for s in TrialState}
+            attrs = study_storage(self._study).get_study_user_attrs(self._id)
             return BudgetCounts(
                 finished=counted[TrialState.COMPLETE] + counted[TrialState.PRUNED],
                 running=counted[TrialState.RUNNING],
                 waiting=counted[TrialState.WAITING],
+                confirmations=int(attrs.get(CONFIRM_TRIALS, 0)),
             )
-        total, running, waiting, failed = tables.reservation_counts(self._conn, self._id)
+        total, running, waiting, failed, added = tables.reservation_counts(
+            self._conn, self._id, CONFIRM_TRIALS
+        )
         self._next_number, self._waiting = total, waiting
         return BudgetCounts(
-            finished=total - running - waiting - failed, running=running, waiting=waiting
+            finished=total - running - waiting - failed,
+            running=running,
+            waiting=waiting,
+            confirmations=added,
         )
 
     def take_waiting(self) -> int | None:

@@ -154,6 +154,7 @@ class TrialLoop:
         device: torch.device | str = "cpu",
         checkpoints: Checkpoints | None = None,
         for_good: Callable[[], bool] = lambda: False,
+        only_waiting: bool = False,
     ) -> None:
         self.study = study
         self.spec = spec
@@ -163,6 +164,8 @@ class TrialLoop:
         self.checkpoints = checkpoints
         #: Whether the user asked that an interrupted trial be dropped, not resumed.
         self.for_good = for_good
+        #: Run only queued trials (confirmations, retries), never a new one.
+        self.only_waiting = only_waiting
         self.storage = study_storage(study)
         self.rdb = rdb_backend(self.storage) is not None
         self.dialect = dialect_of(storage_url)
@@ -306,12 +309,16 @@ class TrialLoop:
             if budget is not None:
                 counts = locked.counts()
                 finished = counts.finished
+                # Confirmation trials come on top of the search's budget.
+                budget += counts.confirmations
                 if finished >= budget:
                     return BudgetMet()
                 if not counts.waiting and finished + counts.running >= budget:
                     return Wait()
             new_id = locked.take_waiting()
             if new_id is None:
+                if self.only_waiting:  # `confirm --wait`: nothing queued is left
+                    return BudgetMet()
                 new_id = locked.create()
         if finished is not None and budget is not None:
             self.announce_best(finished, budget)

@@ -15,8 +15,10 @@ import optuna
 import torch
 
 from depthsearch.errors import InputError
+from depthsearch.learn.baselines import baselines
 from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, resolve_device
+from depthsearch.search.confirm import BASELINES
 from depthsearch.search.objective import Objective
 from depthsearch.spec import StudySpec, load_spec, read_study_file, spec_from_dict
 from depthsearch.storage import (
@@ -29,6 +31,7 @@ from depthsearch.storage import (
 )
 from depthsearch.studies import create_study
 from depthsearch.worker.checkpoints import open_checkpoints
+from depthsearch.worker.confirm import confirm_at_end
 from depthsearch.worker.loop import BudgetMet, Finished, TrialLoop, Wait, WorkerResult
 from depthsearch.worker.process import training_settings
 from depthsearch.worker.reporting import ReportingProcess
@@ -227,6 +230,7 @@ def run_worker(
     stop: threading.Event | None = None,
     data: Windows | None = None,
     tune_process: bool = False,
+    only_waiting: bool = False,
 ) -> WorkerResult:
     """Runs trials of ``study`` until the budget is met, ``n_trials`` ran or time is up.
 
@@ -243,6 +247,8 @@ def run_worker(
         device: overrides the spec's ``[train] device``.
         threads: torch CPU threads while it runs (default: the spec's, else torch's).
         data: the spec's windows when the caller already loaded them (moved to the device).
+        only_waiting: run only queued trials (confirmations, retries), never a new one, and
+            stop when none is left (``confirm --wait``).
 
     Raises:
         Interrupted: SIGINT/SIGTERM; the running trial was marked FAIL first.
@@ -261,13 +267,17 @@ def run_worker(
         )
         if reporting is not None:
             held.enter_context(reporting)
-        data = (data or prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)).to(
-            torch_device
-        )
+        data = data or prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
+        retry = retry_for(storage_url, spec.workers.db_wait)
+        scores = baselines(data)
+        if scores and study.user_attrs.get(BASELINES) != scores:
+            # What the models must beat, for status, report and answer (every worker's data
+            # is the same: the first one writes it).
+            retry(lambda: study.set_user_attr(BASELINES, scores), "saving the baselines")
+        data = data.to(torch_device)
         # What the sampler reads at the first suggest, read once before the first reservation
         # (in seconds at 100,000 trials, where Optuna's own first read takes minutes); the
         # reads after it are incremental.
-        retry = retry_for(storage_url, spec.workers.db_wait)
         retry(lambda: load_all_trials(study), "reading the study's trials")
         if reporting is not None:
             # Its start-up CPU is spent before training, not on a core training uses. A
@@ -293,6 +303,7 @@ def run_worker(
             device=torch_device,
             checkpoints=checkpoints,
             for_good=signals.for_good,
+            only_waiting=only_waiting,
         )
         result = WorkerResult()
         started = time.monotonic()
@@ -318,7 +329,11 @@ def run_worker(
                 signals.check()
                 match loop.run_one(budget):
                     case BudgetMet():
-                        break
+                        if only_waiting or not retry(
+                            lambda: confirm_at_end(study, spec, storage_url),
+                            "queueing the confirmations",
+                        ):
+                            break
                     case Wait():
                         signals.sleep(wait.next())
                     case Finished(state=state):

@@ -1,0 +1,204 @@
+"""Standardisation fitted on training rows only, and its inverse for predictions.
+
+A forecast with ``[data] difference = true`` learns the series' changes: its target column is
+fed to the model as first differences, and its outputs are the change from the window's last
+value (scaled by the spread of one step's change), which a prediction adds back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from depthsearch.spec import DataSpec
+
+__all__ = ["Scaler", "SeriesStats", "column_stats", "differenced", "fit_scaler", "training_rows"]
+
+
+def column_stats(values: NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Each column's mean and std of ``values: (rows, columns)``, a column at a time.
+
+    A constant column carries no scale: its std is 1, which keeps it finite."""
+    means, stds = [], []
+    for j in range(values.shape[1]):
+        part = np.ascontiguousarray(values[:, j])
+        std = float(part.std())
+        means.append(float(part.mean()))
+        stds.append(std if std > 1e-12 else 1.0)
+    return tuple(means), tuple(stds)
+
+
+def differenced(values: NDArray[np.float64], at: int | None) -> NDArray[np.float64]:
+    """``values`` with column ``at`` replaced by its first differences (row 0: 0, a change
+    nobody saw; no window starts there)."""
+    if at is None:
+        return values
+    out = np.array(values, dtype=np.float64, copy=True)
+    out[1:, at] = np.diff(values[:, at])
+    out[0, at] = 0.0
+    return out
+
+
+def training_rows(
+    values: NDArray[np.float64], target: NDArray[np.float64], cut: int, spec: DataSpec
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The rows a scaler is fitted on: the inputs (``spec.input_columns``) and the target of
+    rows ``[0, cut)``; for a differenced forecast the target's changes (and the target
+    column's, as an input)."""
+    if not spec.difference:
+        return values[:cut], target[:cut].reshape(-1, 1)
+    columns = spec.input_columns
+    at = columns.index(spec.target) if spec.target in columns else None
+    return differenced(values[:cut], at)[1:], np.diff(target[:cut]).reshape(-1, 1)
+
+
+def fit_scaler(rows: tuple[NDArray[np.float64], NDArray[np.float64]], spec: DataSpec) -> Scaler:
+    """A scaler fitted on :func:`training_rows`: each input column's mean and std, and the
+    target's (for a differenced forecast: mean 0, the std of one step's change)."""
+    mean, std = column_stats(rows[0])
+    (tm,), (ts,) = column_stats(rows[1])
+    if spec.difference:
+        tm = 0.0
+    return Scaler(spec.input_columns, mean, std, spec.target, tm, ts, difference=spec.difference)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeriesStats:
+    """One series' own scale (a panel scaled ``per-series``): its inputs' and target's."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    target_mean: float
+    target_std: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaler:
+    """Standardisation fitted on the training rows: ``(x - mean) / std`` per column.
+
+    A panel scaled ``per-series`` also keeps each series' own statistics in ``series`` (keyed
+    by ``str(id)``); :meth:`for_series` gives the scaler of one series. Several outputs (an
+    NPZ ``y`` of k columns) keep one mean and std each in ``output_mean``/``output_std``.
+    ``difference``: a forecast of changes (see the module's docstring).
+    """
+
+    columns: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    target: str
+    target_mean: float
+    target_std: float
+    series: dict[str, SeriesStats] = dataclasses.field(default_factory=dict)
+    output_mean: tuple[float, ...] = ()
+    output_std: tuple[float, ...] = ()
+    difference: bool = False
+
+    def for_series(self, key: Any) -> Scaler | None:
+        """The scaler of series ``key`` (None when the panel has no statistics for it)."""
+        stats = self.series.get(str(key))
+        if stats is None:
+            return None
+        return Scaler(
+            self.columns,
+            stats.mean,
+            stats.std,
+            self.target,
+            stats.target_mean,
+            stats.target_std,
+            difference=self.difference,
+        )
+
+    def transform(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """values: ``(rows, len(columns))`` -> the same, standardised."""
+        out: NDArray[np.float64] = (values - np.asarray(self.mean)) / np.asarray(self.std)
+        return out
+
+    def inputs(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Raw input rows ``(rows, len(columns))`` -> what the model reads: standardised, the
+        target column differenced first for a forecast of changes (row 0 then means
+        nothing: windows start at row 1)."""
+        if not self.difference:
+            return self.transform(values)
+        at = self.columns.index(self.target) if self.target in self.columns else None
+        return self.transform(differenced(values, at))
+
+    def target_values(self, target: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The raw target series, scaled for cutting windows (a window's outputs are these
+        values after its end, less its last one's for a forecast of changes)."""
+        if self.difference:
+            out: NDArray[np.float64] = np.asarray(target, dtype=np.float64) / self.target_std
+            return out
+        return self.transform_target(target)
+
+    def transform_target(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        if self.output_mean:
+            out: NDArray[np.float64] = (values - np.asarray(self.output_mean)) / np.asarray(
+                self.output_std
+            )
+            return out
+        return (values - self.target_mean) / self.target_std
+
+    def inverse_target(self, values: NDArray[Any]) -> NDArray[np.float64]:
+        """Scaled predictions back to the target's own units (for a forecast of changes:
+        the change from the window's last value)."""
+        if self.output_mean:
+            scaled: NDArray[np.float64] = np.asarray(values, dtype=np.float64) * np.asarray(
+                self.output_std
+            ) + np.asarray(self.output_mean)
+            return scaled
+        return np.asarray(values, dtype=np.float64) * self.target_std + self.target_mean
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "columns": list(self.columns),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "target": self.target,
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+        if self.series:
+            out["series"] = {
+                key: {
+                    "mean": list(s.mean),
+                    "std": list(s.std),
+                    "target_mean": s.target_mean,
+                    "target_std": s.target_std,
+                }
+                for key, s in self.series.items()
+            }
+        if self.output_mean:
+            out["output_mean"] = list(self.output_mean)
+            out["output_std"] = list(self.output_std)
+        if self.difference:
+            out["difference"] = True
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scaler:
+        def floats(values: Any) -> tuple[float, ...]:
+            return tuple(float(v) for v in values)
+
+        return cls(
+            columns=tuple(data["columns"]),
+            mean=floats(data["mean"]),
+            std=floats(data["std"]),
+            target=str(data["target"]),
+            target_mean=float(data["target_mean"]),
+            target_std=float(data["target_std"]),
+            series={
+                str(key): SeriesStats(
+                    floats(s["mean"]),
+                    floats(s["std"]),
+                    float(s["target_mean"]),
+                    float(s["target_std"]),
+                )
+                for key, s in data.get("series", {}).items()
+            },
+            output_mean=floats(data.get("output_mean", ())),
+            output_std=floats(data.get("output_std", ())),
+            difference=bool(data.get("difference", False)),
+        )
