@@ -190,7 +190,7 @@ def test_smallest_within_picks_no_larger_model(finished_study: tuple[str, Path])
         main, ["export", "--study", "result", "--storage", url, "--pick", "smallest"]
     )
     assert (
-        result.exit_code == 2 and "--pick must be 'best' or 'smallest-within=P%'" in result.output
+        result.exit_code == 2 and "--pick must be 'best', 'smallest-within=P%'" in result.output
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -29,7 +30,7 @@ from depthsearch.search.confirm import (
 )
 from depthsearch.search.trials import metric_names
 
-__all__ = ["Answer", "answer_of", "answer_text", "model_label"]
+__all__ = ["Answer", "answer_json", "answer_of", "answer_text", "model_label", "plot_answer"]
 
 
 def model_label(trial: optuna.trial.FrozenTrial) -> str:
@@ -282,3 +283,47 @@ def answer_json(a: Answer) -> dict[str, Any]:
         "recommended": a.recommended.candidate.source.number if a.recommended else None,
         "baselines": a.baselines,
     }
+
+
+def plot_answer(a: Answer, path: Path) -> bool:
+    """The depth curve with error bars: each depth's best confirmed candidate, its mean
+    validation (and test) metric over seeds with the 95 % interval. False when there is
+    nothing confirmed to draw."""
+    if not a.rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sign = -1.0 if a.maximise else 1.0
+    per_depth: dict[int, Row] = {}
+    for r in a.rows:
+        d = r.candidate.depth or 0
+        if d not in per_depth or sign * r.val.mean < sign * per_depth[d].val.mean:
+            per_depth[d] = r
+    depths = sorted(per_depth)
+    fig, ax = plt.subplots(figsize=(7, 4))
+
+    def bars(intervals: list[Interval | None], shift: float, label: str) -> None:
+        xs = [d + shift for d, i in zip(depths, intervals, strict=True) if i is not None]
+        got = [i for i in intervals if i is not None]
+        if not got:
+            return
+        half = [i.half if math.isfinite(i.half) else 0.0 for i in got]
+        ax.errorbar(xs, [i.mean for i in got], yerr=half, fmt="o-", capsize=4, label=label)
+
+    bars([per_depth[d].val for d in depths], -0.05, f"{a.metric} (confirmed)")
+    bars([per_depth[d].test for d in depths], 0.05, f"{a.test_metric} (held out)")
+    for name, scores in a.baselines.items():
+        if a.metric in scores:
+            ax.axhline(scores[a.metric], linestyle=":", color="grey")
+            ax.annotate(f"{name} (val)", (depths[0], scores[a.metric]), fontsize=8)
+    ax.set_xticks(depths)
+    ax.set_xlabel("layers (best confirmed candidate of each depth)")
+    ax.set_ylabel("mean over seeds, 95% interval")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

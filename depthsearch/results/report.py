@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from depthsearch._text import counted
 from depthsearch.errors import InputError
+from depthsearch.results.answer import answer_of, answer_text, plot_answer
 from depthsearch.results.export import open_study, pick_trial
 from depthsearch.search import trials as keys
 from depthsearch.search.trials import describe_front, metric_names, trial_curve, trial_layers
@@ -303,6 +304,14 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         "smallest within 2%": pick_trial(study, storage_url, "smallest-within=2%").number,
     }
     plots = _plots(study, folder, picks)
+    found = answer_of(study)
+    if plot_answer(found, folder / "answer.png"):
+        plots.insert(0, ("answer.png", "Depth curve of the confirmed candidates, 95% intervals"))
+    answer_block = (
+        f"<h2>The answer</h2><pre>{html.escape(answer_text(found, study_name))}</pre>"
+        if len(study.directions) == 1
+        else ""
+    )
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     by_number = {t.number: t for t in trials}
@@ -356,6 +365,7 @@ figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 {counts["pruned"]} pruned, {counts["fail"]} failed. Written
 {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}.</p>
 {preempted_line}
+{answer_block}
 <h2>Picked models</h2>
 {front_line}
 <table><tr><th>pick</th><th>trial</th><th>val loss</th><th>layers</th><th>hidden sizes</th>

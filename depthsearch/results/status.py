@@ -10,7 +10,9 @@ from datetime import datetime
 import optuna
 from optuna.trial import TrialState
 
+from depthsearch.results.answer import baseline_lines
 from depthsearch.search import trials as keys
+from depthsearch.search.confirm import BASELINES, CONFIRM_TRIALS
 from depthsearch.storage import (
     best_complete,
     mask_url,
@@ -57,6 +59,8 @@ class Budget:
 
     n_trials: int
     counts: dict[TrialState, int]
+    #: Confirmation trials queued (``depthsearch confirm``): on top of ``n_trials``.
+    confirmations: int = 0
 
     @property
     def finished(self) -> int:
@@ -64,14 +68,19 @@ class Budget:
 
     @property
     def met(self) -> bool:
-        return self.finished >= self.n_trials
+        return self.finished >= self.n_trials + self.confirmations
 
 
 def budget_of(study: optuna.Study) -> Budget:
     """The study's budget (``[study] n_trials`` of its stored spec, as stored: no data file
     needed) and its trials per state."""
-    stored = study.user_attrs.get(keys.SPEC) or {}
-    return Budget(int(stored.get("study", {}).get("n_trials", 0)), trial_counts(study) or {})
+    attrs = study.user_attrs
+    stored = attrs.get(keys.SPEC) or {}
+    return Budget(
+        int(stored.get("study", {}).get("n_trials", 0)),
+        trial_counts(study) or {},
+        int(attrs.get(CONFIRM_TRIALS, 0)),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +100,11 @@ def study_status(study_name: str, storage_url: str) -> Status:
     stored = study.user_attrs.get(keys.SPEC) or {}
     max_epochs = stored.get("train", {}).get("max_epochs", "?")
     budget = budget_of(study)
-    n_trials, finished = budget.n_trials, budget.finished
+    n_trials, finished = budget.n_trials + budget.confirmations, budget.finished
     by_name = {state.name: n for state, n in budget.counts.items()}
+    extra = f" (with {budget.confirmations} confirmation trials)" if budget.confirmations else ""
     lines = [
-        f"study {study_name!r} in {mask_url(storage_url)}: {finished} of {n_trials} "
+        f"study {study_name!r} in {mask_url(storage_url)}: {finished} of {n_trials}{extra} "
         f"finished ({by_name.get('COMPLETE', 0)} complete, {by_name.get('PRUNED', 0)} pruned), "
         f"{by_name.get('RUNNING', 0)} running, {by_name.get('WAITING', 0)} waiting, "
         f"{by_name.get('FAIL', 0)} failed"
@@ -114,6 +124,9 @@ def study_status(study_name: str, storage_url: str) -> Status:
     if best is not None:
         metrics = keys.metrics_text(trial_user_attrs(study, best[1]))
         lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}{metrics}")
+    stored_baselines = study.user_attrs.get(BASELINES)
+    if isinstance(stored_baselines, dict) and len(study.directions) == 1:
+        lines += baseline_lines(stored_baselines, "val_loss", best[0] if best else None, False)
     preempted = keys.Preemption(retry_attrs(study)).line()
     if preempted is not None:
         lines.append(preempted)

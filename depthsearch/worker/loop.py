@@ -164,8 +164,7 @@ class TrialLoop:
         self.checkpoints = checkpoints
         #: Whether the user asked that an interrupted trial be dropped, not resumed.
         self.for_good = for_good
-        #: Run only queued trials (confirmations, retries), never a new one.
-        self.only_waiting = only_waiting
+        self.only_waiting = only_waiting  # only queued trials (`confirm --wait`), no new one
         self.storage = study_storage(study)
         self.rdb = rdb_backend(self.storage) is not None
         self.dialect = dialect_of(storage_url)
