@@ -336,3 +336,20 @@ def test_a_differenced_forecast_predicts_in_the_series_units(tmp_path: Path) -> 
     # Integrated back: near the series' level (~1200 at the end), not near a change (~5).
     last = pred["y+1"].to_numpy()[-1]
     assert abs(last - (y[-1] + 5.0)) < 50.0, last
+
+
+def test_a_best_that_does_not_beat_a_baseline_is_said_plainly() -> None:
+    from depthsearch.results.answer import baseline_lines
+
+    scores = {"last value": {"val_loss": 0.1, "val_rmse": 2.0, "test_loss": 0.2}}
+    worse = baseline_lines(scores, "val_loss", 0.3, maximise=False)
+    assert worse[0].startswith("baseline last value: val_loss=0.1, val_rmse=2")
+    assert "(test part: test_loss=0.2)" in worse[0]
+    assert (
+        "WARNING: the best model (val_loss=0.3) does not beat the baseline 'last value'"
+        in (worse[1])
+    )
+    assert len(baseline_lines(scores, "val_loss", 0.05, maximise=False)) == 1
+    accuracy = {"majority class": {"val_accuracy": 0.6}}
+    assert len(baseline_lines(accuracy, "val_accuracy", 0.9, maximise=True)) == 1
+    assert "WARNING" in baseline_lines(accuracy, "val_accuracy", 0.5, maximise=True)[1]

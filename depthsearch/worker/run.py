@@ -318,6 +318,7 @@ def run_worker(
             mask_url(storage_url),
         )
         signals.install()
+        asked_confirm = False
         try:
             while True:
                 if stop is not None and stop.is_set():
@@ -329,11 +330,15 @@ def run_worker(
                 signals.check()
                 match loop.run_one(budget):
                     case BudgetMet():
-                        if only_waiting or not retry(
+                        if only_waiting or asked_confirm or not spec.confirm.seeds:
+                            break
+                        # [confirm]: queued once, by whichever worker gets here first; every
+                        # worker then looks again, and runs them.
+                        asked_confirm = True
+                        retry(
                             lambda: confirm_at_end(study, spec, storage_url),
                             "queueing the confirmations",
-                        ):
-                            break
+                        )
                     case Wait():
                         signals.sleep(wait.next())
                     case Finished(state=state):
