@@ -214,7 +214,8 @@ def _budget_line(study: Any, *, live: bool = False) -> str:
     from depthsearch.storage import best_complete
 
     budget = budget_of(study)
-    done = f"{budget.finished} of {budget.n_trials}"
+    extra = f" (with {budget.confirmations} confirmation trials)" if budget.confirmations else ""
+    done = f"{budget.finished} of {budget.n_trials + budget.confirmations}{extra}"
     if live:
         best = best_complete(study) if len(study.directions) == 1 else None
         shown = "" if best is None else f", best trial {best[1]} val_loss={best[0]:.5g}"
@@ -222,4 +223,5 @@ def _budget_line(study: Any, *, live: bool = False) -> str:
         return f"[launch] {done} finished, {running} running{shown}"
     if budget.met:
         return f"budget met: {done}"
-    return f"{budget.finished} of {counted(budget.n_trials, 'trial')} finished"
+    total = counted(budget.n_trials + budget.confirmations, "trial")
+    return f"{budget.finished} of {total}{extra} finished"

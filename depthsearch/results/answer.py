@@ -135,17 +135,18 @@ def _table(a: Answer) -> list[str]:
     for r in a.rows:
         c = r.candidate
         searched = c.source.values[0] if c.source.values else math.nan
-        gap = r.val.mean - searched
+        pruned = c.source.state == TrialState.PRUNED  # its value: where it was stopped
+        gap = "-" if pruned or not math.isfinite(searched) else f"{r.val.mean - searched:+.3g}"
         marks = " *" if r is a.recommended else ""
         body.append(
             (
                 r.label + marks,
-                str(c.source.number),
+                f"{c.source.number}{' (pruned)' if pruned else ''}",
                 str(r.val.n),
                 r.val.text(),
                 r.test.text() if r.test is not None else "-",
                 _num(searched),
-                f"{gap:+.3g}",
+                gap,
                 str(c.param_count or "-"),
                 _num(c.seconds_per_epoch),
             )

@@ -183,6 +183,7 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
             "study": study.study_name,
             "trial": trial.number,
             "params": trial.params,
+            "torch_threads": attrs.get(keys.TORCH_THREADS),
             "storage": mask_url(storage_url),
             "pick": pick,
             "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -241,7 +242,16 @@ def retrain_best(
         epochs=epochs,
     )
     on_device = data.to(device)
-    fit(model, on_device, options)
+    # The trial's own thread count: a CPU's sums in another order differ in the last bits,
+    # which 20 epochs make visible; with the same count the retrain is the trial's model.
+    threads = doc.get("origin", {}).get("torch_threads")
+    before = torch.get_num_threads()
+    if isinstance(threads, int) and threads > 0 and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        fit(model, on_device, options)
+    finally:
+        torch.set_num_threads(before)
     judged = assess_val(model, on_device, amp=spec.train.amp)
     # The test part, scored once the choice is made (it never took part in it).
     tested = assess_test(model, on_device, amp=spec.train.amp).metrics if data.has_test else {}

@@ -78,7 +78,10 @@ def pick_candidates(
     trials: Iterable[FrozenTrial], *, top: int, per_depth: bool, maximise: bool = False
 ) -> list[FrozenTrial]:
     """The search's best complete trials with distinct parameters: the ``top`` best, or the
-    best of every depth (``per_depth``), best first."""
+    best of every depth (``per_depth``), best first. With ``per_depth``, a depth whose every
+    trial was pruned is represented by its pruned trial with the best value reached (so that
+    the answer covers every depth the search tried)."""
+    trials = list(trials)
     chosen: list[FrozenTrial] = []
     seen_params: list[dict[str, Any]] = []
     depths: set[int | None] = set()
@@ -94,6 +97,18 @@ def pick_candidates(
             break
         chosen.append(t)
         seen_params.append(t.params)
+    if per_depth:
+        sign = -1.0 if maximise else 1.0
+        pruned: dict[int | None, tuple[float, FrozenTrial]] = {}
+        for t in search_trials(trials):
+            reached = [v for v in t.intermediate_values.values() if math.isfinite(v)]
+            depth = trial_layers(t)
+            if t.state != TrialState.PRUNED or not reached or depth in depths:
+                continue
+            best = min(sign * v for v in reached)
+            if depth not in pruned or best < pruned[depth][0]:
+                pruned[depth] = (best, t)
+        chosen += [pruned[d][1] for d in sorted(pruned, key=lambda d: d or 0)]
     return chosen
 
 
