@@ -131,15 +131,7 @@ def test_a_poisoned_test_sequence_changes_no_classification_sample(tmp_path: Pat
         for step in range(10):
             rows.append((f"s{i}", step, (1 if label == "up" else -1) * step + rng.normal(), label))
     frame = pd.DataFrame(rows, columns=["seq", "step", "x", "label"])
-    spec = DataSpec(
-        source="csv",
-        path=str(tmp_path / "c.csv"),
-        id="seq",
-        time="step",
-        target="label",
-        features=("x",),
-        test_fraction=0.2,
-    )
+    spec = _seq_spec(tmp_path / "c.csv", 0.2)
     frame.to_csv(tmp_path / "c.csv", index=False)
     clean = prepare(spec, seed=4, kind="classify")
     assert clean.y_test is not None and len(clean.y_test) == 12  # 20% of each class
@@ -154,6 +146,18 @@ def test_a_poisoned_test_sequence_changes_no_classification_sample(tmp_path: Pat
     for name in ("x_train", "y_train", "x_val", "y_val"):
         assert torch.equal(getattr(clean, name), getattr(again, name)), name
     assert again.x_test is not None and float(again.x_test.abs().max()) > 1e3
+
+
+def _seq_spec(path: Path, test_fraction: float) -> DataSpec:
+    return DataSpec(
+        source="csv",
+        path=str(path),
+        id="seq",
+        time="step",
+        target="label",
+        features=("x",),
+        test_fraction=test_fraction,
+    )
 
 
 def _ids_of(w: object, frame: pd.DataFrame) -> set[str]:
@@ -195,15 +199,7 @@ def test_majority_class_baseline(tmp_path: Path) -> None:
     pd.DataFrame(rows, columns=["seq", "step", "x", "label"]).to_csv(
         tmp_path / "c.csv", index=False
     )
-    spec = DataSpec(
-        source="csv",
-        path=str(tmp_path / "c.csv"),
-        id="seq",
-        time="step",
-        target="label",
-        features=("x",),
-        test_fraction=0.25,
-    )
+    spec = _seq_spec(tmp_path / "c.csv", 0.25)
     w = prepare(spec, seed=0, kind="classify")
     scores = baselines(w)["majority class"]
     assert scores["val_accuracy"] == pytest.approx(float((w.y_val == 0).double().mean()))
@@ -353,3 +349,28 @@ def test_a_best_that_does_not_beat_a_baseline_is_said_plainly() -> None:
     accuracy = {"majority class": {"val_accuracy": 0.6}}
     assert len(baseline_lines(accuracy, "val_accuracy", 0.9, maximise=True)) == 1
     assert "WARNING" in baseline_lines(accuracy, "val_accuracy", 0.5, maximise=True)[1]
+
+
+def test_a_study_stored_before_the_test_part_resumes_without_one(tmp_path: Path) -> None:
+    from depthsearch.errors import StudyMismatchError
+    from depthsearch.search.trials import SPEC
+    from depthsearch.studies import create_study, read_spec
+
+    _series(tmp_path / "series.csv")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    path = _study(tmp_path, "old")
+    path.write_text(path.read_text().replace("test_fraction = 0.2\n", ""), encoding="utf-8")
+    spec = load_spec(path)
+    assert spec.data.test_fraction == 0.1  # a new study's default
+    study = create_study(spec, url)
+    stored = dict(study.user_attrs[SPEC])
+    stored["data"] = {k: v for k, v in stored["data"].items() if k != "test_fraction"}
+    study.set_user_attr(SPEC, stored)  # as a study created before the key existed
+    assert read_spec("old", url).data.test_fraction == 0.0  # workers joining: no test part
+    with pytest.raises(StudyMismatchError, match="add `test_fraction = 0` to \\[data\\]"):
+        create_study(spec, url)
+    path.write_text(
+        path.read_text().replace("val_fraction = 0.25", "val_fraction = 0.25\ntest_fraction = 0"),
+        encoding="utf-8",
+    )
+    create_study(load_spec(path), url)  # resumes

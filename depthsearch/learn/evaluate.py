@@ -134,33 +134,30 @@ def assess(
     )
 
 
-def assess_val(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluation:
-    """:func:`assess` on the validation samples of ``data``, as its task judges them."""
+def _assess_part(model: nn.Module, data: Windows, part: str, amp: bool) -> Evaluation:
+    x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
+    if x is None or y is None:
+        raise ValueError(f"the data has no {part} part ([data] {part}_fraction = 0)")
     return assess(
         model,
-        data.x_val,
-        data.y_val,
-        lengths=data.len_val,
+        x,
+        y,
+        lengths=getattr(data, f"len_{part}"),
         classify=data.kind == "classify",
         unit_scale=data.unit_scale,
         amp=amp,
     )
+
+
+def assess_val(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluation:
+    """:func:`assess` on the validation samples of ``data``, as its task judges them."""
+    return _assess_part(model, data, "val", amp)
 
 
 def assess_test(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluation:
     """:func:`assess` on the held-out test samples of ``data`` (its metrics named ``test_*``,
     its loss ``test_loss``). Only for a choice already made: a confirmation, an export."""
-    if data.x_test is None or data.y_test is None:
-        raise ValueError("the data has no test part ([data] test_fraction = 0)")
-    judged = assess(
-        model,
-        data.x_test,
-        data.y_test,
-        lengths=data.len_test,
-        classify=data.kind == "classify",
-        unit_scale=data.unit_scale,
-        amp=amp,
-    )
+    judged = _assess_part(model, data, "test", amp)
     metrics = {"test_loss": judged.loss}
     metrics.update({f"test_{k.removeprefix('val_')}": v for k, v in judged.metrics.items()})
     return Evaluation(judged.loss, metrics, judged.confusion)
