@@ -13,7 +13,7 @@ import optuna
 import torch
 
 from depthsearch._optuna import frozen_trial, quiet_experimental, study_id, study_storage
-from depthsearch.errors import NonFiniteLossError
+from depthsearch.errors import DatabaseLost, NonFiniteLossError
 from depthsearch.learn.data import Windows
 from depthsearch.learn.evaluate import assess_test
 from depthsearch.learn.model import build_model
@@ -141,6 +141,8 @@ class Objective:
             return
         if reporter is not None:
             reporter.close()
+            if isinstance(reporter.error, DatabaseLost):
+                return  # away past db_wait already: the worker's outage rule takes over
         # No reporter, or it failed (the reporting process died): write them from here.
         save_attrs(trial, attrs, self.retry)
 

@@ -150,6 +150,11 @@ def check_url(url: str) -> str:
 
 
 def describe(e: BaseException) -> str:
-    """The first line of a database error (the driver's own message where there is one)."""
-    text = str(getattr(e, "orig", None) or e).strip().splitlines()
+    """The first line of a database error: the driver's own message where there is one,
+    found through the exceptions a wrapper raised it from (Optuna's "invalid data in the
+    commit" wraps a lost connection)."""
+    inner: BaseException = e
+    while getattr(inner, "orig", None) is None and inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = str(getattr(inner, "orig", None) or inner).strip().splitlines()
     return text[0] if text else type(e).__name__

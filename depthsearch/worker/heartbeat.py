@@ -10,6 +10,8 @@ import logging
 import threading
 from typing import Protocol
 
+from depthsearch.storage.urls import describe
+
 __all__ = ["Heartbeat"]
 
 _log = logging.getLogger(__name__)
@@ -40,10 +42,21 @@ class Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
+        failing = False  # said once per outage, not every interval
         while True:
             try:
                 self._target.record_heartbeat(self._id)
             except Exception as e:
-                _log.warning("heartbeat for trial id %s failed: %s", self._id, e)
+                if not failing:
+                    _log.warning(
+                        "heartbeat for trial id %s failed: %s (said once until it beats again)",
+                        self._id,
+                        describe(e),
+                    )
+                failing = True
+            else:
+                if failing:
+                    _log.info("heartbeat for trial id %s beats again", self._id)
+                failing = False
             if self._stop.wait(self._interval):
                 return

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import gc
 import logging
 import signal
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from depthsearch.errors import Interrupted
+from depthsearch.errors import DatabaseLost, Interrupted
 from depthsearch.search import trials as keys
 from depthsearch.search.compat import (
     asked_trial,
@@ -44,6 +43,16 @@ from depthsearch.storage import (
     rdb_backend,
     retry_for,
 )
+from depthsearch.worker._outcomes import (
+    BudgetMet,
+    Finished,
+    Outcome,
+    Reservation,
+    Reserved,
+    Step,
+    Wait,
+    WorkerResult,
+)
 from depthsearch.worker.checkpoints import Checkpoints
 from depthsearch.worker.heartbeat import Heartbeat, HeartbeatStorage
 from depthsearch.worker.reporting import ReportingProcessLost
@@ -53,77 +62,9 @@ __all__ = ["BudgetMet", "Finished", "Outcome", "Reserved", "TrialLoop", "Wait", 
 
 _log = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass
-class WorkerResult:
-    """What one worker did."""
-
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-
-    @property
-    def ran(self) -> int:
-        return self.complete + self.pruned + self.failed
-
-    def count(self, state: TrialState) -> None:
-        if state == TrialState.COMPLETE:
-            self.complete += 1
-        elif state == TrialState.PRUNED:
-            self.pruned += 1
-        else:
-            self.failed += 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Reserved:
-    """A trial this worker is now running."""
-
-    trial: optuna.Trial
-
-
-@dataclasses.dataclass(frozen=True)
-class BudgetMet:
-    """The study holds its budget of finished trials: nothing more to do."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Wait:
-    """The budget is held by running trials: one of them may still fail and be retried."""
-
-
-Reservation = Reserved | BudgetMet | Wait
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How a trial's run ended, before anything is written: what `TrialLoop.finish` tells.
-
-    ``retry``: a failure the system caused (SIGTERM, a lost reporting process): the next
-    worker retries the trial from its checkpoint. ``error``: what to raise once the trial is
-    finished (this worker stops); ``None``: the worker goes on.
-    """
-
-    state: TrialState
-    value: float | tuple[float, ...] | None = None
-    reason: str = ""
-    retry: bool = False
-    free_memory: bool = False
-    error: BaseException | None = None
-    #: Another worker finished the trial meanwhile (its stale check, after an outage that cut
-    #: this one off): nothing is written, its checkpoints are the retry's, the worker goes on.
-    taken_over: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Finished:
-    """A trial this worker ran and finished (in ``state``; a failure may be queued again)."""
-
-    number: int
-    state: TrialState
-
-
-Step = Finished | BudgetMet | Wait
+#: How long a worker that lost the database past db_wait tries to mark its trial FAIL and
+#: queue its retry before it leaves the trial RUNNING for another worker's stale check.
+_ABANDON_WAIT_S = 3.0
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -213,6 +154,9 @@ class TrialLoop:
             # the user's: either way the next run or worker of the study resumes the trial
             # from its checkpoint, unless Ctrl-C came twice (`finish`).
             return Outcome(TrialState.FAIL, reason=str(e), retry=True, error=e)
+        except DatabaseLost as e:
+            # Away past [workers] db_wait: one rule (see `finish`), then this worker exits.
+            return Outcome(TrialState.FAIL, reason=str(e), retry=True, error=e, lost=True)
         except ReportingProcessLost as e:
             # Killed from outside, or by the OOM killer: a new one takes over.
             return Outcome(TrialState.FAIL, reason=str(e), retry=True, free_memory=True)
@@ -226,6 +170,9 @@ class TrialLoop:
     def finish(self, trial: optuna.Trial, outcome: Outcome) -> None:
         """Tells the outcome, queues a retry where one is due, removes the checkpoints no
         retry will read, and logs the trial by state: the one place a trial ends."""
+        if outcome.lost:
+            self.abandon(trial, outcome)
+            return
         taken_over = outcome.taken_over
         if outcome.state == TrialState.FAIL and not taken_over:
             if outcome.free_memory:
@@ -285,6 +232,33 @@ class TrialLoop:
                 outcome.reason,
                 then,
             )
+
+    def abandon(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        """The one rule for a database away past ``db_wait``: the trial is to be retried from
+        its checkpoints, which are kept. One short try (a few seconds) marks it FAIL and
+        queues its retry; if the database is still away, the trial is left RUNNING with its
+        heartbeat stopped, and the next worker to reach the database fails it as stale and
+        queues the same retry. Either way the worker then exits (exit 1)."""
+        quick = retry_for(self.url, min(_ABANDON_WAIT_S, self.spec.workers.db_wait))
+        try:
+            quick(lambda: trial.set_user_attr(keys.FAIL_REASON, outcome.reason), "failing")
+            quick(
+                lambda: self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
+                f"saving trial {trial.number}",
+            )
+            queued = self.retry_later(trial, bounded=False, retry=quick)
+        except (DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
+            _log.warning(
+                "trial %d left RUNNING: the next worker to reach the database fails it as "
+                "stale and retries it from its checkpoint",
+                trial.number,
+            )
+            return
+        _log.warning(
+            "trial %d marked FAIL after the outage%s",
+            trial.number,
+            "; its retry resumes from its checkpoint" if queued else "",
+        )
 
     # ---- the steps ---------------------------------------------------------------------
 
@@ -373,24 +347,36 @@ class TrialLoop:
 
         self.retry(do, f"saving trial {trial.number}")
 
-    def failed_copy(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
-        return copy.deepcopy(
-            self.retry(lambda: self.storage.get_trial(trial_id(trial)), "reading a trial")
+    def failed_copy(
+        self, trial: optuna.Trial, retry: Callable[[Callable[[], Any], str], Any] | None = None
+    ) -> optuna.trial.FrozenTrial:
+        read = retry or self.retry
+        got: optuna.trial.FrozenTrial = read(
+            lambda: self.storage.get_trial(trial_id(trial)), "reading a trial"
         )
+        return copy.deepcopy(got)
 
-    def retry_later(self, trial: optuna.Trial, *, bounded: bool = True) -> bool:
+    def retry_later(
+        self,
+        trial: optuna.Trial,
+        *,
+        bounded: bool = True,
+        retry: Callable[[Callable[[], Any], str], Any] | None = None,
+    ) -> bool:
         """Queues a retry of the failed ``trial`` (same parameters and seed; it resumes from
         the trial's checkpoint), as a stale heartbeat would, within ``[workers] max_retry``
         when ``bounded``. False when none is queued (its states are then removed)."""
         callback = retry_callback(self.storage)
         if callback is None:
             return False
-        failed = self.failed_copy(trial)
+        failed = self.failed_copy(trial, retry)
         if bounded and len(retried_trials(failed)) >= self.spec.workers.max_retry:
             return False
         # The retry inherits the user attributes: not the reason this one failed.
         failed.user_attrs.pop(keys.FAIL_REASON, None)
-        self.retry(lambda: callback(self.study, failed), f"queueing a retry of {trial.number}")
+        (retry or self.retry)(
+            lambda: callback(self.study, failed), f"queueing a retry of {trial.number}"
+        )
         return True
 
     def forget(self, trial: optuna.Trial) -> None:
