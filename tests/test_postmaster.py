@@ -233,3 +233,16 @@ def test_an_outage_longer_than_db_wait_exits_in_time_and_the_next_launch_resumes
     assert count(url, "long", TrialState.FAIL) == 2
     study = optuna.load_study(study_name="long", storage=url)
     assert len(study.trials) == 5
+
+
+def test_launch_keeps_its_workers_result_when_the_summary_cannot_be_read() -> None:
+    """Item 8: every worker exited 0 (each stops only once the budget is met), then the
+    summary query fails (a restart, a connection limit): one line says so, exit 0 stands."""
+    from depthsearch.cli._launch import final_line
+    from depthsearch.studies import open_study
+
+    url = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{_free_port()}/gone"
+    line = final_line(lambda: open_study("quickstart", url, read_trials=False))
+    assert line.startswith("every worker exited 0, each once the study held its budget; ")
+    assert "could not be read" in line and "Connection refused" in line
+    assert "s3cret" not in line
