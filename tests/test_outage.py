@@ -1,8 +1,10 @@
 """The PostgreSQL server goes away in the middle of a study, and comes back (or does not).
 
 Workers reach the real server through a loopback TCP proxy that the test can cut: every open
-connection is dropped and new ones are closed at once, as when the server restarts or the
-network fails. Nothing is mocked: the workers are processes of the installed command.
+connection is dropped and new ones are closed at once, as when the network fails. The server
+itself stopped, restarted and killed is in ``test_postmaster.py`` (which replaced this file's
+outage-within and outage-past ``db_wait`` tests). Nothing is mocked: the workers are processes
+of the installed command.
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ from depthsearch.worker.reporting import ReportingProcess
 from .conftest import Gate, write_study
 from .test_worker import (
     EVENT_S,
-    FAST_HEARTBEAT,
     LONG,
     MID,
     assert_settled,
-    count,
     create,
     held_mid_trial,
     retries_of,
@@ -120,63 +120,6 @@ def proxied(pg_database: str, tmp_path: Path) -> Iterator[tuple[str, str, Proxy]
             yield url, url.replace(host, f"127.0.0.1:{proxy.port}"), proxy
         finally:
             proxy.close()
-
-
-def test_worker_rides_out_a_database_outage(
-    tmp_path: Path, proxied: tuple[str, str, Proxy], gate: Gate
-) -> None:
-    direct, via, proxy = proxied
-    create(tmp_path, direct, "outage", n_trials=6, max_epochs=LONG, extra=FAST_HEARTBEAT)
-    gate.hold_at(MID)
-    worker = spawn("worker", "--study", "outage", url=via)
-    try:
-        held_mid_trial(gate, direct, "outage")
-        proxy.cut()
-        gate.open()  # it trains on, reports, beats and ends its trial into the outage
-        time.sleep(6)  # longer than a few retries, well inside db_wait (120 s)
-        proxy.restore()
-        _, err = worker.communicate(timeout=240)
-    finally:
-        worker.kill()
-    assert worker.returncode == 0, err
-    assert "unreachable while" in err and "retrying in" in err, err
-    # Nothing lost, nothing left running, the budget met exactly.
-    assert_settled(direct, "outage", finished=6)
-
-
-def test_outage_past_db_wait_is_a_clear_exit_and_the_trial_is_recovered(
-    tmp_path: Path, proxied: tuple[str, str, Proxy], gate: Gate
-) -> None:
-    direct, via, proxy = proxied
-    extra = FAST_HEARTBEAT + "db_wait = 3\n"
-    create(tmp_path, direct, "gone", n_trials=3, max_epochs=LONG, extra=extra)
-    gate.hold_at(MID)
-    worker = spawn("worker", "--study", "gone", url=via)
-    try:
-        held_mid_trial(gate, direct, "gone")
-        proxy.cut()
-        gate.open()
-        started = time.monotonic()
-        _, err = worker.communicate(timeout=60)
-        took = time.monotonic() - started
-    finally:
-        worker.kill()
-    # A runtime failure (1), not bad input (2): a scheduler may run it again.
-    assert worker.returncode == 1, err
-    lines = [line for line in err.splitlines() if line.startswith("depthsearch: error:")]
-    assert len(lines) == 1 and "was unreachable for 3s while" in lines[0], err
-    assert took < 30
-    # The trial it was training is RUNNING with nobody behind it; once the database is back,
-    # the next worker finds its heartbeat stale, fails it and retries it.
-    assert count(direct, "gone", TrialState.RUNNING) == 1
-    proxy.restore()
-    later = spawn("worker", "--study", "gone", url=via)
-    _, err = later.communicate(timeout=240)
-    assert later.returncode == 0, err
-    got = trials(direct, "gone")
-    assert sum(t.state == TrialState.FAIL for t in got) == 1
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in got) == 3
-    assert not any(t.state == TrialState.RUNNING for t in got)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")

@@ -334,8 +334,7 @@ def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: 
     drawn = []
     for run in ("a", "b"):
         url = f"sqlite:///{tmp_path / run}.db"
-        proc = depthsearch_cmd("create", str(tmp_path / "again.toml"), "--storage", url)
-        assert proc.returncode == 0, proc.stderr
+        create_here(tmp_path / "again.toml", url)
         proc = depthsearch_cmd(
             "launch", "--study", "again", "--storage", url, "--cpu-workers", "2", timeout=240
         )
