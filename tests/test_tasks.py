@@ -494,6 +494,8 @@ kind = "none"
 """
 
 
+# One backend each (the classification runs on both): the storage does not depend on the kind.
+@pytest.mark.parametrize("fresh_storage_url", ["postgresql"], indirect=True)
 def test_a_panel_forecast_comes_back_in_each_series_own_units(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:
@@ -525,6 +527,7 @@ def test_a_panel_forecast_comes_back_in_each_series_own_units(
     assert 1000 < means["big"] < 3000 and -1 < means["small"] < 3
 
 
+@pytest.mark.parametrize("fresh_storage_url", ["sqlite"], indirect=True)
 def test_regression_from_npz_through_every_command(tmp_path: Path, fresh_storage_url: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((60, 10, 1))
