@@ -186,12 +186,12 @@ def test_an_outage_shorter_than_db_wait_loses_no_worker_and_no_trial(
     assert twice <= 1
 
 
-def test_an_outage_longer_than_db_wait_exits_in_time_and_the_next_launch_resumes(
+def test_an_outage_longer_than_db_wait_exits_in_time_and_the_next_worker_resumes(
     tmp_path: Path, postmaster: Postmaster, gate: Gate
 ) -> None:
     """Down past db_wait: each worker exits 1 within db_wait plus a few seconds of noticing,
     with one line that names the outage; its trial is left for a retry with its checkpoints
-    kept; once the server is back, a launch finishes the budget from them."""
+    kept; once the server is back, a worker finishes the budget from them."""
     url = postmaster.url()
     db_wait = 10
     extra = WORKERS.format(db_wait=db_wait, checkpoints=tmp_path / "ckpt")
@@ -220,7 +220,7 @@ def test_an_outage_longer_than_db_wait_exits_in_time_and_the_next_launch_resumes
     kept = list((tmp_path / "ckpt").rglob("*"))
     assert any(p.is_file() for p in kept), "the checkpoints were removed"
     postmaster.start()
-    later = spawn("launch", "--study", "long", "--cpu-workers", "2", url=url)
+    later = spawn("worker", "--study", "long", url=url)
     _, err = later.communicate(timeout=EVENT_S)
     assert later.returncode == 0, err
     assert_settled(url, "long", finished=3)
@@ -228,7 +228,7 @@ def test_an_outage_longer_than_db_wait_exits_in_time_and_the_next_launch_resumes
     resumed = [t for t in got if t.user_attrs.get("resumed_from_epoch", 0) >= MID]
     assert len(resumed) == 2, [(t.number, t.state, t.user_attrs) for t in got]
     twice = _epochs_twice(url, "long")
-    print(f"after it, the launch resumed both trials: {twice} epoch(s) trained twice")
+    print(f"after it, a worker resumed both trials: {twice} epoch(s) trained twice")
     assert twice <= 2  # one epoch at most per trial in training
     assert count(url, "long", TrialState.FAIL) == 2
     study = optuna.load_study(study_name="long", storage=url)

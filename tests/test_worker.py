@@ -329,7 +329,7 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
 def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: Path) -> None:
     # Trial k samples from a state seeded by the study's seed and k, whichever worker takes
     # it: the start-up trials (the first 5, TPE's default) repeat exactly with two workers.
-    path = write_study(tmp_path, name="again", n_trials=6, max_epochs=2)
+    path = write_study(tmp_path, name="again", n_trials=5, max_epochs=2)
     path.write_text(path.read_text().replace('kind = "random"', 'kind = "tpe"'))
     drawn = []
     for run in ("a", "b"):
@@ -339,7 +339,7 @@ def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: 
             "launch", "--study", "again", "--storage", url, "--cpu-workers", "2", timeout=240
         )
         assert proc.returncode == 0, proc.stderr
-        assert_settled(url, "again", finished=6)
+        assert_settled(url, "again", finished=5)
         drawn.append({t.number: t.params for t in trials(url, "again") if t.number < 5})
     assert len(drawn[0]) == 5 and drawn[0] == drawn[1]
     # Every depth of the range among the start-up trials, at the cheap widths.
