@@ -207,8 +207,11 @@ def retrain_best(
     *,
     pick: str = "best",
     data_path: str | None = None,
+    formats: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Trains the picked trial's config again and saves ``model.pt`` and ``config.json``.
+    """Trains the picked trial's config again and saves ``model.pt`` and ``config.json``;
+    ``formats``: also ``torchscript`` (``model.ts``, checked against the model; see
+    :func:`depthsearch.learn.portable.write_torchscript`).
 
     The model trains on the study's own data and split (its training windows), with the
     trial's seed, learning rate and batch size, for the trial's ``best_epoch`` epochs: on the
@@ -267,5 +270,15 @@ def retrain_best(
     doc["scaler"] = data.scaler.to_dict()
     if data.classes:
         doc["task"]["classes"] = list(data.classes)
+    if "torchscript" in formats:
+        from depthsearch.learn.portable import write_torchscript
+
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        length = spec.data.window if spec.task.kind == "forecast" else int(data.x_train.shape[1])
+        worst = write_torchscript(
+            model, folder / "model.ts", input_size=cfg.input_size, length=length
+        )
+        doc["exports"] = {"torchscript": {"file": "model.ts", "max_abs_diff": worst}}
     save_model(model, doc, output_dir)
     return doc

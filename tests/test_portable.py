@@ -1,0 +1,83 @@
+"""A retrained model as TorchScript: written, checked against PyTorch, served without
+depthsearch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from depthsearch import load_model, run_study
+from depthsearch.cli import main
+from depthsearch.learn.model import ModelConfig, build_model
+from depthsearch.learn.portable import TOLERANCE, write_torchscript
+
+from .conftest import write_study
+
+SHAPES = [
+    {"hidden_sizes": (8,)},
+    {"hidden_sizes": (8, 8), "dropout": 0.3},  # one fused cuDNN-style stack
+    {"hidden_sizes": (8, 16, 4), "dropout": 0.2},  # per-layer widths
+    {"hidden_sizes": (8, 8, 8), "residual": True, "layer_norm": True},
+    {"hidden_sizes": (6, 6), "bidirectional": True},
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(f"{k}" for k in s))
+def test_every_stack_shape_exports_and_matches_pytorch(tmp_path: Path, shape: dict) -> None:
+    model = build_model(ModelConfig(input_size=3, output_size=2, **shape))
+    worst = write_torchscript(model, tmp_path / "m.ts", input_size=3, length=12)
+    assert worst <= TOLERANCE
+    loaded = torch.jit.load(str(tmp_path / "m.ts"))
+    x = torch.randn(9, 31, 3)  # another batch size and length than the check's
+    model.eval()
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model(x), atol=TOLERANCE)
+
+
+def test_export_retrain_format_torchscript_serves_without_depthsearch(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_study(write_study(tmp_path, name="ts", n_trials=1, max_epochs=2), storage=url)
+    out = tmp_path / "best"
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--study",
+            "ts",
+            "--storage",
+            url,
+            "--retrain",
+            "--format",
+            "torchscript",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out / 'model.ts'} (TorchScript" in result.output
+    x = torch.randn(4, 12, load_model(out).config.input_size)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.inference_mode():
+        expected = load_model(out)(x)
+    # A fresh interpreter (-I: no PYTHONPATH, no user site, not this folder) that never
+    # imports depthsearch: the archive carries the model's code.
+    script = (
+        "import sys, torch\n"
+        "assert 'depthsearch' not in sys.modules\n"
+        f"m = torch.jit.load({str(out / 'model.ts')!r})\n"
+        f"torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert torch.allclose(torch.load(tmp_path / "y.pt"), expected, atol=TOLERANCE)
+    refused = CliRunner().invoke(
+        main, ["export", "--study", "ts", "--storage", url, "--format", "torchscript"]
+    )
+    assert refused.exit_code == 2 and "add --retrain" in refused.output
