@@ -64,10 +64,10 @@ def export(
     With --retrain, also train that config again on the study's data (its training windows,
     the trial's seed, for the trial's best epoch count) and save the model.
     """
-    from depthsearch.results.export import check_pick, export_best, retrain_best
+    from depthsearch.results.export import export_best, parse_pick, retrain_best
     from depthsearch.storage import resolve_storage
 
-    check_pick(pick)
+    parse_pick(pick)  # a wrong pick is refused before anything is read
     if formats and not retrain:
         raise InputError("--format writes a retrained model: add --retrain")
     url = resolve_storage(storage)

@@ -4,8 +4,9 @@ model retrained from it (saved in :mod:`depthsearch.learn.saved`'s format)."""
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -13,6 +14,7 @@ from optuna.trial import TrialState
 from depthsearch.errors import InputError
 from depthsearch.learn.model import ModelConfig
 from depthsearch.learn.saved import FORMAT, save_model, write_document
+from depthsearch.results.answer import Answer, answer_of
 from depthsearch.search import trials as keys
 from depthsearch.search.confirm import search_trials
 from depthsearch.search.objective import fit_options
@@ -22,7 +24,6 @@ from depthsearch.studies import open_study, read_spec
 
 __all__ = [
     "best_config",
-    "check_pick",
     "export_best",
     "open_study",
     "parse_pick",
@@ -32,17 +33,25 @@ __all__ = [
 
 
 def pick_trial(
-    study: optuna.Study, storage_url: str, pick: str = "best"
+    study: optuna.Study,
+    storage_url: str,
+    pick: str = "best",
+    *,
+    found: Answer | None = None,
 ) -> optuna.trial.FrozenTrial:
     """The trial that ``pick`` names among the complete ones.
 
     ``best``: the lowest validation loss. ``smallest-within=P%``: the fewest parameters among
     the trials whose loss is within P percent of the best (ties: the lower loss). On a
     multi-objective study both choose from the Pareto front (``study.best_trials``).
+    ``confirmed`` and ``confirmed:smallest-within=P%``: the same among the confirmed
+    candidates, by their confirmed means (``found``: the study's answer, when the caller has
+    it already).
     """
-    if pick.startswith(CONFIRMED):
-        return _confirmed_pick(study, pick)
-    tolerance = None if pick == "best" else parse_pick(pick)
+    confirmed, tolerance = parse_pick(pick)
+    maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    if confirmed:
+        return _confirmed_pick(found or answer_of(study), study, tolerance)
     pool = (
         study.best_trials
         if len(study.directions) > 1
@@ -50,7 +59,6 @@ def pick_trial(
     )
     # The search's own trials: a confirmation is a candidate's re-run, not a new candidate.
     complete = [t for t in search_trials(pool) if keys.MODEL_CONFIG in t.user_attrs]
-    maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     best = best_trial(complete, maximise=maximise)
     if best is None:
         raise InputError(
@@ -59,12 +67,36 @@ def pick_trial(
         )
     if tolerance is None:
         return best
-    sign = -1.0 if maximise else 1.0
-    limit = best.values[0] + sign * abs(best.values[0]) * tolerance
-    near = [t for t in complete if t.values and sign * t.values[0] <= sign * limit]
-    return min(
-        near, key=lambda t: (t.user_attrs.get(keys.PARAM_COUNT, 0), sign * t.values[0], t.number)
+    return _smallest_within(
+        [t for t in complete if t.values],
+        value=lambda t: t.values[0],
+        size=lambda t: t.user_attrs.get(keys.PARAM_COUNT, 0),
+        order=lambda t: t.number,
+        best=best.values[0],
+        tolerance=tolerance,
+        maximise=maximise,
     )
+
+
+T = TypeVar("T")
+
+
+def _smallest_within(
+    items: list[T],
+    *,
+    value: Callable[[T], float],
+    size: Callable[[T], Any],
+    order: Callable[[T], Any],
+    best: float,
+    tolerance: float,
+    maximise: bool,
+) -> T:
+    """The smallest item (``size``) whose ``value`` is within ``tolerance`` (a fraction) of
+    ``best``; ties: the better value, then ``order``."""
+    sign = -1.0 if maximise else 1.0
+    limit = best + sign * abs(best) * tolerance
+    near = [i for i in items if sign * value(i) <= sign * limit]
+    return min(near, key=lambda i: (size(i), sign * value(i), order(i)))
 
 
 #: ``--pick confirmed``: the answer's recommendation; ``confirmed:smallest-within=P%``: the
@@ -72,37 +104,31 @@ def pick_trial(
 CONFIRMED = "confirmed"
 
 
-def _confirmed_pick(study: optuna.Study, pick: str) -> optuna.trial.FrozenTrial:
-    from depthsearch.results.answer import answer_of
-
-    found = answer_of(study)
+def _confirmed_pick(
+    found: Answer, study: optuna.Study, tolerance: float | None
+) -> optuna.trial.FrozenTrial:
     if found.best is None or found.recommended is None:
         raise InputError(
             f"study {study.study_name!r} has no confirmed candidate: run `depthsearch confirm "
             f"--study {study.study_name} --per-depth --seeds 5` first"
         )
-    if pick == CONFIRMED:
+    if tolerance is None:
         return found.recommended.candidate.source
-    rest = pick[len(CONFIRMED) :]
-    if not rest.startswith(":"):
-        parse_pick("?" + pick)  # says what is allowed
-    tolerance = parse_pick(rest[1:])
-    best = found.best.val.mean
-    sign = -1.0 if found.maximise else 1.0
-    limit = best + sign * abs(best) * tolerance
-    near = [r for r in found.rows if sign * r.val.mean <= sign * limit]
-    chosen = min(
-        near, key=lambda r: (r.candidate.param_count or 0, sign * r.val.mean, r.candidate.depth)
+    chosen = _smallest_within(
+        found.rows,
+        value=lambda r: r.val.mean,
+        size=lambda r: r.candidate.param_count or 0,
+        order=lambda r: r.candidate.depth or 0,
+        best=found.best.val.mean,
+        tolerance=tolerance,
+        maximise=found.maximise,
     )
     return chosen.candidate.source
 
 
-def confirmed_metrics(study: optuna.Study, number: int) -> dict[str, Any] | None:
+def confirmed_metrics(found: Answer, number: int) -> dict[str, Any] | None:
     """A confirmed candidate's means over its seeds (validation and test) with their 95 %
     intervals' half-widths; None when trial ``number`` was not confirmed."""
-    from depthsearch.results.answer import answer_of
-
-    found = answer_of(study)
     for r in found.rows:
         if r.candidate.source.number == number:
             out: dict[str, Any] = {
@@ -115,38 +141,33 @@ def confirmed_metrics(study: optuna.Study, number: int) -> dict[str, Any] | None
     return None
 
 
-def check_pick(pick: str) -> None:
-    """Refuses a ``--pick`` that is none of the known forms, before anything is read."""
+def parse_pick(pick: str) -> tuple[bool, float | None]:
+    """``--pick`` -> (among the confirmed candidates?, the smallest-within fraction or None):
+    ``best``, ``smallest-within=2%`` (0.02), ``confirmed``, ``confirmed:smallest-within=2%``;
+    anything else is refused, before anything is read."""
     if pick in ("best", CONFIRMED):
-        return
-    if pick.startswith(CONFIRMED + ":"):
-        parse_pick(pick[len(CONFIRMED) + 1 :])
-        return
-    if pick.startswith(CONFIRMED):
-        parse_pick("?" + pick)
-    parse_pick(pick)
-
-
-def parse_pick(pick: str) -> float:
-    """``smallest-within=2%`` -> 0.02; anything else but ``best`` is refused."""
+        return pick == CONFIRMED, None
+    confirmed = pick.startswith(CONFIRMED + ":")
+    rest = pick[len(CONFIRMED) + 1 :] if confirmed else pick
     prefix = "smallest-within="
-    if pick.startswith(prefix) and pick.endswith("%"):
+    if rest.startswith(prefix) and rest.endswith("%"):
         try:
-            value = float(pick[len(prefix) : -1])
+            value = float(rest[len(prefix) : -1])
         except ValueError:
             value = -1.0
         if value >= 0:
-            return value / 100.0
+            return confirmed, value / 100.0
     raise InputError(
         "--pick must be 'best', 'smallest-within=P%' (P >= 0, e.g. 2%), 'confirmed' or "
-        f"'confirmed:smallest-within=P%', but got {pick.lstrip('?')!r}"
+        f"'confirmed:smallest-within=P%', but got {pick!r}"
     )
 
 
 def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dict[str, Any]:
     """The export document of the picked complete trial (see :func:`pick_trial`)."""
     study = open_study(study_name, storage_url)
-    trial = pick_trial(study, storage_url, pick)
+    found = answer_of(study)  # read once: the confirmed pick and the confirmed means
+    trial = pick_trial(study, storage_url, pick, found=found)
     spec = study.user_attrs.get(keys.SPEC, {})
     attrs = trial.user_attrs
     train = dict(spec.get("train", {}))
@@ -176,7 +197,7 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
         },
         **(
             {"confirmed": confirmed}
-            if (confirmed := confirmed_metrics(study, trial.number)) is not None
+            if (confirmed := confirmed_metrics(found, trial.number)) is not None
             else {}
         ),
         "origin": {
