@@ -19,7 +19,7 @@ from depthsearch.learn.data import load_frame
 from depthsearch.learn.evaluate import run_batch
 from depthsearch.learn.model import StackedLSTM
 from depthsearch.learn.saved import Forecaster, load_model, read_retrained
-from depthsearch.learn.scaling import Scaler, column_stats, differenced
+from depthsearch.learn.scaling import Scaler, column_stats, fit_scaler, training_rows
 from depthsearch.learn.sources import groups, read_npz, read_table
 from depthsearch.learn.tasks import pad_sequences
 from depthsearch.spec import DataSpec
@@ -136,7 +136,7 @@ class Predictor:
             if own is None:
                 if self.scaler.series:
                     _log.info("id %r was not in the study: scaled on its own rows", g.key)
-                    own = _own_scaler(self.scaler, g.values)
+                    own = _own_scaler(self.scaler, g.values, spec)
                 else:
                     own = self.scaler
             frame = pd.DataFrame(
@@ -180,16 +180,15 @@ class Predictor:
         )
 
 
-def _own_scaler(scaler: Scaler, values: np.ndarray) -> Scaler:
-    """A series' scaler fitted on its own rows (a panel's id the study never saw)."""
-    at = scaler.columns.index(scaler.target) if scaler.target in scaler.columns else None
-    rows = differenced(values, at)[1:] if scaler.difference else values
-    mean, std = column_stats(rows)
-    tm = mean[at] if at is not None else scaler.target_mean
-    ts = std[at] if at is not None else scaler.target_std
-    if scaler.difference:
-        tm = 0.0
-    return Scaler(scaler.columns, mean, std, scaler.target, tm, ts, difference=scaler.difference)
+def _own_scaler(scaler: Scaler, values: np.ndarray, spec: DataSpec) -> Scaler:
+    """A series' scaler fitted on its own rows (a panel's id the study never saw), as the
+    study fits one on a series' training rows; a target that is no input keeps the study's
+    statistics."""
+    if scaler.target in scaler.columns:
+        target = values[:, scaler.columns.index(scaler.target)]
+        return fit_scaler(training_rows(values, target, len(values), spec), spec)
+    mean, std = column_stats(values)
+    return Scaler(scaler.columns, mean, std, scaler.target, scaler.target_mean, scaler.target_std)
 
 
 def _forecast_file(predictor: Predictor, spec: DataSpec) -> pd.DataFrame:

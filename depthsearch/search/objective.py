@@ -263,6 +263,10 @@ class Objective:
                     reporter.drain()
             if reporter is not None:
                 reporter.check()  # the pruner may have spoken on the last epoch
+            if best_state is not None:
+                # A finished confirmation only: not on the way out of a failure or a stop.
+                model.load_state_dict(best_state)
+                attrs.update(assess_test(model, self.data, amp=spec.train.amp).metrics)
         except NonFiniteLossError as e:
             attrs[keys.PRUNED_REASON] = f"non-finite loss: {e}"
             raise optuna.TrialPruned(attrs[keys.PRUNED_REASON]) from e
@@ -290,9 +294,6 @@ class Objective:
             ):
                 # Trained to the last epoch and still getting better: more epochs may help.
                 attrs[keys.STILL_IMPROVING] = True
-            if best_state is not None and best is not None:
-                model.load_state_dict(best_state)
-                attrs.update(assess_test(model, self.data, amp=spec.train.amp).metrics)
             if multi:
                 attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
             if best is not None and best.metrics:

@@ -242,10 +242,7 @@ class TrialLoop:
         quick = retry_for(self.url, min(_ABANDON_WAIT_S, self.spec.workers.db_wait))
         try:
             quick(lambda: trial.set_user_attr(keys.FAIL_REASON, outcome.reason), "failing")
-            quick(
-                lambda: self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True),
-                f"saving trial {trial.number}",
-            )
+            self.tell(trial, TrialState.FAIL, None, retry=quick)
             queued = self.retry_later(trial, bounded=False, retry=quick)
         except (DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
             _log.warning(
@@ -334,6 +331,8 @@ class TrialLoop:
         trial: optuna.Trial,
         state: TrialState,
         value: float | tuple[float, ...] | None,
+        *,
+        retry: Callable[[Callable[[], Any], str], Any] | None = None,
     ) -> None:
         def do() -> None:
             # skip_if_finished: another worker's stale-trial check may have ended it already,
@@ -345,7 +344,7 @@ class TrialLoop:
             if frozen.state != state:
                 _log.warning("trial %d was already %s", trial.number, frozen.state.name)
 
-        self.retry(do, f"saving trial {trial.number}")
+        (retry or self.retry)(do, f"saving trial {trial.number}")
 
     def failed_copy(
         self, trial: optuna.Trial, retry: Callable[[Callable[[], Any], str], Any] | None = None
