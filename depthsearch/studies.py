@@ -133,8 +133,9 @@ def create_study(
         for key in ("season", "difference"):
             if key in ours["data"]:
                 theirs["data"].setdefault(key, ours["data"][key])
-        ours.pop("confirm", None)
-        theirs.pop("confirm", None)
+        for table in ("confirm", "tracking"):  # neither changes a trial
+            ours.pop(table, None)
+            theirs.pop(table, None)
         differing = _diff(theirs, ours)
         if differing == ["data.test_fraction"] and "test_fraction" not in stored.get("data", {}):
             raise StudyMismatchError(
@@ -153,8 +154,13 @@ def create_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
         )
         before = stored.get("study", {}).get("n_trials")
-        if before != spec.n_trials or stored.get("confirm") != new.get("confirm"):
-            study.set_user_attr(SPEC, dict(stored, study=new["study"], confirm=new["confirm"]))
+        if before != spec.n_trials or any(
+            stored.get(t) != new.get(t) for t in ("confirm", "tracking")
+        ):
+            study.set_user_attr(
+                SPEC,
+                dict(stored, study=new["study"], confirm=new["confirm"], tracking=new["tracking"]),
+            )
             study.set_user_attr(SUMMARY, spec_summary(spec))
         _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
         counted = trial_counts(study)

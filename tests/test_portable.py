@@ -1,5 +1,5 @@
-"""A retrained model as TorchScript: written, checked against PyTorch, served without
-depthsearch."""
+"""A retrained model as TorchScript and ONNX: written, checked against PyTorch, served
+without depthsearch."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from depthsearch import load_model, run_study
 from depthsearch.cli import main
 from depthsearch.learn.model import ModelConfig, build_model
-from depthsearch.learn.portable import TOLERANCE, write_torchscript
+from depthsearch.learn.portable import TOLERANCE, OnnxModel, write_onnx, write_torchscript
 
 from .conftest import write_study
 
@@ -30,13 +30,19 @@ SHAPES = [
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(f"{k}" for k in s))
 def test_every_stack_shape_exports_and_matches_pytorch(tmp_path: Path, shape: dict) -> None:
     model = build_model(ModelConfig(input_size=3, output_size=2, **shape))
-    worst = write_torchscript(model, tmp_path / "m.ts", input_size=3, length=12)
-    assert worst <= TOLERANCE
+    assert write_torchscript(model, tmp_path / "m.ts", input_size=3, length=12) <= TOLERANCE
+    assert write_onnx(model, tmp_path / "m.onnx", input_size=3, length=12) <= TOLERANCE
     loaded = torch.jit.load(str(tmp_path / "m.ts"))
-    x = torch.randn(9, 31, 3)  # another batch size and length than the check's
+    onnx = OnnxModel(tmp_path / "m.onnx")
+    x = torch.randn(9, 31, 3)  # another batch size and length than the checks'
     model.eval()
     with torch.inference_mode():
-        assert torch.allclose(loaded(x), model(x), atol=TOLERANCE)
+        expected = model(x)
+        assert torch.allclose(loaded(x), expected, atol=TOLERANCE)
+        assert torch.allclose(onnx(x), expected, atol=TOLERANCE)
+        # A padded batch of sequences of different lengths: each read at its own last step.
+        lengths = torch.tensor([31, 5, 17, 5, 1, 31, 9, 2, 30])
+        assert torch.allclose(onnx(x, lengths=lengths), model(x, lengths=lengths), atol=TOLERANCE)
 
 
 def test_export_retrain_format_torchscript_serves_without_depthsearch(tmp_path: Path) -> None:
@@ -54,12 +60,15 @@ def test_export_retrain_format_torchscript_serves_without_depthsearch(tmp_path: 
             "--retrain",
             "--format",
             "torchscript",
+            "--format",
+            "onnx",
             "-o",
             str(out),
         ],
     )
     assert result.exit_code == 0, result.output
     assert f"wrote {out / 'model.ts'} (TorchScript" in result.output
+    assert f"wrote {out / 'model.onnx'} (ONNX" in result.output
     x = torch.randn(4, 12, load_model(out).config.input_size)
     torch.save(x, tmp_path / "x.pt")
     with torch.inference_mode():
@@ -70,13 +79,19 @@ def test_export_retrain_format_torchscript_serves_without_depthsearch(tmp_path: 
         "import sys, torch\n"
         "assert 'depthsearch' not in sys.modules\n"
         f"m = torch.jit.load({str(out / 'model.ts')!r})\n"
-        f"torch.save(m(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
+        f"torch.save(m(x), {str(tmp_path / 'y.pt')!r})\n"
+        "import onnxruntime\n"
+        f"s = onnxruntime.InferenceSession({str(out / 'model.onnx')!r})\n"
+        "y = torch.from_numpy(s.run(None, {'x': x.numpy()})[0])\n"
+        f"torch.save(y, {str(tmp_path / 'y_onnx.pt')!r})\n"
     )
     done = subprocess.run(
         [sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     assert torch.allclose(torch.load(tmp_path / "y.pt"), expected, atol=TOLERANCE)
+    assert torch.allclose(torch.load(tmp_path / "y_onnx.pt"), expected, atol=TOLERANCE)
     refused = CliRunner().invoke(
         main, ["export", "--study", "ts", "--storage", url, "--format", "torchscript"]
     )

@@ -447,8 +447,19 @@ def test_classification_end_to_end_with_two_launched_workers(
     assert "Confusion matrix of trial" in page and "best accuracy" in page
     assert (tmp_path / "report" / "accuracy.png").is_file()
     out = tmp_path / "best"
-    said = cli("export", "--study", name, "--storage", url, "--retrain", "-o", str(out))
-    assert "val_accuracy=" in said
+    said = cli(
+        "export",
+        "--study",
+        name,
+        "--storage",
+        url,
+        "--retrain",
+        "--format",
+        "onnx",
+        "-o",
+        str(out),
+    )
+    assert "val_accuracy=" in said and "model.onnx (ONNX" in said
     # Sequences the study never saw: one row per id, a label and a probability per class.
     fresh = _sequences(tmp_path / "new.csv", n=30, seed=9).drop(columns=["label", "score"])
     fresh.sample(frac=1.0, random_state=1).to_csv(tmp_path / "new.csv", index=False)
@@ -461,6 +472,20 @@ def test_classification_end_to_end_with_two_launched_workers(
     accuracy = float((pred["label"] == truth).mean())
     retrained = json.loads((out / "config.json").read_text())["retrain"]["val_accuracy"]
     assert accuracy >= min(promised, retrained) - 0.15, (accuracy, promised, retrained)
+    # The ONNX file under ONNX Runtime: the same answers (sequences of many lengths).
+    cli(
+        "predict",
+        str(out),
+        "--csv",
+        str(tmp_path / "new.csv"),
+        "--runtime",
+        "onnxruntime",
+        "-o",
+        str(tmp_path / "p_onnx.csv"),
+    )
+    by_onnx = pd.read_csv(tmp_path / "p_onnx.csv")
+    assert list(by_onnx["label"]) == list(pred["label"])
+    np.testing.assert_allclose(by_onnx["prob_up"], pred["prob_up"], atol=1e-5)
 
 
 PANEL = """

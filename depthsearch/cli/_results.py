@@ -44,9 +44,17 @@ from depthsearch.errors import InputError
 @click.option(
     "--format",
     "formats",
-    type=click.Choice(["torchscript"]),
+    type=click.Choice(["torchscript", "onnx"]),
     multiple=True,
-    help="With --retrain: also write the model as TorchScript (model.ts), checked against it.",
+    help="With --retrain: also write the model as TorchScript (model.ts) or ONNX "
+    "(model.onnx), checked against it; repeat for both.",
+)
+@click.option(
+    "--register",
+    metavar="NAME",
+    default=None,
+    help="With --retrain: log the model to the study's MLflow server ([tracking] mlflow) and "
+    "register it in the Model Registry as NAME.",
 )
 @data_option
 @_user_errors
@@ -57,6 +65,7 @@ def export(
     pick: str,
     retrain: bool,
     formats: tuple[str, ...],
+    register: str | None,
     data_path: str | None,
 ) -> None:
     """Write the picked trial's model config, training config, metrics and origin.
@@ -68,13 +77,20 @@ def export(
     from depthsearch.storage import resolve_storage
 
     parse_pick(pick)  # a wrong pick is refused before anything is read
-    if formats and not retrain:
-        raise InputError("--format writes a retrained model: add --retrain")
+    if (formats or register is not None) and not retrain:
+        which = "--format" if formats else "--register"
+        raise InputError(f"{which} takes a retrained model: add --retrain")
     url = resolve_storage(storage)
     if retrain:
         folder = output or "best"
         doc = retrain_best(
-            study_name, url, folder, pick=pick, data_path=data_path, formats=formats
+            study_name,
+            url,
+            folder,
+            pick=pick,
+            data_path=data_path,
+            formats=formats,
+            register=register,
         )
         from depthsearch.search.trials import metrics_text
 
@@ -102,12 +118,21 @@ def export(
                 if isinstance(v, dict)
             )
             click.echo(f"confirmed over {c['seeds']} seeds (95% CI): {means}")
-        if "exports" in doc:
-            ts = doc["exports"]["torchscript"]
+        served = {
+            "torchscript": "TorchScript: torch.jit.load, no depthsearch needed",
+            "onnx": "ONNX: ONNX Runtime or any ONNX server, no depthsearch needed",
+        }
+        for name, made in doc.get("exports", {}).items():
             click.echo(
-                f"wrote {where / ts['file']} (TorchScript: torch.jit.load, no depthsearch "
-                f"needed); checked: it matches the model within {ts['max_abs_diff']:.2g} on "
-                "random inputs of 4 batch sizes and lengths"
+                f"wrote {where / made['file']} ({served[name]}); checked: it matches the "
+                f"model within {made['max_abs_diff']:.2g} on random inputs of 4 batch sizes "
+                "and lengths"
+            )
+        if "registered" in doc:
+            reg = doc["registered"]
+            click.echo(
+                f"registered {reg['model_uri']} in MLflow at {reg['tracking_uri']} (run "
+                f"{reg['run_id']}): mlflow.pytorch.load_model({reg['model_uri']!r})"
             )
         return
     path = output or "best.json"
@@ -138,13 +163,20 @@ def export(
     type=click.Path(dir_okay=False),
     help="Output CSV (default: stdout).",
 )
+@click.option(
+    "--runtime",
+    type=click.Choice(["torch", "onnxruntime"]),
+    default="torch",
+    show_default=True,
+    help="Run model.pt with PyTorch, or model.onnx (export --format onnx) with ONNX Runtime.",
+)
 @_user_errors
-def predict(model_dir: str, csv_path: str, output: str | None) -> None:
+def predict(model_dir: str, csv_path: str, output: str | None, runtime: str) -> None:
     """Predict with a model saved by `export --retrain`: one row per window of a forecast
     (per series of a panel), per id (or NPZ sequence) of a classification or regression."""
     from depthsearch.learn.predictor import predict_csv
 
-    frame = predict_csv(model_dir, csv_path)
+    frame = predict_csv(model_dir, csv_path, runtime=runtime)
     if output is None:
         click.echo(frame.to_csv(index=False), nl=False)
         return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -43,7 +43,7 @@ def autocast_for(device: torch.device, amp: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def run_batch(model: nn.Module, x: Tensor, lengths: Tensor | None) -> Tensor:
+def run_batch(model: Callable[..., Tensor], x: Tensor, lengths: Tensor | None) -> Tensor:
     """The model on a batch; sequences of different lengths packed, the batch cut to its
     longest sequence."""
     if lengths is None:

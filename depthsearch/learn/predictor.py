@@ -18,13 +18,17 @@ from depthsearch.errors import InputError
 from depthsearch.learn.data import load_frame
 from depthsearch.learn.evaluate import run_batch
 from depthsearch.learn.model import StackedLSTM
+from depthsearch.learn.portable import ONNX_FILE, OnnxModel
 from depthsearch.learn.saved import Forecaster, load_model, read_retrained
 from depthsearch.learn.scaling import Scaler, column_stats, fit_scaler, training_rows
 from depthsearch.learn.sources import groups, read_npz, read_table
 from depthsearch.learn.tasks import pad_sequences
 from depthsearch.spec import DataSpec
 
-__all__ = ["Predictor", "predict_csv"]
+__all__ = ["RUNTIMES", "Predictor", "predict_csv"]
+
+#: What runs the model: PyTorch (``model.pt``) or ONNX Runtime (``model.onnx``).
+RUNTIMES = ("torch", "onnxruntime")
 
 _log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: StackedLSTM,
+        model: StackedLSTM | OnnxModel,
         scaler: Scaler,
         data: Mapping[str, Any],
         *,
@@ -55,13 +59,17 @@ class Predictor:
         self.classes = classes
 
     @classmethod
-    def load(cls, directory: str | Path) -> Predictor:
-        """From a folder written by ``depthsearch export --retrain``."""
+    def load(cls, directory: str | Path, *, runtime: str = "torch") -> Predictor:
+        """From a folder written by ``depthsearch export --retrain``; ``runtime``
+        ``"onnxruntime"`` runs its ``model.onnx`` (``--format onnx``) with ONNX Runtime
+        instead of PyTorch."""
         folder = Path(directory)
         doc = read_retrained(folder)
         task = doc.get("task", {})
+        if runtime not in RUNTIMES:
+            raise InputError(f"unknown runtime {runtime!r}; allowed are {list(RUNTIMES)}")
         return cls(
-            load_model(folder),
+            load_model(folder) if runtime == "torch" else OnnxModel(folder / ONNX_FILE),
             Scaler.from_dict(doc["scaler"]),
             doc.get("data", {}),
             kind=str(task.get("kind", "forecast")),
@@ -207,7 +215,7 @@ def _forecast_file(predictor: Predictor, spec: DataSpec) -> pd.DataFrame:
     return out.rename_axis(out.index.name or "row").reset_index()
 
 
-def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
+def predict_csv(directory: str | Path, csv: str | Path, *, runtime: str = "torch") -> pd.DataFrame:
     """Predictions of a saved model for a file in the study's format (CSV, Parquet or NPZ):
     see :meth:`Predictor.predict`.
 
@@ -216,4 +224,4 @@ def predict_csv(directory: str | Path, csv: str | Path) -> pd.DataFrame:
     ``row``, the 0-based row number) and ``{target}+1`` ... ``{target}+horizon`` in the
     target's own units.
     """
-    return Predictor.load(directory).predict(csv)
+    return Predictor.load(directory, runtime=runtime).predict(csv)

@@ -20,6 +20,7 @@ import torch
 from depthsearch.errors import InputError
 from depthsearch.learn.data import Scaler, input_windows
 from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
+from depthsearch.learn.portable import OnnxModel
 
 __all__ = [
     "CONFIG_FILE",
@@ -173,7 +174,9 @@ class Forecaster:
     inputs, runs the model and turns the outputs back into the target's units.
     """
 
-    def __init__(self, model: StackedLSTM, scaler: Scaler, window: int, horizon: int) -> None:
+    def __init__(
+        self, model: StackedLSTM | OnnxModel, scaler: Scaler, window: int, horizon: int
+    ) -> None:
         self.model = model
         self.scaler = scaler
         self.window = window

@@ -21,6 +21,8 @@ from depthsearch.search.objective import fit_options
 from depthsearch.search.trials import best_trial, metric_names
 from depthsearch.storage import mask_url
 from depthsearch.studies import open_study, read_spec
+from depthsearch.tracking import ENV_VAR as TRACKING_ENV
+from depthsearch.tracking import PARENT_ATTR, target_of
 
 __all__ = [
     "best_config",
@@ -229,10 +231,13 @@ def retrain_best(
     pick: str = "best",
     data_path: str | None = None,
     formats: tuple[str, ...] = (),
+    register: str | None = None,
 ) -> dict[str, Any]:
     """Trains the picked trial's config again and saves ``model.pt`` and ``config.json``;
-    ``formats``: also ``torchscript`` (``model.ts``, checked against the model; see
-    :func:`depthsearch.learn.portable.write_torchscript`).
+    ``formats``: also ``torchscript`` (``model.ts``) and/or ``onnx`` (``model.onnx``), each
+    checked against the model (see :mod:`depthsearch.learn.portable`). ``register``: also
+    log the model to the study's MLflow server and register it under that name
+    (:func:`depthsearch.results.registry.register_model`; the result under ``registered``).
 
     The model trains on the study's own data and split (its training windows), with the
     trial's seed, learning rate and batch size, for the trial's ``best_epoch`` epochs: on the
@@ -250,6 +255,12 @@ def retrain_best(
 
     doc = best_config(study_name, storage_url, pick=pick)
     spec = read_spec(study_name, storage_url, data_path=data_path)
+    target = target_of(spec, storage=mask_url(storage_url))
+    if register is not None and target is None:
+        raise InputError(
+            f"--register needs an MLflow server: set [tracking] mlflow in the study file or "
+            f"{TRACKING_ENV}"
+        )
     device = resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
     train = doc["train"]
@@ -291,15 +302,36 @@ def retrain_best(
     doc["scaler"] = data.scaler.to_dict()
     if data.classes:
         doc["task"]["classes"] = list(data.classes)
-    if "torchscript" in formats:
-        from depthsearch.learn.portable import write_torchscript
+    if formats:
+        from depthsearch.learn.portable import (
+            ONNX_FILE,
+            TORCHSCRIPT_FILE,
+            write_onnx,
+            write_torchscript,
+        )
 
+        writers = {
+            "torchscript": (write_torchscript, TORCHSCRIPT_FILE),
+            "onnx": (write_onnx, ONNX_FILE),
+        }
         folder = Path(output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         length = spec.data.window if spec.task.kind == "forecast" else int(data.x_train.shape[1])
-        worst = write_torchscript(
-            model, folder / "model.ts", input_size=cfg.input_size, length=length
-        )
-        doc["exports"] = {"torchscript": {"file": "model.ts", "max_abs_diff": worst}}
+        doc["exports"] = {}
+        for name in formats:
+            write, file = writers[name]
+            worst = write(model, folder / file, input_size=cfg.input_size, length=length)
+            doc["exports"][name] = {"file": file, "max_abs_diff": worst}
     save_model(model, doc, output_dir)
+    if register is not None:
+        assert target is not None
+        from depthsearch.learn.saved import CONFIG_FILE
+        from depthsearch.results.registry import register_model
+
+        parent = open_study(study_name, storage_url).user_attrs.get(PARENT_ATTR)
+        example = data.x_val[:4] if len(data.x_val) else data.x_train[:4]
+        doc["registered"] = register_model(
+            target, register, model, Path(output_dir), doc, example.numpy(), parent=parent
+        )
+        write_document(Path(output_dir) / CONFIG_FILE, doc)
     return doc

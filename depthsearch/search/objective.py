@@ -21,6 +21,7 @@ from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState
 from depthsearch.search import trials as keys
 from depthsearch.search.confirm import CONFIRM_SEED, is_confirm
 from depthsearch.search.reporting import (
+    Epoch,
     InlineReporter,
     PrunedAt,
     Reporter,
@@ -31,6 +32,7 @@ from depthsearch.search.reporting import (
 )
 from depthsearch.search.resume import CheckpointStore, StateWriter
 from depthsearch.search.space import suggest
+from depthsearch.search.trials import retried_trials
 from depthsearch.spec import StudySpec, TrainSpec
 
 __all__ = ["Objective", "fit_options", "retried_trials", "trial_seed"]
@@ -45,13 +47,6 @@ def trial_seed(study_seed: int, trial: optuna.Trial | optuna.trial.FrozenTrial) 
         original = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     number = original if original is not None else trial.number
     return (study_seed + number) % (2**31)
-
-
-def retried_trials(trial: optuna.trial.FrozenTrial) -> list[int]:
-    """The numbers of the trials this one retries, the first failed one first ([] if none)."""
-    with quiet_experimental():
-        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
-    return [int(n) for n in history]
 
 
 def fit_options(
@@ -226,7 +221,8 @@ class Objective:
             if confirm and self.data.has_test and run.best is result:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if reporter is not None:
-                reporter.submit((result.epoch, result.val_loss))
+                numbers = (("train_loss", result.train_loss), *result.metrics.items())
+                reporter.submit(Epoch(result.epoch, result.val_loss, numbers))
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 import optuna
 
 __all__ = [
+    "Epoch",
     "InlineReporter",
     "Item",
     "PrunedAt",
@@ -36,8 +37,20 @@ __all__ = [
 
 #: Wraps a storage call (retries while the database is away); identity by default.
 Retry = Callable[[Callable[[], Any], str], Any]
-#: What a trial reports: user attributes to set, or ``(epoch, val_loss)``.
-Item = dict[str, Any] | tuple[int, float]
+
+
+class Epoch(NamedTuple):
+    """An epoch's report: its validation loss (what the pruner reads), and the epoch's other
+    numbers (``train_loss``, a classification's ``val_accuracy``...) for a tracker."""
+
+    epoch: int
+    val_loss: float
+    metrics: tuple[tuple[str, float], ...] = ()
+
+
+#: What a trial reports: user attributes to set, or an epoch (``(epoch, val_loss)`` or
+#: :class:`Epoch`).
+Item = dict[str, Any] | tuple[int, float] | Epoch
 
 
 class Verdict(NamedTuple):
@@ -90,7 +103,7 @@ class TrialReports:
             if isinstance(item, dict):
                 save_attrs(trial, item, self.retry)
                 return
-            epoch, val_loss = item
+            epoch, val_loss = item[0], item[1]
             self.retry(functools.partial(trial.report, val_loss, epoch), "reporting an epoch")
             # Epochs that finish before training hears "stop" are still reported.
             if (

@@ -13,6 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from depthsearch._optuna import quiet_experimental
+
 __all__ = [
     "BEST_EPOCH",
     "CLASSES",
@@ -43,6 +45,7 @@ __all__ = [
     "describe_front",
     "metric_names",
     "metrics_text",
+    "retried_trials",
     "trial_cost",
     "trial_curve",
     "trial_layers",
@@ -189,3 +192,10 @@ def metric_names(study: optuna.Study) -> list[str]:
     """The study's objective names (``val_loss`` alone where none were set)."""
     names = study.metric_names
     return list(names) if names else ["val_loss"]
+
+
+def retried_trials(trial: FrozenTrial) -> list[int]:
+    """The numbers of the trials this one retries, the first failed one first ([] if none)."""
+    with quiet_experimental():
+        history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    return [int(n) for n in history]

@@ -16,6 +16,7 @@ from depthsearch.spec._spec import (
     SpaceSpec,
     StudySpec,
     TaskSpec,
+    TrackingSpec,
     TrainSpec,
     WorkersSpec,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "SpaceSpec",
     "StudySpec",
     "TaskSpec",
+    "TrackingSpec",
     "TrainSpec",
     "WorkersSpec",
     "file_sha256",

@@ -35,6 +35,7 @@ __all__ = [
     "SpaceSpec",
     "StudySpec",
     "TaskSpec",
+    "TrackingSpec",
     "TrainSpec",
     "WorkersSpec",
     "check_objectives",
@@ -203,6 +204,31 @@ class ConfirmSpec:
         validate_fields(self, self.TABLE)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrackingSpec:
+    """Where the trials are also logged: ``mlflow``, an MLflow tracking URI (``http://host:5000``,
+    ``file:///path``, ...; the environment's ``DEPTHSEARCH_MLFLOW_URI`` wins over it), and the
+    ``experiment`` (default: the study's name). Neither changes a trial: a study resumes with
+    another tracking table."""
+
+    TABLE: ClassVar[str] = "tracking"
+
+    mlflow: str | None = None
+    experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("mlflow", "experiment"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise table_error(
+                    self.TABLE, key, f"must be a non-empty string, but got {value!r}"
+                )
+
+    def to_dict(self) -> dict[str, str]:
+        """The keys that are set (TOML has no null)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
 def check_objectives(raw: Any) -> tuple[str, ...]:
     """``[study] objectives`` as stored: known names, each once, ``val_loss`` first.
 
@@ -249,6 +275,7 @@ class StudySpec:
     pruner: PrunerSpec = PrunerSpec()
     workers: WorkersSpec = WorkersSpec()
     confirm: ConfirmSpec = ConfirmSpec()
+    tracking: TrackingSpec = TrackingSpec()
     source: str = dataclasses.field(default="<dict>", compare=False)
     objectives: tuple[str, ...] = ("val_loss",)
 
@@ -351,4 +378,5 @@ class StudySpec:
             },
             "workers": dataclasses.asdict(self.workers),
             "confirm": dataclasses.asdict(self.confirm),
+            "tracking": self.tracking.to_dict(),
         }

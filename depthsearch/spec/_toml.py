@@ -35,6 +35,7 @@ from depthsearch.spec._spec import (
     SpaceSpec,
     StudySpec,
     TaskSpec,
+    TrackingSpec,
     TrainSpec,
     WorkersSpec,
     check_objectives,
@@ -57,6 +58,7 @@ _TABLES = (
     "pruner",
     "workers",
     "confirm",
+    "tracking",
 )
 _TABLE_KEYS = (
     "source",
@@ -302,6 +304,7 @@ def _parse(doc: Mapping[str, Any], base: Path | None) -> StudySpec:
         pruner=_pruner(doc, len(objectives) > 1),
         workers=_workers(doc, base),
         confirm=ConfirmSpec(**_table(doc, "confirm", _fields(ConfirmSpec))),
+        tracking=TrackingSpec(**_table(doc, "tracking", _fields(TrackingSpec))),
     )
 
 

@@ -10,9 +10,11 @@ from typing import Any, NamedTuple
 
 from depthsearch.search.reporting import Item, Verdict
 from depthsearch.spec import StudySpec
+from depthsearch.tracking import Target
 
 __all__ = [
     "Begin",
+    "Ended",
     "Exit",
     "Failed",
     "Init",
@@ -35,6 +37,8 @@ class Init(NamedTuple):
     study_name: str
     log_level: int
     optuna_verbosity: int
+    #: Where the trials are also logged (MLflow), if anywhere.
+    tracking: Target | None = None
 
 
 class Begin(NamedTuple):
@@ -56,6 +60,12 @@ class Sync(NamedTuple):
 
     trial_id: int
     upto: int
+
+
+class Ended(NamedTuple):
+    """The worker told this trial's end (its state is in the study)."""
+
+    trial_id: int
 
 
 class Exit(NamedTuple):

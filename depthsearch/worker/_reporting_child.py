@@ -15,18 +15,22 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import optuna
 
 from depthsearch.errors import RuntimeFailure
-from depthsearch.search.compat import trial_for_id
+from depthsearch.search.compat import study_storage, trial_for_id
 from depthsearch.search.pruners import make_pruner
-from depthsearch.search.reporting import Retry, TrialReports
-from depthsearch.storage import load_all_trials, open_storage, retry_for
+from depthsearch.search.reporting import Epoch, Retry, TrialReports
+from depthsearch.search.trials import retried_trials
+from depthsearch.storage import load_all_trials, open_storage, retry_for, storage_lock
+from depthsearch.tracking import PARENT_ATTR, Tracker, TrialRecord
 from depthsearch.worker._messages import (
     Begin,
+    Ended,
     Exit,
     Failed,
     Init,
@@ -93,9 +97,60 @@ def _open(init: Init, retry: Retry) -> optuna.Study:
     return study
 
 
+def _tracker(init: Init, study: optuna.Study, retry: Retry) -> Tracker | None:
+    """The MLflow tracker of this worker's trials, when the study names a server."""
+    target = init.tracking
+    if target is None:
+        return None
+    storage = study_storage(study)
+
+    def read(trial_id: int) -> TrialRecord:
+        frozen = retry(functools.partial(storage.get_trial, trial_id), "reading the trial")
+        retries = retried_trials(frozen)
+        return TrialRecord(
+            number=frozen.number,
+            state=frozen.state.name,
+            params=dict(frozen.params),
+            user_attrs=dict(frozen.user_attrs),
+            intermediate=dict(frozen.intermediate_values),
+            retry_of=retries[-1] if retries else None,
+        )
+
+    def claim(
+        fits: Callable[[object], bool], create: Callable[[], dict[str, str]]
+    ) -> dict[str, str]:
+        # One parent run for every worker of the study: created under the study's lock.
+        with storage_lock(init.url, scope=f"mlflow:{init.study_name}"):
+            known = retry(lambda: study.user_attrs, "reading the study").get(PARENT_ATTR)
+            if fits(known):
+                return dict(known)
+            made = create()
+            retry(lambda: study.set_user_attr(PARENT_ATTR, made), "saving the MLflow run")
+            return made
+
+    # MLflow's and its HTTP client's own chatter (a retry warning per request to a lost
+    # server) stays out of the worker's log: the tracker says what matters once.
+    logging.getLogger("mlflow").setLevel(max(logging.WARNING, init.log_level))
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    spec = init.spec
+    settings = {
+        "n_trials": spec.n_trials,
+        "task": spec.task.kind,
+        "objectives": ",".join(spec.objectives),
+        "sampler": spec.sampler.kind,
+        "pruner": spec.pruner.kind,
+        "data": spec.data.path or spec.data.source,
+        "max_epochs": spec.train.max_epochs,
+    }
+    return Tracker(target, read_trial=read, claim_parent=claim, parent_params=settings)
+
+
 def _serve(rx: Connection, tx: Connection) -> None:
+    lock = threading.Lock()  # the tracker's thread logs too: one message at a time
+
     def send(message: Answer) -> None:
-        tx.send(message)
+        with lock:
+            tx.send(message)
 
     try:
         init = rx.recv()
@@ -115,6 +170,24 @@ def _serve(rx: Connection, tx: Connection) -> None:
         send(Ready())
     except Exception as e:
         failed = _portable(e)
+    tracker = _tracker(init, study, retry) if study is not None else None
+    try:
+        _answer(rx, send, study, failed, retry, tracker)
+    finally:
+        if tracker is not None and not tracker.close():
+            logging.getLogger(__name__).warning(
+                "MLflow at %s did not take the last runs in time", tracker.target.uri
+            )
+
+
+def _answer(
+    rx: Connection,
+    send: Callable[[Answer], None],
+    study: optuna.Study | None,
+    failed: BaseException | None,
+    retry: Retry,
+    tracker: Tracker | None,
+) -> None:
     reports: TrialReports | None = None
     current = -1
     while True:
@@ -124,6 +197,10 @@ def _serve(rx: Connection, tx: Connection) -> None:
             return
         if isinstance(message, Exit):
             return
+        if isinstance(message, Ended):
+            if tracker is not None:
+                tracker.end(message.trial_id)
+            continue
         if isinstance(message, Begin):
             current, reports = message.trial_id, None
             if study is None:  # it could not open the study: say why, for every trial
@@ -135,11 +212,17 @@ def _serve(rx: Connection, tx: Connection) -> None:
                 send(Failed(current, _portable(e)))
                 continue
             reports = TrialReports(trial, retry, prunes=message.prunes)
+            if tracker is not None:
+                tracker.begin(current)
         elif isinstance(message, Submit):
             if reports is None or message.trial_id != current:
                 continue
             pruned, error = reports.pruned, reports.error
-            reports.handle(message.item)
+            item = message.item
+            reports.handle(item)
+            if tracker is not None and isinstance(item, tuple):
+                numbers = dict(item.metrics) if isinstance(item, Epoch) else {}
+                tracker.epoch(current, int(item[0]), {"val_loss": float(item[1]), **numbers})
             if reports.error is not None and error is None:
                 send(Failed(current, _portable(reports.error)))
             if reports.pruned is not None and pruned is None:

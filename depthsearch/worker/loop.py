@@ -96,6 +96,7 @@ class TrialLoop:
         checkpoints: Checkpoints | None = None,
         for_good: Callable[[], bool] = lambda: False,
         only_waiting: bool = False,
+        told: Callable[[int], None] | None = None,
     ) -> None:
         self.study = study
         self.spec = spec
@@ -106,6 +107,8 @@ class TrialLoop:
         #: Whether the user asked that an interrupted trial be dropped, not resumed.
         self.for_good = for_good
         self.only_waiting = only_waiting  # only queued trials (`confirm --wait`), no new one
+        #: Hears each trial's id once its end is in the study (the tracker ends its run).
+        self.told = told
         self.storage = study_storage(study)
         self.rdb = rdb_backend(self.storage) is not None
         self.dialect = dialect_of(storage_url)
@@ -345,6 +348,8 @@ class TrialLoop:
                 _log.warning("trial %d was already %s", trial.number, frozen.state.name)
 
         (retry or self.retry)(do, f"saving trial {trial.number}")
+        if self.told is not None:
+            self.told(trial_id(trial))
 
     def failed_copy(
         self, trial: optuna.Trial, retry: Callable[[Callable[[], Any], str], Any] | None = None

@@ -36,8 +36,10 @@ from depthsearch.errors import RuntimeFailure
 from depthsearch.search.compat import trial_id
 from depthsearch.search.reporting import Item, Reporter, Verdict, raise_for
 from depthsearch.spec import StudySpec
+from depthsearch.tracking import Target
 from depthsearch.worker._messages import (
     Begin,
+    Ended,
     Exit,
     Failed,
     Init,
@@ -128,10 +130,14 @@ class ReportingProcess:
         spec: the study's spec (its pruner is rebuilt there; ``db_wait`` applies there too).
         url: the storage URL the worker uses.
         study_name: the study to report to.
+        tracking: where the trials are also logged (MLflow), by a thread of that process.
     """
 
-    def __init__(self, spec: StudySpec, url: str, study_name: str) -> None:
+    def __init__(
+        self, spec: StudySpec, url: str, study_name: str, *, tracking: Target | None = None
+    ) -> None:
         self._init = (spec, url, study_name)
+        self.tracking = tracking
         self._lock = threading.Lock()
         self._current: _ProcessReporter | None = None
         self._lost: RuntimeFailure | None = None
@@ -179,7 +185,7 @@ class ReportingProcess:
         self._receiver.start()
         level = logging.getLogger("depthsearch").getEffectiveLevel()
         spec, url, name = self._init
-        self._send(Init(spec, url, name, level, optuna.logging.get_verbosity()))
+        self._send(Init(spec, url, name, level, optuna.logging.get_verbosity(), self.tracking))
 
     def __enter__(self) -> ReportingProcess:
         return self
@@ -223,6 +229,12 @@ class ReportingProcess:
             self._current = reporter
         self._send(Begin(reporter.trial_id, prunes))
         return reporter
+
+    def ended(self, trial_id: int) -> None:
+        """The trial's end is told: its tracked run ends too (nothing without tracking)."""
+        if self.tracking is not None:
+            with contextlib.suppress(OSError):  # it died: the next trial restarts it
+                self._tx.send(Ended(trial_id))
 
     def close(self, timeout: float = 30.0) -> None:
         """Asks the process to exit once it has written everything, and waits for it."""

@@ -30,6 +30,7 @@ from depthsearch.storage import (
     retry_for,
 )
 from depthsearch.studies import create_study
+from depthsearch.tracking import target_of
 from depthsearch.worker.checkpoints import open_checkpoints
 from depthsearch.worker.confirm import confirm_at_end
 from depthsearch.worker.loop import BudgetMet, Finished, TrialLoop, Wait, WorkerResult
@@ -261,9 +262,14 @@ def run_worker(
                 torch_device, threads or spec.train.threads, tune_allocator=tune_process
             )
         )
-        # Started first: it imports Optuna while this process loads the data.
+        # Started first: it imports Optuna while this process loads the data. A
+        # multi-objective study reports nothing while it trains (Optuna prunes none), but
+        # its trials are tracked from there too.
+        tracking = target_of(spec, storage=mask_url(storage_url))
         reporting = (
-            None if spec.multi_objective else ReportingProcess(spec, storage_url, study.study_name)
+            None
+            if spec.multi_objective and tracking is None
+            else ReportingProcess(spec, storage_url, study.study_name, tracking=tracking)
         )
         if reporting is not None:
             held.enter_context(reporting)
@@ -304,6 +310,7 @@ def run_worker(
             checkpoints=checkpoints,
             for_good=signals.for_good,
             only_waiting=only_waiting,
+            told=reporting.ended if reporting is not None else None,
         )
         result = WorkerResult()
         started = time.monotonic()

@@ -1,0 +1,137 @@
+"""``export --retrain --register NAME``: the retrained model in MLflow's Model Registry.
+
+The model is logged with ``mlflow.pytorch`` as TorchScript (the archive ``--format
+torchscript`` writes, checked against the model first), so ``mlflow.pytorch.load_model`` and
+MLflow's own serving run it without depthsearch; the folder ``export`` wrote (``config.json``
+with the scaler, ``model.pt``) goes beside it as artifacts, the retrain's metrics and the
+model's config as the run's metrics and parameters. The run sits in the study's experiment,
+under the study's run when the workers logged one.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from depthsearch.errors import InputError, RuntimeFailure
+from depthsearch.learn.portable import TOLERANCE
+from depthsearch.tracking import Target
+from depthsearch.tracking.runs import CLIENT_ENV
+
+__all__ = ["register_model"]
+
+
+def _mlflow() -> Any:
+    for key, value in CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        import mlflow
+    except ImportError:
+        raise InputError("--register needs MLflow: pip install 'depthsearch[mlflow]'") from None
+    return mlflow
+
+
+def _script_format(log_model: Any) -> dict[str, str]:
+    """MLflow 3 saves ``pt2`` (torch.export) by default, which refuses a TorchScript module:
+    it is saved as TorchScript (``pickle``, MLflow's name for ``torch.jit.save`` there)."""
+    if "serialization_format" in inspect.signature(log_model).parameters:
+        return {"serialization_format": "pickle"}
+    return {}
+
+
+def register_model(
+    target: Target,
+    name: str,
+    model: nn.Module,
+    folder: Path,
+    doc: dict[str, Any],
+    example: np.ndarray,
+    *,
+    parent: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Logs ``model`` (with ``example``, a few of the study's inputs, as its input example and
+    a signature of any batch size and length) and registers it as ``name``; returns
+    ``{name, version, run_id, model_uri}``.
+
+    Raises:
+        InputError: MLflow is not installed, or ``name`` is empty.
+        RuntimeFailure: the tracking server refused or did not answer (the exported folder
+            is kept).
+    """
+    if not name.strip():
+        raise InputError("--register needs a model name, but got an empty one")
+    mlflow = _mlflow()
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    source = copy.deepcopy(model).to("cpu").eval()
+    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing is "deprecated" in favour of torch.export
+        traced = torch.jit.trace(source, x, check_trace=False)  # type: ignore[no-untyped-call]
+    with torch.inference_mode():
+        gap = float((traced(x) - source(x)).abs().max())
+        outputs = source(x).numpy()
+    if gap > TOLERANCE:
+        raise RuntimeFailure(f"the traced model differs from the model by {gap:.3g}")
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, int(x.shape[2])))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(outputs.shape[1])))]),
+    )
+    origin = doc.get("origin", {})
+    tags = {
+        "depthsearch.study": target.study,
+        "depthsearch.trial": str(origin.get("trial")),
+        "depthsearch.role": "export",
+        "depthsearch.storage": target.storage,
+    }
+    if parent and parent.get("uri") == target.uri and parent.get("run_id"):
+        tags["mlflow.parentRunId"] = str(parent["run_id"])
+    retrain = doc.get("retrain", {})
+    metrics = {
+        f"retrain_{k}": float(v)
+        for k, v in retrain.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    params = {f"model.{k}": v for k, v in doc.get("model", {}).items()}
+    try:
+        mlflow.set_tracking_uri(target.uri)
+        mlflow.set_experiment(target.experiment)
+        with mlflow.start_run(
+            run_name=f"export trial {origin.get('trial')} as {name}", tags=tags
+        ) as run:
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(folder), artifact_path="depthsearch")
+            info = mlflow.pytorch.log_model(
+                traced,
+                **_script_format(mlflow.pytorch.log_model),
+                name="model",
+                signature=signature,
+                input_example=np.ascontiguousarray(example, dtype=np.float32),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                registered_model_name=name,
+            )
+    except InputError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise RuntimeFailure(
+            f"MLflow at {target.uri} did not register {name!r} ({type(e).__name__}: {first}); "
+            f"the export in {folder} is complete"
+        ) from e
+    return {
+        "name": name,
+        "version": int(info.registered_model_version),
+        "run_id": run.info.run_id,
+        "model_uri": f"models:/{name}/{info.registered_model_version}",
+        "tracking_uri": target.uri,
+    }

@@ -1,0 +1,260 @@
+"""Trials in a real MLflow tracking server (``mlflow server``, SQLite backend, its own artifact
+folder, on a free local port): what two workers log, a server lost mid-study, a retry's link,
+and the Model Registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from depthsearch import load_model
+from depthsearch.tracking import Target, Tracker, TrialRecord
+
+from .conftest import Gate, _free_port, create_here, depthsearch_cmd, unique, write_study
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+# One server for the module (it takes seconds to start), on one xdist worker.
+pytestmark = pytest.mark.xdist_group("mlflow")
+
+
+class Server:
+    """``mlflow server`` in a process group of its own; stop() and start() again keep its
+    database and artifacts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+        log = (self.folder / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                exe,
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.folder / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"mlflow server did not start: {(self.folder / 'server.log').read_text()}"
+                )
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)  # uvicorn and its worker, as a crash
+        self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("mlflow"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _runs(client: MlflowClient, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r}"
+    return client.search_runs([found.experiment_id], max_results=1000)
+
+
+TRACKED = '\n[tracking]\nmlflow = "{uri}"\n'
+
+
+def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_registers(
+    tmp_path: Path, server: Server, pg_database: str
+) -> None:
+    url, name = pg_database, unique("tracked")
+    study_file = write_study(
+        tmp_path, name=name, n_trials=6, max_epochs=4, extra=TRACKED.format(uri=server.uri)
+    )
+    create_here(study_file, url)
+    proc = depthsearch_cmd("launch", "--study", name, "--storage", url, "--cpu-workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "is off for this worker" not in proc.stderr
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = {t.number: t for t in study.trials}
+    assert len(trials) == 6
+    client = MlflowClient(server.uri)
+    runs = _runs(client, name)
+    parents = [r for r in runs if r.data.tags.get("depthsearch.role") == "study"]
+    assert len(parents) == 1  # two workers, one study run
+    parent = parents[0].info.run_id
+    assert study.user_attrs["mlflow_parent_run"]["run_id"] == parent
+    by_trial = {
+        int(r.data.tags["depthsearch.trial"]): r
+        for r in runs
+        if "depthsearch.trial" in r.data.tags
+    }
+    assert sorted(by_trial) == sorted(trials)  # one run per trial, none twice
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}
+    for number, trial in trials.items():
+        run = by_trial[number]
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == parent
+        assert run.data.params == {k: str(v) for k, v in trial.params.items()}
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert {m.step: m.value for m in history} == trial.intermediate_values
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == len(history)
+        assert tags["depthsearch.state"] == trial.state.name
+        assert run.info.status == status[trial.state.name]
+        assert tags["seed"] == str(trial.user_attrs["seed"])
+        assert int(tags["worker_pid"]) == trial.user_attrs["worker_pid"]
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert tags["pruned_reason"] == trial.user_attrs["pruned_reason"]
+        else:
+            assert run.data.metrics["best_val_loss"] == pytest.approx(trial.value)
+            assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.user_attrs["val_rmse"])
+    assert len({r.data.tags["worker_pid"] for r in by_trial.values()}) == 2
+
+    out = tmp_path / "best"
+    said = depthsearch_cmd(
+        "export",
+        "--study",
+        name,
+        "--storage",
+        url,
+        "--retrain",
+        "--register",
+        name,
+        "-o",
+        str(out),
+    )
+    assert said.returncode == 0, said.stderr
+    assert f"registered models:/{name}/1 in MLflow at {server.uri}" in said.stdout
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    mlflow.set_tracking_uri(server.uri)
+    served = mlflow.pytorch.load_model(f"models:/{name}/1")
+    ours = load_model(out)
+    x = torch.randn(5, 8, ours.config.input_size)
+    with torch.inference_mode():
+        assert torch.allclose(served(x), ours(x), atol=1e-5)
+    version = client.get_model_version(name, "1")
+    assert client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
+    tmp_path: Path, server: Server, gate: Gate
+) -> None:
+    url, name = f"sqlite:///{tmp_path / 's.db'}", unique("lost")
+    study_file = write_study(
+        tmp_path, name=name, n_trials=4, max_epochs=3, extra=TRACKED.format(uri=server.uri)
+    )
+    gate.hold_at(2)  # the first trial waits after its epoch 2: its run is live by then
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "depthsearch"),
+            "run",
+            str(study_file),
+            "--storage",
+            url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gate.wait_held(1)
+        runs = _runs(MlflowClient(server.uri), name)
+        assert any(r.data.tags.get("depthsearch.trial") == "0" for r in runs)
+        server.stop()
+        gate.open()
+        _, err = worker.communicate(timeout=300)
+    finally:
+        worker.kill()
+        if server.process is None:
+            server.start()  # for the tests after this one
+    assert worker.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=url)
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert err.count("is off for this worker") == 1, err
+
+
+def _record(number: int, retry_of: int | None = None, state: str = "RUNNING") -> TrialRecord:
+    return TrialRecord(number, state, {"num_layers": 2}, {"seed": 7}, {}, retry_of)
+
+
+def test_a_retry_links_its_predecessors_run_and_ends_it_failed(server: Server) -> None:
+    records = {10: _record(0), 11: _record(1, retry_of=0)}
+    stored: dict[str, dict[str, str]] = {}
+
+    def claim(fits, create):  # type: ignore[no-untyped-def]
+        if not fits(stored.get("parent")):
+            stored["parent"] = create()
+        return stored["parent"]
+
+    target = Target(server.uri, unique("retry"), "retry-study", "sqlite:///x.db")
+    first = Tracker(target, read_trial=records.__getitem__, claim_parent=claim)
+    first.begin(10)
+    first.epoch(10, 1, {"val_loss": 0.5})
+    assert first.close()  # the worker died here: trial 0's run is left RUNNING
+    second = Tracker(target, read_trial=records.__getitem__, claim_parent=claim)
+    second.begin(11)
+    records[11] = _record(1, retry_of=0, state="COMPLETE")
+    second.end(11)
+    assert second.close() and first.off is None and second.off is None
+    client = MlflowClient(server.uri)
+    runs = {r.data.tags.get("depthsearch.trial"): r for r in _runs(client, target.experiment)}
+    dead, retry = runs["0"], runs["1"]
+    assert retry.data.tags["depthsearch.retry_of"] == "0"
+    assert retry.data.tags["depthsearch.retry_of_run"] == dead.info.run_id
+    assert dead.data.tags["depthsearch.retried_by_run"] == retry.info.run_id
+    assert (dead.info.status, dead.data.tags["depthsearch.state"]) == ("FAILED", "FAIL")
+    assert retry.info.status == "FINISHED"
+
+
+def test_an_unreachable_server_is_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    target = Target(f"http://127.0.0.1:{_free_port()}", "x", "x", "sqlite:///x.db")
+    records = {1: _record(0, state="COMPLETE")}
+    with caplog.at_level(logging.WARNING, logger="depthsearch"):
+        tracker = Tracker(target, read_trial=records.__getitem__, claim_parent=lambda f, c: c())
+        tracker.begin(1)
+        tracker.epoch(1, 1, {"val_loss": 0.5})
+        tracker.end(1)
+        assert tracker.close()
+    assert tracker.off is not None
+    warned = [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()]
+    assert len(warned) == 1 and "is off for this worker (no answer" in warned[0], warned
