@@ -28,7 +28,12 @@ milliseconds (``time.thread_time`` of the calling thread) per trial, and the CPU
 reporting process (per worker start and per trial), which runs beside training on another
 core: the storage work moved there, it did not vanish.
 
-    python benchmarks/overhead.py [--repeats 5] [--storage URL] [--threads 1,2]
+    python benchmarks/overhead.py [--repeats 5] [--storage URL] [--threads 1,2] [--mlflow local]
+
+With ``--mlflow URI`` (``local``: an ``mlflow server`` this script starts on a free port, SQLite
+backend, in a temporary folder) the running worker's middle trial is also timed with its trials
+logged to that server (``DEPTHSEARCH_MLFLOW_URI``), alternating with the untracked one; the
+``tracking_ratio=X`` line is the largest median ratio tracked / untracked.
 
 ``first_trial_ratio=X`` closes the fresh ``run`` table (the worst median ratio of a fresh
 ``run``'s first trial, over shapes and thread counts; ``--fresh-only`` prints that table alone);
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -50,6 +56,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +154,52 @@ def fresh_run(
     return [float(t.user_attrs["seconds_per_epoch"]) for t in trials]
 
 
+TRACKING_ENV = "DEPTHSEARCH_MLFLOW_URI"
+
+
+@contextlib.contextmanager
+def mlflow_server(uri: str | None, folder: Path) -> Iterator[str | None]:
+    """``uri`` as given, or for ``local`` an ``mlflow server`` started here (stopped after)."""
+    if uri != "local":
+        yield uri
+        return
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "mlflow-artifacts"),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    local = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{local}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield local
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait()
+
+
 def children_cpu() -> float:
     """CPU seconds of this process's reaped children (the reporting processes)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -224,6 +277,9 @@ def main() -> None:
     )
     parser.add_argument("--fresh-only", action="store_true", help="only the fresh `run` table")
     parser.add_argument("--no-fresh", action="store_true", help="skip the fresh `run` table")
+    parser.add_argument(
+        "--mlflow", default=None, help="also time trials logged to this MLflow URI ('local')"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import optuna
@@ -243,11 +299,11 @@ def main() -> None:
         "| one-trial worker s | ratio |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    ratios = []
+    ratios, tracked_ratios = [], []
     notes: list[str] = []
     breakdown: list[tuple[str, str, float, float]] = []
     small = ("", 0.0)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, mlflow_server(args.mlflow, Path(tmp)) as tracking:
         url = args.storage or f"sqlite:///{Path(tmp) / 'overhead.db'}"
         for threads in [] if args.fresh_only else counts:
             torch.set_num_threads(threads)
@@ -277,7 +333,7 @@ def main() -> None:
                 worker = Worker(create_study(spec, url), spec, url, data, threads)
                 worker.run(1), bare_loop(data, layers, hidden, batch, epochs)  # warm-up
                 worker.cpu.clear(), worker.calls.clear()
-                times: dict[str, list[float]] = {"bare": [], "trial": [], "one": []}
+                times: dict[str, list[float]] = {"bare": [], "trial": [], "one": [], "on": []}
                 child: dict[int, list[float]] = {1: [], 3: []}
                 for _ in range(args.repeats):
                     times["bare"].append(bare_loop(data, layers, hidden, batch, epochs))
@@ -287,10 +343,23 @@ def main() -> None:
                     one, cpu = worker.run(1)
                     times["one"].append(one)
                     child[1].append(cpu)
+                    if tracking is not None:
+                        os.environ[TRACKING_ENV] = tracking
+                        try:
+                            times["on"].append(worker.middle_trial()[0])
+                        finally:
+                            del os.environ[TRACKING_ENV]
                 b, t, o = (statistics.median(times[k]) for k in ("bare", "trial", "one"))
                 ratios.append(t / b)
                 cells = f"{b:.3f} | {t:.3f} | {t / b:.3f} | {o:.3f} | {o / b:.3f}"
                 print(f"| {label} | {threads} | {epochs} | {cells} |", flush=True)
+                if tracking is not None:
+                    on = statistics.median(times["on"])
+                    tracked_ratios.append(on / t)
+                    notes.append(
+                        f"{label}, {threads} thread(s): a trial logged to MLflow {on:.3f} s, "
+                        f"untracked {t:.3f} s: ratio {on / t:.3f}"
+                    )
                 if threads != counts[0]:
                     continue
                 start = statistics.median(child[1])
@@ -352,6 +421,8 @@ def main() -> None:
             print(f"| {thread} | {name} | {n:.2f} | {ms:.1f} |")
     total = sum(ms for *_, ms in breakdown)
     print(f"| all | | {sum(n for _, _, n, _ in breakdown):.1f} | {total:.1f} |")
+    if tracked_ratios:
+        print(f"tracking_ratio={max(tracked_ratios):.3f}")
     print(f"overhead_ratio={max(ratios):.3f}")
 
 

@@ -419,6 +419,9 @@ kind = "none"
 """
 
 
+# One backend each: the storage does not depend on the task's kind (the classification on
+# PostgreSQL, the panel on SQLite, the NPZ regression on SQLite).
+@pytest.mark.parametrize("fresh_storage_url", ["postgresql"], indirect=True)
 def test_classification_end_to_end_with_two_launched_workers(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:
@@ -519,8 +522,7 @@ kind = "none"
 """
 
 
-# One backend each (the classification runs on both): the storage does not depend on the kind.
-@pytest.mark.parametrize("fresh_storage_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("fresh_storage_url", ["sqlite"], indirect=True)
 def test_a_panel_forecast_comes_back_in_each_series_own_units(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:

@@ -77,6 +77,12 @@ class Server:
                 )
             time.sleep(0.2)
 
+    def ensure(self) -> Server:
+        """Started again if a test stopped it."""
+        if self.process is None:
+            self.start()
+        return self
+
     def stop(self) -> None:
         if self.process is None:
             return
@@ -85,14 +91,20 @@ class Server:
         self.process = None
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # Session-wide: the group's tests may come between other modules' on their xdist worker.
     running = Server(tmp_path_factory.mktemp("mlflow"))
     running.start()
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def server(mlflow_server: Server) -> Server:
+    return mlflow_server.ensure()
 
 
 def _runs(client: MlflowClient, experiment: str) -> list:
@@ -109,7 +121,7 @@ def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_reg
 ) -> None:
     url, name = pg_database, unique("tracked")
     study_file = write_study(
-        tmp_path, name=name, n_trials=6, max_epochs=4, extra=TRACKED.format(uri=server.uri)
+        tmp_path, name=name, n_trials=5, max_epochs=3, extra=TRACKED.format(uri=server.uri)
     )
     create_here(study_file, url)
     proc = depthsearch_cmd("launch", "--study", name, "--storage", url, "--cpu-workers", "2")
@@ -117,7 +129,7 @@ def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_reg
     assert "is off for this worker" not in proc.stderr
     study = optuna.load_study(study_name=name, storage=url)
     trials = {t.number: t for t in study.trials}
-    assert len(trials) == 6
+    assert len(trials) == 5
     client = MlflowClient(server.uri)
     runs = _runs(client, name)
     parents = [r for r in runs if r.data.tags.get("depthsearch.role") == "study"]
@@ -149,6 +161,8 @@ def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_reg
             assert run.data.metrics["best_val_loss"] == pytest.approx(trial.value)
             assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.user_attrs["val_rmse"])
     assert len({r.data.tags["worker_pid"] for r in by_trial.values()}) == 2
+    shown = depthsearch_cmd("status", "--study", name, "--storage", url).stdout
+    assert f"tracked in MLflow at {server.uri}: experiment '{name}', study run {parent}" in shown
 
     out = tmp_path / "best"
     said = depthsearch_cmd(
@@ -174,43 +188,6 @@ def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_reg
         assert torch.allclose(served(x), ours(x), atol=1e-5)
     version = client.get_model_version(name, "1")
     assert client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == parent
-
-
-def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
-    tmp_path: Path, server: Server, gate: Gate
-) -> None:
-    url, name = f"sqlite:///{tmp_path / 's.db'}", unique("lost")
-    study_file = write_study(
-        tmp_path, name=name, n_trials=4, max_epochs=3, extra=TRACKED.format(uri=server.uri)
-    )
-    gate.hold_at(2)  # the first trial waits after its epoch 2: its run is live by then
-    worker = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "depthsearch"),
-            "run",
-            str(study_file),
-            "--storage",
-            url,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        gate.wait_held(1)
-        runs = _runs(MlflowClient(server.uri), name)
-        assert any(r.data.tags.get("depthsearch.trial") == "0" for r in runs)
-        server.stop()
-        gate.open()
-        _, err = worker.communicate(timeout=300)
-    finally:
-        worker.kill()
-        if server.process is None:
-            server.start()  # for the tests after this one
-    assert worker.returncode == 0, err
-    study = optuna.load_study(study_name=name, storage=url)
-    states = [t.state.name for t in study.trials]
-    assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
-    assert err.count("is off for this worker") == 1, err
 
 
 def _record(number: int, retry_of: int | None = None, state: str = "RUNNING") -> TrialRecord:
@@ -258,3 +235,38 @@ def test_an_unreachable_server_is_one_warning(caplog: pytest.LogCaptureFixture) 
     assert tracker.off is not None
     warned = [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()]
     assert len(warned) == 1 and "is off for this worker (no answer" in warned[0], warned
+
+
+def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
+    tmp_path: Path, server: Server, gate: Gate
+) -> None:
+    url, name = f"sqlite:///{tmp_path / 's.db'}", unique("lost")
+    study_file = write_study(
+        tmp_path, name=name, n_trials=4, max_epochs=3, extra=TRACKED.format(uri=server.uri)
+    )
+    gate.hold_at(2)  # the first trial waits after its epoch 2: its run is live by then
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "depthsearch"),
+            "run",
+            str(study_file),
+            "--storage",
+            url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        gate.wait_held(1)
+        runs = _runs(MlflowClient(server.uri), name)
+        assert any(r.data.tags.get("depthsearch.trial") == "0" for r in runs)
+        server.stop()
+        gate.open()
+        _, err = worker.communicate(timeout=300)
+    finally:
+        worker.kill()  # the server stays down: the next test that needs it starts it
+    assert worker.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=url)
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert err.count("is off for this worker") == 1, err

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -23,6 +24,7 @@ from depthsearch.storage import (
     trial_user_attrs,
 )
 from depthsearch.studies import open_study
+from depthsearch.tracking import PARENT_ATTR
 
 __all__ = ["Budget", "Status", "budget_of", "running_time", "study_status"]
 
@@ -71,10 +73,10 @@ class Budget:
         return self.finished >= self.n_trials + self.confirmations
 
 
-def budget_of(study: optuna.Study) -> Budget:
+def budget_of(study: optuna.Study, attrs: Mapping[str, Any] | None = None) -> Budget:
     """The study's budget (``[study] n_trials`` of its stored spec, as stored: no data file
-    needed) and its trials per state."""
-    attrs = study.user_attrs
+    needed) and its trials per state; ``attrs``: the study's user attributes, when read."""
+    attrs = study.user_attrs if attrs is None else attrs
     stored = attrs.get(keys.SPEC) or {}
     return Budget(
         int(stored.get("study", {}).get("n_trials", 0)),
@@ -97,9 +99,10 @@ def study_status(study_name: str, storage_url: str) -> Status:
     heartbeat (a dead worker's grows past ``[workers] grace_period``)."""
     study = open_study(study_name, storage_url, read_trials=False)
     # The stored spec as stored: no data file needed, so status works from any machine.
-    stored = study.user_attrs.get(keys.SPEC) or {}
+    study_attrs = study.user_attrs  # one read
+    stored = study_attrs.get(keys.SPEC) or {}
     max_epochs = stored.get("train", {}).get("max_epochs", "?")
-    budget = budget_of(study)
+    budget = budget_of(study, study_attrs)
     n_trials, finished = budget.n_trials + budget.confirmations, budget.finished
     by_name = {state.name: n for state, n in budget.counts.items()}
     extra = f" (with {budget.confirmations} confirmation trials)" if budget.confirmations else ""
@@ -124,12 +127,18 @@ def study_status(study_name: str, storage_url: str) -> Status:
     if best is not None:
         metrics = keys.metrics_text(trial_user_attrs(study, best[1]))
         lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}{metrics}")
-    stored_baselines = study.user_attrs.get(BASELINES)
+    stored_baselines = study_attrs.get(BASELINES)
     if isinstance(stored_baselines, dict) and len(study.directions) == 1:
         lines += baseline_lines(stored_baselines, "val_loss", best[0] if best else None, False)
     preempted = keys.Preemption(retry_attrs(study)).line()
     if preempted is not None:
         lines.append(preempted)
+    tracked = study_attrs.get(PARENT_ATTR)
+    if isinstance(tracked, dict):
+        lines.append(
+            f"tracked in MLflow at {tracked.get('uri')}: experiment "
+            f"{tracked.get('experiment')!r}, study run {tracked.get('run_id')}"
+        )
     running = sorted(running_trials(study), key=lambda r: r.trial.number)
     if running:
         rows = [("trial", "host", "pid", "device", "epoch", "val_loss", "heartbeat")]
