@@ -33,6 +33,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """``--dist loadgroup`` keeps a group on one worker by renaming the test's id, which
+    pytest 9.2 no longer reads (pytest-xdist 3.8): the groups would split silently and each
+    worker start its own Slurm cluster and MLflow server. Refused here, with the fix."""
+    from importlib.metadata import version
+
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    pytest_version = tuple(int(p) for p in version("pytest").split(".")[:2])
+    xdist_version = tuple(int(p) for p in version("pytest-xdist").split(".")[:2])
+    if pytest_version >= (9, 2) and xdist_version <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {version('pytest')} with pytest-xdist {version('pytest-xdist')} splits "
+            "--dist loadgroup's groups across workers; install the lock's versions: "
+            "pip install -c constraints.txt -e '.[dev]'"
+        )
+
+
 TINY_STUDY = """
 [study]
 name = "{name}"

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from depthsearch import load_model, run_study
 from depthsearch.cli import main
@@ -43,6 +45,39 @@ def test_every_stack_shape_exports_and_matches_pytorch(tmp_path: Path, shape: di
         # A padded batch of sequences of different lengths: each read at its own last step.
         lengths = torch.tensor([31, 5, 17, 5, 1, 31, 9, 2, 30])
         assert torch.allclose(onnx(x, lengths=lengths), model(x, lengths=lengths), atol=TOLERANCE)
+
+
+@st.composite
+def drawn_shapes(draw: st.DrawFn) -> ModelConfig:
+    """What a study's space can draw (beside the fixed shapes above): 1-6 layers, one width
+    or one per layer, dropout, and any of bidirectional, residual and layer norm."""
+    layers = draw(st.integers(1, 6))
+    if draw(st.booleans()):
+        widths = tuple(draw(st.lists(st.integers(1, 12), min_size=layers, max_size=layers)))
+    else:
+        widths = (draw(st.integers(1, 12)),) * layers
+    return ModelConfig(
+        input_size=draw(st.integers(1, 4)),
+        output_size=draw(st.integers(1, 3)),
+        hidden_sizes=widths,
+        dropout=draw(st.sampled_from([0.0, 0.3])),
+        bidirectional=draw(st.booleans()),
+        residual=draw(st.booleans()),
+        layer_norm=draw(st.booleans()),
+    )
+
+
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cfg=drawn_shapes(), length=st.integers(1, 16))
+def test_any_shape_the_space_draws_exports_within_the_tolerance(
+    tmp_path: Path, cfg: ModelConfig, length: int
+) -> None:
+    model = build_model(cfg)
+    size = cfg.input_size
+    assert write_onnx(model, tmp_path / "m.onnx", input_size=size, length=length) <= TOLERANCE
+    assert write_torchscript(model, tmp_path / "m.ts", input_size=size, length=length) <= TOLERANCE
 
 
 def test_export_retrain_format_torchscript_serves_without_depthsearch(tmp_path: Path) -> None:

@@ -258,8 +258,21 @@ def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     )
     try:
         gate.wait_held(1)
-        runs = _runs(MlflowClient(server.uri), name)
-        assert any(r.data.tags.get("depthsearch.trial") == "0" for r in runs)
+        client = MlflowClient(server.uri)
+        # The worker's tracker starts beside training (it imports MLflow): its run comes soon.
+        deadline = time.monotonic() + 120
+        while not any(
+            r.data.tags.get("depthsearch.trial") == "0"
+            for r in client.search_runs(
+                [
+                    e.experiment_id
+                    for e in client.search_experiments(filter_string=f"name = '{name}'")
+                ]
+                or ["0"],
+            )
+        ):
+            assert time.monotonic() < deadline, "trial 0's run never came"
+            time.sleep(0.2)
         server.stop()
         gate.open()
         _, err = worker.communicate(timeout=300)

@@ -203,9 +203,14 @@ class Tracker:
     def _connect(self) -> None:
         for key, value in CLIENT_ENV.items():
             os.environ.setdefault(key, value)
-        from mlflow.entities import Param
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+        try:
+            from mlflow.entities import Param
+            from mlflow.exceptions import MlflowException
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise RuntimeFailure(
+                "MLflow is not installed where this worker runs: pip install 'depthsearch[mlflow]'"
+            ) from None
 
         target = self.target
         client = MlflowClient(tracking_uri=target.uri)
