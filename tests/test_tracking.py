@@ -18,8 +18,10 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from click.testing import CliRunner
 
 from depthsearch import load_model
+from depthsearch.cli import main
 from depthsearch.tracking import Target, Tracker, TrialRecord
 
 from .conftest import Gate, _free_port, create_here, depthsearch_cmd, unique, write_study
@@ -161,24 +163,16 @@ def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_reg
             assert run.data.metrics["best_val_loss"] == pytest.approx(trial.value)
             assert run.data.metrics["best_val_rmse"] == pytest.approx(trial.user_attrs["val_rmse"])
     assert len({r.data.tags["worker_pid"] for r in by_trial.values()}) == 2
-    shown = depthsearch_cmd("status", "--study", name, "--storage", url).stdout
-    assert f"tracked in MLflow at {server.uri}: experiment '{name}', study run {parent}" in shown
-
+    # In this process (MLflow is imported already): status, then the registry.
+    shown = CliRunner().invoke(main, ["status", "--study", name, "--storage", url])
+    assert shown.exit_code == 0, shown.output
+    want = f"tracked in MLflow at {server.uri}: experiment '{name}', study run {parent}"
+    assert want in shown.output
     out = tmp_path / "best"
-    said = depthsearch_cmd(
-        "export",
-        "--study",
-        name,
-        "--storage",
-        url,
-        "--retrain",
-        "--register",
-        name,
-        "-o",
-        str(out),
-    )
-    assert said.returncode == 0, said.stderr
-    assert f"registered models:/{name}/1 in MLflow at {server.uri}" in said.stdout
+    args = ["export", "--study", name, "--storage", url, "--retrain", "--register", name]
+    said = CliRunner().invoke(main, [*args, "-o", str(out)])
+    assert said.exit_code == 0, said.output
+    assert f"registered models:/{name}/1 in MLflow at {server.uri}" in said.output
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     mlflow.set_tracking_uri(server.uri)
     served = mlflow.pytorch.load_model(f"models:/{name}/1")

@@ -24,6 +24,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from depthsearch import run_study
 from depthsearch.storage import RetryHeartbeatStaleTrialCallback
 from depthsearch.worker.launch import available_cores
 
@@ -328,17 +329,21 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
 
 def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: Path) -> None:
     # Trial k samples from a state seeded by the study's seed and k, whichever worker takes
-    # it: the start-up trials (the first 5, TPE's default) repeat exactly with two workers.
+    # it: the start-up trials (the first 5, TPE's default) of two launched workers are those
+    # of one worker in this process, trial for trial.
     path = write_study(tmp_path, name="again", n_trials=5, max_epochs=2)
     path.write_text(path.read_text().replace('kind = "random"', 'kind = "tpe"'))
     drawn = []
-    for run in ("a", "b"):
+    for run in ("launched", "alone"):
         url = f"sqlite:///{tmp_path / run}.db"
-        create_here(tmp_path / "again.toml", url)
-        proc = depthsearch_cmd(
-            "launch", "--study", "again", "--storage", url, "--cpu-workers", "2", timeout=240
-        )
-        assert proc.returncode == 0, proc.stderr
+        if run == "alone":
+            run_study(path, storage=url)
+        else:
+            create_here(path, url)
+            proc = depthsearch_cmd(
+                "launch", "--study", "again", "--storage", url, "--cpu-workers", "2", timeout=240
+            )
+            assert proc.returncode == 0, proc.stderr
         assert_settled(url, "again", finished=5)
         drawn.append({t.number: t.params for t in trials(url, "again") if t.number < 5})
     assert len(drawn[0]) == 5 and drawn[0] == drawn[1]

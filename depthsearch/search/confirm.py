@@ -10,6 +10,7 @@ This module picks the candidates and reads the trials back into means with 95 % 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -146,9 +147,11 @@ def confirm_plan(
     return plan
 
 
+@functools.lru_cache(maxsize=256)
 def t_quantile(p: float, df: int) -> float:
     """Student's t quantile (``p`` in (0.5, 1)): the CDF inverted by bisection; the CDF from
-    the regularised incomplete beta function (Lentz's continued fraction)."""
+    the regularised incomplete beta function (Lentz's continued fraction). Remembered: an
+    answer asks for the same few (one per seed count)."""
     if df < 1:
         raise ValueError(f"df must be >= 1, but got {df}")
 
