@@ -17,7 +17,7 @@ RUN pip install "${TORCH_SPEC}" --index-url "https://download.pytorch.org/whl/${
 COPY pyproject.toml README.md constraints.txt ./
 COPY depthsearch ./depthsearch
 # The releases CI tested (the lock); torch is the one installed above.
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt '.[mlflow]'
 COPY studies ./studies
 
 # A numeric user, so Kubernetes' runAsNonRoot can check it (deploy/kubernetes runs as 10001).

@@ -304,6 +304,8 @@ def test_unknown_study_name_lists_what_is_there(tmp_path: Path, fresh_storage_ur
     assert "no study named 'absent'" in proc.stderr and "present" in proc.stderr
 
 
+# SQLite: the default launch below (one CPU worker per core) meets its budget there.
+@pytest.mark.parametrize("fresh_storage_url", ["postgresql"], indirect=True)
 def test_launch_cpu_workers_split_threads_and_meet_the_budget(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:
@@ -360,7 +362,12 @@ def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None
     if torch.cuda.is_available():  # pragma: no cover - a GPU machine
         assert "no CUDA device visible" not in proc.stdout
         return
-    assert re.search(r"no CUDA device visible: starting \d+ CPU workers? instead", proc.stdout)
+    cores = available_cores()
+    assert f"no CUDA device visible: starting {cores} CPU worker" in proc.stdout, proc.stdout
+    # One worker per core, one torch thread each.
+    lines = [line for line in proc.stdout.splitlines() if "pid" in line and "on CPU" in line]
+    assert len(lines) == cores and all("on CPU, 1 thread" in x for x in lines), proc.stdout
+    assert {t.user_attrs["torch_threads"] for t in trials(url, "nogpu")} == {1}
     assert "budget met: 2 of 2" in proc.stdout
 
 
