@@ -22,6 +22,7 @@ worker's life with one warning (the study database still holds everything).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -50,6 +51,8 @@ CLIENT_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
+#: How long the tracker gathers what comes before it sends it (the runs lag that much).
+FLUSH_S = 2.0
 #: A run's end by the trial's state.
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 #: The longest tag value written (MLflow's limit is 8000 characters; longer JSON is cut).
@@ -82,6 +85,15 @@ def _describe(error: BaseException) -> str:
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclasses.dataclass
+class _Pending:
+    """What came for one trial within one flush."""
+
+    begin: bool = False
+    epochs: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+    end: bool = False
 
 
 class Tracker:
@@ -143,9 +155,12 @@ class Tracker:
     def _work(self) -> None:
         while True:
             batch = [self._events.get()]
-            while True:  # what queued meanwhile goes in as few requests as it can
+            # What comes within FLUSH_S goes in one request per trial: each request costs the
+            # server (and this process) CPU that a small machine's training would feel.
+            deadline = time.monotonic() + (0.0 if batch[0] == ("connect",) else FLUSH_S)
+            while None not in batch:
                 try:
-                    batch.append(self._events.get_nowait())
+                    batch.append(self._events.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             if self.off is None:
@@ -163,31 +178,20 @@ class Tracker:
                 return
 
     def _handle(self, events: list[tuple[Any, ...]]) -> None:
-        metrics: dict[str, list[Any]] = {}
-
-        def flush() -> None:
-            for run_id, items in metrics.items():
-                for part in _chunks(items, _METRICS_PER_BATCH):
-                    self.client.log_batch(run_id, metrics=part)
-            metrics.clear()
-
+        work: dict[int, _Pending] = {}
         for event in events:
-            if event[0] == "epoch":
-                _, trial_id, step, values, ms = event
-                run_id = self._runs.get(trial_id)
-                if run_id is None:
-                    continue
-                self._stepped.add(trial_id)
-                metrics.setdefault(run_id, []).extend(self._metrics(values, ms, step))
-                continue
-            flush()
             if event[0] == "connect":
                 self._connect()
-            elif event[0] == "begin":
-                self._start(event[1], self._read(event[1]))
+                continue
+            pending = work.setdefault(event[1], _Pending())
+            if event[0] == "begin":
+                pending.begin = True
+            elif event[0] == "epoch":
+                pending.epochs.append(event[2:])
             elif event[0] == "end":
-                self._end(event[1])
-        flush()
+                pending.end = True
+        for trial_id, pending in work.items():
+            self._send(trial_id, pending)
 
     @property
     def client(self) -> MlflowClient:
@@ -270,11 +274,10 @@ class Tracker:
             self._parent_id,
         )
 
-    def _start(self, trial_id: int, record: TrialRecord) -> str:
-        from mlflow.entities import Param
-
-        target, client = self.target, self.client
-        run = client.create_run(
+    def _start(self, record: TrialRecord) -> str:
+        """Creates the trial's run (its tags said at once); returns its id."""
+        target = self.target
+        run = self.client.create_run(
             self._experiment_id,
             run_name=f"trial {record.number}",
             tags={
@@ -286,13 +289,57 @@ class Tracker:
             },
         )
         run_id: str = run.info.run_id
-        params = [Param(k, _text(v, 6000)) for k, v in sorted(record.params.items())]
-        for part in _chunks(params, _KEYS_PER_BATCH):
-            client.log_batch(run_id, params=part)
-        self._runs[trial_id] = run_id
         if record.retry_of is not None:
             self._link(run_id, record.retry_of)
         return run_id
+
+    def _send(self, trial_id: int, pending: _Pending) -> None:
+        """What came for one trial since the last flush, in one ``log_batch`` (or as few as
+        its limits allow): the run (created on its first flush) with the trial's params,
+        the epochs' metrics, and at its end the attributes, final metrics and status."""
+        from mlflow.entities import Param, RunTag
+
+        record: TrialRecord | None = None
+        run_id = self._runs.get(trial_id)
+        params: list[Any] = []
+        if run_id is None:
+            if not (pending.begin or pending.end):
+                return  # epochs of a trial whose start was not seen
+            record = self._read(trial_id)
+            run_id = self._runs[trial_id] = self._start(record)
+            params = [Param(k, _text(v, 6000)) for k, v in sorted(record.params.items())]
+        metrics = [
+            m for step, values, ms in pending.epochs for m in self._metrics(values, ms, step)
+        ]
+        if pending.epochs:
+            self._stepped.add(trial_id)
+        tags: list[Any] = []
+        status = None
+        if pending.end:
+            record = record or self._read(trial_id)
+            ms = int(time.time() * 1000)
+            metrics += self._metrics(final_metrics(record.user_attrs), ms, 0)
+            if trial_id not in self._stepped:  # no epoch came as it trained: the stored curve
+                curve = record.intermediate or {
+                    i + 1: v
+                    for i, v in enumerate(record.user_attrs.get("val_loss_curve") or [])
+                    if isinstance(v, (int, float))
+                }
+                for step, loss in sorted(curve.items()):
+                    metrics += self._metrics({"val_loss": loss}, ms, step)
+            tags = [RunTag(k, _text(v, _TAG_LIMIT)) for k, v in sorted(record.user_attrs.items())]
+            tags.append(RunTag("depthsearch.state", record.state))
+            status = _STATUS.get(record.state)
+            del self._runs[trial_id]
+            self._stepped.discard(trial_id)
+        while params or tags or metrics:
+            part_p, params = params[:_KEYS_PER_BATCH], params[_KEYS_PER_BATCH:]
+            part_t, tags = tags[:_KEYS_PER_BATCH], tags[_KEYS_PER_BATCH:]
+            room = _METRICS_PER_BATCH - len(part_p) - len(part_t)
+            part_m, metrics = metrics[:room], metrics[room:]
+            self.client.log_batch(run_id, metrics=part_m, params=part_p, tags=part_t)
+        if status is not None:
+            self.client.set_terminated(run_id, status)
 
     def _link(self, run_id: str, number: int) -> None:
         """Links a retry's run to its predecessor's (ended FAILED if its worker died)."""
@@ -318,36 +365,3 @@ class Tracker:
                 client.set_tag(before.info.run_id, "depthsearch.state", "FAIL")
                 client.set_terminated(before.info.run_id, "FAILED")
         client.log_batch(run_id, tags=tags)
-
-    def _end(self, trial_id: int) -> None:
-        from mlflow.entities import RunTag
-
-        record = self._read(trial_id)
-        run_id = self._runs.pop(trial_id, None)
-        if run_id is None:  # a trial this process never saw start (multi-objective)
-            run_id = self._start(trial_id, record)
-            self._runs.pop(trial_id, None)
-        client = self.client
-        ms = int(time.time() * 1000)
-        metrics = self._metrics(final_metrics(record.user_attrs), ms, 0)
-        if trial_id not in self._stepped:  # no epoch came as it trained: the stored curve
-            curve = record.intermediate or {
-                i + 1: v
-                for i, v in enumerate(record.user_attrs.get("val_loss_curve") or [])
-                if isinstance(v, (int, float))
-            }
-            metrics += [
-                m
-                for step, loss in sorted(curve.items())
-                for m in self._metrics({"val_loss": loss}, ms, step)
-            ]
-        self._stepped.discard(trial_id)
-        for part in _chunks(metrics, _METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=part)
-        tags = [RunTag(k, _text(v, _TAG_LIMIT)) for k, v in sorted(record.user_attrs.items())]
-        tags.append(RunTag("depthsearch.state", record.state))
-        for part in _chunks(tags, _KEYS_PER_BATCH):
-            client.log_batch(run_id, tags=part)
-        status = _STATUS.get(record.state)
-        if status is not None:
-            client.set_terminated(run_id, status)
