@@ -7,6 +7,14 @@ at module level, and MLflow only when a URI is set: ``pip install 'depthsearch[m
 """
 
 from depthsearch.tracking.records import ENV_VAR, PARENT_ATTR, Target, TrialRecord, target_of
-from depthsearch.tracking.runs import Tracker
+from depthsearch.tracking.runs import Tracker, preload
 
-__all__ = ["ENV_VAR", "PARENT_ATTR", "Target", "Tracker", "TrialRecord", "target_of"]
+__all__ = [
+    "ENV_VAR",
+    "PARENT_ATTR",
+    "Target",
+    "Tracker",
+    "TrialRecord",
+    "preload",
+    "target_of",
+]

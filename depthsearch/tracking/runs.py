@@ -22,6 +22,7 @@ worker's life with one warning (the study database still holds everything).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -39,7 +40,7 @@ from depthsearch.tracking.records import Target, TrialRecord, final_metrics
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = ["CLIENT_ENV", "Tracker"]
+__all__ = ["CLIENT_ENV", "Tracker", "preload"]
 
 _log = logging.getLogger(__name__)
 
@@ -85,6 +86,16 @@ def _describe(error: BaseException) -> str:
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def preload() -> None:
+    """Imports the MLflow client (a second or two of CPU) now, where the caller chooses: a
+    worker's reporting process does it before it says it is ready, while the worker loads
+    its data, instead of beside the first trials (where it held back their pruner's answers
+    and took the core a second torch thread uses). A missing MLflow is said by the tracker."""
+    with contextlib.suppress(ImportError):
+        import mlflow.entities
+        import mlflow.tracking  # noqa: F401
 
 
 @dataclasses.dataclass

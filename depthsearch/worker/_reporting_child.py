@@ -27,7 +27,7 @@ from depthsearch.search.pruners import make_pruner
 from depthsearch.search.reporting import Epoch, Retry, TrialReports
 from depthsearch.search.trials import retried_trials
 from depthsearch.storage import load_all_trials, open_storage, retry_for, storage_lock
-from depthsearch.tracking import PARENT_ATTR, Tracker, TrialRecord
+from depthsearch.tracking import PARENT_ATTR, Tracker, TrialRecord, preload
 from depthsearch.worker._messages import (
     Begin,
     Ended,
@@ -167,6 +167,8 @@ def _serve(rx: Connection, tx: Connection) -> None:
     failed: BaseException | None = None
     try:
         study = _open(init, retry)
+        if init.tracking is not None:
+            preload()  # while the worker loads its data, not beside its first trials
         send(Ready())
     except Exception as e:
         failed = _portable(e)
