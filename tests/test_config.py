@@ -29,10 +29,15 @@ def test_quickstart_spec_reads_as_written() -> None:
     assert isinstance(spec.space.lr, FloatRange) and spec.space.lr.log
 
 
-@pytest.mark.parametrize("which", ["tiny", "quickstart"])
+@pytest.mark.parametrize("which", ["tiny", "quickstart", "tracked"])
 def test_dict_form_round_trips(tiny_study: Path, which: str) -> None:
-    spec = load_spec(tiny_study if which == "tiny" else REPO / "studies" / "quickstart.toml")
+    if which == "tracked":
+        text = tiny_study.read_text() + '\n[tracking]\nmlflow = "http://mlflow:5000"\n'
+        tiny_study.write_text(text)
+    spec = load_spec(tiny_study if which != "quickstart" else REPO / "studies" / "quickstart.toml")
     assert spec_from_dict(spec.to_dict()) == spec
+    if which == "tracked":
+        assert spec.tracking.mlflow == "http://mlflow:5000" and spec.tracking.experiment is None
 
 
 BAD = [
@@ -143,6 +148,14 @@ BAD = [
         "[study]\nname='x'\nn_trials=3\nobjectives=['val_loss', 'param_count']\n"
         "[pruner]\nkind='median'\n",
         "[pruner] kind: Optuna prunes single-objective studies only",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[tracking]\nmlflow=5000\n",
+        "[tracking] mlflow: must be a non-empty string, but got 5000",
+    ),
+    (
+        "[study]\nname='x'\nn_trials=3\n[tracking]\nmlfow='http://h:5000'\n",
+        "[tracking] unknown key(s) ['mlfow']; did you mean 'mlflow'?",
     ),
 ]
 

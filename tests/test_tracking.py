@@ -277,3 +277,17 @@ def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     states = [t.state.name for t in study.trials]
     assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
     assert err.count("is off for this worker") == 1, err
+
+
+def test_a_study_resumes_with_another_tracking_table(tmp_path: Path) -> None:
+    """[tracking] changes no trial: a study gains, changes or drops it on resume, and the
+    stored spec (what workers that join by name read) follows."""
+    from depthsearch.spec import load_spec
+    from depthsearch.studies import create_study, read_spec
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    path = write_study(tmp_path, name="retracked")
+    create_study(load_spec(path), url)
+    path.write_text(path.read_text() + TRACKED.format(uri="http://mlflow.example:5000"))
+    create_study(load_spec(path), url)
+    assert read_spec("retracked", url).tracking.mlflow == "http://mlflow.example:5000"
