@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,13 @@ from torch import nn
 from depthsearch.errors import InputError, RuntimeFailure
 from depthsearch.learn.portable import TOLERANCE
 from depthsearch.tracking import Target
-from depthsearch.tracking.runs import CLIENT_ENV
+from depthsearch.tracking.runs import client_env
 
 __all__ = ["register_model"]
 
 
 def _mlflow() -> Any:
-    for key, value in CLIENT_ENV.items():
-        os.environ.setdefault(key, value)
+    client_env()
     try:
         import mlflow
     except ImportError:

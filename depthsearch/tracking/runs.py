@@ -40,7 +40,7 @@ from depthsearch.tracking.records import Target, TrialRecord, final_metrics
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = ["CLIENT_ENV", "Tracker", "preload"]
+__all__ = ["CLIENT_ENV", "Tracker", "client_env", "preload"]
 
 _log = logging.getLogger(__name__)
 
@@ -88,11 +88,18 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
+def client_env() -> None:
+    """:data:`CLIENT_ENV` in this process's environment, where not set already."""
+    for key, value in CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def preload() -> None:
     """Imports the MLflow client (a second or two of CPU) now, where the caller chooses: a
     worker's reporting process does it before it says it is ready, while the worker loads
     its data, instead of beside the first trials (where it held back their pruner's answers
     and took the core a second torch thread uses). A missing MLflow is said by the tracker."""
+    client_env()
     with contextlib.suppress(ImportError):
         import mlflow.entities
         import mlflow.tracking  # noqa: F401
@@ -216,8 +223,7 @@ class Tracker:
         return [Metric(key, float(v), ms, step) for key, v in values.items() if math.isfinite(v)]
 
     def _connect(self) -> None:
-        for key, value in CLIENT_ENV.items():
-            os.environ.setdefault(key, value)
+        client_env()
         try:
             from mlflow.entities import Param
             from mlflow.exceptions import MlflowException
