@@ -24,7 +24,15 @@ from depthsearch import load_model
 from depthsearch.cli import main
 from depthsearch.tracking import Target, Tracker, TrialRecord
 
-from .conftest import Gate, _free_port, create_here, depthsearch_cmd, unique, write_study
+from .conftest import (
+    Gate,
+    _free_port,
+    create_here,
+    depthsearch_cmd,
+    pareto_study,
+    unique,
+    write_study,
+)
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -137,6 +145,7 @@ def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_reg
     parents = [r for r in runs if r.data.tags.get("depthsearch.role") == "study"]
     assert len(parents) == 1  # two workers, one study run
     parent = parents[0].info.run_id
+    assert parents[0].info.status == "FINISHED"  # the workers saw the budget met
     assert study.user_attrs["mlflow_parent_run"]["run_id"] == parent
     by_trial = {
         int(r.data.tags["depthsearch.trial"]): r
@@ -182,6 +191,31 @@ def test_two_workers_log_a_run_per_trial_as_the_study_holds_it_and_the_model_reg
         assert torch.allclose(served(x), ours(x), atol=1e-5)
     version = client.get_model_version(name, "1")
     assert client.get_run(version.run_id).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_a_multi_objective_study_is_tracked_at_each_trials_end(
+    tmp_path: Path, server: Server
+) -> None:
+    """No epoch is reported while a multi-objective trial trains (Optuna prunes none): its run
+    gets the stored curve when the trial ends."""
+    from depthsearch import run_study
+
+    name = unique("pareto")
+    path = pareto_study(tmp_path, name, n_trials=2)
+    path.write_text(path.read_text() + TRACKED.format(uri=server.uri))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_study(path, storage=url)
+    study = optuna.load_study(study_name=name, storage=url)
+    client = MlflowClient(server.uri)
+    runs = {r.data.tags.get("depthsearch.trial"): r for r in _runs(client, name)}
+    for trial in study.trials:
+        run = runs[str(trial.number)]
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {k: str(v) for k, v in trial.params.items()}
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+            trial.user_attrs["val_loss_curve"]
+        )
 
 
 def _record(number: int, retry_of: int | None = None, state: str = "RUNNING") -> TrialRecord:

@@ -162,6 +162,11 @@ class Tracker:
         """The worker told the trial's end: its attributes and state, and the run ends."""
         self._events.put(("end", trial_id))
 
+    def study_done(self) -> None:
+        """The study's budget is met: the study run ends FINISHED (a worker that joins it
+        later sets it RUNNING again)."""
+        self._events.put(("done",))
+
     def close(self, timeout: float = 15.0) -> bool:
         """Sends what is queued (waiting up to ``timeout`` seconds); True when all went."""
         self._events.put(None)
@@ -197,9 +202,13 @@ class Tracker:
 
     def _handle(self, events: list[tuple[Any, ...]]) -> None:
         work: dict[int, _Pending] = {}
+        done = False
         for event in events:
             if event[0] == "connect":
                 self._connect()
+                continue
+            if event[0] == "done":
+                done = True
                 continue
             pending = work.setdefault(event[1], _Pending())
             if event[0] == "begin":
@@ -210,6 +219,8 @@ class Tracker:
                 pending.end = True
         for trial_id, pending in work.items():
             self._send(trial_id, pending)
+        if done:
+            self.client.set_terminated(self._parent_id, "FINISHED")
 
     @property
     def client(self) -> MlflowClient:
@@ -279,6 +290,9 @@ class Tracker:
             }
 
         parent = self._claim(fits, create)
+        if client.get_run(parent["run_id"]).info.status != "RUNNING":
+            # The study ran to its budget before; this worker adds to it again.
+            client.update_run(parent["run_id"], status="RUNNING")
         self._client, self._experiment_id, self._parent_id = (
             client,
             experiment_id,

@@ -21,6 +21,7 @@ __all__ = [
     "Log",
     "Pruned",
     "Ready",
+    "StudyDone",
     "Submit",
     "Sync",
     "Synced",
@@ -66,6 +67,10 @@ class Ended(NamedTuple):
     """The worker told this trial's end (its state is in the study)."""
 
     trial_id: int
+
+
+class StudyDone(NamedTuple):
+    """The worker found the study's budget met (its tracked study run ends)."""
 
 
 class Exit(NamedTuple):

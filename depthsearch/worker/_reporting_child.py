@@ -37,6 +37,7 @@ from depthsearch.worker._messages import (
     Log,
     Pruned,
     Ready,
+    StudyDone,
     Submit,
     Sync,
     Synced,
@@ -202,6 +203,10 @@ def _answer(
         if isinstance(message, Ended):
             if tracker is not None:
                 tracker.end(message.trial_id)
+            continue
+        if isinstance(message, StudyDone):
+            if tracker is not None:
+                tracker.study_done()
             continue
         if isinstance(message, Begin):
             current, reports = message.trial_id, None

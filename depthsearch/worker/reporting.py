@@ -46,6 +46,7 @@ from depthsearch.worker._messages import (
     Log,
     Pruned,
     Ready,
+    StudyDone,
     Submit,
     Sync,
     Synced,
@@ -235,6 +236,13 @@ class ReportingProcess:
         if self.tracking is not None:
             with contextlib.suppress(OSError):  # it died: the next trial restarts it
                 self._tx.send(Ended(trial_id))
+
+    def study_done(self) -> None:
+        """The study's budget is met: its tracked study run ends FINISHED (nothing without
+        tracking)."""
+        if self.tracking is not None:
+            with contextlib.suppress(OSError):
+                self._tx.send(StudyDone())
 
     def close(self, timeout: float = 30.0) -> None:
         """Asks the process to exit once it has written everything, and waits for it."""

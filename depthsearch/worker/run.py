@@ -338,6 +338,8 @@ def run_worker(
                 match loop.run_one(budget):
                     case BudgetMet():
                         if only_waiting or asked_confirm or not spec.confirm.seeds:
+                            if reporting is not None:
+                                reporting.study_done()  # its MLflow run ends FINISHED
                             break
                         # [confirm]: queued once, by whichever worker gets here first; every
                         # worker then looks again, and runs them.
