@@ -1,8 +1,9 @@
 """A study's trials in MLflow: one parent run per study, one nested run per trial.
 
 A worker's reporting process (which writes each epoch to the study) hands the same epochs to a
-:class:`Tracker`: a thread of its own that logs them to the tracking server, so neither
-training nor the pruner's answers wait for MLflow. When a trial starts, its run is created
+:class:`Tracker`: a thread of its own that sends what came every :data:`FLUSH_S` seconds, one
+request per trial, so neither training nor the pruner's answers wait for MLflow (and a small
+machine's training does not pay for a request per epoch). When a trial starts, its run is created
 with the trial's parameters (read back from the study, so they are the study's own); each
 epoch adds ``val_loss`` (and ``train_loss``, and a classification's ``val_accuracy`` and
 ``val_f1``) at ``step`` = the epoch; when the worker has told the trial's end, its user
@@ -14,7 +15,7 @@ predecessor, left RUNNING by a worker that died, is ended FAILED).
 
 Workers on many machines share the parent run: the first to need it creates it under the
 study's lock in the study database, which keeps its id (study attribute
-:data:`PARENT_ATTR`).
+:data:`PARENT_ATTR`); it ends FINISHED when a worker finds the budget met.
 
 MLflow being away never costs a trial: the first error turns tracking off for the rest of this
 worker's life with one warning (the study database still holds everything).
