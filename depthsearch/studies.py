@@ -68,6 +68,10 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix]
 
 
+#: The spec's tables that change no trial: a study resumes with others (the stored spec follows).
+_NO_TRIAL_TABLES = ("confirm", "tracking")
+
+
 def _normalise(doc: Any) -> Any:
     # JSON round trip: tuples become lists, as they are once stored.
     return json.loads(json.dumps(doc))
@@ -133,7 +137,7 @@ def create_study(
         for key in ("season", "difference"):
             if key in ours["data"]:
                 theirs["data"].setdefault(key, ours["data"][key])
-        for table in ("confirm", "tracking"):  # neither changes a trial
+        for table in _NO_TRIAL_TABLES:
             ours.pop(table, None)
             theirs.pop(table, None)
         differing = _diff(theirs, ours)
@@ -154,9 +158,7 @@ def create_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
         )
         before = stored.get("study", {}).get("n_trials")
-        if before != spec.n_trials or any(
-            stored.get(t) != new.get(t) for t in ("confirm", "tracking")
-        ):
+        if before != spec.n_trials or any(stored.get(t) != new.get(t) for t in _NO_TRIAL_TABLES):
             study.set_user_attr(
                 SPEC,
                 dict(stored, study=new["study"], confirm=new["confirm"], tracking=new["tracking"]),

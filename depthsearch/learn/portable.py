@@ -22,6 +22,7 @@ __all__ = [
     "TOLERANCE",
     "TORCHSCRIPT_FILE",
     "OnnxModel",
+    "trace_checked",
     "write_onnx",
     "write_torchscript",
 ]
@@ -47,14 +48,15 @@ class _Whole(nn.Module):
 def _check(
     run: Callable[[torch.Tensor], torch.Tensor],
     source: nn.Module,
-    path: Path,
+    path: Path | None,
     *,
     input_size: int,
     length: int,
     what: str,
 ) -> float:
     """The largest difference between ``run`` and ``source`` on random inputs of four batch
-    sizes and lengths; ``path`` is removed and RuntimeFailure raised above TOLERANCE."""
+    sizes and lengths; above TOLERANCE, ``path`` (if any) is removed and RuntimeFailure
+    raised."""
     generator = torch.Generator().manual_seed(1)
     worst = 0.0
     with torch.inference_mode():
@@ -62,12 +64,37 @@ def _check(
             x = torch.randn(batch, steps, input_size, generator=generator)
             worst = max(worst, float((run(x) - source(x)).abs().max()))
     if worst > TOLERANCE:
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
         raise RuntimeFailure(
             f"the {what} export differs from the PyTorch model by {worst:.3g} (more than "
-            f"{TOLERANCE:g}); not written"
+            f"{TOLERANCE:g}); not {'written' if path is not None else 'used'}"
         )
     return worst
+
+
+def _traced(model: nn.Module, *, input_size: int, length: int) -> tuple[nn.Module, Any]:
+    """``model`` on the CPU in eval mode (a copy), and its trace on a random input."""
+    source = copy.deepcopy(model).to("cpu").eval()
+    example = torch.randn(2, length, input_size, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        # torch 2.9+ calls tracing deprecated in favour of torch.export; the archive it writes
+        # is what torch.jit.load (and LibTorch in C++) reads today.
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(source, example, check_trace=False)  # type: ignore[no-untyped-call]
+    return source, traced
+
+
+def trace_checked(model: nn.Module, *, input_size: int, length: int) -> tuple[Any, float]:
+    """``model`` traced (TorchScript, in memory) and checked as :func:`write_torchscript`
+    checks its archive; returns it with the largest difference seen.
+
+    Raises:
+        RuntimeFailure: the check found a difference above :data:`TOLERANCE`.
+    """
+    source, traced = _traced(model, input_size=input_size, length=length)
+    worst = _check(traced, source, None, input_size=input_size, length=length, what="TorchScript")
+    return traced, worst
 
 
 def write_torchscript(model: nn.Module, path: Path, *, input_size: int, length: int) -> float:
@@ -83,19 +110,7 @@ def write_torchscript(model: nn.Module, path: Path, *, input_size: int, length: 
         RuntimeFailure: the check found a difference above :data:`TOLERANCE` (nothing is
             left at ``path``).
     """
-    source = copy.deepcopy(model).to("cpu").eval()
-    generator = torch.Generator().manual_seed(0)
-
-    def example(batch: int, steps: int) -> torch.Tensor:
-        return torch.randn(batch, steps, input_size, generator=generator)
-
-    with warnings.catch_warnings():
-        # torch 2.9+ calls tracing deprecated in favour of torch.export; the archive it writes
-        # is what torch.jit.load (and LibTorch in C++) reads today.
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(  # type: ignore[no-untyped-call]
-            source, example(2, length), check_trace=False
-        )
+    source, traced = _traced(model, input_size=input_size, length=length)
     traced.save(str(path))
     loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     return _check(loaded, source, path, input_size=input_size, length=length, what="TorchScript")
@@ -131,10 +146,7 @@ def write_onnx(model: nn.Module, path: Path, *, input_size: int, length: int) ->
             dynamic_axes={"x": {0: "batch", 1: "steps"}, "y": {0: "batch"}},
             dynamo=False,
         )
-    runner = OnnxModel(path)
-    return _check(
-        lambda x: runner(x), source, path, input_size=input_size, length=length, what="ONNX"
-    )
+    return _check(OnnxModel(path), source, path, input_size=input_size, length=length, what="ONNX")
 
 
 def _onnx_runtime() -> Any:

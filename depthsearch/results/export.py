@@ -328,7 +328,8 @@ def retrain_best(
         from depthsearch.learn.saved import CONFIG_FILE
         from depthsearch.results.registry import register_model
 
-        parent = open_study(study_name, storage_url).user_attrs.get(PARENT_ATTR)
+        study = open_study(study_name, storage_url, read_trials=False)
+        parent = study.user_attrs.get(PARENT_ATTR)
         example = data.x_val[:4] if len(data.x_val) else data.x_train[:4]
         doc["registered"] = register_model(
             target, register, model, Path(output_dir), doc, example.numpy(), parent=parent

@@ -10,9 +10,7 @@ under the study's run when the workers logged one.
 
 from __future__ import annotations
 
-import copy
 import inspect
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import torch
 from torch import nn
 
 from depthsearch.errors import InputError, RuntimeFailure
-from depthsearch.learn.portable import TOLERANCE
+from depthsearch.learn.portable import trace_checked
 from depthsearch.tracking import Target
 from depthsearch.tracking.runs import client_env
 
@@ -70,19 +68,11 @@ def register_model(
     from mlflow.models.signature import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    source = copy.deepcopy(model).to("cpu").eval()
-    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracing is "deprecated" in favour of torch.export
-        traced = torch.jit.trace(source, x, check_trace=False)  # type: ignore[no-untyped-call]
-    with torch.inference_mode():
-        gap = float((traced(x) - source(x)).abs().max())
-        outputs = source(x).numpy()
-    if gap > TOLERANCE:
-        raise RuntimeFailure(f"the traced model differs from the model by {gap:.3g}")
+    _, steps, features = example.shape
+    traced, _ = trace_checked(model, input_size=int(features), length=int(steps))
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, int(x.shape[2])))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(outputs.shape[1])))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, int(features)))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(doc["model"]["output_size"])))]),
     )
     origin = doc.get("origin", {})
     tags = {

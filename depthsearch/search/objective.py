@@ -35,7 +35,7 @@ from depthsearch.search.space import suggest
 from depthsearch.search.trials import retried_trials
 from depthsearch.spec import StudySpec, TrainSpec
 
-__all__ = ["Objective", "fit_options", "retried_trials", "trial_seed"]
+__all__ = ["Objective", "fit_options", "trial_seed"]
 
 _log = logging.getLogger(__name__)
 

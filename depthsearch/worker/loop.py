@@ -33,8 +33,8 @@ from depthsearch.search.compat import (
     study_storage,
     trial_id,
 )
-from depthsearch.search.objective import retried_trials, trial_seed
-from depthsearch.search.trials import best_trial, metrics_text
+from depthsearch.search.objective import trial_seed
+from depthsearch.search.trials import best_trial, metrics_text, retried_trials
 from depthsearch.spec import StudySpec
 from depthsearch.storage import (
     best_complete,

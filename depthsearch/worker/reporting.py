@@ -232,17 +232,19 @@ class ReportingProcess:
         return reporter
 
     def ended(self, trial_id: int) -> None:
-        """The trial's end is told: its tracked run ends too (nothing without tracking)."""
-        if self.tracking is not None:
-            with contextlib.suppress(OSError):  # it died: the next trial restarts it
-                self._tx.send(Ended(trial_id))
+        """The trial's end is told: its tracked run ends too."""
+        self._to_tracker(Ended(trial_id))
 
     def study_done(self) -> None:
-        """The study's budget is met: its tracked study run ends FINISHED (nothing without
-        tracking)."""
+        """The study's budget is met: its tracked study run ends FINISHED."""
+        self._to_tracker(StudyDone())
+
+    def _to_tracker(self, message: Ended | StudyDone) -> None:
+        """A message only the tracker reads: nothing without tracking, nothing lost but the
+        message when the process died (the next trial restarts it)."""
         if self.tracking is not None:
             with contextlib.suppress(OSError):
-                self._tx.send(StudyDone())
+                self._tx.send(message)
 
     def close(self, timeout: float = 30.0) -> None:
         """Asks the process to exit once it has written everything, and waits for it."""
