@@ -21,6 +21,7 @@ from torch import nn
 from depthsearch.errors import InputError, RuntimeFailure
 from depthsearch.learn.portable import trace_checked
 from depthsearch.tracking import Target
+from depthsearch.tracking.records import describe_error
 from depthsearch.tracking.runs import client_env
 
 __all__ = ["register_model"]
@@ -111,9 +112,8 @@ def register_model(
     except InputError:
         raise
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0][:300]
         raise RuntimeFailure(
-            f"MLflow at {target.uri} did not register {name!r} ({type(e).__name__}: {first}); "
+            f"MLflow at {target.uri} did not register {name!r} ({describe_error(e)}); "
             f"the export in {folder} is complete"
         ) from e
     return {

@@ -10,7 +10,15 @@ from typing import Any, NamedTuple
 
 from depthsearch.spec import StudySpec
 
-__all__ = ["ENV_VAR", "PARENT_ATTR", "Target", "TrialRecord", "final_metrics", "target_of"]
+__all__ = [
+    "ENV_VAR",
+    "PARENT_ATTR",
+    "Target",
+    "TrialRecord",
+    "describe_error",
+    "final_metrics",
+    "target_of",
+]
 
 #: Names the tracking server when set (it wins over ``[tracking] mlflow``).
 ENV_VAR = "DEPTHSEARCH_MLFLOW_URI"
@@ -67,3 +75,13 @@ def final_metrics(attrs: Mapping[str, Any]) -> dict[str, float]:
         elif key.startswith("test_") or key in _NUMBERS or key == "best_val_loss":
             out[key] = float(value)
     return out
+
+
+def describe_error(error: BaseException) -> str:
+    """An MLflow error in one short line (a lost server as such, not urllib3's chain)."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    if any(s in first for s in ("Max retries exceeded", "Connection refused", "timed out")):
+        return "no answer: connection refused or timed out"
+    if len(first) > 200:
+        first = first[:197] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from depthsearch.errors import RuntimeFailure
-from depthsearch.tracking.records import Target, TrialRecord, final_metrics
+from depthsearch.tracking.records import Target, TrialRecord, describe_error, final_metrics
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -73,15 +73,6 @@ ClaimParent = Callable[[Callable[[Any], bool], Callable[[], dict[str, str]]], di
 def _text(value: Any, limit: int) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(error: BaseException) -> str:
-    first = (str(error).strip().splitlines() or [""])[0]
-    if any(s in first for s in ("Max retries exceeded", "Connection refused", "timed out")):
-        return "no answer: connection refused or timed out"
-    if len(first) > 200:
-        first = first[:197] + "..."
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -196,7 +187,7 @@ class Tracker:
                         "MLflow tracking at %s is off for this worker (%s); the study "
                         "database still records every trial",
                         self.target.uri,
-                        _describe(e),
+                        describe_error(e),
                     )
             if None in batch:
                 return
