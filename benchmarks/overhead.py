@@ -31,10 +31,10 @@ core: the storage work moved there, it did not vanish.
     python benchmarks/overhead.py [--repeats 5] [--storage URL] [--threads 1,2] [--mlflow local]
 
 With ``--mlflow URI`` (``local``: an ``mlflow server`` this script starts on a free port, SQLite
-backend, in a temporary folder) the running worker's middle trial is also timed with its trials
-logged to that server (``DEPTHSEARCH_MLFLOW_URI``), right after the untracked one; the
-``tracking_ratio=X`` line is the largest (over shapes and threads) median of the paired ratios
-tracked / untracked, with their geometric mean.
+backend, in a temporary folder) each shape and thread count is also timed with its trials logged
+to that server (``DEPTHSEARCH_MLFLOW_URI``) against the same trials untracked, in a worker's
+steady state (``_tracking.py`` says how); the ``tracking_ratio=X`` line is the largest (over
+shapes and threads) median of the paired ratios tracked / untracked, with their geometric mean.
 
 ``first_trial_ratio=X`` closes the fresh ``run`` table (the worst median ratio of a fresh
 ``run``'s first trial, over shapes and thread counts; ``--fresh-only`` prints that table alone);
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import dataclasses
 import logging
 import os
@@ -57,11 +56,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from _tracking import HEADER, compare, mlflow_server
 from torch import nn
 
 #: name: (layers, hidden, batch size, epochs). "small" is the default study's smallest trial.
@@ -153,52 +152,6 @@ def fresh_run(
     study = optuna.load_study(study_name=name, storage=url)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     return [float(t.user_attrs["seconds_per_epoch"]) for t in trials]
-
-
-TRACKING_ENV = "DEPTHSEARCH_MLFLOW_URI"
-
-
-@contextlib.contextmanager
-def mlflow_server(uri: str | None, folder: Path) -> Iterator[str | None]:
-    """``uri`` as given, or for ``local`` an ``mlflow server`` started here (stopped after)."""
-    if uri != "local":
-        yield uri
-        return
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(folder / "mlflow-artifacts"),
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    local = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"{local}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        yield local
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait()
 
 
 def children_cpu() -> float:
@@ -304,7 +257,8 @@ def main() -> None:
     notes: list[str] = []
     breakdown: list[tuple[str, str, float, float]] = []
     small = ("", 0.0)
-    with tempfile.TemporaryDirectory() as tmp, mlflow_server(args.mlflow, Path(tmp)) as tracking:
+    tracked_rows: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp, mlflow_server(args.mlflow, Path(tmp)) as server:
         url = args.storage or f"sqlite:///{Path(tmp) / 'overhead.db'}"
         for threads in [] if args.fresh_only else counts:
             torch.set_num_threads(threads)
@@ -334,7 +288,7 @@ def main() -> None:
                 worker = Worker(create_study(spec, url), spec, url, data, threads)
                 worker.run(1), bare_loop(data, layers, hidden, batch, epochs)  # warm-up
                 worker.cpu.clear(), worker.calls.clear()
-                times: dict[str, list[float]] = {"bare": [], "trial": [], "one": [], "on": []}
+                times: dict[str, list[float]] = {"bare": [], "trial": [], "one": []}
                 child: dict[int, list[float]] = {1: [], 3: []}
                 for _ in range(args.repeats):
                     times["bare"].append(bare_loop(data, layers, hidden, batch, epochs))
@@ -344,29 +298,16 @@ def main() -> None:
                     one, cpu = worker.run(1)
                     times["one"].append(one)
                     child[1].append(cpu)
-                    if tracking is not None:
-                        os.environ[TRACKING_ENV] = tracking
-                        try:
-                            times["on"].append(worker.middle_trial()[0])
-                        finally:
-                            del os.environ[TRACKING_ENV]
                 b, t, o = (statistics.median(times[k]) for k in ("bare", "trial", "one"))
                 ratios.append(t / b)
                 cells = f"{b:.3f} | {t:.3f} | {t / b:.3f} | {o:.3f} | {o / b:.3f}"
                 print(f"| {label} | {threads} | {epochs} | {cells} |", flush=True)
-                if tracking is not None:
-                    # Each tracked trial over the untracked one timed just before it (pairs
-                    # close in time: the machine's slow drifts cancel), the median of those.
-                    on = statistics.median(times["on"])
-                    paired = statistics.median(
-                        a / b for a, b in zip(times["on"], times["trial"], strict=True)
-                    )
-                    tracked_ratios.append(paired)
-                    notes.append(
-                        f"{label}, {threads} thread(s): a trial logged to MLflow {on:.3f} s, "
-                        f"untracked {t:.3f} s: ratio of medians {on / t:.3f}, median of "
-                        f"paired ratios {paired:.3f}"
-                    )
+                if server is not None:
+                    # A worker of its own: the storage call table below stays the table's own.
+                    sample = Worker(worker.study, spec, url, data, threads)
+                    pairs = compare(sample, server, args.repeats)
+                    tracked_ratios.append(pairs.ratio())
+                    tracked_rows.append(pairs.describe(label, threads))
                 if threads != counts[0]:
                     continue
                 start = statistics.median(child[1])
@@ -428,7 +369,11 @@ def main() -> None:
             print(f"| {thread} | {name} | {n:.2f} | {ms:.1f} |")
     total = sum(ms for *_, ms in breakdown)
     print(f"| all | | {sum(n for _, _, n, _ in breakdown):.1f} | {total:.1f} |")
-    if tracked_ratios:
+    if tracked_rows:
+        print()
+        print(f"Trials logged to MLflow ({args.mlflow}) against the same trials untracked:")
+        print(HEADER)
+        print("\n".join(tracked_rows))
         mean = statistics.geometric_mean(tracked_ratios)
         print(f"tracking_ratio={max(tracked_ratios):.3f} (geometric mean over rows {mean:.3f})")
     print(f"overhead_ratio={max(ratios):.3f}")

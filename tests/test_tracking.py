@@ -72,6 +72,9 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # MLflow 3's job runner (eight consumer processes for GenAI jobs) takes ~25 s of
+            # CPU to boot and polls after: the suite's other tests on this machine would pay.
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         deadline = time.monotonic() + 180
         while True:

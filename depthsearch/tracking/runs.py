@@ -54,7 +54,7 @@ CLIENT_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 #: How long the tracker gathers what comes before it sends it (the runs lag that much).
-FLUSH_S = 2.0
+FLUSH_S = 5.0
 #: A run's end by the trial's state.
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 #: The longest tag value written (MLflow's limit is 8000 characters; longer JSON is cut).

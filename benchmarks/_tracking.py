@@ -1,0 +1,188 @@
+"""overhead.py --mlflow: trials of a running worker logged to MLflow against the same trials
+not logged, in the steady state of a worker (its start, MLflow's import, the connection to the
+server and the last flush left out).
+
+A sample is one worker of :data:`TRIALS` trials; its trials 2 to ``TRIALS - 2`` are timed from
+the first one's ``ask`` to the ``ask`` after the last (ask to ask: everything a trial costs),
+divided by their count. That window spans several of the tracker's flushes for every shape
+here, so it holds what a study of many trials pays per trial: a run created, its batches and
+its end, and the server's share of the machine's CPU when the server runs here. Each repeat
+times one untracked and one tracked worker, in alternating order (off-on, on-off, ...), and
+the figure is the median of the paired ratios.
+
+``local`` starts an ``mlflow server`` here (SQLite backend, a temporary folder) with MLflow 3's
+job runner off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: its eight consumer processes
+spend about 25 s of CPU booting and ~2 % of a core polling, for GenAI jobs a tracking server
+does not run), and waits until it is idle before timing. Its CPU per tracked trial is printed:
+on this 2-vCPU machine it competes with training, as a server on another machine would not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TRACKING_ENV = "DEPTHSEARCH_MLFLOW_URI"
+#: Trials per sample worker (trials 2 .. TRIALS - 2 are timed).
+TRIALS = 8
+#: The local server's environment: MLflow 3's job runner (GenAI jobs) off.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds of the live processes of process group ``pgid`` (and their reaped
+    children), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # utime, stime, cutime, cstime
+            total += sum(int(f) for f in fields[11:15]) / tick
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """A tracking server: its URI, and its process group when this script started it."""
+
+    uri: str
+    pgid: int | None = None
+
+    def cpu(self) -> float:
+        """CPU seconds the server used so far (0 for a server elsewhere)."""
+        return group_cpu(self.pgid) if self.pgid is not None else 0.0
+
+    def settle(self, timeout: float = 120.0) -> None:
+        """Waits until the server uses under 2 % of a core over a second."""
+        deadline = time.monotonic() + timeout
+        while self.pgid is not None and time.monotonic() < deadline:
+            before = self.cpu()
+            time.sleep(1.0)
+            if self.cpu() - before < 0.02:
+                return
+
+
+@contextlib.contextmanager
+def mlflow_server(uri: str | None, folder: Path) -> Iterator[Server | None]:
+    """``uri`` as given, or for ``local`` an ``mlflow server`` started here (stopped after)."""
+    if uri is None or uri != "local":
+        yield None if uri is None else Server(uri)
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "mlflow-artifacts"),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **SERVER_ENV},
+    )
+    server = Server(f"http://127.0.0.1:{port}", process.pid)
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{server.uri}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        server.settle()
+        yield server
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait()
+
+
+@contextlib.contextmanager
+def tracked(server: Server | None) -> Iterator[None]:
+    """Workers started within log to ``server`` (none: untracked)."""
+    if server is None:
+        yield
+        return
+    os.environ[TRACKING_ENV] = server.uri
+    try:
+        yield
+    finally:
+        del os.environ[TRACKING_ENV]
+
+
+@dataclasses.dataclass
+class Pairs:
+    """Seconds per steady-state trial, untracked and tracked, one pair per repeat."""
+
+    off: list[float] = dataclasses.field(default_factory=list)
+    on: list[float] = dataclasses.field(default_factory=list)
+    #: The server's CPU seconds per tracked trial, per tracked sample.
+    server_cpu: list[float] = dataclasses.field(default_factory=list)
+    #: The reporting process's CPU seconds per sample worker (its start included).
+    child_off: list[float] = dataclasses.field(default_factory=list)
+    child_on: list[float] = dataclasses.field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        """Each tracked sample over the untracked one of its repeat."""
+        return [a / b for a, b in zip(self.on, self.off, strict=True)]
+
+    def ratio(self) -> float:
+        """The median of the paired ratios."""
+        return statistics.median(self.ratios())
+
+    def describe(self, label: str, threads: int) -> str:
+        off, on = statistics.median(self.off), statistics.median(self.on)
+        child = statistics.median(self.child_on) - statistics.median(self.child_off)
+        server = statistics.median(self.server_cpu) * 1000
+        ratios = sorted(self.ratios())
+        spread = f"{ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f}"
+        return (
+            f"| {label} | {threads} | {off:.3f} | {on:.3f} | {self.ratio():.3f} | {spread} "
+            f"| {server:.0f} | {child:+.2f} |"
+        )
+
+
+HEADER = (
+    "| shape | threads | untracked s/trial | tracked s/trial | ratio (median of pairs) "
+    f"| pairs' quartiles | server CPU ms/trial | reporting process CPU s per {TRIALS}-trial "
+    "worker, tracked - untracked (MLflow's import included) |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def compare(worker: Any, server: Server, repeats: int) -> Pairs:
+    """``repeats`` pairs of sample workers (``worker``: overhead.py's ``Worker``)."""
+    pairs = Pairs()
+    for i in range(repeats):
+        for on in (False, True) if i % 2 == 0 else (True, False):
+            before = server.cpu()
+            with tracked(server if on else None):
+                _, child = worker.run(TRIALS)
+            asked = worker.asked
+            per_trial = (asked[TRIALS - 1] - asked[2]) / (TRIALS - 3)
+            (pairs.on if on else pairs.off).append(per_trial)
+            (pairs.child_on if on else pairs.child_off).append(child)
+            if on:
+                pairs.server_cpu.append((server.cpu() - before) / TRIALS)
+    return pairs
