@@ -80,7 +80,7 @@ class Server:
 @contextlib.contextmanager
 def mlflow_server(uri: str | None, folder: Path) -> Iterator[Server | None]:
     """``uri`` as given, or for ``local`` an ``mlflow server`` started here (stopped after)."""
-    if uri is None or uri != "local":
+    if uri != "local":
         yield None if uri is None else Server(uri)
         return
     with socket.socket() as s:
@@ -176,7 +176,7 @@ def compare(worker: Any, server: Server, repeats: int) -> Pairs:
     pairs = Pairs()
     for i in range(repeats):
         for on in (False, True) if i % 2 == 0 else (True, False):
-            before = server.cpu()
+            before = server.cpu() if on else 0.0
             with tracked(server if on else None):
                 _, child = worker.run(TRIALS)
             asked = worker.asked

@@ -161,7 +161,7 @@ def create_study(
         if before != spec.n_trials or any(stored.get(t) != new.get(t) for t in _NO_TRIAL_TABLES):
             study.set_user_attr(
                 SPEC,
-                dict(stored, study=new["study"], confirm=new["confirm"], tracking=new["tracking"]),
+                dict(stored, study=new["study"], **{t: new[t] for t in _NO_TRIAL_TABLES}),
             )
             study.set_user_attr(SUMMARY, spec_summary(spec))
         _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))

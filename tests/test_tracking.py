@@ -290,7 +290,7 @@ def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     try:
         gate.wait_held(1)
         client = MlflowClient(server.uri)
-        # The worker's tracker starts beside training (it imports MLflow): its run comes soon.
+        # The run comes with the tracker's first flush (every FLUSH_S seconds), not at once.
         deadline = time.monotonic() + 120
         while not any(
             r.data.tags.get("depthsearch.trial") == "0"
