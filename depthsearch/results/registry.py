@@ -21,8 +21,8 @@ from torch import nn
 from depthsearch.errors import InputError, RuntimeFailure
 from depthsearch.learn.portable import trace_checked
 from depthsearch.tracking import Target
+from depthsearch.tracking.client import client_env
 from depthsearch.tracking.records import describe_error
-from depthsearch.tracking.runs import client_env
 
 __all__ = ["register_model"]
 

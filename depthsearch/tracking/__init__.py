@@ -6,8 +6,9 @@ and registers a retrained model (:func:`register_model`). It imports neither Opt
 at module level, and MLflow only when a URI is set: ``pip install 'depthsearch[mlflow]'``.
 """
 
+from depthsearch.tracking.client import preload
 from depthsearch.tracking.records import ENV_VAR, PARENT_ATTR, Target, TrialRecord, target_of
-from depthsearch.tracking.runs import Tracker, preload
+from depthsearch.tracking.runs import Tracker
 
 __all__ = [
     "ENV_VAR",

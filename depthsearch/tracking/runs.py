@@ -23,12 +23,10 @@ worker's life with one warning (the study database still holds everything).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -36,23 +34,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from depthsearch.errors import RuntimeFailure
+from depthsearch.tracking.client import client_env, settle_probes
 from depthsearch.tracking.records import Target, TrialRecord, describe_error, final_metrics
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = ["CLIENT_ENV", "Tracker", "client_env", "preload"]
+__all__ = ["Tracker"]
 
 _log = logging.getLogger(__name__)
 
-#: MLflow client settings in a worker (each kept when already set): a lost server costs a
-#: few seconds of one thread, not the client's default minutes of retries; no run links
-#: printed on stdout.
-CLIENT_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-}
 #: How long the tracker gathers what comes before it sends it (the runs lag that much).
 FLUSH_S = 5.0
 #: A run's end by the trial's state.
@@ -78,23 +69,6 @@ def _text(value: Any, limit: int) -> str:
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def client_env() -> None:
-    """:data:`CLIENT_ENV` in this process's environment, where not set already."""
-    for key, value in CLIENT_ENV.items():
-        os.environ.setdefault(key, value)
-
-
-def preload() -> None:
-    """Imports the MLflow client (a second or two of CPU) now, where the caller chooses: a
-    worker's reporting process does it before it says it is ready, while the worker loads
-    its data, instead of beside the first trials (where it held back their pruner's answers
-    and took the core a second torch thread uses). A missing MLflow is said by the tracker."""
-    client_env()
-    with contextlib.suppress(ImportError):
-        import mlflow.entities
-        import mlflow.tracking  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -227,6 +201,7 @@ class Tracker:
 
     def _connect(self) -> None:
         client_env()
+        settle_probes()
         try:
             from mlflow.entities import Param
             from mlflow.exceptions import MlflowException
