@@ -29,12 +29,15 @@ reporting process (per worker start and per trial), which runs beside training o
 core: the storage work moved there, it did not vanish.
 
     python benchmarks/overhead.py [--repeats 5] [--storage URL] [--threads 1,2] [--mlflow local]
+        [--pairs N] [--tracking-only]
 
 With ``--mlflow URI`` (``local``: an ``mlflow server`` this script starts on a free port, SQLite
 backend, in a temporary folder) each shape and thread count is also timed with its trials logged
 to that server (``DEPTHSEARCH_MLFLOW_URI``) against the same trials untracked, in a worker's
-steady state (``_tracking.py`` says how); the ``tracking_ratio=X`` line is the largest (over
-shapes and threads) median of the paired ratios tracked / untracked, with their geometric mean.
+steady state (``_tracking.py`` says how), in ``--pairs`` pairs (default ``--repeats``); the
+``tracking_ratio=X`` line is the largest (over shapes and threads) median of the paired ratios
+tracked / untracked, with their geometric mean and its 95 % bootstrap interval.
+``--tracking-only`` times that comparison alone.
 
 ``first_trial_ratio=X`` closes the fresh ``run`` table (the worst median ratio of a fresh
 ``run``'s first trial, over shapes and thread counts; ``--fresh-only`` prints that table alone);
@@ -60,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _tracking import HEADER, compare, mlflow_server
+from _tracking import HEADER, compare, interval, mlflow_server
 from torch import nn
 
 #: name: (layers, hidden, batch size, epochs). "small" is the default study's smallest trial.
@@ -234,7 +237,13 @@ def main() -> None:
     parser.add_argument(
         "--mlflow", default=None, help="also time trials logged to this MLflow URI ('local')"
     )
+    parser.add_argument("--pairs", type=int, default=None, help="tracked pairs per row")
+    parser.add_argument(
+        "--tracking-only", action="store_true", help="only the tracked comparison (--mlflow)"
+    )
     args = parser.parse_args()
+    if args.tracking_only and not args.mlflow:
+        parser.error("--tracking-only needs --mlflow URI")
     logging.basicConfig(level=logging.WARNING)
     import optuna
     from _study import SUNSPOTS, study_spec
@@ -248,12 +257,14 @@ def main() -> None:
         f"# torch {torch.__version__}, {os.cpu_count()} CPUs, thread counts {counts}, "
         f"median of {args.repeats} (after 1 warm-up)"
     )
-    print(
-        "| shape | threads | epochs | bare loop s | trial in a running worker s | ratio "
-        "| one-trial worker s | ratio |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    ratios, tracked_ratios = [], []
+    if not args.tracking_only:
+        print(
+            "| shape | threads | epochs | bare loop s | trial in a running worker s | ratio "
+            "| one-trial worker s | ratio |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+    ratios: list[float] = []
+    tracked_pairs = []
     notes: list[str] = []
     breakdown: list[tuple[str, str, float, float]] = []
     small = ("", 0.0)
@@ -286,6 +297,14 @@ def main() -> None:
                 )
                 data = prepare(spec.data, "cpu", seed=0)
                 worker = Worker(create_study(spec, url), spec, url, data, threads)
+                if args.tracking_only:
+                    assert server is not None
+                    worker.run(1)  # warm-up
+                    pairs = compare(worker, server, args.pairs or args.repeats)
+                    tracked_pairs.append(pairs)
+                    tracked_rows.append(pairs.describe(label, threads))
+                    print(tracked_rows[-1], flush=True)  # as it comes; the table at the end
+                    continue
                 worker.run(1), bare_loop(data, layers, hidden, batch, epochs)  # warm-up
                 worker.cpu.clear(), worker.calls.clear()
                 times: dict[str, list[float]] = {"bare": [], "trial": [], "one": []}
@@ -305,8 +324,8 @@ def main() -> None:
                 if server is not None:
                     # A worker of its own: the storage call table below stays the table's own.
                     sample = Worker(worker.study, spec, url, data, threads)
-                    pairs = compare(sample, server, args.repeats)
-                    tracked_ratios.append(pairs.ratio())
+                    pairs = compare(sample, server, args.pairs or args.repeats)
+                    tracked_pairs.append(pairs)
                     tracked_rows.append(pairs.describe(label, threads))
                 if threads != counts[0]:
                     continue
@@ -325,15 +344,17 @@ def main() -> None:
                 if len(notes) == 1:  # the small shape, where storage weighs most
                     breakdown, small = sorted(rows, key=lambda r: -r[3]), (label, t - b)
 
-        print()
-        print(
-            "Each trial of a fresh `depthsearch run` (3 trials, no pruner): seconds_per_epoch "
-            "over a bare loop in a fresh process"
-        )
-        print("| shape | threads | bare s/epoch | trial 1 ratio | trial 2 ratio | trial 3 ratio |")
-        print("|---|---|---|---|---|---|")
+        if not (args.no_fresh or args.tracking_only):
+            print()
+            print(
+                "Each trial of a fresh `depthsearch run` (3 trials, no pruner): seconds_per_epoch "
+                "over a bare loop in a fresh process"
+            )
+            ratios_head = " | ".join(f"trial {k} ratio" for k in (1, 2, 3))
+            print(f"| shape | threads | bare s/epoch | {ratios_head} |")
+            print("|---|---|---|---|---|---|")
         firsts = []
-        for threads in [] if args.no_fresh else counts:
+        for threads in [] if args.no_fresh or args.tracking_only else counts:
             for label, (layers, hidden, batch, epochs) in SHAPES.items():
                 per: list[list[float]] = [[], [], []]
                 bares = []
@@ -352,6 +373,9 @@ def main() -> None:
                 )
     if firsts:
         print(f"first_trial_ratio={max(firsts):.3f}")
+    if args.tracking_only:
+        print_tracked(args.mlflow, tracked_rows, tracked_pairs)
+        return
     if args.fresh_only:
         return
     label, extra = small
@@ -370,13 +394,22 @@ def main() -> None:
     total = sum(ms for *_, ms in breakdown)
     print(f"| all | | {sum(n for _, _, n, _ in breakdown):.1f} | {total:.1f} |")
     if tracked_rows:
-        print()
-        print(f"Trials logged to MLflow ({args.mlflow}) against the same trials untracked:")
-        print(HEADER)
-        print("\n".join(tracked_rows))
-        mean = statistics.geometric_mean(tracked_ratios)
-        print(f"tracking_ratio={max(tracked_ratios):.3f} (geometric mean over rows {mean:.3f})")
+        print_tracked(args.mlflow, tracked_rows, tracked_pairs)
     print(f"overhead_ratio={max(ratios):.3f}")
+
+
+def print_tracked(uri: str, rows: list[str], pairs: list[Any]) -> None:
+    """The tracked table and its ``tracking_ratio=`` line."""
+    print()
+    print(f"Trials logged to MLflow ({uri}) against the same trials untracked:")
+    print(HEADER)
+    print("\n".join(rows))
+    medians = [p.ratio() for p in pairs]
+    lo, hi = interval(pairs)
+    print(
+        f"tracking_ratio={max(medians):.3f} (geometric mean over rows "
+        f"{statistics.geometric_mean(medians):.3f}, 95 % interval {lo:.3f}-{hi:.3f})"
+    )
 
 
 if __name__ == "__main__":
