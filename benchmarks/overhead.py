@@ -36,7 +36,8 @@ backend, in a temporary folder) each shape and thread count is also timed with i
 to that server (``DEPTHSEARCH_MLFLOW_URI``) against the same trials untracked, in a worker's
 steady state (``_tracking.py`` says how), in ``--pairs`` pairs (default ``--repeats``); the
 ``tracking_ratio=X`` line is the largest (over shapes and threads) median of the paired ratios
-tracked / untracked, with their geometric mean and its 95 % bootstrap interval.
+tracked / untracked, with their geometric mean and its 95 % bootstrap interval, and the
+``tracking_lost_share=`` line the same for training's extra lost time (``_tracking.py``).
 ``--tracking-only`` times that comparison alone.
 
 ``first_trial_ratio=X`` closes the fresh ``run`` table (the worst median ratio of a fresh
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -157,6 +159,16 @@ def fresh_run(
     return [float(t.user_attrs["seconds_per_epoch"]) for t in trials]
 
 
+def run_delay() -> dict[int, float]:
+    """Seconds each live thread of this process (torch's compute pool included) spent runnable
+    but waiting for a CPU (Linux schedstat), by thread id."""
+    delays = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            delays[int(task.name)] = int((task / "schedstat").read_text().split()[1]) / 1e9
+    return delays
+
+
 def children_cpu() -> float:
     """CPU seconds of this process's reaped children (the reporting processes)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -171,14 +183,18 @@ class Worker:
         self.threads = threads
         self.cpu: dict[tuple[str, str], float] = collections.defaultdict(float)
         self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
-        self.asked: list[float] = []
+        #: Each ask's wall clock, the asking thread's CPU seconds and id (it trains), and the
+        #: seconds each thread of this process waited for a CPU.
+        self.asked: list[tuple[float, float, int, dict[int, float]]] = []
 
     def record(self, name: str, wall_s: float, cpu_s: float) -> None:
         key = (threading.current_thread().name.removeprefix("depthsearch-"), name)
         self.cpu[key] += cpu_s
         self.calls[key] += 1
         if name == "create_new_trial":
-            self.asked.append(time.perf_counter())
+            self.asked.append(
+                (time.perf_counter(), time.thread_time(), threading.get_native_id(), run_delay())
+            )
 
     def run(self, n_trials: int) -> tuple[float, float]:
         """(seconds of the whole call, CPU seconds of its reporting process)."""
@@ -205,7 +221,7 @@ class Worker:
         """(seconds of the middle trial of a 3-trial worker, ask to next ask; CPU seconds of
         that worker's reporting process)."""
         _, cpu = self.run(3)
-        return self.asked[2] - self.asked[1], cpu
+        return self.asked[2][0] - self.asked[1][0], cpu
 
 
 def main() -> None:
@@ -238,6 +254,9 @@ def main() -> None:
         "--mlflow", default=None, help="also time trials logged to this MLflow URI ('local')"
     )
     parser.add_argument("--pairs", type=int, default=None, help="tracked pairs per row")
+    parser.add_argument(
+        "--shapes", default=None, help="comma list of shape names' first words (default: all)"
+    )
     parser.add_argument(
         "--tracking-only", action="store_true", help="only the tracked comparison (--mlflow)"
     )
@@ -274,6 +293,8 @@ def main() -> None:
         for threads in [] if args.fresh_only else counts:
             torch.set_num_threads(threads)
             for label, (layers, hidden, batch, epochs) in SHAPES.items():
+                if args.shapes and label.split()[0] not in args.shapes.split(","):
+                    continue
                 name = f"overhead-{uuid.uuid4().hex[:6]}"
                 spec = study_spec(
                     name,
@@ -409,6 +430,12 @@ def print_tracked(uri: str, rows: list[str], pairs: list[Any]) -> None:
     print(
         f"tracking_ratio={max(medians):.3f} (geometric mean over rows "
         f"{statistics.geometric_mean(medians):.3f}, 95 % interval {lo:.3f}-{hi:.3f})"
+    )
+    shares = [statistics.median(p.lost_shares()) * 100 for p in pairs]
+    s_lo, s_hi = (x * 100 for x in interval(pairs, type(pairs[0]).lost_shares, statistics.fmean))
+    print(
+        f"tracking_lost_share={max(shares):+.2f} % (mean over rows "
+        f"{statistics.fmean(shares):+.2f} %, 95 % interval {s_lo:+.2f} to {s_hi:+.2f} %)"
     )
 
 
