@@ -175,22 +175,21 @@ class Pairs:
     child_off: list[float] = dataclasses.field(default_factory=list)
     child_on: list[float] = dataclasses.field(default_factory=list)
 
-    def add(
-        self, on: bool, asked: list[tuple[float, float, int, dict[int, float]]], child: float
-    ) -> None:
-        """A sample worker: its asks (wall clock, training thread's CPU time and id, each
-        thread's run delay) and its reporting process's CPU."""
+    def add(self, on: bool, worker: Any, child: float) -> None:
+        """A sample worker (overhead.py's ``Worker``, with ``sched``): its asks' wall clock,
+        training thread's CPU time and id, each thread's run delay; its reporting process's
+        CPU."""
         n = TRIALS - 3
-        (t0, cpu0, tid, delay0), (t1, cpu1, _, delay1) = asked[2], asked[TRIALS - 1]
-        wall, cpu = (t1 - t0) / n, (cpu1 - cpu0) / n
+        wall = (worker.asked[TRIALS - 1] - worker.asked[2]) / n
+        (cpu0, tid, delay0), (cpu1, _, delay1) = worker.sched[2], worker.sched[TRIALS - 1]
         # Threads that ended within the window are not counted (no pool thread ends there).
         waits = {k: v - delay0.get(k, 0.0) for k, v in delay1.items()}
-        own = waits.get(tid, 0.0) / n
+        delay, own = sum(waits.values()) / n, waits.get(tid, 0.0) / n
         (self.on if on else self.off).append(wall)
         # Off its CPU (waiting for answers or the database, or for a CPU), and the other
         # threads' waits for a CPU: a pool thread held off stalls the training thread on CPU.
-        (self.lost_on if on else self.lost_off).append(wall - cpu + sum(waits.values()) / n - own)
-        (self.delay_on if on else self.delay_off).append(sum(waits.values()) / n)
+        (self.lost_on if on else self.lost_off).append(wall - (cpu1 - cpu0) / n + delay - own)
+        (self.delay_on if on else self.delay_off).append(delay)
         (self.child_on if on else self.child_off).append(child)
 
     def ratios(self) -> list[float]:
@@ -273,7 +272,7 @@ def compare(worker: Any, server: Server, repeats: int) -> Pairs:
             before = server.cpu() if on else 0.0
             with tracked(server if on else None):
                 _, child = worker.run(TRIALS)
-            pairs.add(on, worker.asked, child)
+            pairs.add(on, worker, child)
             if on:
                 pairs.server_cpu.append((server.cpu() - before) / TRIALS)
     return pairs

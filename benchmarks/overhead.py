@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _tracking import HEADER, compare, interval, mlflow_server
+from _tracking import HEADER, Pairs, compare, interval, mlflow_server
 from torch import nn
 
 #: name: (layers, hidden, batch size, epochs). "small" is the default study's smallest trial.
@@ -178,23 +178,27 @@ def children_cpu() -> float:
 class Worker:
     """Runs workers on one study, timing trials by the storage calls they make."""
 
-    def __init__(self, study: Any, spec: Any, url: str, data: Any, threads: int) -> None:
+    def __init__(
+        self, study: Any, spec: Any, url: str, data: Any, threads: int, *, sched: bool = False
+    ) -> None:
         self.study, self.spec, self.url, self.data = study, spec, url, data
         self.threads = threads
         self.cpu: dict[tuple[str, str], float] = collections.defaultdict(float)
         self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
-        #: Each ask's wall clock, the asking thread's CPU seconds and id (it trains), and the
-        #: seconds each thread of this process waited for a CPU.
-        self.asked: list[tuple[float, float, int, dict[int, float]]] = []
+        self.asked: list[float] = []
+        #: With ``sched``, each ask's CPU seconds and id of the asking thread (it trains), and
+        #: the seconds each thread of this process waited for a CPU (/proc reads kept out of
+        #: the other tables' asks).
+        self.sched: list[tuple[float, int, dict[int, float]]] | None = [] if sched else None
 
     def record(self, name: str, wall_s: float, cpu_s: float) -> None:
         key = (threading.current_thread().name.removeprefix("depthsearch-"), name)
         self.cpu[key] += cpu_s
         self.calls[key] += 1
         if name == "create_new_trial":
-            self.asked.append(
-                (time.perf_counter(), time.thread_time(), threading.get_native_id(), run_delay())
-            )
+            self.asked.append(time.perf_counter())
+            if self.sched is not None:
+                self.sched.append((time.thread_time(), threading.get_native_id(), run_delay()))
 
     def run(self, n_trials: int) -> tuple[float, float]:
         """(seconds of the whole call, CPU seconds of its reporting process)."""
@@ -203,6 +207,8 @@ class Worker:
         from depthsearch.worker.run import run_worker
 
         self.asked.clear()
+        if self.sched is not None:
+            self.sched.clear()
         cpu, started = children_cpu(), time.perf_counter()
         with timed_methods(self.study._storage, self.record):
             report = run_worker(
@@ -221,7 +227,7 @@ class Worker:
         """(seconds of the middle trial of a 3-trial worker, ask to next ask; CPU seconds of
         that worker's reporting process)."""
         _, cpu = self.run(3)
-        return self.asked[2][0] - self.asked[1][0], cpu
+        return self.asked[2] - self.asked[1], cpu
 
 
 def main() -> None:
@@ -283,7 +289,7 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|---|")
     ratios: list[float] = []
-    tracked_pairs = []
+    tracked_pairs: list[Pairs] = []
     notes: list[str] = []
     breakdown: list[tuple[str, str, float, float]] = []
     small = ("", 0.0)
@@ -317,7 +323,9 @@ def main() -> None:
                     pruner={"kind": "median", "n_startup_trials": 100_000, "n_warmup_steps": 0},
                 )
                 data = prepare(spec.data, "cpu", seed=0)
-                worker = Worker(create_study(spec, url), spec, url, data, threads)
+                worker = Worker(
+                    create_study(spec, url), spec, url, data, threads, sched=args.tracking_only
+                )
                 if args.tracking_only:
                     assert server is not None
                     worker.run(1)  # warm-up
@@ -344,7 +352,7 @@ def main() -> None:
                 print(f"| {label} | {threads} | {epochs} | {cells} |", flush=True)
                 if server is not None:
                     # A worker of its own: the storage call table below stays the table's own.
-                    sample = Worker(worker.study, spec, url, data, threads)
+                    sample = Worker(worker.study, spec, url, data, threads, sched=True)
                     pairs = compare(sample, server, args.pairs or args.repeats)
                     tracked_pairs.append(pairs)
                     tracked_rows.append(pairs.describe(label, threads))
@@ -419,7 +427,7 @@ def main() -> None:
     print(f"overhead_ratio={max(ratios):.3f}")
 
 
-def print_tracked(uri: str, rows: list[str], pairs: list[Any]) -> None:
+def print_tracked(uri: str, rows: list[str], pairs: list[Pairs]) -> None:
     """The tracked table and its ``tracking_ratio=`` line."""
     print()
     print(f"Trials logged to MLflow ({uri}) against the same trials untracked:")
@@ -432,7 +440,7 @@ def print_tracked(uri: str, rows: list[str], pairs: list[Any]) -> None:
         f"{statistics.geometric_mean(medians):.3f}, 95 % interval {lo:.3f}-{hi:.3f})"
     )
     shares = [statistics.median(p.lost_shares()) * 100 for p in pairs]
-    s_lo, s_hi = (x * 100 for x in interval(pairs, type(pairs[0]).lost_shares, statistics.fmean))
+    s_lo, s_hi = (x * 100 for x in interval(pairs, Pairs.lost_shares, statistics.fmean))
     print(
         f"tracking_lost_share={max(shares):+.2f} % (mean over rows "
         f"{statistics.fmean(shares):+.2f} %, 95 % interval {s_lo:+.2f} to {s_hi:+.2f} %)"
