@@ -269,6 +269,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.tracking_only and not args.mlflow:
         parser.error("--tracking-only needs --mlflow URI")
+    known = [label.split()[0] for label in SHAPES]
+    if args.shapes and (unknown := set(args.shapes.split(",")) - set(known)):
+        parser.error(f"--shapes: unknown {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     logging.basicConfig(level=logging.WARNING)
     import optuna
     from _study import SUNSPOTS, study_spec
