@@ -95,7 +95,11 @@ class Server:
 
 def idle_priority() -> None:
     """This process (and what it starts) runs only on a CPU nothing else wants (Linux's
-    SCHED_IDLE, ``chrt --idle 0``): a waking training thread takes its CPU back at once."""
+    SCHED_IDLE, ``chrt --idle 0``): a waking training thread takes its CPU back at once.
+    In a process group of its own (stopped as one) but this session: with autogroup on (most
+    distributions' default), a process in another session competes as a group of its own,
+    whatever its policy, as much as all of this session's training together."""
+    os.setpgid(0, 0)
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
@@ -123,7 +127,6 @@ def mlflow_server(uri: str | None, folder: Path) -> Iterator[Server | None]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
         env={**os.environ, **SERVER_ENV},
         preexec_fn=idle_priority,
     )

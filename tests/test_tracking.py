@@ -353,6 +353,92 @@ def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     assert err.count("is off for this worker") == 1, err
 
 
+def _tracking_processes(ancestor: int) -> list[int]:
+    """The tracking processes below ``ancestor`` (a worker: its reporting process starts it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            pid = int(entry.name)
+            line = pid
+            while line > 1:  # up the parents to the worker, or to init
+                stat = (Path("/proc") / str(line) / "stat").read_text()
+                line = int(stat.rsplit(")", 1)[1].split()[1])
+                if line == ancestor:
+                    break
+        except (OSError, ValueError, IndexError):
+            continue  # it ended while we looked
+        if b"depthsearch.worker._tracking_child" in cmdline and line == ancestor:
+            found.append(pid)
+    return found
+
+
+def _tracked_worker(tmp_path: Path, name: str, uri: str) -> subprocess.Popen[str]:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study_file = write_study(
+        tmp_path, name=name, n_trials=3, max_epochs=3, extra=TRACKED.format(uri=uri)
+    )
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "depthsearch"),
+            "run",
+            str(study_file),
+            "--storage",
+            url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_the_tracker_runs_at_idle_priority_and_ends_with_the_worker(
+    tmp_path: Path, server: Server, gate: Gate
+) -> None:
+    """MLflow's client runs in a process of its own at SCHED_IDLE (a waking tracker never
+    takes a core from training), below the reporting process, and ends with the worker."""
+    gate.hold_at(1)
+    worker = _tracked_worker(tmp_path, unique("idle"), server.uri)
+    try:
+        gate.wait_held(1)
+        found = _tracking_processes(worker.pid)
+        assert len(found) == 1, found
+        # Every thread of it: the tracker's thread is started after the priority is set.
+        tasks = list(Path(f"/proc/{found[0]}/task").iterdir())
+        assert len(tasks) >= 2
+        assert {os.sched_getscheduler(int(t.name)) for t in tasks} == {os.SCHED_IDLE}
+        gate.open()
+        _, err = worker.communicate(timeout=300)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    assert "is off for this worker" not in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(found[0], 0)
+
+
+def test_a_tracking_process_killed_mid_study_costs_one_warning_and_no_trial(
+    tmp_path: Path, server: Server, gate: Gate
+) -> None:
+    name = unique("killed")
+    gate.hold_at(2)
+    worker = _tracked_worker(tmp_path, name, server.uri)
+    try:
+        gate.wait_held(1)
+        (tracking,) = _tracking_processes(worker.pid)
+        os.kill(tracking, signal.SIGKILL)
+        gate.open()
+        _, err = worker.communicate(timeout=300)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 's.db'}")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert err.count("was killed by SIGKILL; MLflow tracking is off for this worker") == 1, err
+
+
 def test_a_study_resumes_with_another_tracking_table(tmp_path: Path) -> None:
     """[tracking] changes no trial: a study gains, changes or drops it on resume, and the
     stored spec (what workers that join by name read) follows."""

@@ -395,6 +395,13 @@ def test_launch_forwards_sigterm_to_every_worker(
         text=True,
     )
     held_mid_trial(gate, url, "stopme", n=2)
+    # Each worker in a process group of its own (no terminal signal reaches it twice), in
+    # the launcher's session (Linux's autogroup: one CPU share for the whole launch).
+    workers = gate.held_pids()
+    assert len(workers) == 2
+    for pid in workers:
+        assert os.getpgid(pid) == pid
+        assert os.getsid(pid) == os.getsid(proc.pid)
     proc.send_signal(signal.SIGTERM)
     gate.open()
     out, err = proc.communicate(timeout=60)

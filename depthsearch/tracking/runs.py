@@ -120,9 +120,13 @@ class Tracker:
         """A trial started: its run is created."""
         self._events.put(("begin", trial_id))
 
-    def epoch(self, trial_id: int, step: int, values: Mapping[str, float]) -> None:
-        """An epoch of a started trial: its metrics at ``step``."""
-        self._events.put(("epoch", trial_id, step, dict(values), int(time.time() * 1000)))
+    def epoch(
+        self, trial_id: int, step: int, values: Mapping[str, float], *, ms: int | None = None
+    ) -> None:
+        """An epoch of a started trial: its metrics at ``step``, timed ``ms`` (Unix time in
+        milliseconds; now when not given)."""
+        when = int(time.time() * 1000) if ms is None else ms
+        self._events.put(("epoch", trial_id, step, dict(values), when))
 
     def end(self, trial_id: int) -> None:
         """The worker told the trial's end: its attributes and state, and the run ends."""

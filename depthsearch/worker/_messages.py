@@ -1,7 +1,8 @@
-"""The messages between a worker and its reporting process, one type each.
+"""The messages between a worker and its reporting process, and between that and its
+tracking process, one type each.
 
-They travel pickled over two pipes; each is a small NamedTuple (cheap to pickle, typed, and
-matched by type on arrival instead of by a string in a bare tuple).
+They travel pickled over two pipes each way; each is a small NamedTuple (cheap to pickle,
+typed, and matched by type on arrival instead of by a string in a bare tuple).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from depthsearch.spec import StudySpec
 from depthsearch.tracking import Target
 
 __all__ = [
+    "Answer",
+    "Ask",
     "Begin",
+    "Closed",
     "Ended",
     "Exit",
     "Failed",
@@ -25,6 +29,7 @@ __all__ = [
     "Submit",
     "Sync",
     "Synced",
+    "Track",
 ]
 
 # Worker -> reporting process.
@@ -109,3 +114,41 @@ class Synced(NamedTuple):
 
     trial_id: int
     upto: int
+
+
+# Reporting process -> tracking process (which starts with the worker's Init, says Ready once
+# MLflow is imported, forwards its log records as Log, and ends on Exit).
+
+
+class Track(NamedTuple):
+    """Events for the tracker, in order: ``("begin", trial_id)``, ``("epoch", trial_id,
+    step, values, ms)``, ``("end", trial_id)``, ``("done",)``."""
+
+    events: list[tuple[Any, ...]]
+
+
+class Answer(NamedTuple):
+    """What :class:`Ask` number ``number`` asked for, or why it could not be had."""
+
+    number: int
+    value: Any = None
+    error: BaseException | None = None
+
+
+# Tracking process -> reporting process.
+
+
+class Ask(NamedTuple):
+    """A read or write of the study, made by the reporting process (the tracking process
+    holds no database connection): ``what`` is ``"trial"`` (``arg``: its id; a
+    ``TrialRecord`` back), ``"parent"`` (the stored study run) or ``"set_parent"``."""
+
+    number: int
+    what: str
+    arg: Any = None
+
+
+class Closed(NamedTuple):
+    """The tracking process sent all it had (``ok``), or gave up waiting for the server."""
+
+    ok: bool

@@ -8,11 +8,9 @@ own calls on an ``optuna.Trial`` of the worker's trial id. It imports Optuna, ne
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import logging
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -26,8 +24,9 @@ from depthsearch.search.compat import study_storage, trial_for_id
 from depthsearch.search.pruners import make_pruner
 from depthsearch.search.reporting import Epoch, Retry, TrialReports
 from depthsearch.search.trials import retried_trials
-from depthsearch.storage import load_all_trials, open_storage, retry_for, storage_lock
-from depthsearch.tracking import PARENT_ATTR, Tracker, TrialRecord, preload
+from depthsearch.storage import load_all_trials, open_storage, retry_for
+from depthsearch.tracking import PARENT_ATTR, TrialRecord
+from depthsearch.worker._child import Forward, die_with_parent, portable
 from depthsearch.worker._messages import (
     Begin,
     Ended,
@@ -42,45 +41,12 @@ from depthsearch.worker._messages import (
     Sync,
     Synced,
 )
+from depthsearch.worker._tracking_process import Answers, TrackingProcess
 
 Answer = Log | Ready | Pruned | Failed | Synced
 
-
-class _Forward(logging.Handler):
-    """Sends every log record to the worker, which logs it as its own."""
-
-    def __init__(self, send: Callable[[Answer], None]) -> None:
-        super().__init__()
-        self._out = send
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-            data = {k: v for k, v in vars(record).items() if k not in ("args", "exc_info", "msg")}
-            data.update(msg=message, args=None, exc_info=None, exc_text=None)
-            if record.exc_info:
-                data["msg"] = message + "\n" + logging.Formatter().formatException(record.exc_info)
-            self._out(Log(data))
-        except Exception:
-            self.handleError(record)
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before we asked
-        os._exit(0)
-
-
-def _portable(e: BaseException) -> BaseException:
-    """``e`` when it survives pickling both ways, else an error with its text."""
-    try:
-        pickle.loads(pickle.dumps(e))
-    except Exception:
-        return RuntimeFailure(f"{type(e).__name__}: {e}")
-    return e
+#: How long the study's first trial may wait for the tracking process to import MLflow.
+_TRACKER_START_S = 30.0
 
 
 def _open(init: Init, retry: Retry) -> optuna.Study:
@@ -98,14 +64,12 @@ def _open(init: Init, retry: Retry) -> optuna.Study:
     return study
 
 
-def _tracker(init: Init, study: optuna.Study, retry: Retry) -> Tracker | None:
-    """The MLflow tracker of this worker's trials, when the study names a server."""
-    target = init.tracking
-    if target is None:
-        return None
+def _answers(study: optuna.Study, retry: Retry) -> Answers:
+    """The tracking process's questions about the study, answered on this process's
+    connection."""
     storage = study_storage(study)
 
-    def read(trial_id: int) -> TrialRecord:
+    def trial(trial_id: int) -> TrialRecord:
         frozen = retry(functools.partial(storage.get_trial, trial_id), "reading the trial")
         retries = retried_trials(frozen)
         return TrialRecord(
@@ -117,37 +81,17 @@ def _tracker(init: Init, study: optuna.Study, retry: Retry) -> Tracker | None:
             retry_of=retries[-1] if retries else None,
         )
 
-    def claim(
-        fits: Callable[[object], bool], create: Callable[[], dict[str, str]]
-    ) -> dict[str, str]:
-        # One parent run for every worker of the study: created under the study's lock.
-        with storage_lock(init.url, scope=f"mlflow:{init.study_name}"):
-            known = retry(lambda: study.user_attrs, "reading the study").get(PARENT_ATTR)
-            if fits(known):
-                return dict(known)
-            made = create()
-            retry(lambda: study.set_user_attr(PARENT_ATTR, made), "saving the MLflow run")
-            return made
+    def parent(_: object) -> object:
+        return retry(lambda: study.user_attrs, "reading the study").get(PARENT_ATTR)
 
-    # MLflow's and its HTTP client's own chatter (a retry warning per request to a lost
-    # server) stays out of the worker's log: the tracker says what matters once.
-    logging.getLogger("mlflow").setLevel(max(logging.WARNING, init.log_level))
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
-    spec = init.spec
-    settings = {
-        "n_trials": spec.n_trials,
-        "task": spec.task.kind,
-        "objectives": ",".join(spec.objectives),
-        "sampler": spec.sampler.kind,
-        "pruner": spec.pruner.kind,
-        "data": spec.data.path or spec.data.source,
-        "max_epochs": spec.train.max_epochs,
-    }
-    return Tracker(target, read_trial=read, claim_parent=claim, parent_params=settings)
+    def set_parent(made: object) -> None:
+        retry(lambda: study.set_user_attr(PARENT_ATTR, made), "saving the MLflow run")
+
+    return {"trial": trial, "parent": parent, "set_parent": set_parent}
 
 
 def _serve(rx: Connection, tx: Connection) -> None:
-    lock = threading.Lock()  # the tracker's thread logs too: one message at a time
+    lock = threading.Lock()  # the threads that relay the tracker's logs send too
 
     def send(message: Answer) -> None:
         with lock:
@@ -159,21 +103,29 @@ def _serve(rx: Connection, tx: Connection) -> None:
         return
     assert isinstance(init, Init)
     root = logging.getLogger()
-    root.handlers[:] = [_Forward(send)]
+    root.handlers[:] = [Forward(send)]
     root.setLevel(init.log_level)
     optuna.logging.set_verbosity(init.optuna_verbosity)
 
     retry = retry_for(init.url, init.spec.workers.db_wait)
+    # The tracking process imports MLflow while this one opens the study (and the worker
+    # loads its data), both before the worker's first trial.
+    tracker = None if init.tracking is None else TrackingProcess(init, log=send)
     study: optuna.Study | None = None
     failed: BaseException | None = None
     try:
         study = _open(init, retry)
-        if init.tracking is not None:
-            preload()  # while the worker loads its data, not beside its first trials
-        send(Ready())
     except Exception as e:
-        failed = _portable(e)
-    tracker = _tracker(init, study, retry) if study is not None else None
+        failed = portable(e)
+    if tracker is not None:
+        if study is not None:
+            tracker.attach(_answers(study, retry))
+            tracker.wait_ready(_TRACKER_START_S)
+        else:
+            tracker.close()
+            tracker = None
+    if study is not None:
+        send(Ready())
     try:
         _answer(rx, send, study, failed, retry, tracker)
     finally:
@@ -189,7 +141,7 @@ def _answer(
     study: optuna.Study | None,
     failed: BaseException | None,
     retry: Retry,
-    tracker: Tracker | None,
+    tracker: TrackingProcess | None,
 ) -> None:
     reports: TrialReports | None = None
     current = -1
@@ -216,7 +168,7 @@ def _answer(
             try:
                 trial = retry(functools.partial(trial_for_id, study, current), "reading the trial")
             except Exception as e:
-                send(Failed(current, _portable(e)))
+                send(Failed(current, portable(e)))
                 continue
             reports = TrialReports(trial, retry, prunes=message.prunes)
             if tracker is not None:
@@ -231,7 +183,7 @@ def _answer(
                 numbers = dict(item.metrics) if isinstance(item, Epoch) else {}
                 tracker.epoch(current, int(item[0]), {"val_loss": float(item[1]), **numbers})
             if reports.error is not None and error is None:
-                send(Failed(current, _portable(reports.error)))
+                send(Failed(current, portable(reports.error)))
             if reports.pruned is not None and pruned is None:
                 send(Pruned(current, reports.pruned))
         elif isinstance(message, Sync):
@@ -241,7 +193,7 @@ def _answer(
 def main(argv: list[str]) -> None:
     """The process's entry point; it ends with ``os._exit`` (see below)."""
     read_fd, write_fd, parent = (int(a) for a in argv)
-    _die_with_parent(parent)
+    die_with_parent(parent)
     # The worker decides when this process ends; Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

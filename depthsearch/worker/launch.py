@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 from depthsearch.errors import InputError
 
@@ -30,6 +30,13 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+
+def _own_process_group() -> dict[str, Any]:
+    """Popen's arguments for a child in a new process group of this session."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python 3.10
 
 
 @dataclasses.dataclass
@@ -177,14 +184,17 @@ def launch(
                 str(w.threads),
             ]
             # Each worker gets its own process group: a Ctrl-C on the terminal reaches the
-            # launcher only, which forwards it once (not twice) to every worker. Its output
-            # comes back through a pipe, each line prefixed with the worker's id and device.
+            # launcher only, which forwards it once (not twice) to every worker. Not a session
+            # of its own: with Linux's autogroup, each session competes for the CPU as one, so
+            # a server started at idle priority from this shell would take as much CPU as a
+            # worker. Its output comes back through a pipe, each line prefixed with the
+            # worker's id and device.
             w.process = subprocess.Popen(
                 cmd,
                 env=child_env,
-                start_new_session=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                **_own_process_group(),
             )
             procs.append(w)
             where = (
