@@ -23,9 +23,10 @@ What it cannot hold: training's own work slowed through shared caches by the tra
 server (the wall-clock ratio holds that, within its noise).
 
 ``local`` starts an ``mlflow server`` here (SQLite backend, a temporary folder) at idle CPU
-priority (``chrt --idle 0``, as the README says to start a server beside training: the
-stand-in for the server on another machine that a study of many workers has; when every core
-trains, it still costs about as much at that priority as at nice 19 or none: RESULTS.md), with
+priority (``chrt --idle 0``) in this process's session, as the README says to start a server
+beside training: the stand-in for the server on another machine that a study of many workers
+has. (It once ran in a session of its own, where Linux's autogroup gave it as much
+CPU as the training session whatever its priority: RESULTS.md.) With
 MLflow 3's job runner off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: its
 eight consumer processes spend about 25 s of CPU booting and ~2 % of a core polling, for GenAI
 jobs a tracking server does not run), and waits until it is idle before timing. Its CPU per

@@ -1,4 +1,4 @@
-"""The MLflow client as a worker's reporting process runs it: its settings, and its import
+"""The MLflow client as a worker's tracking process runs it: its settings, and its import
 done where the caller chooses."""
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ def settle_probes() -> None:
 
 def preload() -> None:
     """Imports the MLflow client (a second or two of CPU) now, where the caller chooses: a
-    worker's reporting process does it before it says it is ready, while the worker loads
-    its data, instead of beside the first trials (where it held back their pruner's answers
-    and took the core a second torch thread uses). A missing MLflow is said by the tracker."""
+    worker's tracking process does it at the worker's priority before it says it is ready,
+    while the worker loads its data, instead of beside the first trials at idle priority
+    (where it could lag for long on a machine whose every core trains). A missing MLflow is
+    said by the tracker."""
     client_env()
     settle_probes()
     with contextlib.suppress(ImportError):

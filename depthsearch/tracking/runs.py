@@ -1,17 +1,18 @@
 """A study's trials in MLflow: one parent run per study, one nested run per trial.
 
-A worker's reporting process (which writes each epoch to the study) hands the same epochs to a
-:class:`Tracker`: a thread of its own that sends what came every :data:`FLUSH_S` seconds, one
-request per trial, so neither training nor the pruner's answers wait for MLflow (and a small
-machine's training does not pay for a request per epoch). When a trial starts, its run is created
-with the trial's parameters (read back from the study, so they are the study's own); each
-epoch adds ``val_loss`` (and ``train_loss``, and a classification's ``val_accuracy`` and
-``val_f1``) at ``step`` = the epoch; when the worker has told the trial's end, its user
-attributes become tags, its best-epoch metrics metrics (``best_val_loss``, ``best_val_rmse``,
-``test_*``, ``param_count`` ...), ``depthsearch.state`` its state (``pruned_reason`` is a user
-attribute), and the run ends FINISHED (complete), KILLED (pruned) or FAILED. A trial that
-retries a failed one links its predecessor's run (``depthsearch.retry_of_run``; the
-predecessor, left RUNNING by a worker that died, is ended FAILED).
+A worker's reporting process (which writes each epoch to the study) hands the same epochs to its
+tracking process, which runs a :class:`Tracker` at idle CPU priority: a thread that sends what
+came every :data:`FLUSH_S` seconds, one request per trial, so neither training nor the pruner's
+answers wait for MLflow (and a small machine's training does not pay for a request per epoch).
+When a trial starts, its run is created with the trial's parameters (read back from the study,
+so they are the study's own); each epoch adds ``val_loss`` (and ``train_loss``, and a
+classification's ``val_accuracy`` and ``val_f1``) at ``step`` = the epoch; when the worker has
+told the trial's end, its user attributes become tags, its best-epoch metrics metrics
+(``best_val_loss``, ``best_val_rmse``, ``test_*``, ``param_count`` ...), ``depthsearch.state``
+its state (``pruned_reason`` is a user attribute), and the run ends FINISHED (complete), KILLED
+(pruned) or FAILED. A trial that retries a failed one links its predecessor's run
+(``depthsearch.retry_of_run``; the predecessor, left RUNNING by a worker that died, is ended
+FAILED).
 
 Workers on many machines share the parent run: the first to need it creates it under the
 study's lock in the study database, which keeps its id (study attribute

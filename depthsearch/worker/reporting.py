@@ -131,7 +131,7 @@ class ReportingProcess:
         spec: the study's spec (its pruner is rebuilt there; ``db_wait`` applies there too).
         url: the storage URL the worker uses.
         study_name: the study to report to.
-        tracking: where the trials are also logged (MLflow), by a thread of that process.
+        tracking: where the trials are also logged (MLflow), by a process that one starts.
     """
 
     def __init__(
