@@ -305,54 +305,6 @@ def test_an_unreachable_server_is_one_warning(caplog: pytest.LogCaptureFixture) 
     assert len(warned) == 1 and "is off for this worker (no answer" in warned[0], warned
 
 
-def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
-    tmp_path: Path, server: Server, gate: Gate
-) -> None:
-    url, name = f"sqlite:///{tmp_path / 's.db'}", unique("lost")
-    study_file = write_study(
-        tmp_path, name=name, n_trials=4, max_epochs=3, extra=TRACKED.format(uri=server.uri)
-    )
-    gate.hold_at(2)  # the first trial waits after its epoch 2: its run is live by then
-    worker = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "depthsearch"),
-            "run",
-            str(study_file),
-            "--storage",
-            url,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        gate.wait_held(1)
-        client = MlflowClient(server.uri)
-        # The run comes with the tracker's first flush (every FLUSH_S seconds), not at once.
-        deadline = time.monotonic() + 120
-        while not any(
-            r.data.tags.get("depthsearch.trial") == "0"
-            for r in client.search_runs(
-                [
-                    e.experiment_id
-                    for e in client.search_experiments(filter_string=f"name = '{name}'")
-                ]
-                or ["0"],
-            )
-        ):
-            assert time.monotonic() < deadline, "trial 0's run never came"
-            time.sleep(0.2)
-        server.stop()
-        gate.open()
-        _, err = worker.communicate(timeout=300)
-    finally:
-        worker.kill()  # the server stays down: the next test that needs it starts it
-    assert worker.returncode == 0, err
-    study = optuna.load_study(study_name=name, storage=url)
-    states = [t.state.name for t in study.trials]
-    assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
-    assert err.count("is off for this worker") == 1, err
-
-
 def _tracking_processes(ancestor: int) -> list[int]:
     """The tracking processes below ``ancestor`` (a worker: its reporting process starts it)."""
     found = []
@@ -393,29 +345,62 @@ def _tracked_worker(tmp_path: Path, name: str, uri: str) -> subprocess.Popen[str
     )
 
 
-def test_the_tracker_runs_at_idle_priority_and_ends_with_the_worker(
+def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     tmp_path: Path, server: Server, gate: Gate
 ) -> None:
-    """MLflow's client runs in a process of its own at SCHED_IDLE (a waking tracker never
-    takes a core from training), below the reporting process, and ends with the worker."""
-    gate.hold_at(1)
-    worker = _tracked_worker(tmp_path, unique("idle"), server.uri)
+    url, name = f"sqlite:///{tmp_path / 's.db'}", unique("lost")
+    study_file = write_study(
+        tmp_path, name=name, n_trials=4, max_epochs=3, extra=TRACKED.format(uri=server.uri)
+    )
+    gate.hold_at(2)  # the first trial waits after its epoch 2: its run is live by then
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "depthsearch"),
+            "run",
+            str(study_file),
+            "--storage",
+            url,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         gate.wait_held(1)
-        found = _tracking_processes(worker.pid)
-        assert len(found) == 1, found
-        # Every thread of it: the tracker's thread is started after the priority is set.
-        tasks = list(Path(f"/proc/{found[0]}/task").iterdir())
-        assert len(tasks) >= 2
-        assert {os.sched_getscheduler(int(t.name)) for t in tasks} == {os.SCHED_IDLE}
+        client = MlflowClient(server.uri)
+        # The run comes with the tracker's first flush (every FLUSH_S seconds), not at once.
+        deadline = time.monotonic() + 120
+        while not any(
+            r.data.tags.get("depthsearch.trial") == "0"
+            for r in client.search_runs(
+                [
+                    e.experiment_id
+                    for e in client.search_experiments(filter_string=f"name = '{name}'")
+                ]
+                or ["0"],
+            )
+        ):
+            assert time.monotonic() < deadline, "trial 0's run never came"
+            time.sleep(0.2)
+        # MLflow's client runs in a process of its own below the worker (started by its
+        # reporting process), every thread at SCHED_IDLE: a waking tracker never takes a core
+        # from training (the tracker's thread, which sent that run, is started after the
+        # priority is set; MLflow's import starts some threads before).
+        (tracking,) = _tracking_processes(worker.pid)
+        threads = [int(t.name) for t in Path(f"/proc/{tracking}/task").iterdir()]
+        assert len(threads) >= 2
+        assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+        server.stop()
         gate.open()
         _, err = worker.communicate(timeout=300)
     finally:
-        worker.kill()
+        worker.kill()  # the server stays down: the next test that needs it starts it
     assert worker.returncode == 0, err
-    assert "is off for this worker" not in err
-    with pytest.raises(ProcessLookupError):
-        os.kill(found[0], 0)
+    study = optuna.load_study(study_name=name, storage=url)
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert err.count("is off for this worker") == 1, err
+    with pytest.raises(ProcessLookupError):  # it ended with the worker
+        os.kill(tracking, 0)
 
 
 def test_a_tracking_process_killed_mid_study_costs_one_warning_and_no_trial(

@@ -93,17 +93,14 @@ class TrackingProcess:
             os.close(from_child_w)
         self._tx = Connection(to_child_w, readable=False)
         self._rx = Connection(from_child_r, writable=False)
-        self._send(init)
+        with contextlib.suppress(OSError):  # it died at once: the receiving thread says how
+            self._send(init)
         self._threads = [
             threading.Thread(target=self._sender, name="tracking-tx", daemon=True),
             threading.Thread(target=self._receiver, name="tracking-rx", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     def attach(self, answers: Answers) -> None:
         """The study is open: its questions are answered from now on."""
