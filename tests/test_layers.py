@@ -136,14 +136,10 @@ def _calls(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_only_the_cli_prints_or_exits() -> None:
-    # The reporting process is a program of its own: its entry point ends with os._exit
-    # (skipping the interpreter's teardown, which its worker would wait for).
-    allowed = {
-        "depthsearch/worker/_reporting_child.py": "os._exit",
-        "depthsearch/worker/_tracking_child.py": "os._exit",
-        # die_with_parent, the first call of those two programs: the process above is gone.
-        "depthsearch/worker/_child.py": "os._exit",
-    }
+    # A worker's reporting and tracking processes are programs of their own: their entry
+    # point (worker/_child.py's run_child) ends with os._exit, skipping the interpreter's
+    # teardown, which the worker would wait for.
+    allowed = {"depthsearch/worker/_child.py": "os._exit"}
     found = [
         (where, line, name)
         for path in _modules()

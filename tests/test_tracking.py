@@ -327,10 +327,13 @@ def _tracking_processes(ancestor: int) -> list[int]:
     return found
 
 
-def _tracked_worker(tmp_path: Path, name: str, uri: str) -> subprocess.Popen[str]:
+def _tracked_worker(
+    tmp_path: Path, name: str, uri: str, *, n_trials: int = 3
+) -> subprocess.Popen[str]:
+    """``depthsearch run`` of a tracked study in ``tmp_path / 's.db'``."""
     url = f"sqlite:///{tmp_path / 's.db'}"
     study_file = write_study(
-        tmp_path, name=name, n_trials=3, max_epochs=3, extra=TRACKED.format(uri=uri)
+        tmp_path, name=name, n_trials=n_trials, max_epochs=3, extra=TRACKED.format(uri=uri)
     )
     return subprocess.Popen(
         [
@@ -349,21 +352,8 @@ def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     tmp_path: Path, server: Server, gate: Gate
 ) -> None:
     url, name = f"sqlite:///{tmp_path / 's.db'}", unique("lost")
-    study_file = write_study(
-        tmp_path, name=name, n_trials=4, max_epochs=3, extra=TRACKED.format(uri=server.uri)
-    )
     gate.hold_at(2)  # the first trial waits after its epoch 2: its run is live by then
-    worker = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "depthsearch"),
-            "run",
-            str(study_file),
-            "--storage",
-            url,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = _tracked_worker(tmp_path, name, server.uri, n_trials=4)
     try:
         gate.wait_held(1)
         client = MlflowClient(server.uri)

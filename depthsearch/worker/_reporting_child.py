@@ -7,13 +7,9 @@ own calls on an ``optuna.Trial`` of the worker's trial id. It imports Optuna, ne
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
@@ -26,7 +22,7 @@ from depthsearch.search.reporting import Epoch, Retry, TrialReports
 from depthsearch.search.trials import retried_trials
 from depthsearch.storage import load_all_trials, open_storage, retry_for
 from depthsearch.tracking import PARENT_ATTR, TrialRecord
-from depthsearch.worker._child import Forward, die_with_parent, portable
+from depthsearch.worker._child import open_child, portable, run_child
 from depthsearch.worker._messages import (
     Begin,
     Ended,
@@ -91,20 +87,10 @@ def _answers(study: optuna.Study, retry: Retry) -> Answers:
 
 
 def _serve(rx: Connection, tx: Connection) -> None:
-    lock = threading.Lock()  # the threads that relay the tracker's logs send too
-
-    def send(message: Answer) -> None:
-        with lock:
-            tx.send(message)
-
-    try:
-        init = rx.recv()
-    except EOFError:
+    opened = open_child(rx, tx)  # its send: the thread that relays the tracker's logs too
+    if opened is None:
         return
-    assert isinstance(init, Init)
-    root = logging.getLogger()
-    root.handlers[:] = [Forward(send)]
-    root.setLevel(init.log_level)
+    init, send = opened
     optuna.logging.set_verbosity(init.optuna_verbosity)
 
     retry = retry_for(init.url, init.spec.workers.db_wait)
@@ -191,22 +177,10 @@ def _answer(
 
 
 def main(argv: list[str]) -> None:
-    """The process's entry point; it ends with ``os._exit`` (see below)."""
-    read_fd, write_fd, parent = (int(a) for a in argv)
-    die_with_parent(parent)
-    # The worker decides when this process ends; Ctrl-C reaches the whole process group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # No lower priority (it had nice +10 once): training waits for the verdict on epoch k
-    # before epoch k + 2, and a process at nice +10 beside busy cores answered many epochs late.
-    rx = Connection(read_fd, writable=False)
-    tx = Connection(write_fd, readable=False)
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the worker is gone
-        _serve(rx, tx)
-    # Every write was committed when it was made: skip the interpreter's teardown (a tenth
-    # of a second of collecting Optuna's and SQLAlchemy's objects that the worker waits for).
-    sys.stderr.flush()
-    os._exit(0)
+    """The process's entry point (no lower priority: it had nice +10 once, and training
+    waits for the verdict on epoch k before epoch k + 2; beside busy cores it answered many
+    epochs late)."""
+    run_child(argv, _serve)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import itertools
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from typing import Any
 from depthsearch.errors import RuntimeFailure
 from depthsearch.storage import storage_lock
 from depthsearch.tracking import Tracker, TrialRecord, preload
-from depthsearch.worker._child import Forward, die_with_parent
+from depthsearch.worker._child import open_child, run_child
 from depthsearch.worker._messages import Answer, Ask, Closed, Exit, Init, Ready, Track
 
 _log = logging.getLogger(__name__)
@@ -135,20 +134,10 @@ def _dispatch(tracker: Tracker, event: tuple[Any, ...]) -> None:
 
 
 def _serve(rx: Connection, tx: Connection) -> None:
-    lock = threading.Lock()  # the tracker's thread logs and asks too: one message at a time
-
-    def send(message: Any) -> None:
-        with lock:
-            tx.send(message)
-
-    try:
-        init = rx.recv()
-    except EOFError:
+    opened = open_child(rx, tx)  # its send: the tracker's thread logs and asks too
+    if opened is None:
         return
-    assert isinstance(init, Init)
-    root = logging.getLogger()
-    root.handlers[:] = [Forward(send)]
-    root.setLevel(init.log_level)
+    init, send = opened
     # MLflow's and its HTTP client's own chatter (a retry warning per request to a lost
     # server) stays out of the worker's log: the tracker says what matters once.
     logging.getLogger("mlflow").setLevel(max(logging.WARNING, init.log_level))
@@ -183,18 +172,8 @@ def _serve(rx: Connection, tx: Connection) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """The process's entry point; it ends with ``os._exit`` (nothing is left to write)."""
-    read_fd, write_fd, parent = (int(a) for a in argv)
-    die_with_parent(parent)
-    # The worker decides when this process ends; Ctrl-C reaches the whole process group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    rx = Connection(read_fd, writable=False)
-    tx = Connection(write_fd, readable=False)
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the parent is gone
-        _serve(rx, tx)
-    sys.stderr.flush()
-    os._exit(0)
+    """The process's entry point."""
+    run_child(argv, _serve)
 
 
 if __name__ == "__main__":

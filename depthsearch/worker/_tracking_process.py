@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from multiprocessing.connection import Connection
 from typing import Any
 
 from depthsearch.tracking import Target
-from depthsearch.worker._child import portable
+from depthsearch.worker._child import portable, start_child
 from depthsearch.worker._messages import Answer, Ask, Closed, Exit, Init, Log, Ready, Track
 
 __all__ = ["TRACKING_MODULE", "TrackingProcess"]
@@ -61,26 +58,10 @@ class TrackingProcess:
         #: False once it is known that runs were left unsent.
         self._ok = True
         self._send_lock = threading.Lock()
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
+        self._process: subprocess.Popen[bytes] | None = None
         try:
-            self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    TRACKING_MODULE,
-                    str(to_child_r),
-                    str(from_child_w),
-                    str(os.getpid()),
-                ],
-                pass_fds=(to_child_r, from_child_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-            )
+            self._process, self._tx, self._rx = start_child(TRACKING_MODULE)
         except OSError as e:
-            os.close(to_child_w)
-            os.close(from_child_r)
-            self._process = None
             self._ready.set()
             _log.warning(
                 "MLflow tracking at %s is off for this worker (cannot start its process: %s)",
@@ -88,11 +69,6 @@ class TrackingProcess:
                 e,
             )
             return
-        finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
-        self._tx = Connection(to_child_w, readable=False)
-        self._rx = Connection(from_child_r, writable=False)
         with contextlib.suppress(OSError):  # it died at once: the receiving thread says how
             self._send(init)
         self._threads = [

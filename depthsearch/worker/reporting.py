@@ -25,7 +25,6 @@ import os
 import signal
 import site
 import subprocess
-import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -37,6 +36,7 @@ from depthsearch.search.compat import trial_id
 from depthsearch.search.reporting import Item, Reporter, Verdict, raise_for
 from depthsearch.spec import StudySpec
 from depthsearch.tracking import Target
+from depthsearch.worker._child import start_child
 from depthsearch.worker._messages import (
     Begin,
     Ended,
@@ -147,32 +147,10 @@ class ReportingProcess:
         self._start()
 
     def _start(self) -> None:
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
         try:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    CHILD_MODULE,
-                    str(to_child_r),
-                    str(from_child_w),
-                    str(os.getpid()),
-                ],
-                pass_fds=(to_child_r, from_child_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=_child_env(),
-            )
+            self._process, self._tx, self._rx = start_child(CHILD_MODULE, env=_child_env())
         except OSError as e:
-            os.close(to_child_w)
-            os.close(from_child_r)
             raise RuntimeFailure(f"cannot start the reporting process: {e}") from e
-        finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
-        self._tx = Connection(to_child_w, readable=False)
-        self._rx = Connection(from_child_r, writable=False)
         self._ready = False
         #: Set when the process said it is ready, or when it ended.
         self._settled = threading.Event()
