@@ -41,7 +41,7 @@ def settle_probes() -> None:
 def preload() -> None:
     """Imports the MLflow client (a second or two of CPU) now, where the caller chooses: a
     worker's tracking process does it at the worker's priority before it says it is ready,
-    while the worker loads its data, instead of beside the first trials at idle priority
+    while the worker loads its data, instead of beside the first trials at nice 19
     (where it could lag for long on a machine whose every core trains). A missing MLflow is
     said by the tracker."""
     client_env()

@@ -1,7 +1,7 @@
 """A study's trials in MLflow: one parent run per study, one nested run per trial.
 
 A worker's reporting process (which writes each epoch to the study) hands the same epochs to its
-tracking process, which runs a :class:`Tracker` at idle CPU priority: a thread that sends what
+tracking process, which runs a :class:`Tracker` at nice 19: a thread that sends what
 came every :data:`FLUSH_S` seconds, one request per trial, so neither training nor the pruner's
 answers wait for MLflow (and a small machine's training does not pay for a request per epoch).
 When a trial starts, its run is created with the trial's parameters (read back from the study,

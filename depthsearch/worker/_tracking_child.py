@@ -1,10 +1,10 @@
 """A worker's tracking process: ``python -m depthsearch.worker._tracking_child R W PARENT``.
 
 Started by the worker's reporting process when the study is tracked, it runs the
-:class:`~depthsearch.tracking.Tracker` (MLflow's client) at the lowest CPU priority there is
-(``SCHED_IDLE``, else nice 19) once MLflow is imported: on a machine whose every core trains,
-it runs when a core would otherwise idle and never preempts training on waking, and its Python
-shares no GIL with the pruner's answers. It holds no database connection: it asks the
+:class:`~depthsearch.tracking.Tracker` (MLflow's client) at nice 19 once MLflow is imported
+(:func:`lower_priority`): on a machine whose every core trains, it takes a sliver of a core and
+almost never preempts training on waking, and its Python shares no GIL with the pruner's
+answers. It holds no database connection: it asks the
 reporting process for trials and the study's run (:class:`~._messages.Ask`), and takes the
 study's lock itself while it creates that run. Its log records go up as
 :class:`~._messages.Log`; it dies with the reporting process.
@@ -44,22 +44,23 @@ def _threads() -> list[int]:
 
 
 def lower_priority() -> str:
-    """Puts every thread of this process (MLflow's import starts some) and those they start
-    at ``SCHED_IDLE``, or nice 19 where that is refused; says which. An unprivileged process
-    can lower its priority, never raise it again."""
+    """Puts every thread of this process (MLflow's import starts some), and so those they
+    start, at nice 19; says whether it could.
+
+    Not ``SCHED_IDLE``: that weighs 3 against a busy thread's 1024, and in a test beside two
+    busy loops at normal priority the tracker got so little CPU that it neither sent the
+    last runs in the 25 s it is given at the worker's end nor, SIGKILLed mid-study, closed
+    its pipe before then (dying takes CPU too). Nice 19 weighs 15: about 1.4 % of a core
+    that a thread of normal priority keeps busy, more than the tracker needs (~8 ms per trial),
+    and Linux's scheduler (EEVDF) lets a waking task of that weight take a busy core almost
+    never. An unprivileged process can lower its priority, never raise it again."""
     try:
         for thread in _threads():
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
-        return "idle"
-    except (AttributeError, OSError):
-        try:
-            for thread in _threads():
-                with contextlib.suppress(ProcessLookupError):
-                    os.setpriority(os.PRIO_PROCESS, thread, 19)
-        except OSError:
-            return "unchanged"
-        return "nice 19"
+                os.setpriority(os.PRIO_PROCESS, thread, 19)
+    except OSError:
+        return "unchanged"
+    return "nice 19"
 
 
 class _Asker:
