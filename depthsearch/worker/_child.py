@@ -12,14 +12,24 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
 from depthsearch.errors import RuntimeFailure
 from depthsearch.worker._messages import Init, Log
 
-__all__ = ["Forward", "die_with_parent", "open_child", "portable", "run_child", "start_child"]
+__all__ = [
+    "Forward",
+    "die_with_parent",
+    "incoming",
+    "open_child",
+    "portable",
+    "run_child",
+    "start_child",
+]
+
+_log = logging.getLogger(__name__)
 
 
 def start_child(
@@ -53,6 +63,21 @@ def start_child(
         Connection(to_child_w, readable=False),
         Connection(from_child_r, writable=False),
     )
+
+
+def incoming(rx: Connection, process: subprocess.Popen[bytes], name: str) -> Iterator[Any]:
+    """The messages from ``process`` (the ``name`` it is logged by) until its pipe closes; a
+    message this side cannot read stops it (there is no way to stay in step after one)."""
+    while True:
+        try:
+            message = rx.recv()
+        except (EOFError, OSError):
+            return
+        except Exception:
+            _log.exception("unreadable message from the %s; stopping it", name)
+            process.kill()
+            return
+        yield message
 
 
 def run_child(argv: list[str], serve: Callable[[Connection, Connection], None]) -> None:

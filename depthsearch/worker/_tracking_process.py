@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from depthsearch.tracking import Target
-from depthsearch.worker._child import portable, start_child
+from depthsearch.worker._child import incoming, portable, start_child
 from depthsearch.worker._messages import Answer, Ask, Closed, Exit, Init, Log, Ready, Track
 
 __all__ = ["TRACKING_MODULE", "TrackingProcess"]
@@ -83,10 +83,9 @@ class TrackingProcess:
         self._answers = answers
         self._attached.set()
 
-    def wait_ready(self, timeout: float) -> bool:
-        """Waits until the process has imported MLflow (or ended); whether it is running."""
+    def wait_ready(self, timeout: float) -> None:
+        """Waits until the process has imported MLflow (or ended), ``timeout`` at most."""
         self._ready.wait(timeout)
-        return self._process is not None and self._process.poll() is None
 
     def begin(self, trial_id: int) -> None:
         self._put(("begin", trial_id))
@@ -134,12 +133,12 @@ class TrackingProcess:
             while True:
                 batch = [self._events.get()]
                 with contextlib.suppress(queue.Empty):
-                    while None not in batch:
+                    while batch[-1] is not None:  # None, the end, is the last thing queued
                         batch.append(self._events.get_nowait())
                 events = [e for e in batch if e is not None]
                 if events:
                     self._send(Track(events))
-                if None in batch:
+                if batch[-1] is None:
                     self._send(Exit())
                     return
         except OSError:  # the process ended; the receiving thread says how
@@ -159,15 +158,7 @@ class TrackingProcess:
         process = self._process
         assert process is not None
         closed = False
-        while not closed:
-            try:
-                message = self._rx.recv()
-            except (EOFError, OSError):
-                break
-            except Exception:  # a message this side cannot read: no way to stay in step
-                _log.exception("unreadable message from the tracking process; stopping it")
-                process.kill()
-                break
+        for message in incoming(self._rx, process, "tracking process"):
             if isinstance(message, Log):
                 self._log(message)
             elif isinstance(message, Ask):
@@ -177,6 +168,7 @@ class TrackingProcess:
                 self._ready.set()
             elif isinstance(message, Closed):
                 self._ok, closed = message.ok, True
+                break
         # Told Closed (or it ended): closing its pipe lets it exit.
         self._dead = True
         self._rx.close()

@@ -36,7 +36,7 @@ from depthsearch.search.compat import trial_id
 from depthsearch.search.reporting import Item, Reporter, Verdict, raise_for
 from depthsearch.spec import StudySpec
 from depthsearch.tracking import Target
-from depthsearch.worker._child import start_child
+from depthsearch.worker._child import incoming, start_child
 from depthsearch.worker._messages import (
     Begin,
     Ended,
@@ -256,15 +256,7 @@ class ReportingProcess:
                 self._current = None
 
     def _receive(self, rx: Connection, process: subprocess.Popen[bytes]) -> None:
-        while True:
-            try:
-                message = rx.recv()
-            except (EOFError, OSError):
-                break
-            except Exception:  # a message this side cannot read: no way to stay in step
-                _log.exception("unreadable message from the reporting process; stopping it")
-                process.kill()
-                break
+        for message in incoming(rx, process, "reporting process"):
             if isinstance(message, Log):
                 record = logging.makeLogRecord(message.record)
                 logging.getLogger(record.name).handle(record)
