@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from depthsearch.errors import DepthsearchError
     from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
-    from depthsearch.learn.predictor import Predictor
-    from depthsearch.learn.saved import Forecaster, load_config, load_model, save_model
+    from depthsearch.learn.predictor import Forecaster, Predictor
+    from depthsearch.learn.saved import load_config, load_model, save_model
     from depthsearch.spec import StudySpec, load_spec
     from depthsearch.worker.run import run_study
 
@@ -40,7 +40,7 @@ __version__ = "0.1.0"
 
 _HOME = {
     "DepthsearchError": "depthsearch.errors",
-    "Forecaster": "depthsearch.learn.saved",
+    "Forecaster": "depthsearch.learn.predictor",
     "ModelConfig": "depthsearch.learn.model",
     "Predictor": "depthsearch.learn.predictor",
     "StackedLSTM": "depthsearch.learn.model",

@@ -17,7 +17,7 @@ from depthsearch.search.compat import quiet_experimental
 from depthsearch.search.pruners import make_pruner
 from depthsearch.search.samplers import make_sampler
 from depthsearch.search.trials import SPEC, SUMMARY
-from depthsearch.spec import StudySpec, spec_from_dict
+from depthsearch.spec import StudySpec, applicable, spec_from_dict
 from depthsearch.storage import (
     add_indexes,
     load_all_trials,
@@ -73,8 +73,14 @@ _NO_TRIAL_TABLES = ("confirm", "tracking")
 
 
 def _normalise(doc: Any) -> Any:
-    # JSON round trip: tuples become lists, as they are once stored.
-    return json.loads(json.dumps(doc))
+    """A spec document as stored: tuples become lists (a JSON round trip), and a ``[data]``
+    table holds only the keys that apply to its source and task (an older release stored
+    some others at their defaults)."""
+    out = json.loads(json.dumps(doc))
+    if isinstance(out, dict) and isinstance(out.get("data"), dict):
+        kind = out.get("task", {}).get("kind", "forecast")
+        out["data"] = applicable(out["data"], kind)
+    return out
 
 
 def create_study(
@@ -127,6 +133,7 @@ def create_study(
         new = _normalise(spec.to_dict())
         ours = dict(new, study={k: v for k, v in new["study"].items() if k != "n_trials"})
         ours["data"] = {k: v for k, v in new["data"].items() if k != "path"}
+        stored = _normalise(stored)
         theirs = dict(
             stored, study={k: v for k, v in stored.get("study", {}).items() if k != "n_trials"}
         )
@@ -166,9 +173,7 @@ def create_study(
             study.set_user_attr(SUMMARY, spec_summary(spec))
         _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
         counted = trial_counts(study)
-        finished = (
-            0 if counted is None else counted[TrialState.COMPLETE] + counted[TrialState.PRUNED]
-        )
+        finished = counted[TrialState.COMPLETE] + counted[TrialState.PRUNED]
         if isinstance(before, int) and spec.n_trials < before and finished >= spec.n_trials:
             _log.warning(
                 "[study] n_trials went from %d to %d, but study %r already holds %d finished "

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from depthsearch.errors import DataError
-from depthsearch.learn.data import load_frame, make_windows, prepare
+from depthsearch.learn.data import prepare
+from depthsearch.learn.read import read
 from depthsearch.spec import DataSpec, file_sha256
 
 from .conftest import REPO
@@ -32,7 +33,7 @@ def test_windows_are_chronological_and_aligned(tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
     pd.DataFrame({"y": np.arange(20, dtype=float)}).to_csv(path, index=False)
     spec = csv_spec(path, val_fraction=0.25)
-    w = make_windows(load_frame(spec), spec)
+    w = prepare(spec)
     s = w.scaler
     x_tr = w.x_train.numpy()[..., 0] * s.std[0] + s.mean[0]
     y_tr = w.y_train.numpy() * s.target_std + s.target_mean
@@ -66,7 +67,7 @@ def test_shipped_taylor_series_loads() -> None:
     path = REPO / "studies" / "data" / "taylor.csv"
     spec = DataSpec("csv", str(path), "demand (MW)", (), 48, 4, 0.2, sha256=file_sha256(path))
     w = prepare(spec)
-    assert len(load_frame(spec)) == 4032 and w.x_train.shape[1:] == (48, 1)
+    assert len(read(spec, "forecast").values) == 4032 and w.x_train.shape[1:] == (48, 1)
 
 
 def test_synthetic_series_is_seeded() -> None:
@@ -82,7 +83,7 @@ def test_synthetic_series_is_seeded() -> None:
         ("x\n1\n2\n", {}, "no column(s) ['y'] (the file has columns ['x'])"),
         ("Y\n1\n2\n", {}, "no column(s) ['y']; did you mean 'Y'? (the file has columns ['Y'])"),
         ("y\n1\nabc\n3\n", {}, "column 'y' must be numeric, but row 3 holds 'abc'"),
-        ("y,z\n1,1\n,2\n3,3\n", {}, "column 'y' has 1 missing value(s), the first on line 3"),
+        ("y,z\n1,1\n,2\n3,3\n", {}, "column 'y' has 1 missing value(s), the first on row 3"),
         ("y\n1\n2\n3\n4\n", {"window": 3}, "too few for window=3"),
         ("", {}, "cannot read"),
         # pandas would train on the first "y" and call the second "y.1".

@@ -152,11 +152,47 @@ def test_only_the_cli_prints_or_exits() -> None:
     assert _calls(ast.parse("print('x')\nsys.exit(1)")) == [(1, "print"), (2, "sys.exit")]
 
 
-def test_no_module_of_the_package_is_over_400_lines() -> None:
-    # One concept per module: past this, a module holds two (split it, as storage/ was).
+def _functions(tree: ast.AST) -> list[tuple[str, int]]:
+    return [
+        (node.name, (node.end_lineno or node.lineno) - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]
+
+
+#: Functions still over the limit, to be shortened (issue #40); the list only shrinks.
+KNOWN_LONG = {
+    "depthsearch/_optuna/tables.py:read_trials",
+    "depthsearch/learn/evaluate.py:assess",
+    "depthsearch/learn/train.py:fit",
+    "depthsearch/results/export.py:retrain_best",
+    "depthsearch/results/registry.py:register_model",
+    "depthsearch/results/report.py:_plots",
+    "depthsearch/results/report.py:write_report",
+    "depthsearch/results/status.py:study_status",
+    "depthsearch/search/objective.py:__call__",
+    "depthsearch/spec/_data.py:__post_init__",
+    "depthsearch/storage/connect.py:open_storage",
+    "depthsearch/studies.py:create_study",
+    "depthsearch/tracking/runs.py:_connect",
+    "depthsearch/worker/launch.py:launch",
+    "depthsearch/worker/loop.py:finish",
+    "depthsearch/worker/run.py:run_worker",
+    "depthsearch/worker/slurm.py:batch_script",
+    "depthsearch/worker/slurm.py:__post_init__",
+}
+
+
+def test_no_function_outside_the_cli_is_over_60_lines() -> None:
+    # Modules are split by meaning, not by their length; functions stay short (a screen),
+    # docstrings included. The CLI's commands are click's long option lists.
     long = {
-        str(path.relative_to(REPO)): n
+        f"{where}:{name}": n
         for path in _modules()
-        if (n := len(path.read_text().splitlines())) > 400
+        if not (where := str(path.relative_to(REPO))).startswith("depthsearch/cli/")
+        for name, n in _functions(ast.parse(path.read_text()))
+        if n > 60
     }
-    assert not long, long
+    assert not set(long) - KNOWN_LONG, {k: n for k, n in long.items() if k not in KNOWN_LONG}
+    assert not KNOWN_LONG - set(long), f"shortened: drop {KNOWN_LONG - set(long)} from the list"
+    assert _functions(ast.parse("def f():\n    pass\n")) == [("f", 2)]

@@ -220,7 +220,7 @@ def test_the_report_shows_a_depth_whose_every_trial_was_pruned(tmp_path: Path) -
 
 
 def test_a_forecaster_predicts_the_next_steps_in_the_targets_units(tmp_path: Path) -> None:
-    from depthsearch.learn.saved import Forecaster
+    from depthsearch.learn.predictor import Forecaster
 
     rows = 240
     frame = pd.DataFrame(

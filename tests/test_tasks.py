@@ -255,7 +255,7 @@ def test_a_regression_of_several_target_columns(tmp_path: Path) -> None:
 def test_missing_values_are_treated_within_each_id(
     tmp_path: Path, rule: str, expected_small: list[float], expected_rows: int
 ) -> None:
-    from depthsearch.learn.sources import groups, read_table
+    from depthsearch.learn.read import read
 
     path = tmp_path / "gaps.csv"
     pd.DataFrame(
@@ -265,18 +265,19 @@ def test_missing_values_are_treated_within_each_id(
         }
     ).to_csv(path, index=False)
     spec = DataSpec(source="csv", path=str(path), id="id", target="v", missing=rule)
-    parts = {g.key: g for g in groups(read_table(spec), spec, ["v"], where=path)}
-    assert parts["a"].values[:, 0].tolist() == expected_small
+    seqs = read(spec, "forecast")
+    parts = {key: seqs.rows(i) for i, key in enumerate(seqs.keys)}
+    assert parts["a"][:, 0].tolist() == expected_small
     # b's leading gap is never filled from a: it is dropped (ffill, drop) or takes b's own
     # nearest value (interpolate).
-    assert parts["b"].values[:, 0].tolist()[-2:] == [5.0, 6.0]
-    assert len(parts["b"].values) == (3 if rule == "interpolate" else 2)
-    assert len(parts["a"].values) == expected_rows
+    assert parts["b"][:, 0].tolist()[-2:] == [5.0, 6.0]
+    assert len(parts["b"]) == (3 if rule == "interpolate" else 2)
+    assert len(parts["a"]) == expected_rows
     error = DataSpec(source="csv", path=str(path), id="id", target="v")
     with pytest.raises(
-        DataError, match=r"id 'a': column 'v' has 1 missing value\(s\), the first on line 3"
+        DataError, match=r"id 'a': column 'v' has 1 missing value\(s\), the first on row 3"
     ):
-        groups(read_table(error), error, ["v"], where=path)
+        read(error, "forecast")
 
 
 def test_arrays_from_npz_with_lengths(tmp_path: Path) -> None:
@@ -287,7 +288,7 @@ def test_arrays_from_npz_with_lengths(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", X=x, y=y, lengths=lengths)
     spec = DataSpec(source="npz", path=str(tmp_path / "d.npz"))
     w = prepare(spec, seed=0, kind="classify")
-    assert w.classes == (0, 1, 2) and w.input_size == 2
+    assert w.classes == ("0", "1", "2") and w.input_size == 2
     assert w.len_train is not None and w.len_val is not None and w.len_test is not None
     got = sorted(torch.cat([w.len_train, w.len_val, w.len_test]).tolist())
     assert got == sorted(lengths.tolist())

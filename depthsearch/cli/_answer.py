@@ -3,12 +3,11 @@ say, with 95 % intervals, beside the baselines)."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
 
-from depthsearch._text import counted
+from depthsearch._text import counted, json_text
 from depthsearch.cli._base import _user_errors, data_option, main, storage_option, study_option
 from depthsearch.errors import InputError
 
@@ -120,6 +119,6 @@ def answer(study_name: str, storage: str | None, as_json: bool) -> None:
     study = open_study(study_name, resolve_storage(storage))
     result = answer_of(study)
     if as_json:
-        click.echo(json.dumps(answer_json(result), indent=2))
+        click.echo(json_text(answer_json(result)))
         return
     click.echo(answer_text(result, study_name))

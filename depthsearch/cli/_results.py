@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from depthsearch._text import counted
+from depthsearch._text import counted, spreadsheet_cells
 from depthsearch.cli._base import (
     _user_errors,
     data_option,
@@ -176,7 +176,7 @@ def predict(model_dir: str, csv_path: str, output: str | None, runtime: str) -> 
     (per series of a panel), per id (or NPZ sequence) of a classification or regression."""
     from depthsearch.learn.predictor import predict_csv
 
-    frame = predict_csv(model_dir, csv_path, runtime=runtime)
+    frame = spreadsheet_cells(predict_csv(model_dir, csv_path, runtime=runtime))
     if output is None:
         click.echo(frame.to_csv(index=False), nl=False)
         return

@@ -1,10 +1,11 @@
 """Predictions in the task's own terms from a folder written by ``depthsearch export
 --retrain``: forecasts per window (per series of a panel), labels with their probabilities,
-values per sequence. Torch, numpy and pandas only, as :mod:`depthsearch.learn.saved`."""
+values per sequence. New data goes the way the study's went: the same reader
+(:func:`~depthsearch.learn.read.read`), the saved scaler, the same windows and padding
+(:mod:`~depthsearch.learn.samples`), with no split. Torch, numpy and pandas only."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,24 +14,68 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import NDArray
 
 from depthsearch.errors import InputError
-from depthsearch.learn.data import load_frame
 from depthsearch.learn.evaluate import run_batch
 from depthsearch.learn.model import StackedLSTM
 from depthsearch.learn.portable import ONNX_FILE, OnnxModel
-from depthsearch.learn.saved import Forecaster, load_model, read_retrained
+from depthsearch.learn.read import Sequences, read
+from depthsearch.learn.samples import input_windows, pad
+from depthsearch.learn.saved import load_model, read_retrained
 from depthsearch.learn.scaling import Scaler, column_stats, fit_scaler, training_rows
-from depthsearch.learn.sources import groups, read_npz, read_table
-from depthsearch.learn.tasks import pad_sequences
 from depthsearch.spec import DataSpec
 
-__all__ = ["RUNTIMES", "Predictor", "predict_csv"]
+__all__ = ["RUNTIMES", "Forecaster", "Predictor", "predict_csv"]
 
 #: What runs the model: PyTorch (``model.pt``) or ONNX Runtime (``model.onnx``).
 RUNTIMES = ("torch", "onnxruntime")
+_BATCH = 1024
 
 _log = logging.getLogger(__name__)
+
+Model = StackedLSTM | OnnxModel
+
+
+def _outputs(model: Model, x: torch.Tensor, lengths: torch.Tensor | None) -> NDArray[Any]:
+    """The model's raw outputs ``(n, outputs)``, a batch of :data:`_BATCH` at a time."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(x), _BATCH):
+            part = slice(start, start + _BATCH)
+            out.append(run_batch(model, x[part], None if lengths is None else lengths[part]))
+    return torch.cat(out).float().numpy()
+
+
+def forecasts(
+    model: Model, scaler: Scaler, values: NDArray[np.float64], window: int, where: str = ""
+) -> NDArray[np.float64]:
+    """A forecast per window of one series' rows ``values: (rows, len(scaler.columns))``, in
+    the target's own units: ``(rows - window + 1, horizon)`` (one fewer window for a
+    forecast of changes, whose first row has no change)."""
+    first = int(scaler.difference)
+    if len(values) < window + first:
+        what = "one window of changes" if first else "one window"
+        raise InputError(f"{where}{len(values)} rows, but {what} needs {window + first}")
+    x = input_windows(scaler.inputs(values)[first:], window)
+    out = scaler.inverse_target(_outputs(model, x, None))
+    if scaler.difference:  # changes from each window's last value, added back
+        out = out + values[first + window - 1 :, scaler.columns.index(scaler.target)][:, None]
+    return out
+
+
+def _own_scaler(scaler: Scaler, values: NDArray[np.float64]) -> Scaler:
+    """A series' scaler fitted on its own rows (a panel's id the study never saw), as the
+    study fits one on a series' training rows; a target that is no input keeps the study's
+    statistics."""
+    if scaler.target not in scaler.columns:
+        mean, std = column_stats(values)
+        return Scaler(
+            scaler.columns, mean, std, scaler.target, scaler.target_mean, scaler.target_std
+        )
+    at = scaler.columns.index(scaler.target)
+    rows = training_rows(values, values[:, at], len(values), at=at, difference=scaler.difference)
+    return fit_scaler(scaler.columns, scaler.target, *rows, difference=scaler.difference)
 
 
 class Predictor:
@@ -45,7 +90,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: StackedLSTM | OnnxModel,
+        model: Model,
         scaler: Scaler,
         data: Mapping[str, Any],
         *,
@@ -81,13 +126,14 @@ class Predictor:
         """The columns a frame must hold (the model's inputs)."""
         return list(self.scaler.columns)
 
-    def _spec(self, path: str | Path | None = None) -> DataSpec:
+    def _spec(self, path: Path | None) -> DataSpec:
+        """The study's ``[data]`` for new data: its id, time, missing rule, window; the
+        source from the file's suffix."""
         data = self.data
         source = str(data.get("source", "csv"))
         if path is not None:
-            suffix = Path(path).suffix.lower()
-            source = {".parquet": "parquet", ".npz": "npz"}.get(suffix, "csv")
-        elif source == "synthetic":
+            source = {".parquet": "parquet", ".npz": "npz"}.get(path.suffix.lower(), "csv")
+        elif source in ("synthetic", "npz"):
             source = "csv"
         keys = ("target", "id", "time", "missing", "max_length", "window", "horizon")
         known = {k: data[k] for k in keys if data.get(k) is not None}
@@ -95,24 +141,59 @@ class Predictor:
             known["target"] = known["target"][0]
         return DataSpec(source=source, path=str(path or "<frame>"), **known)
 
-    def _outputs(self, x: torch.Tensor, lengths: torch.Tensor | None) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(x), 1024):
-                part = slice(start, start + 1024)
-                out.append(
-                    run_batch(self.model, x[part], None if lengths is None else lengths[part])
-                )
-        return torch.cat(out).float().numpy()
+    def predict(self, data: pd.DataFrame | str | Path) -> pd.DataFrame:
+        """Predictions for new data in the study's format: a frame (the table's columns) or
+        the path of a CSV, Parquet or NPZ file. One row per window (forecast) or per id
+        (classify, regress; per sequence of an NPZ)."""
+        frame = data if isinstance(data, pd.DataFrame) else None
+        spec = self._spec(None if frame is not None else Path(data))
+        seqs = read(spec, self.kind, data=frame, inputs=self.columns)
+        if spec.source == "npz" and len(seqs.columns) != len(self.columns):
+            raise InputError(
+                f"{spec.path}: X has {len(seqs.columns)} features per step, but the model was "
+                f"trained on {len(self.columns)}"
+            )
+        if self.kind == "forecast" and spec.source != "npz":
+            return self._forecast(seqs, spec)
+        return self._per_sequence(seqs, spec)
 
-    def _per_sequence(
-        self, keys: list[Any], seqs: list[np.ndarray], key_name: str
-    ) -> pd.DataFrame:
-        limit = int(self.data.get("max_length") or 0)
-        if limit:
-            seqs = [q[-limit:] for q in seqs]
-        out = self._outputs(*pad_sequences(seqs, self.scaler))
-        frame = pd.DataFrame({key_name: keys})
+    def _scaler_of(self, seqs: Sequences, i: int) -> Scaler:
+        if seqs.id_name is None:
+            return self.scaler
+        own = self.scaler.for_series(seqs.keys[i])
+        if own is not None:
+            return own
+        if not self.scaler.series:
+            return self.scaler
+        _log.info("id %r was not in the study: scaled on its own rows", seqs.keys[i])
+        return _own_scaler(self.scaler, seqs.rows(i))
+
+    def _forecast(self, seqs: Sequences, spec: DataSpec) -> pd.DataFrame:
+        parts = []
+        for i, key in enumerate(seqs.keys):
+            scaler = self._scaler_of(seqs, i)
+            where = f"{spec.path}: id {key!r} has " if seqs.id_name else f"{spec.path}: "
+            values = forecasts(self.model, scaler, seqs.rows(i), spec.window, where)
+            part = pd.DataFrame(
+                values, columns=[f"{scaler.target}+{j + 1}" for j in range(values.shape[1])]
+            )
+            skip = spec.window - 1 + int(scaler.difference)
+            part.insert(0, seqs.time_name or "row", seqs.times_of(i)[skip:])
+            if seqs.id_name is not None:
+                part.insert(0, seqs.id_name, key)
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
+    def _per_sequence(self, seqs: Sequences, spec: DataSpec) -> pd.DataFrame:
+        steps = [seqs.rows(i) for i in range(len(seqs))]
+        if spec.max_length:
+            steps = [q[-spec.max_length :] for q in steps]
+        out = _outputs(self.model, *pad(steps, self.scaler))
+        if spec.source == "npz":
+            keys: list[Any] = list(seqs.keys) if seqs.id_name else list(range(len(seqs)))
+            frame = pd.DataFrame({"sequence": keys})
+        else:
+            frame = pd.DataFrame({spec.id or "id": list(seqs.keys)})
         if self.kind == "classify":
             probs = torch.softmax(torch.from_numpy(out), dim=-1).numpy()
             frame["label"] = [self.classes[i] for i in probs.argmax(-1)]
@@ -132,87 +213,63 @@ class Predictor:
             frame[name] = values[:, j]
         return frame
 
-    def _panel(self, parts: list[Any], spec: DataSpec) -> pd.DataFrame:
-        window, horizon = spec.window, spec.horizon
-        rows = []
-        for g in parts:
-            if len(g.values) < window:
-                raise InputError(
-                    f"id {g.key!r} has {len(g.values)} rows, but one window needs {window}"
-                )
-            own = self.scaler.for_series(g.key)
-            if own is None:
-                if self.scaler.series:
-                    _log.info("id %r was not in the study: scaled on its own rows", g.key)
-                    own = _own_scaler(self.scaler, g.values, spec)
-                else:
-                    own = self.scaler
-            frame = pd.DataFrame(
-                g.values, columns=self.columns, index=pd.Index(g.times, name=spec.time or "row")
+
+class Forecaster:
+    """A saved model with its scaler and window: forecasts of one series in the target's
+    own units, from a frame holding the study's columns (``load_model`` alone gives the
+    network, whose outputs are on the scale the study trained on)."""
+
+    def __init__(self, model: Model, scaler: Scaler, window: int, horizon: int) -> None:
+        self.model = model
+        self.scaler = scaler
+        self.window = window
+        self.horizon = horizon
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Forecaster:
+        """From a folder written by ``depthsearch export --retrain``."""
+        folder = Path(directory)
+        doc = read_retrained(folder)
+        data = doc["data"]
+        scaler = Scaler.from_dict(doc["scaler"])
+        return cls(load_model(folder), scaler, int(data["window"]), int(data["horizon"]))
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns a frame must hold (the model's inputs)."""
+        return list(self.scaler.columns)
+
+    def _values(self, frame: pd.DataFrame) -> NDArray[np.float64]:
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise InputError(
+                f"the frame has no column(s) {missing}; the model needs {self.columns}"
             )
-            part = Forecaster(self.model, own, window, horizon).predict_windows(frame)
-            part = part.reset_index()
-            part.insert(0, spec.id or "id", g.key)
-            rows.append(part)
-        return pd.concat(rows, ignore_index=True)
+        values: NDArray[np.float64] = frame[self.columns].to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise InputError(
+                f"the frame's columns {self.columns} hold a missing or infinite value"
+            )
+        return values
 
-    def predict(self, data: pd.DataFrame | str | Path) -> pd.DataFrame:
-        """Predictions for new data in the study's format: a frame (the table's columns) or
-        the path of a CSV, Parquet or NPZ file. One row per window (forecast) or per id
-        (classify, regress; per sequence of an NPZ)."""
-        path = None if isinstance(data, pd.DataFrame) else Path(data)
-        spec = self._spec(path)
-        where = path if path is not None else "the frame"
-        if spec.source == "npz":
-            arrays = read_npz(spec, need_y=False)
-            if arrays.x.shape[2] != len(self.columns):
-                raise InputError(
-                    f"{path}: X has {arrays.x.shape[2]} features per step, but the model was "
-                    f"trained on {len(self.columns)}"
-                )
-            seqs = [arrays.x[i, : arrays.lengths[i]] for i in range(len(arrays.x))]
-            return self._per_sequence(list(range(len(seqs))), seqs, "sequence")
-        if self.kind == "forecast" and spec.id is None:
-            if path is None:
-                assert isinstance(data, pd.DataFrame)
-                return Forecaster(
-                    self.model, self.scaler, spec.window, spec.horizon
-                ).predict_windows(data)
-            return _forecast_file(self, spec)
-        frame = data if isinstance(data, pd.DataFrame) else read_table(spec, path)
-        parts = groups(frame, spec, self.columns, where=where)
-        if self.kind == "forecast":
-            return self._panel(parts, spec)
-        return self._per_sequence(
-            [g.key for g in parts], [g.values for g in parts], spec.id or "id"
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The forecast for the ``horizon`` steps after the frame's last row: one row per
+        step (``step`` 1, 2, ...), the target's column in its own units."""
+        rows = self._values(frame)[-(self.window + int(self.scaler.difference)) :]
+        last = forecasts(self.model, self.scaler, rows, self.window)[-1]
+        return pd.DataFrame(
+            {"step": np.arange(1, self.horizon + 1), self.scaler.target: last}
+        ).set_index("step")
+
+    def predict_windows(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """One row per window of the frame, indexed by the frame's index at the window's last
+        row: ``{target}+1`` ... ``{target}+horizon`` in the target's own units."""
+        values = forecasts(self.model, self.scaler, self._values(frame), self.window)
+        return pd.DataFrame(
+            values,
+            columns=[f"{self.scaler.target}+{i + 1}" for i in range(values.shape[1])],
+            index=frame.index[self.window - 1 + int(self.scaler.difference) :],
         )
-
-
-def _own_scaler(scaler: Scaler, values: np.ndarray, spec: DataSpec) -> Scaler:
-    """A series' scaler fitted on its own rows (a panel's id the study never saw), as the
-    study fits one on a series' training rows; a target that is no input keeps the study's
-    statistics."""
-    if scaler.target in scaler.columns:
-        target = values[:, scaler.columns.index(scaler.target)]
-        return fit_scaler(training_rows(values, target, len(values), spec), spec)
-    mean, std = column_stats(values)
-    return Scaler(scaler.columns, mean, std, scaler.target, scaler.target_mean, scaler.target_std)
-
-
-def _forecast_file(predictor: Predictor, spec: DataSpec) -> pd.DataFrame:
-    """One series from a file: a forecast per window, beside the file's time column."""
-    scaler = predictor.scaler
-    spec = dataclasses.replace(
-        spec,
-        target=scaler.target,
-        features=tuple(scaler.columns) if tuple(scaler.columns) != (scaler.target,) else (),
-    )
-    # The target only when it is an input; the file's time column as the index.
-    frame = load_frame(spec, columns=scaler.columns, timed=True)
-    if len(frame) < spec.window:
-        raise InputError(f"{spec.path}: {len(frame)} rows, but one window needs {spec.window}")
-    out = Forecaster(predictor.model, scaler, spec.window, spec.horizon).predict_windows(frame)
-    return out.rename_axis(out.index.name or "row").reset_index()
 
 
 def predict_csv(directory: str | Path, csv: str | Path, *, runtime: str = "torch") -> pd.DataFrame:

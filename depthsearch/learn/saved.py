@@ -13,20 +13,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
+from depthsearch._text import json_text
 from depthsearch.errors import InputError
-from depthsearch.learn.data import Scaler, input_windows
 from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
-from depthsearch.learn.portable import OnnxModel
+from depthsearch.learn.scaling import Scaler
 
 __all__ = [
     "CONFIG_FILE",
     "FORMAT",
     "MODEL_FILE",
-    "Forecaster",
     "load_config",
     "load_model",
     "read_document",
@@ -44,7 +41,7 @@ def write_document(path: Path, doc: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json_text(doc) + "\n", encoding="utf-8")
         tmp.replace(path)
     except OSError as e:
         raise InputError(f"cannot write {path}: {e.strerror or e}") from e
@@ -81,7 +78,7 @@ def save_model(
     scaler: Scaler | None = None,
 ) -> Path:
     """Saves ``model``'s weights as ``model.pt`` and what rebuilds it as ``config.json`` in a
-    folder, for :func:`load_model` (and, with a scaler, :class:`Forecaster`).
+    folder, for :func:`load_model` (and, with a scaler, a ``Predictor``).
 
     Args:
         model: the network (its weights are saved, moved to the CPU).
@@ -139,6 +136,31 @@ def read_retrained(folder: Path) -> dict[str, Any]:
     return doc
 
 
+def _check_shapes(state: dict[str, Any], config: ModelConfig, what: str) -> None:
+    """Compares the weights' names and shapes with those ``config`` makes, on the meta
+    device (nothing allocated): a config that does not describe the weights is refused
+    before a model of its size is built."""
+    try:
+        with torch.device("meta"):
+            made = build_model(config).state_dict()
+    except (RuntimeError, ValueError, OverflowError) as e:  # too large even to describe
+        raise InputError(f"{what}: its model cannot be built ({str(e).splitlines()[0]})") from e
+    expected = {k: tuple(v.shape) for k, v in made.items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if got == expected:
+        return
+    wrong = next((k for k in expected if k in got and got[k] != expected[k]), None)
+    if wrong is not None:
+        detail = (
+            f"{wrong} is {list(got[wrong])} in the weights, {list(expected[wrong])} by the config"
+        )
+    else:
+        absent = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        detail = f"missing {absent[:3]}" if absent else f"unexpected {extra[:3]}"
+    raise InputError(f"{what}: {detail}")
+
+
 def load_model(directory: str | Path) -> StackedLSTM:
     """Loads a model saved by ``depthsearch export --retrain`` (in eval mode, on the CPU).
 
@@ -158,89 +180,10 @@ def load_model(directory: str | Path) -> StackedLSTM:
         ) from e
     if not isinstance(state, dict):
         raise InputError(f"{path}: holds a {type(state).__name__}, not a model's weights")
+    _check_shapes(state, cfg, f"{path} does not fit {folder / CONFIG_FILE}")
     model = build_model(cfg)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise InputError(f"{path} does not fit {folder / CONFIG_FILE}: {e}") from e
     return model.eval()
-
-
-class Forecaster:
-    """A saved model with its scaler and window: forecasts in the target's own units.
-
-    ``load_model`` alone gives the network, whose outputs are standardised (the scale the
-    study trained on); a ``Forecaster`` takes a frame with the study's columns, scales its
-    inputs, runs the model and turns the outputs back into the target's units.
-    """
-
-    def __init__(
-        self, model: StackedLSTM | OnnxModel, scaler: Scaler, window: int, horizon: int
-    ) -> None:
-        self.model = model
-        self.scaler = scaler
-        self.window = window
-        self.horizon = horizon
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Forecaster:
-        """From a folder written by ``depthsearch export --retrain``."""
-        folder = Path(directory)
-        doc = read_retrained(folder)
-        data = doc["data"]
-        return cls(
-            load_model(folder),
-            Scaler.from_dict(doc["scaler"]),
-            int(data["window"]),
-            int(data["horizon"]),
-        )
-
-    @property
-    def columns(self) -> list[str]:
-        """The columns a frame must hold (the model's inputs)."""
-        return list(self.scaler.columns)
-
-    def _outputs(self, frame: pd.DataFrame) -> np.ndarray:
-        missing = [c for c in self.columns if c not in frame.columns]
-        if missing:
-            raise InputError(
-                f"the frame has no column(s) {missing}; the model needs {self.columns}"
-            )
-        if len(frame) < self.window:
-            raise InputError(f"{len(frame)} rows, but one window needs {self.window}")
-        values = frame[self.columns].to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all():
-            raise InputError(
-                f"the frame's columns {self.columns} hold a missing or infinite value"
-            )
-        scaler, first = self.scaler, int(self.scaler.difference)
-        if len(frame) < self.window + first:
-            raise InputError(
-                f"{len(frame)} rows, but one window of changes needs {self.window + first}"
-            )
-        x = input_windows(scaler.inputs(values)[first:], self.window)
-        with torch.inference_mode():
-            y = self.model(x).numpy()
-        out = np.asarray(scaler.inverse_target(y))
-        if scaler.difference:  # changes from each window's last value, added back
-            last = values[first + self.window - 1 :, self.columns.index(scaler.target)]
-            out = out + last[:, None]
-        return out
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The forecast for the ``horizon`` steps after the frame's last row: one row per
-        step (``step`` 1, 2, ...), the target's column in its own units."""
-        last = self._outputs(frame.iloc[-(self.window + int(self.scaler.difference)) :])[-1]
-        return pd.DataFrame(
-            {"step": np.arange(1, self.horizon + 1), self.scaler.target: last}
-        ).set_index("step")
-
-    def predict_windows(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """One row per window of the frame, indexed by the frame's index at the window's last
-        row: ``{target}+1`` ... ``{target}+horizon`` in the target's own units."""
-        values = self._outputs(frame)
-        return pd.DataFrame(
-            values,
-            columns=[f"{self.scaler.target}+{i + 1}" for i in range(values.shape[1])],
-            index=frame.index[self.window - 1 + int(self.scaler.difference) :],
-        )

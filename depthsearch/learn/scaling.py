@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from depthsearch.spec import DataSpec
-
 __all__ = ["Scaler", "SeriesStats", "column_stats", "differenced", "fit_scaler", "training_rows"]
 
 
@@ -43,26 +41,41 @@ def differenced(values: NDArray[np.float64], at: int | None) -> NDArray[np.float
 
 
 def training_rows(
-    values: NDArray[np.float64], target: NDArray[np.float64], cut: int, spec: DataSpec
+    values: NDArray[np.float64],
+    target: NDArray[np.float64],
+    cut: int,
+    *,
+    at: int | None,
+    difference: bool,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The rows a scaler is fitted on: the inputs (``spec.input_columns``) and the target of
-    rows ``[0, cut)``; for a differenced forecast the target's changes (and the target
-    column's, as an input)."""
-    if not spec.difference:
+    """What a forecast's scaler is fitted on: the input rows ``values[:cut]`` and the
+    target's ``(cut, 1)``; for a forecast of changes the target's changes (and, as an input,
+    the target column's: ``at``, its position among the inputs, None when it is none)."""
+    if not difference:
         return values[:cut], target[:cut].reshape(-1, 1)
-    columns = spec.input_columns
-    at = columns.index(spec.target) if spec.target in columns else None
     return differenced(values[:cut], at)[1:], np.diff(target[:cut]).reshape(-1, 1)
 
 
-def fit_scaler(rows: tuple[NDArray[np.float64], NDArray[np.float64]], spec: DataSpec) -> Scaler:
-    """A scaler fitted on :func:`training_rows`: each input column's mean and std, and the
-    target's (for a differenced forecast: mean 0, the std of one step's change)."""
-    mean, std = column_stats(rows[0])
-    (tm,), (ts,) = column_stats(rows[1])
-    if spec.difference:
-        tm = 0.0
-    return Scaler(spec.input_columns, mean, std, spec.target, tm, ts, difference=spec.difference)
+def fit_scaler(
+    columns: tuple[str, ...],
+    target: str,
+    inputs: NDArray[np.float64],
+    outputs: NDArray[np.float64] | None,
+    *,
+    difference: bool = False,
+) -> Scaler:
+    """The one fit: each input column's mean and std over ``inputs: (rows, columns)``, and
+    the outputs': none for a classification (``None``), the target's for one column (for a
+    forecast of changes: mean 0, the std of one step's change), one each for ``k``."""
+    mean, std = column_stats(inputs)
+    if outputs is None:
+        return Scaler(columns, mean, std, target, 0.0, 1.0)
+    om, osd = column_stats(outputs)
+    if outputs.shape[1] > 1:
+        return Scaler(columns, mean, std, target, 0.0, 1.0, output_mean=om, output_std=osd)
+    return Scaler(
+        columns, mean, std, target, 0.0 if difference else om[0], osd[0], difference=difference
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from depthsearch._text import json_text, spreadsheet_cells
 from depthsearch.errors import InputError
 from depthsearch.results.export import open_study
 from depthsearch.search.trials import metric_names
@@ -38,7 +38,7 @@ def trials_frame(study_name: str, storage_url: str) -> pd.DataFrame:
         row.update({f"params_{k}": v for k, v in t.params.items()})
         for key, value in t.user_attrs.items():
             row[f"user_attrs_{key}"] = (
-                json.dumps(value) if isinstance(value, (dict, list)) else value
+                json_text(value, indent=None) if isinstance(value, (dict, list)) else value
             )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -51,7 +51,7 @@ def write_trials(study_name: str, storage_url: str, output: str | Path) -> pd.Da
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame.to_csv(path, index=False)
+            spreadsheet_cells(frame).to_csv(path, index=False)
         elif suffix == ".parquet":
             try:
                 frame.to_parquet(path, index=False)

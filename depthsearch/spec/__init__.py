@@ -4,6 +4,7 @@ A study file becomes a :class:`StudySpec`, checked whole before anything touches
 inner code trusts the spec it gets. Nothing here imports torch, Optuna or SQLAlchemy.
 """
 
+from depthsearch.spec._data import DATA_KEYS, SOURCES, applicable, data_keys, samples_of
 from depthsearch.spec._params import Choices, Fixed, FloatRange, IntRange, ParamSpec
 from depthsearch.spec._spec import (
     MAX_LAYERS,
@@ -23,9 +24,11 @@ from depthsearch.spec._spec import (
 from depthsearch.spec._toml import file_sha256, load_spec, read_study_file, spec_from_dict
 
 __all__ = [
+    "DATA_KEYS",
     "MAX_LAYERS",
     "OBJECTIVES",
     "PRUNER_KEYS",
+    "SOURCES",
     "Choices",
     "ConfirmSpec",
     "DataSpec",
@@ -41,8 +44,11 @@ __all__ = [
     "TrackingSpec",
     "TrainSpec",
     "WorkersSpec",
+    "applicable",
+    "data_keys",
     "file_sha256",
     "load_spec",
     "read_study_file",
+    "samples_of",
     "spec_from_dict",
 ]

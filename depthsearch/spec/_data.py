@@ -1,17 +1,171 @@
 """The ``[data]`` and ``[task]`` tables: where the data comes from, its shape, and the
-shape of the problem."""
+shape of the problem.
+
+Which ``[data]`` key belongs to which source and task kind is stated once, in
+:data:`DATA_KEYS`: the TOML reader, the stored spec, ``run_study(data=...)`` and the
+reference documentation all read it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from depthsearch.spec._params import rule, table_error, validate_fields
 
-__all__ = ["TASKS", "DataSpec", "TaskSpec"]
+__all__ = [
+    "DATA_KEYS",
+    "SOURCES",
+    "TASKS",
+    "DataKey",
+    "DataSpec",
+    "TaskSpec",
+    "applicable",
+    "data_keys",
+    "misplaced",
+    "samples_of",
+]
 
 #: The shapes of problem: the next values of series, a label per sequence, a value per sequence.
 TASKS = ("forecast", "classify", "regress")
+#: Where the data comes from.
+SOURCES = ("csv", "parquet", "npz", "synthetic")
+_TABLES = ("csv", "parquet")
+_FILES = ("csv", "parquet", "npz")
+_NAMED = ("csv", "parquet", "synthetic")
+#: What a study trains on: ``windows`` cut from series (a forecast of a table or of the
+#: synthetic series), or whole ``sequences``, one sample each (a classification, a
+#: regression, and any task on NPZ arrays).
+SAMPLES = ("windows", "sequences")
+
+
+def samples_of(source: str, kind: str) -> str:
+    """``windows`` or ``sequences``: what a study of ``kind`` on ``source`` trains on."""
+    return "windows" if kind == "forecast" and source != "npz" else "sequences"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataKey:
+    """A ``[data]`` key: the sources and the samples it applies to, and what it means."""
+
+    sources: tuple[str, ...]
+    samples: tuple[str, ...]
+    doc: str
+
+    def applies(self, source: str, kind: str) -> bool:
+        return source in self.sources and samples_of(source, kind) in self.samples
+
+
+_BOTH = SAMPLES
+_WINDOWS = ("windows",)
+#: Every ``[data]`` key, in the order of the reference.
+DATA_KEYS: dict[str, DataKey] = {
+    "source": DataKey(
+        SOURCES,
+        _BOTH,
+        "Where the data comes from: a long-format table "
+        "(`csv`, `parquet`), arrays (`npz`), or a `synthetic` series.",
+    ),
+    "path": DataKey(_FILES, _BOTH, "The data file, relative to the study file."),
+    "target": DataKey(
+        _NAMED,
+        _BOTH,
+        "The column predicted: the series forecast, the label "
+        "classified, or the value regressed (a list of columns for several).",
+    ),
+    "features": DataKey(
+        _NAMED,
+        _BOTH,
+        "The columns the model reads (default: the target "
+        "alone for a forecast, every other column otherwise).",
+    ),
+    "id": DataKey(
+        _TABLES,
+        _BOTH,
+        "The column naming the series or sequence a row belongs "
+        "to, read as text exactly as the file writes it (`01` and `1` are two).",
+    ),
+    "time": DataKey(
+        _TABLES,
+        _BOTH,
+        "The column ordering the rows within an id (numbers or dates; default: the file's order).",
+    ),
+    "window": DataKey(_NAMED, _WINDOWS, "The steps of history a forecast reads."),
+    "horizon": DataKey(_NAMED, _WINDOWS, "The steps a forecast predicts (the model's outputs)."),
+    "val_fraction": DataKey(
+        SOURCES,
+        _BOTH,
+        "The share that validates: the last part of each "
+        "series in time, or a stratified, seeded share of the sequences.",
+    ),
+    "test_fraction": DataKey(
+        SOURCES,
+        _BOTH,
+        "The share held out before anything else, never "
+        "trained on, pruned on or picked by: scored by confirmations and "
+        "exports.",
+    ),
+    "length": DataKey(("synthetic",), _BOTH, "The synthetic series' length in steps."),
+    "noise": DataKey(("synthetic",), _BOTH, "The synthetic series' noise (standard deviation)."),
+    "sha256": DataKey(
+        _FILES,
+        _BOTH,
+        "The data file's SHA-256: every worker checks that it "
+        "trains on the bytes the study was created with (filled in when absent).",
+    ),
+    "scale": DataKey(
+        _TABLES,
+        _WINDOWS,
+        "A panel's scaling: each series on its own training "
+        "rows (`per-series`) or all series on one scale (`global`).",
+    ),
+    "missing": DataKey(
+        _FILES,
+        _BOTH,
+        "What a missing value does: refused (`error`), carried "
+        "forward (`ffill`), filled linearly (`interpolate`) or its row dropped "
+        "(`drop`), within its series or sequence.",
+    ),
+    "max_length": DataKey(_FILES, ("sequences",), "Keep each sequence's last N steps (0: all)."),
+    "season": DataKey(
+        _NAMED, _WINDOWS, "The season in steps (12 for monthly data): the seasonal naive baseline."
+    ),
+    "difference": DataKey(
+        _NAMED,
+        _WINDOWS,
+        "Learn the series' changes; forecasts are added "
+        "back to the last value, in the target's units.",
+    ),
+}
+
+
+def data_keys(source: str, kind: str) -> list[str]:
+    """The ``[data]`` keys a study of ``kind`` on ``source`` may set."""
+    return [k for k, rule_ in DATA_KEYS.items() if rule_.applies(source, kind)]
+
+
+def applicable(table: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """A ``[data]`` table less the keys that do not apply to its source and ``kind`` (a
+    stored spec of an older release kept some at their defaults)."""
+    source = str(table.get("source", "synthetic"))
+    keep = set(data_keys(source, kind)) if source in SOURCES else set(table)
+    return {k: v for k, v in table.items() if k in keep}
+
+
+def misplaced(key: str, source: str, kind: str) -> str | None:
+    """Why ``key`` does not apply to ``kind`` on ``source`` when the source has it, else
+    None (a key the source never has is an unknown key: the reader says so)."""
+    found = DATA_KEYS.get(key)
+    if found is None or source not in found.sources or found.applies(source, kind):
+        return None
+    if "windows" in found.samples:
+        hint = "; max_length keeps each sequence's last N steps" if key == "window" else ""
+        return (
+            f"applies to [task] kind = 'forecast' only, but the kind is {kind!r} (each "
+            f"sequence is taken whole){hint}"
+        )
+    return "applies to [task] kind = 'classify' or 'regress' (a forecast reads `window` steps)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +194,7 @@ class DataSpec:
 
     TABLE: ClassVar[str] = "data"
 
-    source: str = rule("synthetic", "str", allowed=("csv", "parquet", "npz", "synthetic"))
+    source: str = rule("synthetic", "str", allowed=SOURCES)
     path: str | None = None
     target: str = rule("y", "str")
     features: tuple[str, ...] = ()

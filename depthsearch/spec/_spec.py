@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from depthsearch.spec._data import TASKS, DataSpec, TaskSpec
+from depthsearch._text import public_uri
+from depthsearch.spec._data import TASKS, DataSpec, TaskSpec, applicable
 from depthsearch.spec._params import (
     Choices,
     Fixed,
@@ -202,6 +203,13 @@ class ConfirmSpec:
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
+        if self.seeds == 1:
+            raise table_error(
+                self.TABLE,
+                "seeds",
+                "must be 0 (no confirmation) or at least 2: one seed has no interval, so "
+                "it could tell no candidate from another; but got 1",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +232,13 @@ class TrackingSpec:
                     self.TABLE, key, f"must be a non-empty string, but got {value!r}"
                 )
 
-    def to_dict(self) -> dict[str, str]:
-        """The keys that are set (TOML has no null)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+    def to_dict(self, *, secrets: bool = False) -> dict[str, str]:
+        """The keys that are set (TOML has no null); the server's URI without its
+        credentials unless ``secrets`` (what a study stores never holds a password)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if "mlflow" in out and not secrets:
+            out["mlflow"] = public_uri(out["mlflow"])
+        return out
 
 
 def check_objectives(raw: Any) -> tuple[str, ...]:
@@ -336,8 +348,9 @@ class StudySpec:
         """True when the study minimises more than the validation loss (a Pareto front)."""
         return len(self.objectives) > 1
 
-    def to_dict(self) -> dict[str, Any]:
-        """The study file as a dict (TOML-shaped), with every default filled in."""
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """The study file as a dict (TOML-shaped), with every default filled in; the
+        tracking server's credentials left out unless ``secrets``."""
         space = {
             f.name: (
                 getattr(self.space, f.name).to_toml()
@@ -351,15 +364,7 @@ class StudySpec:
         del data["targets"]
         if len(self.data.targets) > 1:
             data["target"] = list(self.data.targets)
-        unused: tuple[str, ...] = ("length", "noise")
-        if self.data.source == "synthetic":
-            unused = ("path", "sha256", "scale", "missing", "max_length")
-        if self.data.source == "npz":
-            unused += ("target", "features", "id", "time")
-        if self.task.kind != "forecast" or self.data.source == "npz":
-            unused += ("window", "horizon", "scale", "season", "difference")
-        for key in unused:
-            data.pop(key, None)
+        data = applicable(data, self.task.kind)
         return {
             "study": {
                 "name": self.name,
@@ -378,5 +383,5 @@ class StudySpec:
             },
             "workers": dataclasses.asdict(self.workers),
             "confirm": dataclasses.asdict(self.confirm),
-            "tracking": self.tracking.to_dict(),
+            "tracking": self.tracking.to_dict(secrets=secrets),
         }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from depthsearch.errors import MissingDataFile, SpecError, did_you_mean
+from depthsearch.spec._data import DATA_KEYS, SOURCES, misplaced
 from depthsearch.spec._params import (
     Choices,
     Fixed,
@@ -60,52 +61,6 @@ _TABLES = (
     "confirm",
     "tracking",
 )
-_TABLE_KEYS = (
-    "source",
-    "path",
-    "target",
-    "features",
-    "id",
-    "time",
-    "window",
-    "horizon",
-    "val_fraction",
-    "scale",
-    "missing",
-    "max_length",
-    "sha256",
-    "test_fraction",
-    "season",
-    "difference",
-)
-_DATA_KEYS = {
-    "synthetic": (
-        "source",
-        "window",
-        "horizon",
-        "val_fraction",
-        "length",
-        "noise",
-        "target",
-        "features",
-        "test_fraction",
-        "season",
-        "difference",
-    ),
-    "csv": _TABLE_KEYS,
-    "parquet": _TABLE_KEYS,
-    "npz": (
-        "source",
-        "path",
-        "val_fraction",
-        "test_fraction",
-        "missing",
-        "max_length",
-        "sha256",
-    ),
-}
-#: Keys that only a forecast reads (a classified or regressed sequence is taken whole).
-_FORECAST_ONLY = ("window", "horizon", "scale", "season", "difference")
 
 
 def file_sha256(path: Path) -> str:
@@ -200,26 +155,20 @@ def _data(doc: Mapping[str, Any], base: Path | None, kind: str) -> DataSpec:
     if not isinstance(raw, Mapping):
         _table(doc, "data", ())  # says it is not a table
     source = raw.get("source", DataSpec.source)
-    if source not in _DATA_KEYS:
+    if source not in SOURCES:
         DataSpec(source=source)  # says what is wrong with it
     required = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",)}
     values = _table(
         doc,
         "data",
-        _DATA_KEYS[source],
+        [key for key, rule_ in DATA_KEYS.items() if source in rule_.sources],
         required=required.get(source, ()),
         context=f" for source = {source!r}",
     )
-    if kind != "forecast":
-        for key in _FORECAST_ONLY:
-            if key in values:
-                hint = "; max_length keeps each sequence's last N steps" if key == "window" else ""
-                raise table_error(
-                    "data",
-                    key,
-                    f"applies to [task] kind = 'forecast' only, but the kind is {kind!r} "
-                    f"(each sequence is taken whole){hint}",
-                )
+    for key in values:
+        why = misplaced(key, source, kind)
+        if why is not None:
+            raise table_error("data", key, why)
     if isinstance(values.get("target"), list):
         names = values["target"]
         if kind != "regress" or not names:
@@ -231,12 +180,6 @@ def _data(doc: Mapping[str, Any], base: Path | None, kind: str) -> DataSpec:
             )
         values["targets"] = tuple(names)
         values["target"] = names[0]
-    if kind == "forecast" and source != "npz" and values.get("max_length"):
-        raise table_error(
-            "data",
-            "max_length",
-            "applies to [task] kind = 'classify' or 'regress' (a forecast reads `window` steps)",
-        )
     if source == "synthetic":
         return DataSpec(**values)
     checked = DataSpec(**values)  # every value checked before the file is read

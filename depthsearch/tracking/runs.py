@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from depthsearch._text import finite, mask_uri, public_uri
 from depthsearch.errors import RuntimeFailure
 from depthsearch.tracking.client import client_env, settle_probes
 from depthsearch.tracking.records import Target, TrialRecord, describe_error, final_metrics
@@ -63,7 +64,11 @@ ClaimParent = Callable[[Callable[[Any], bool], Callable[[], dict[str, str]]], di
 
 
 def _text(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(finite(value), default=str, allow_nan=False)
+    )
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -165,7 +170,7 @@ class Tracker:
                     _log.warning(
                         "MLflow tracking at %s is off for this worker (%s); the study "
                         "database still records every trial",
-                        self.target.uri,
+                        mask_uri(self.target.uri),
                         describe_error(e),
                     )
             if None in batch:
@@ -237,7 +242,7 @@ class Tracker:
         def fits(known: Any) -> bool:
             return (
                 isinstance(known, dict)
-                and known.get("uri") == target.uri
+                and known.get("uri") == public_uri(target.uri)
                 and known.get("experiment_id") == experiment_id
             )
 
@@ -255,7 +260,7 @@ class Tracker:
             for part in _chunks(params, _KEYS_PER_BATCH):
                 client.log_batch(run.info.run_id, params=part)
             return {
-                "uri": target.uri,
+                "uri": public_uri(target.uri),
                 "experiment": target.experiment,
                 "experiment_id": experiment_id,
                 "run_id": run.info.run_id,
@@ -272,7 +277,7 @@ class Tracker:
         )
         _log.info(
             "logging trials to MLflow at %s, experiment %r (study run %s)",
-            target.uri,
+            mask_uri(target.uri),
             target.experiment,
             self._parent_id,
         )

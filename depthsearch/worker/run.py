@@ -20,7 +20,7 @@ from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, resolve_device
 from depthsearch.search.confirm import BASELINES
 from depthsearch.search.objective import Objective
-from depthsearch.spec import StudySpec, load_spec, read_study_file, spec_from_dict
+from depthsearch.spec import DATA_KEYS, StudySpec, load_spec, read_study_file, spec_from_dict
 from depthsearch.storage import (
     Backoff,
     dispose_lock_engines,
@@ -96,7 +96,7 @@ def _spec_with_data(
     SQLite database's, else the working directory) as its ``[data]`` source: workers on other
     machines read the same bytes, checked by the SHA-256 the spec records."""
     if isinstance(study, StudySpec):
-        doc: dict[str, Any] = study.to_dict()
+        doc: dict[str, Any] = study.to_dict(secrets=True)
         folder, where = Path.cwd(), study.source
     elif isinstance(study, (str, Path)):
         path = Path(study)
@@ -110,13 +110,18 @@ def _spec_with_data(
     name = str(doc.get("study", {}).get("name", "study"))
     source, path = _write_data(data, folder, name)
     table = dict(doc.get("data", {}))
-    for key in ("length", "noise", "sha256"):
-        table.pop(key, None)
-    table.update(source=source, path=str(path))
-    if source == "npz":
-        for key in ("target", "features", "id", "time", "window", "horizon", "scale"):
-            table.pop(key, None)
-    doc["data"] = table
+    table.pop("sha256", None)  # the new file's is recorded
+    kind = str(doc.get("task", {}).get("kind", "forecast"))
+    before = str(table.get("source", "synthetic"))
+    # What applied to the table's own source but not to the data's (a synthetic length, a
+    # csv's id for arrays) goes; a key that applied to neither stays, to be refused.
+    doc["data"] = {
+        k: v
+        for k, v in {**table, "source": source, "path": str(path)}.items()
+        if k not in DATA_KEYS
+        or DATA_KEYS[k].applies(source, kind)
+        or not DATA_KEYS[k].applies(before, kind)
+    }
     return spec_from_dict(doc, where=where, base=folder)
 
 
@@ -354,5 +359,7 @@ def run_worker(
                         result.count(state)
                         wait.reset()
         finally:
+            if signals.for_good():  # the second Ctrl-C came after the first's trial ended
+                loop.drop_resumed()
             signals.restore()
         return result
