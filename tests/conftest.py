@@ -243,6 +243,21 @@ class Gate:
     def open(self) -> None:
         """Lets every held process go on, and holds none from now on."""
         (self.folder / "open").write_text("")
+        (self.folder / "open-finish").write_text("")
+
+    def hold_after_finish(self) -> None:
+        """From now on, a worker that finished a trial (told, its retry queued) waits."""
+        (self.folder / "hold-finish").write_text("")
+
+    def wait_finished(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not list(self.folder.glob("held-finish-*")):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for a finished trial")
+            time.sleep(0.05)
+
+    def open_finish(self) -> None:
+        (self.folder / "open-finish").write_text("")
 
 
 @pytest.fixture(autouse=True)

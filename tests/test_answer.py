@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -276,7 +277,8 @@ def test_confirm_with_two_workers_then_answer_and_export_confirmed(
     assert len(data["candidates"]) == 2
     assert all(c["val_loss"]["seeds"] == 3 for c in data["candidates"])
     status = cli("status", "--study", name, "--storage", url)
-    assert "with 6 confirmation trials" in status and "budget met" in status
+    assert "4 of 4 search trials finished; confirmations: 6 complete" in status
+    assert "budget met" in status
     out = tmp_path / "best"
     exported = cli(
         "export",
@@ -294,6 +296,68 @@ def test_confirm_with_two_workers_then_answer_and_export_confirmed(
     doc = json.loads((out / "config.json").read_text())
     assert doc["origin"]["trial"] == data["recommended"]
     assert doc["retrain"]["test_loss"] > 0 and doc["confirmed"]["seeds"] == 3
+
+
+def test_a_confirmation_that_ends_for_good_frees_no_slot_for_a_search_trial(
+    tmp_path: Path, storage_url: str
+) -> None:
+    """A confirmation failed for good (past max_retry, dropped by Ctrl-C twice, out of
+    memory): the search's budget stays exact, status and answer say so, confirm asks again."""
+    _series(tmp_path / "series.csv")
+    name = unique("ended")
+    path = _study(tmp_path, name, n_trials=4)
+    run_study(path, storage=storage_url)
+    cli("confirm", "--study", name, "--storage", storage_url, "--top", "1", "--seeds", "2")
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 2
+    # What a worker does with a confirmation that failed for good: RUNNING, then FAIL.
+    storage = optuna.storages.RDBStorage(storage_url)
+    sid = storage.get_study_id_from_name(name)
+    tid = storage.get_trial_id_from_study_id_trial_number(sid, waiting[0].number)
+    storage.set_trial_state_values(tid, state=optuna.trial.TrialState.RUNNING)
+    storage.set_trial_user_attr(tid, "fail_reason", "out of memory on cuda:0")
+    storage.set_trial_state_values(tid, state=optuna.trial.TrialState.FAIL)
+    run_study(path, storage=storage_url)  # to the budget: the other confirmation, nothing new
+    trials = optuna.load_study(study_name=name, storage=storage_url).get_trials()
+    assert len([t for t in trials if CONFIRM_OF not in t.user_attrs]) == 4
+    states = sorted(t.state.name for t in trials if CONFIRM_OF in t.user_attrs)
+    assert states == ["COMPLETE", "FAIL"]
+    said = "1 confirmation trial(s) ended without a result (1 of trial "
+    status = cli("status", "--study", name, "--storage", storage_url)
+    assert "4 of 4 search trials finished" in status and said in status, status
+    assert "budget met" in status
+    best = re.search(r"best so far: trial (\d+)", status)
+    assert best is not None and int(best.group(1)) < 4, status  # a search trial, always
+    answer = cli("answer", "--study", name, "--storage", storage_url)
+    assert said in answer and "ask again with `depthsearch confirm" in answer, answer
+    # One finished confirmation is no interval: left out of the verdict, and said.
+    assert "has 1 finished confirmation; an interval needs two" in answer
+    assert ": take " not in answer
+    data = json.loads(cli("answer", "--study", name, "--storage", storage_url, "--json"))
+    assert data["candidates"] == [] and len(data["left_out"]) == 1
+    again = cli("confirm", "--study", name, "--storage", storage_url, "--top", "1", "--seeds", "2")
+    assert "queued 1 confirmation trial" in again, again
+
+
+def test_one_seed_is_not_an_interval_and_json_has_no_infinity(tmp_path: Path) -> None:
+    from depthsearch.errors import SpecError
+
+    _series(tmp_path / "series.csv")
+    path = _study(tmp_path, "one", confirm="[confirm]\ntop = 1\nseeds = 1\n")
+    with pytest.raises(SpecError, match=r"\[confirm\] seeds: must be 0 \(no confirmation\) or at"):
+        load_spec(path)
+    done = depthsearch_cmd("run", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    assert done.returncode == 2 and "[confirm] seeds" in done.stderr, done.stderr
+    # Every JSON the package writes is strict: no NaN, no Infinity.
+    from depthsearch._text import json_text
+
+    text = json_text({"a": math.inf, "b": [math.nan, 1.5], "c": {"d": -math.inf}})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": {"d": None},
+    }
 
 
 def test_the_study_file_confirms_at_the_end_of_the_search(tmp_path: Path) -> None:

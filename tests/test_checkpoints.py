@@ -317,6 +317,41 @@ def test_ctrl_c_twice_drops_the_trial(tmp_path: Path, gate: Gate) -> None:
     assert not list(_store(tmp_path, url).glob(f"{name}-*.trial-*"))  # nothing will resume it
 
 
+def test_ctrl_c_twice_drops_the_trial_whatever_the_gap(tmp_path: Path, gate: Gate) -> None:
+    """The second Ctrl-C after the first's trial ended (its resumption queued): said as a
+    drop, and dropped, as when it comes within the same batch."""
+    url, name = f"sqlite:///{tmp_path / 'c.db'}", "late"
+    _study(tmp_path, url, name)
+    gate.hold_at(2)
+    worker = spawn("worker", "--study", name, url=url)
+    gate.wait_held()
+    assert worker.stderr is not None
+    worker.send_signal(signal.SIGINT)
+    heard = ""
+    while "Ctrl-C: stopping" not in heard:
+        line = worker.stderr.readline()
+        assert line, heard
+        heard += line
+    gate.hold_after_finish()
+    (gate.folder / "open").write_text("")  # the epoch's gate alone
+    gate.wait_finished()
+    waiting = [t for t in trials(url, name) if t.state == TrialState.WAITING]
+    assert len(waiting) == 1  # the first Ctrl-C queued its resumption
+    worker.send_signal(signal.SIGINT)
+    while "Ctrl-C again: the running trial is dropped" not in heard:
+        line = worker.stderr.readline()
+        assert line, heard
+        heard += line
+    gate.open_finish()
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 128 + signal.SIGINT, heard + err
+    assert "dropped (Ctrl-C twice)" in err, err
+    states = [t.state for t in trials(url, name)]
+    assert states == [TrialState.FAIL, TrialState.FAIL], states
+    assert "Ctrl-C twice" in trials(url, name)[1].user_attrs["fail_reason"]
+    assert not list(_store(tmp_path, url).glob(f"{name}-*.trial-*"))  # nothing will resume it
+
+
 def test_a_corrupt_checkpoint_makes_the_retry_start_over_and_say_why(
     tmp_path: Path, gate: Gate
 ) -> None:

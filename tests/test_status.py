@@ -33,7 +33,9 @@ def test_status_shows_each_running_trial_with_its_worker_and_heartbeat(
             w.communicate(timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"study '{name}'" in out and "0 of 4 finished" in out and "2 running" in out, out
+    assert (
+        f"study '{name}'" in out and "0 of 4 search trials finished" in out and "2 running" in out
+    ), out
     host = socket.gethostname()
     for w in workers:
         (row,) = [line for line in out.splitlines() if re.search(rf"\s{w.pid}\s", line)]
@@ -49,7 +51,10 @@ def test_status_of_a_finished_study_says_the_budget_is_met(tmp_path: Path) -> No
     assert depthsearch_cmd("run", str(study_file), "--storage", url).returncode == 0
     proc = depthsearch_cmd("status", "--study", "done", "--storage", url, "--watch", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "3 of 3 finished" in proc.stdout and "budget met: 3 of 3" in proc.stdout
+    assert (
+        "3 of 3 search trials finished" in proc.stdout
+        and "budget met: 3 of 3 search trials finished" in proc.stdout
+    )
     assert re.search(r"best so far: trial \d+ val_loss=", proc.stdout), proc.stdout
     assert "running:" not in proc.stdout
 
@@ -67,7 +72,7 @@ def test_status_needs_the_database_only_not_the_data_file(tmp_path: Path) -> Non
     csv.unlink()  # as on another machine
     proc = depthsearch_cmd("status", "--study", "csvstudy", "--storage", url)
     assert proc.returncode == 0, proc.stderr
-    assert "budget met: 2 of 2" in proc.stdout
+    assert "budget met: 2 of 2 search trials finished" in proc.stdout
 
 
 def test_the_pace_counts_the_time_trials_ran_not_the_time_nothing_did(
@@ -97,7 +102,7 @@ def test_the_pace_counts_the_time_trials_ran_not_the_time_nothing_did(
                 study.add_trial(trial)
     proc = depthsearch_cmd("status", "--study", name, "--storage", storage_url)
     assert proc.returncode == 0, proc.stderr
-    assert "30 of 50 finished" in proc.stdout, proc.stdout
+    assert "30 of 50 search trials finished" in proc.stdout, proc.stdout
     # 20 trials in 11 minutes: 109 an hour; the 20 left, 11 minutes (not 5 hours of it).
     line = "pace: 109 trials/h over the last 20 finished (11 min while trials ran); "
     assert line + "about 11 min to the budget" in proc.stdout, proc.stdout

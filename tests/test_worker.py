@@ -326,7 +326,7 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
     for i in (0, 1):
         assert re.search(rf"^\[{i} cpu\] .*worker on cpu", proc.stderr, re.M), proc.stderr
     assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "budget met: 4 of 4"
+    assert proc.stdout.strip().splitlines()[-1] == "budget met: 4 of 4 search trials finished"
 
 
 def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: Path) -> None:
@@ -368,7 +368,7 @@ def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None
     lines = [line for line in proc.stdout.splitlines() if "pid" in line and "on CPU" in line]
     assert len(lines) == cores and all("on CPU, 1 thread" in x for x in lines), proc.stdout
     assert {t.user_attrs["torch_threads"] for t in trials(url, "nogpu")} == {1}
-    assert "budget met: 2 of 2" in proc.stdout
+    assert "budget met: 2 of 2 search trials finished" in proc.stdout
 
 
 def test_launch_forwards_sigterm_to_every_worker(
@@ -440,5 +440,5 @@ def test_launch_on_a_terminal_shows_a_live_progress_line(tmp_path: Path) -> None
     os.close(parent)
     assert proc.wait(timeout=EVENT_S) == 0
     out = b"".join(chunks).decode("utf-8", "replace")
-    assert re.search(r"\r\[launch\] \d+ of 4 finished, \d+ running", out), out
-    assert "budget met: 4 of 4" in out
+    assert re.search(r"\r\[launch\] \d+ of 4 search trials finished, \d+ running", out), out
+    assert "budget met: 4 of 4 search trials finished" in out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 import sqlalchemy
@@ -20,6 +20,7 @@ from optuna.storages._rdb import models as _models
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "Counts",
     "add_indexes",
     "best_value",
     "has_schema",
@@ -29,6 +30,7 @@ __all__ = [
     "recent_spans",
     "reservation_counts",
     "state_counts",
+    "tagged_counts",
     "take_oldest_waiting",
     "unbeaten_running",
     "user_attr_rows",
@@ -52,6 +54,8 @@ _STUDY_ATTR = _models.StudyUserAttributeModel.__table__
 _INDEXES = {
     "ix_depthsearch_trials_study_state": "trials (study_id, state)",
     "ix_depthsearch_trials_study_number": "trials (study_id, number)",
+    # The confirmations are found by their attribute's key (a few rows of many).
+    "ix_depthsearch_trial_user_attributes_key": "trial_user_attributes (key)",
 }
 
 
@@ -95,13 +99,40 @@ def state_counts(conn: sqlalchemy.Connection, sid: int) -> dict[TrialState, int]
     return {state: counted.get(state, 0) for state in TrialState}
 
 
-def reservation_counts(
-    conn: sqlalchemy.Connection, sid: int, extra_key: str
-) -> tuple[int, int, int, int, int]:
-    """``(trials, running, waiting, failed, extra)`` of study ``sid``, read through the
-    indexes: the highest trial number and the few RUNNING, WAITING and FAIL rows, not every
-    trial; ``extra`` is the study's integer user attribute ``extra_key`` (0 when unset), in
-    the same round trip.
+class Counts(NamedTuple):
+    """A study's trials as the reservation counts them: every trial (``total``, by the
+    highest number), those RUNNING, WAITING and FAIL, and of the trials tagged with a user
+    attribute (the confirmations), those finished (COMPLETE or PRUNED), RUNNING and WAITING."""
+
+    total: int
+    running: int
+    waiting: int
+    failed: int
+    tagged_finished: int = 0
+    tagged_running: int = 0
+    tagged_waiting: int = 0
+
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _tagged(sid: int, key: str, states: Sequence[TrialState]) -> Any:
+    """The count of study ``sid``'s trials in ``states`` that carry user attribute ``key``,
+    read from the attribute's rows (:data:`_INDEXES` keeps them few to find)."""
+    attr = _models.TrialUserAttributeModel.__table__
+    trial = _TRIAL.alias()  # not correlated with the trials of the query around it
+    return (
+        sqlalchemy.select(sqlalchemy.func.count())
+        .select_from(attr.join(trial, trial.c.trial_id == attr.c.trial_id))
+        .where(attr.c.key == key, trial.c.study_id == sid, trial.c.state.in_(tuple(states)))
+        .scalar_subquery()
+    )
+
+
+def reservation_counts(conn: sqlalchemy.Connection, sid: int, tag: str) -> Counts:
+    """Study ``sid``'s :class:`Counts` in one round trip, read through the indexes: the
+    highest trial number and the few RUNNING, WAITING and FAIL rows, not every trial; and the
+    trials tagged ``tag`` (confirmations) by state.
 
     Trial numbers are 0, 1, 2, ... in order of creation (Optuna numbers a trial by the trials
     before it, under the study's row lock): the study holds the highest plus one.
@@ -109,19 +140,30 @@ def reservation_counts(
     of_study = _TRIAL.c.study_id == sid
     highest = sqlalchemy.select(sqlalchemy.func.max(_TRIAL.c.number)).where(of_study)
     few = (TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
-    extra = sqlalchemy.select(_STUDY_ATTR.c.value_json).where(
-        _STUDY_ATTR.c.study_id == sid, _STUDY_ATTR.c.key == extra_key
-    )
-    top, running, waiting, failed, raw = conn.execute(
+    row = conn.execute(
         sqlalchemy.select(
             highest.scalar_subquery(),
             *(sqlalchemy.func.count().filter(_TRIAL.c.state == s) for s in few),
-            extra.scalar_subquery(),
+            _tagged(sid, tag, _FINISHED),
+            _tagged(sid, tag, (TrialState.RUNNING,)),
+            _tagged(sid, tag, (TrialState.WAITING,)),
         ).where(of_study, _TRIAL.c.state.in_(few))
     ).one()
-    total = 0 if top is None else int(top) + 1
-    added = json.loads(raw) if raw is not None else 0
-    return total, int(running), int(waiting), int(failed), int(added)
+    top, *rest = row
+    return Counts(0 if top is None else int(top) + 1, *(int(n or 0) for n in rest))
+
+
+def tagged_counts(conn: sqlalchemy.Connection, sid: int, tag: str) -> dict[TrialState, int]:
+    """How many of study ``sid``'s trials tagged ``tag`` are in each state."""
+    attr = _models.TrialUserAttributeModel.__table__
+    query = (
+        sqlalchemy.select(_TRIAL.c.state, sqlalchemy.func.count())
+        .select_from(attr.join(_TRIAL, _TRIAL.c.trial_id == attr.c.trial_id))
+        .where(attr.c.key == tag, _TRIAL.c.study_id == sid)
+        .group_by(_TRIAL.c.state)
+    )
+    counted = {state: int(n) for state, n in conn.execute(query)}
+    return {state: counted.get(state, 0) for state in TrialState}
 
 
 def take_oldest_waiting(conn: sqlalchemy.Connection, sid: int) -> int | None:
@@ -188,9 +230,14 @@ def unbeaten_running(conn: sqlalchemy.Connection, sid: int) -> set[int]:
 
 
 def read_trials(
-    conn: sqlalchemy.Connection, sid: int, states: Sequence[TrialState] | None = None
+    conn: sqlalchemy.Connection,
+    sid: int,
+    states: Sequence[TrialState] | None = None,
+    *,
+    tagged: str | None = None,
 ) -> list[FrozenTrial]:
-    """Every trial of study ``sid`` (of ``states`` only, when given), as Optuna's
+    """Every trial of study ``sid`` (of ``states`` only, and only those with the user
+    attribute ``tagged``, when given), as Optuna's
     ``RDBStorage`` builds them, in six plain queries (one per table) on ``conn``, which the
     caller opens in one snapshot.
 
@@ -203,6 +250,10 @@ def read_trials(
     of_study = trial.c.study_id == sid
     if states is not None:
         of_study = sqlalchemy.and_(of_study, trial.c.state.in_(tuple(states)))
+    if tagged is not None:
+        attr = m.TrialUserAttributeModel.__table__
+        with_tag = sqlalchemy.select(attr.c.trial_id).where(attr.c.key == tagged)
+        of_study = sqlalchemy.and_(of_study, trial.c.trial_id.in_(with_tag))
 
     def rows_of(table: Any, *columns: str, order: Any = None) -> Any:
         query = sqlalchemy.select(table.c.trial_id, *(table.c[c] for c in columns)).join(
@@ -334,9 +385,12 @@ def recent_spans(
     return [(start, end) for start, end in spans if start is not None and end is not None]
 
 
-def best_value(conn: sqlalchemy.Connection, sid: int) -> tuple[float, int] | None:
+def best_value(
+    conn: sqlalchemy.Connection, sid: int, *, untagged: str | None = None
+) -> tuple[float, int] | None:
     """``(value, number)`` of study ``sid``'s complete trial with the lowest first objective
-    (ties: the lower number); ``None`` when none is complete."""
+    (ties: the lower number), among those without the user attribute ``untagged`` (the
+    search's own trials: no confirmation) when given; ``None`` when none is complete."""
     trial, value = _models.TrialModel, _models.TrialValueModel
     query = (
         sqlalchemy.select(value.value, trial.number)
@@ -350,6 +404,10 @@ def best_value(conn: sqlalchemy.Connection, sid: int) -> tuple[float, int] | Non
         .order_by(value.value, trial.number)
         .limit(1)
     )
+    if untagged is not None:
+        attr = _models.TrialUserAttributeModel
+        tagged = sqlalchemy.select(attr.trial_id).where(attr.key == untagged)
+        query = query.where(trial.trial_id.not_in(tagged))
     row = conn.execute(query).first()
     if row is None or row[0] is None:  # the query excludes NULL values; typed optional
         return None

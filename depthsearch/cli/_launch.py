@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from depthsearch._text import counted
 from depthsearch.cli._base import (
     _TERMINAL,
     _user_errors,
@@ -229,14 +228,9 @@ def _budget_line(study: Any, *, live: bool = False) -> str:
     from depthsearch.storage import best_complete
 
     budget = budget_of(study)
-    extra = f" (with {budget.confirmations} confirmation trials)" if budget.confirmations else ""
-    done = f"{budget.finished} of {budget.n_trials + budget.confirmations}{extra}"
     if live:
         best = best_complete(study) if len(study.directions) == 1 else None
         shown = "" if best is None else f", best trial {best[1]} val_loss={best[0]:.5g}"
         running = budget.counts.get(TrialState.RUNNING, 0)
-        return f"[launch] {done} finished, {running} running{shown}"
-    if budget.met:
-        return f"budget met: {done}"
-    total = counted(budget.n_trials + budget.confirmations, "trial")
-    return f"{budget.finished} of {total}{extra} finished"
+        return f"[launch] {budget.line()}, {running} running{shown}"
+    return f"budget met: {budget.line()}" if budget.met else budget.line()

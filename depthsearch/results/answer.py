@@ -25,6 +25,8 @@ from depthsearch.search.confirm import (
     Candidate,
     Interval,
     confirmed,
+    ended,
+    ended_text,
     is_confirm,
     search_trials,
 )
@@ -67,6 +69,11 @@ class Answer:
     search_best: optuna.trial.FrozenTrial | None
     baselines: dict[str, dict[str, float]]
     pending: int
+    #: Candidates left out of the verdict: fewer than two finished confirmations (label,
+    #: trial number, how many finished).
+    thin: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)
+    #: Confirmations that ended without a result (candidate's trial number, index).
+    ended: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.maximise else a < b
@@ -78,10 +85,12 @@ def answer_of(study: optuna.Study) -> Answer:
     metric = metric_names(study)[0]
     maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     test_metric = "test_loss" if metric == "val_loss" else "test_" + metric.removeprefix("val_")
-    rows = []
+    rows, thin = [], []
     for c in confirmed(trials, [metric, test_metric]):
         val = c.metric(metric)
-        if val is not None:
+        if val is not None and val.n < 2:  # one seed has no interval: no verdict on it
+            thin.append((model_label(c.source), c.source.number, val.n))
+        elif val is not None:
             rows.append(Row(c, val, c.metric(test_metric)))
     sign = -1.0 if maximise else 1.0
     rows.sort(key=lambda r: (r.candidate.depth or 0, sign * r.val.mean))
@@ -112,6 +121,8 @@ def answer_of(study: optuna.Study) -> Answer:
         search_best,
         dict(stored) if isinstance(stored, Mapping) else {},
         pending,
+        thin,
+        ended(trials),
     )
 
 
@@ -233,6 +244,14 @@ def answer_text(a: Answer, study_name: str) -> str:
         )
     if a.pending:
         lines.append(f"{a.pending} confirmation trial(s) still queued or running")
+    for label, number, n in a.thin:
+        lines.append(
+            f"left out of the verdict: {label} (trial {number}) has {n} finished confirmation; "
+            "an interval needs two"
+        )
+    gone = ended_text(a.ended, study_name)
+    if gone is not None:
+        lines.append(gone)
     shown = a.best.val.mean if a.best is not None else None
     if shown is None and a.search_best is not None:
         shown = a.search_best.values[0]
@@ -283,6 +302,8 @@ def answer_json(a: Answer) -> dict[str, Any]:
         "best": a.best.candidate.source.number if a.best else None,
         "recommended": a.recommended.candidate.source.number if a.recommended else None,
         "baselines": a.baselines,
+        "left_out": [{"trial": number, "model": label, "seeds": n} for label, number, n in a.thin],
+        "ended_without_result": [{"trial": c, "index": i} for c, i in a.ended],
     }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from depthsearch._text import mask_uri, public_uri
 from depthsearch.errors import InputError, RuntimeFailure
 from depthsearch.learn.portable import trace_checked
 from depthsearch.tracking import Target
@@ -82,7 +83,7 @@ def register_model(
         "depthsearch.role": "export",
         "depthsearch.storage": target.storage,
     }
-    if parent and parent.get("uri") == target.uri and parent.get("run_id"):
+    if parent and parent.get("uri") == public_uri(target.uri) and parent.get("run_id"):
         tags["mlflow.parentRunId"] = str(parent["run_id"])
     retrain = doc.get("retrain", {})
     metrics = {
@@ -113,7 +114,7 @@ def register_model(
         raise
     except Exception as e:
         raise RuntimeFailure(
-            f"MLflow at {target.uri} did not register {name!r} ({describe_error(e)}); "
+            f"MLflow at {mask_uri(target.uri)} did not register {name!r} ({describe_error(e)}); "
             f"the export in {folder} is complete"
         ) from e
     return {
@@ -121,5 +122,5 @@ def register_model(
         "version": int(info.registered_model_version),
         "run_id": run.info.run_id,
         "model_uri": f"models:/{name}/{info.registered_model_version}",
-        "tracking_uri": target.uri,
+        "tracking_uri": public_uri(target.uri),
     }

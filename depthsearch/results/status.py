@@ -11,11 +11,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from depthsearch._text import counted
 from depthsearch.results.answer import baseline_lines
 from depthsearch.search import trials as keys
-from depthsearch.search.confirm import BASELINES, CONFIRM_TRIALS
+from depthsearch.search.confirm import BASELINES, ended, ended_text
 from depthsearch.storage import (
     best_complete,
+    confirmation_trials,
     mask_url,
     recent_spans,
     retry_attrs,
@@ -57,20 +59,48 @@ def running_time(spans: Iterable[tuple[datetime, datetime]]) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """Where a study stands against its budget, from the database (no trial is read)."""
+    """Where a study stands against its budget: the search's trials against ``[study]
+    n_trials``, and the confirmations (on top of it), from the database."""
 
     n_trials: int
     counts: dict[TrialState, int]
-    #: Confirmation trials queued (``depthsearch confirm``): on top of ``n_trials``.
-    confirmations: int = 0
+    #: The confirmation trials (``depthsearch confirm``, ``[confirm]``) by state.
+    confirm: dict[TrialState, int] = dataclasses.field(default_factory=dict)
+    #: Confirmations that ended without a result (:func:`~depthsearch.search.confirm.ended`).
+    ended: tuple[tuple[int, int], ...] = ()
+
+    def _n(self, state: TrialState, confirm: bool = False) -> int:
+        return (self.confirm if confirm else self.counts).get(state, 0)
 
     @property
     def finished(self) -> int:
-        return self.counts.get(TrialState.COMPLETE, 0) + self.counts.get(TrialState.PRUNED, 0)
+        """The search's trials finished (complete or pruned)."""
+        done = (TrialState.COMPLETE, TrialState.PRUNED)
+        return sum(self._n(s) - self._n(s, True) for s in done)
+
+    @property
+    def confirming(self) -> int:
+        """Confirmations waiting or running."""
+        return self._n(TrialState.WAITING, True) + self._n(TrialState.RUNNING, True)
 
     @property
     def met(self) -> bool:
-        return self.finished >= self.n_trials + self.confirmations
+        return self.finished >= self.n_trials and not self.confirming
+
+    def line(self) -> str:
+        """``32 of 32 search trials finished; confirmations: 9 complete, 1 running``."""
+        text = f"{self.finished} of {counted(self.n_trials, 'search trial')} finished"
+        if not sum(self.confirm.values()):
+            return text
+        parts = [f"{self._n(TrialState.COMPLETE, True)} complete"]
+        parts += [
+            f"{self._n(s, True)} {s.name.lower()}"
+            for s in (TrialState.RUNNING, TrialState.WAITING)
+            if self._n(s, True)
+        ]
+        if self.ended:
+            parts.append(f"{len(self.ended)} ended without a result")
+        return f"{text}; confirmations: {', '.join(parts)}"
 
 
 def budget_of(study: optuna.Study, attrs: Mapping[str, Any] | None = None) -> Budget:
@@ -78,10 +108,12 @@ def budget_of(study: optuna.Study, attrs: Mapping[str, Any] | None = None) -> Bu
     needed) and its trials per state; ``attrs``: the study's user attributes, when read."""
     attrs = study.user_attrs if attrs is None else attrs
     stored = attrs.get(keys.SPEC) or {}
+    confirmations = confirmation_trials(study)
     return Budget(
         int(stored.get("study", {}).get("n_trials", 0)),
-        trial_counts(study) or {},
-        int(attrs.get(CONFIRM_TRIALS, 0)),
+        trial_counts(study),
+        {s: sum(t.state == s for t in confirmations) for s in TrialState},
+        tuple(ended(confirmations)),
     )
 
 
@@ -103,22 +135,23 @@ def study_status(study_name: str, storage_url: str) -> Status:
     stored = study_attrs.get(keys.SPEC) or {}
     max_epochs = stored.get("train", {}).get("max_epochs", "?")
     budget = budget_of(study, study_attrs)
-    n_trials, finished = budget.n_trials + budget.confirmations, budget.finished
     by_name = {state.name: n for state, n in budget.counts.items()}
-    extra = f" (with {budget.confirmations} confirmation trials)" if budget.confirmations else ""
     lines = [
-        f"study {study_name!r} in {mask_url(storage_url)}: {finished} of {n_trials}{extra} "
-        f"finished ({by_name.get('COMPLETE', 0)} complete, {by_name.get('PRUNED', 0)} pruned), "
+        f"study {study_name!r} in {mask_url(storage_url)}: {budget.line()} "
+        f"({by_name.get('COMPLETE', 0)} complete, {by_name.get('PRUNED', 0)} pruned, "
         f"{by_name.get('RUNNING', 0)} running, {by_name.get('WAITING', 0)} waiting, "
-        f"{by_name.get('FAIL', 0)} failed"
+        f"{by_name.get('FAIL', 0)} failed, in all)"
     ]
+    gone = ended_text(budget.ended, study_name)
+    if gone is not None:
+        lines.append(gone)
     spans = recent_spans(study)
     busy = running_time(spans)
     if budget.met:
-        lines.append(f"budget met: {finished} of {n_trials}")
-    elif len(spans) >= 2 and busy > 0:
+        lines.append(f"budget met: {budget.line()}")
+    elif len(spans) >= 2 and busy > 0 and budget.finished < budget.n_trials:
         per_hour = len(spans) / busy * 3600
-        eta = (n_trials - finished) / per_hour * 3600
+        eta = (budget.n_trials - budget.finished) / per_hour * 3600
         lines.append(
             f"pace: {per_hour:.0f} trials/h over the last {len(spans)} finished "
             f"({_duration(busy)} while trials ran); about {_duration(eta)} to the budget"

@@ -20,8 +20,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from depthsearch.search.trials import (
     BEST_VAL_LOSS,
+    CONFIRM_INDEX,
+    CONFIRM_OF,
+    CONFIRM_SEED,
     PARAM_COUNT,
     SECONDS_PER_EPOCH,
+    is_confirm,
     trial_layers,
 )
 
@@ -36,6 +40,8 @@ __all__ = [
     "Interval",
     "confirm_plan",
     "confirmed",
+    "ended",
+    "ended_text",
     "interval",
     "is_confirm",
     "pick_candidates",
@@ -43,10 +49,6 @@ __all__ = [
     "t_quantile",
 ]
 
-# Trial user attributes of a confirmation trial.
-CONFIRM_OF = "confirm_of"
-CONFIRM_SEED = "confirm_seed"
-CONFIRM_INDEX = "confirm_index"
 # Study user attributes.
 #: How many confirmation trials were enqueued in all (the budget grows by as many).
 CONFIRM_TRIALS = "confirm_trials"
@@ -54,10 +56,6 @@ CONFIRM_TRIALS = "confirm_trials"
 CONFIRM_AUTO = "confirm_auto"
 #: The baselines' scores (``depthsearch.learn.baselines``), written by the workers.
 BASELINES = "baselines"
-
-
-def is_confirm(trial: FrozenTrial) -> bool:
-    return CONFIRM_OF in trial.user_attrs
 
 
 def search_trials(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
@@ -111,6 +109,32 @@ def pick_candidates(
                 pruned[depth] = (best, t)
         chosen += [pruned[d][1] for d in sorted(pruned, key=lambda d: d or 0)]
     return chosen
+
+
+def ended(trials: Iterable[FrozenTrial]) -> list[tuple[int, int]]:
+    """The confirmations that ended without a result, as (candidate's trial number, index):
+    every try of them failed (a failure past ``[workers] max_retry``, a trial dropped by
+    Ctrl-C twice, out of memory) and none is waiting or running. ``confirm`` asks again."""
+    tries: dict[tuple[int, int], list[TrialState]] = {}
+    for t in trials:
+        if is_confirm(t):
+            key = (int(t.user_attrs[CONFIRM_OF]), int(t.user_attrs.get(CONFIRM_INDEX, 0)))
+            tries.setdefault(key, []).append(t.state)
+    return sorted(k for k, states in tries.items() if all(s == TrialState.FAIL for s in states))
+
+
+def ended_text(gone: Sequence[tuple[int, int]], study_name: str) -> str | None:
+    """One line saying which confirmations ended without a result, and how to ask again."""
+    if not gone:
+        return None
+    by_candidate: dict[int, int] = {}
+    for number, _ in gone:
+        by_candidate[number] = by_candidate.get(number, 0) + 1
+    which = ", ".join(f"{n} of trial {c}" for c, n in sorted(by_candidate.items()))
+    return (
+        f"{len(gone)} confirmation trial(s) ended without a result ({which}): ask again with "
+        f"`depthsearch confirm --study {study_name}` and the same --top/--per-depth/--seeds"
+    )
 
 
 def confirm_seed(study_seed: int, source: int, index: int) -> int:

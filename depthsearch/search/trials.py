@@ -18,6 +18,9 @@ from depthsearch._optuna import quiet_experimental
 __all__ = [
     "BEST_EPOCH",
     "CLASSES",
+    "CONFIRM_INDEX",
+    "CONFIRM_OF",
+    "CONFIRM_SEED",
     "DEVICE",
     "EPOCHS_LOST",
     "EPOCHS_TRAINED",
@@ -43,6 +46,7 @@ __all__ = [
     "Preemption",
     "best_trial",
     "describe_front",
+    "is_confirm",
     "metric_names",
     "metrics_text",
     "retried_trials",
@@ -85,6 +89,11 @@ RESUMED_FROM_EPOCH = "resumed_from_epoch"
 EPOCHS_LOST = "epochs_lost"
 RESUME_NOTE = "resume_note"
 FAIL_REASON = "fail_reason"
+#: A confirmation trial's: the candidate it trains again (its trial number), its seed, and
+#: which of the candidate's confirmations it is.
+CONFIRM_OF = "confirm_of"
+CONFIRM_SEED = "confirm_seed"
+CONFIRM_INDEX = "confirm_index"
 
 # Study user attributes.
 #: The validated spec (TOML-shaped dict): workers join a study knowing only its name.
@@ -168,13 +177,22 @@ def trial_curve(trial: FrozenTrial) -> dict[int, float]:
     return {}
 
 
+def is_confirm(trial: FrozenTrial) -> bool:
+    """A confirmation trial (a candidate trained again with a new seed), not the search's."""
+    return CONFIRM_OF in trial.user_attrs
+
+
 def best_trial(trials: Iterable[FrozenTrial], *, maximise: bool = False) -> FrozenTrial | None:
-    """The complete trial with the best first objective (the lowest validation loss; the
-    highest, ``maximise``); ties go to the lower trial number. None when none is complete."""
+    """The search's complete trial (no confirmation) with the best first objective (the
+    lowest validation loss; the highest, ``maximise``); ties go to the lower trial number.
+    None when none is complete."""
     complete = [
         t
         for t in trials
-        if t.state == TrialState.COMPLETE and t.values and math.isfinite(t.values[0])
+        if t.state == TrialState.COMPLETE
+        and t.values
+        and math.isfinite(t.values[0])
+        and not is_confirm(t)
     ]
     sign = -1.0 if maximise else 1.0
     return min(complete, key=lambda t: (sign * t.values[0], t.number), default=None)

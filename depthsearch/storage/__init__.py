@@ -19,6 +19,7 @@ from depthsearch.storage.locks import storage_lock
 from depthsearch.storage.reads import (
     Running,
     best_complete,
+    confirmation_trials,
     load_all_trials,
     prime_trials,
     recent_spans,
@@ -31,6 +32,7 @@ from depthsearch.storage.reads import (
 from depthsearch.storage.reservation import (
     BudgetCounts,
     LockedStudy,
+    drop_retry,
     locked_study,
     take_waiting_trial,
 )
@@ -57,8 +59,10 @@ __all__ = [
     "add_indexes",
     "best_complete",
     "check_url",
+    "confirmation_trials",
     "dialect_of",
     "dispose_lock_engines",
+    "drop_retry",
     "load_all_trials",
     "locked_study",
     "mask_url",

@@ -21,10 +21,13 @@ from depthsearch._optuna import (
     study_storage,
     tables,
 )
+from depthsearch.search.confirm import CONFIRM_OF
 
 __all__ = [
     "Running",
     "best_complete",
+    "confirmation_counts",
+    "confirmation_trials",
     "load_all_trials",
     "prime_trials",
     "recent_spans",
@@ -35,14 +38,34 @@ __all__ = [
 ]
 
 
-def trial_counts(study: optuna.Study) -> dict[TrialState, int] | None:
+def trial_counts(study: optuna.Study) -> dict[TrialState, int]:
     """How many of the study's trials are in each state, counted by the database (no trial is
-    read); ``None`` where the storage is not an RDB storage."""
+    read where the storage is an RDB one)."""
     backend = rdb_backend(study_storage(study))
     if backend is None:
-        return None
+        trials = study.get_trials(deepcopy=False)
+        return {s: sum(t.state == s for t in trials) for s in TrialState}
     with backend.engine.connect() as conn:
         return tables.state_counts(conn, study_id(study))
+
+
+def confirmation_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's confirmation trials (a few of many), read by the database alone."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return [t for t in study.get_trials(deepcopy=False) if CONFIRM_OF in t.user_attrs]
+    with backend.engine.connect() as conn:
+        return tables.read_trials(conn, study_id(study), tagged=CONFIRM_OF)
+
+
+def confirmation_counts(study: optuna.Study) -> dict[TrialState, int]:
+    """How many of the study's confirmation trials are in each state, by the database."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        trials = [t for t in study.get_trials(deepcopy=False) if CONFIRM_OF in t.user_attrs]
+        return {s: sum(t.state == s for t in trials) for s in TrialState}
+    with backend.engine.connect() as conn:
+        return tables.tagged_counts(conn, study_id(study), CONFIRM_OF)
 
 
 def running_without_heartbeat(study: optuna.Study) -> set[int] | None:
@@ -136,13 +159,14 @@ def recent_spans(study: optuna.Study, n: int = 20) -> list[tuple[datetime, datet
 
 
 def best_complete(study: optuna.Study) -> tuple[float, int] | None:
-    """``(value, number)`` of the complete trial with the lowest first objective, asked of
-    the database (ties: the lower number); ``None`` when none is complete, or not RDB."""
+    """``(value, number)`` of the search's complete trial (no confirmation) with the lowest
+    first objective, asked of the database (ties: the lower number); ``None`` when none is
+    complete, or not RDB."""
     backend = rdb_backend(study_storage(study))
     if backend is None:
         return None
     with backend.engine.connect() as conn:
-        return tables.best_value(conn, study_id(study))
+        return tables.best_value(conn, study_id(study), untagged=CONFIRM_OF)
 
 
 def trial_user_attrs(study: optuna.Study, number: int) -> dict[str, Any]:

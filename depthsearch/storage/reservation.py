@@ -11,23 +11,41 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from depthsearch._optuna import rdb_backend, study_id, study_storage, tables
-from depthsearch.search.confirm import CONFIRM_TRIALS
+from depthsearch.search.trials import CONFIRM_OF, FAIL_REASON
 from depthsearch.storage import locks
-from depthsearch.storage.reads import trial_counts
+from depthsearch.storage.reads import confirmation_counts, trial_counts
 from depthsearch.storage.urls import dialect, parse
 
-__all__ = ["BudgetCounts", "LockedStudy", "locked_study", "take_waiting_trial"]
+__all__ = ["BudgetCounts", "LockedStudy", "drop_retry", "locked_study", "take_waiting_trial"]
 
 
 @dataclasses.dataclass(frozen=True)
 class BudgetCounts:
-    """What the budget check needs: trials finished (complete + pruned), running, waiting,
-    and the confirmation trials enqueued (they do not count against the budget)."""
+    """What the budget check needs: trials finished (complete + pruned), running and
+    waiting, and of them the confirmation trials, which come on top of the search's
+    budget (one that fails for good frees no slot for a search trial)."""
 
     finished: int
     running: int
     waiting: int
-    confirmations: int = 0
+    confirm_finished: int = 0
+    confirm_running: int = 0
+    confirm_waiting: int = 0
+
+    @property
+    def search_finished(self) -> int:
+        return self.finished - self.confirm_finished
+
+    @property
+    def search_alive(self) -> int:
+        """The search's trials finished, running or waiting: never more than ``n_trials``."""
+        return (
+            self.search_finished
+            + self.running
+            - self.confirm_running
+            + self.waiting
+            - self.confirm_waiting
+        )
 
 
 class LockedStudy:
@@ -38,10 +56,10 @@ class LockedStudy:
     locks it to number a trial): one count, one insert (or a waiting trial taken), and the
     commit that makes the trial visible and frees the lock. The count reads the RUNNING,
     WAITING and FAIL trials and the highest trial number by index
-    (:func:`depthsearch.storage.add_indexes`), not every trial, so the lock is held as briefly
-    at 100,000 trials as at 1,000. Trial numbers are 0, 1, 2, ... in order of creation: the
-    next is the highest plus one. Elsewhere (SQLite) each step is a transaction of its own
-    under the file lock, through Optuna's API.
+    (:func:`depthsearch.storage.add_indexes`), and the confirmations by their attribute's
+    index, not every trial, so the lock is held as briefly at 100,000 trials as at 1,000.
+    Trial numbers are 0, 1, 2, ... in order of creation: the next is the highest plus one.
+    Elsewhere (SQLite) each step is a transaction of its own under the file lock.
     """
 
     def __init__(self, study: optuna.Study, conn: sqlalchemy.Connection | None) -> None:
@@ -55,25 +73,24 @@ class LockedStudy:
         """The budget's counts, by the database (no trial is read)."""
         if self._conn is None:
             counted = trial_counts(self._study)
-            if counted is None:
-                trials = self._study.get_trials(deepcopy=False)
-                counted = {s: sum(t.state == s for t in trials) for s in TrialState}
-            attrs = study_storage(self._study).get_study_user_attrs(self._id)
+            tagged = confirmation_counts(self._study)
             return BudgetCounts(
                 finished=counted[TrialState.COMPLETE] + counted[TrialState.PRUNED],
                 running=counted[TrialState.RUNNING],
                 waiting=counted[TrialState.WAITING],
-                confirmations=int(attrs.get(CONFIRM_TRIALS, 0)),
+                confirm_finished=tagged[TrialState.COMPLETE] + tagged[TrialState.PRUNED],
+                confirm_running=tagged[TrialState.RUNNING],
+                confirm_waiting=tagged[TrialState.WAITING],
             )
-        total, running, waiting, failed, added = tables.reservation_counts(
-            self._conn, self._id, CONFIRM_TRIALS
-        )
-        self._next_number, self._waiting = total, waiting
+        got = tables.reservation_counts(self._conn, self._id, CONFIRM_OF)
+        self._next_number, self._waiting = got.total, got.waiting
         return BudgetCounts(
-            finished=total - running - waiting - failed,
-            running=running,
-            waiting=waiting,
-            confirmations=added,
+            finished=got.total - got.running - got.waiting - got.failed,
+            running=got.running,
+            waiting=got.waiting,
+            confirm_finished=got.tagged_finished,
+            confirm_running=got.tagged_running,
+            confirm_waiting=got.tagged_waiting,
         )
 
     def take_waiting(self) -> int | None:
@@ -124,3 +141,20 @@ def take_waiting_trial(study: optuna.Study) -> int | None:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
+
+
+def drop_retry(study: optuna.Study, number: int, reason: str) -> bool:
+    """Fails the WAITING retry of trial ``number`` (Optuna's retry callback marks it with the
+    trial it retries), with ``reason`` as its ``fail_reason``; False when there is none (not
+    queued, or another worker took it already)."""
+    storage = study_storage(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if t.system_attrs.get("failed_trial") != number:
+            continue
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id(study), t.number)
+        try:
+            storage.set_trial_user_attr(tid, FAIL_REASON, reason)
+            return bool(storage.set_trial_state_values(tid, state=TrialState.FAIL))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
+    return False

@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 
 import optuna
 
+from depthsearch._text import mask_uri
 from depthsearch.errors import RuntimeFailure
 from depthsearch.search.compat import study_storage, trial_for_id
 from depthsearch.search.pruners import make_pruner
@@ -117,7 +118,7 @@ def _serve(rx: Connection, tx: Connection) -> None:
     finally:
         if tracker is not None and not tracker.close():
             logging.getLogger(__name__).warning(
-                "MLflow at %s did not take the last runs in time", tracker.target.uri
+                "MLflow at %s did not take the last runs in time", mask_uri(tracker.target.uri)
             )
 
 

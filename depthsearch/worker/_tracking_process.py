@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from depthsearch._text import mask_uri
 from depthsearch.tracking import Target
 from depthsearch.worker._child import incoming, portable, start_child
 from depthsearch.worker._messages import Answer, Ask, Closed, Exit, Init, Log, Ready, Track
@@ -65,7 +66,7 @@ class TrackingProcess:
             self._ready.set()
             _log.warning(
                 "MLflow tracking at %s is off for this worker (cannot start its process: %s)",
-                self.target.uri,
+                mask_uri(self.target.uri),
                 e,
             )
             return

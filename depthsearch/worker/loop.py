@@ -39,6 +39,7 @@ from depthsearch.spec import StudySpec
 from depthsearch.storage import (
     best_complete,
     dialect_of,
+    drop_retry,
     locked_study,
     rdb_backend,
     retry_for,
@@ -121,6 +122,8 @@ class TrialLoop:
         #: (val_loss, number) of the best complete trial last announced in the log.
         self.announced: tuple[float, int] | None = None
         self.stale = StaleTrials(study, self.heartbeat_interval, spec.workers.grace_period)
+        #: The trial whose resumption a first Ctrl-C queued (a second one drops it).
+        self.resumed: int | None = None
 
     # ---- one trial, top to bottom -----------------------------------------------------
 
@@ -204,6 +207,7 @@ class TrialLoop:
         if outcome.retry and not dropped:
             # The user's stop is resumed whatever [workers] max_retry says (it bounds failures).
             queued = self.retry_later(trial, bounded=not by_user)
+            self.resumed = trial.number if queued and by_user else None
         if not queued:
             self.forget(trial)
         if outcome.state == TrialState.COMPLETE:
@@ -235,6 +239,17 @@ class TrialLoop:
                 outcome.reason,
                 then,
             )
+
+    def drop_resumed(self) -> None:
+        """Ctrl-C twice, the second after the first's trial was finished: its queued
+        resumption is dropped too, as the second Ctrl-C says (one rule, whatever the gap)."""
+        if self.resumed is None:
+            return
+        number, self.resumed = self.resumed, None
+        reason = f"dropped: Ctrl-C twice (the resumption of trial {number})"
+        if self.retry(lambda: drop_retry(self.study, number, reason), "dropping a retry"):
+            self.forget_number(number)
+            _log.warning("trial %d dropped (Ctrl-C twice): its resumption is not queued", number)
 
     def abandon(self, trial: optuna.Trial, outcome: Outcome) -> None:
         """The one rule for a database away past ``db_wait``: the trial is to be retried from
@@ -281,13 +296,11 @@ class TrialLoop:
             finished = None
             if budget is not None:
                 counts = locked.counts()
-                finished = counts.finished
-                # Confirmation trials come on top of the search's budget.
-                budget += counts.confirmations
-                if finished >= budget:
-                    return BudgetMet()
-                if not counts.waiting and finished + counts.running >= budget:
-                    return Wait()
+                finished = counts.search_finished
+                # Confirmations come on top of the search's budget; what is queued (a
+                # confirmation, a retry) is taken first; a new trial only within the budget.
+                if not counts.waiting and (self.only_waiting or counts.search_alive >= budget):
+                    return Wait() if counts.running else BudgetMet()
             new_id = locked.take_waiting()
             if new_id is None:
                 if self.only_waiting:  # `confirm --wait`: nothing queued is left
@@ -388,3 +401,11 @@ class TrialLoop:
         history is the trial's own, as ``ask`` read it."""
         if self.checkpoints is not None:
             self.checkpoints.remove([*retried_trials(frozen_trial(trial)), trial.number])
+
+    def forget_number(self, number: int) -> None:
+        """As :meth:`forget`, for a finished trial known by its number."""
+        if self.checkpoints is None:
+            return
+        found = self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        history = next((retried_trials(t) for t in found if t.number == number), [])
+        self.checkpoints.remove([*history, number])

@@ -10,6 +10,9 @@ any machine, with trials a few epochs long, instead of sizing trials to outlast 
 
 ``depthsearch.learn.train.fit`` is wrapped when that module is first imported (processes that
 never train, as the reporting process, never import torch for it).
+
+A second point holds a worker right after it finished a trial (its end told, its retry
+queued), while ``hold-finish`` exists, until ``open-finish`` does (``held-finish-PID``).
 """
 
 from __future__ import annotations
@@ -59,14 +62,35 @@ def _wrap(module: ModuleType, folder: Path) -> None:
     module.fit = fit
 
 
+def _wrap_finish(module: ModuleType, folder: Path) -> None:
+    plain = module.TrialLoop.finish
+
+    def finish(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = plain(self, *args, **kwargs)
+        if (folder / "hold-finish").exists() and not (folder / "open-finish").exists():
+            (folder / f"held-finish-{os.getpid()}").write_text("")
+            deadline = time.monotonic() + _GIVE_UP_S
+            while not (folder / "open-finish").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return out
+
+    module.TrialLoop.finish = finish
+
+
+_WRAPPERS = {"depthsearch.learn.train": _wrap, "depthsearch.worker.loop": _wrap_finish}
+
+
 class _WrapWhenImported(importlib.abc.MetaPathFinder):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.left = dict(_WRAPPERS)
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "depthsearch.learn.train":
+        wrap = self.left.pop(name, None)
+        if wrap is None:
             return None
-        sys.meta_path.remove(self)
+        if not self.left:
+            sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)  # by the finders after this one
         if spec is None or spec.loader is None:
             return spec
@@ -76,7 +100,7 @@ class _WrapWhenImported(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             execute(module)
-            _wrap(module, folder)
+            wrap(module, folder)
 
         loader.exec_module = exec_module
         return spec
