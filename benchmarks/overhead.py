@@ -235,7 +235,7 @@ def main() -> None:
         layers, hidden, batch, epochs, threads = map(int, sys.argv[2:])
         torch.set_num_threads(threads or torch.get_num_threads())
         from depthsearch.learn.data import prepare
-        from depthsearch.learn.train import keep_freed_memory
+        from depthsearch.worker.process import keep_freed_memory
 
         # The allocator setting every worker makes (the bare loop in this script's own
         # process has it too, once a worker ran): without it the bare loop, not the trial,

@@ -101,7 +101,7 @@ import os, sys, torch
 from overhead import bare_loop
 from workers import SHAPES, shape_spec
 from depthsearch.learn.data import prepare
-from depthsearch.learn.train import keep_freed_memory
+from depthsearch.worker.process import keep_freed_memory
 shape, n = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 keep_freed_memory()  # as a worker does

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -303,3 +304,27 @@ def test_an_unknown_device_is_a_one_line_error(name: str) -> None:
 
     with pytest.raises(InputError, match="must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         resolve_device(name)
+
+
+def test_each_readout_reads_what_it_says() -> None:
+    """``last``: the top layer's last step; ``final``: each direction's own final step;
+    ``mean`` / ``max``: over the steps. Checked against the top layer's outputs."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 2)
+    for readout in ("last", "final", "mean", "max"):
+        cfg = ModelConfig(input_size=2, output_size=1, hidden_sizes=(4,), bidirectional=True)
+        model = build_model(dataclasses.replace(cfg, readout=readout)).eval()
+        assert model.lstm is not None
+        out, _ = model.lstm(x)
+        expected = {
+            "last": out[:, -1],
+            "final": torch.cat([out[:, -1, :4], out[:, 0, 4:]], dim=-1),
+            "mean": out.mean(dim=1),
+            "max": out.amax(dim=1),
+        }[readout]
+        torch.testing.assert_close(model(x), model.head(expected))
+    # A config saved before the readout existed rebuilds with the last step's.
+    assert ModelConfig.from_dict(cfg.to_dict()).readout == "last"
+    assert "readout" not in cfg.to_dict()
+    with pytest.raises(ValueError, match=r"readout must be one of \['last', 'final'"):
+        ModelConfig(input_size=2, output_size=1, hidden_sizes=(4,), readout="first")

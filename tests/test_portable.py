@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from depthsearch import load_model, run_study
 from depthsearch.cli import main
 from depthsearch.learn.model import ModelConfig, build_model
-from depthsearch.learn.portable import TOLERANCE, OnnxModel, write_onnx, write_torchscript
+from depthsearch.learn.portable import OnnxModel
+from depthsearch.results.portable import TOLERANCE, write_onnx, write_torchscript
 
 from .conftest import write_study
 

@@ -39,6 +39,10 @@ def cli(*args: str) -> str:
         {"hidden_sizes": (8, 5, 7), "bidirectional": True},
         {"hidden_sizes": (6, 6, 6), "residual": True, "layer_norm": True},
         {"hidden_sizes": (6, 4), "batch_first": False},
+        {"hidden_sizes": (6, 6), "bidirectional": True, "readout": "final"},
+        {"hidden_sizes": (5, 7), "readout": "mean"},
+        {"hidden_sizes": (6, 6), "bidirectional": True, "readout": "max"},
+        {"hidden_sizes": (6, 4), "batch_first": False, "readout": "mean"},
     ],
 )
 def test_a_sequence_gives_the_same_output_whatever_the_padding_around_it(

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["ModelConfig", "StackedLSTM", "State", "build_model"]
+__all__ = ["READOUTS", "ModelConfig", "StackedLSTM", "State", "build_model"]
+
+#: How the head reads the top layer's outputs: at each sequence's ``last`` step; each
+#: direction's ``final`` step (a bidirectional stack's backward direction ends at step 0);
+#: their ``mean`` or ``max`` over the sequence's steps.
+READOUTS = ("last", "final", "mean", "max")
 
 #: The recurrent state: ``(h, c)`` of shape ``(layers * directions, batch, hidden)`` when
 #: every layer has the same width, else one ``(h, c)`` per layer, each
@@ -42,6 +47,7 @@ class ModelConfig:
         layer_norm: apply LayerNorm to the output of every layer but the last.
         batch_first: inputs are ``(batch, seq, features)`` when true, else
             ``(seq, batch, features)``.
+        readout: what the head reads (:data:`READOUTS`).
     """
 
     input_size: int
@@ -52,6 +58,7 @@ class ModelConfig:
     residual: bool = False
     layer_norm: bool = False
     batch_first: bool = True
+    readout: str = "last"
 
     def __post_init__(self) -> None:
         sizes = self.hidden_sizes
@@ -81,6 +88,8 @@ class ModelConfig:
         for name in ("bidirectional", "residual", "layer_norm", "batch_first"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, but got {getattr(self, name)!r}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {list(READOUTS)}, but got {self.readout!r}")
 
     @property
     def num_layers(self) -> int:
@@ -98,9 +107,12 @@ class ModelConfig:
         return len(set(self.hidden_sizes)) == 1
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict that :meth:`from_dict` turns back into an equal config."""
+        """A JSON-ready dict that :meth:`from_dict` turns back into an equal config (the
+        readout only where it is not the last step's: configs saved before it rebuild)."""
         out = dataclasses.asdict(self)
         out["hidden_sizes"] = list(self.hidden_sizes)
+        if self.readout == "last":
+            del out["readout"]
         return out
 
     @classmethod
@@ -125,7 +137,7 @@ class ModelConfig:
 
 
 class StackedLSTM(nn.Module):
-    """A stack of LSTM layers read out at the last timestep by a linear head.
+    """A stack of LSTM layers read out (``config.readout``) by a linear head.
 
     Equal widths without residual or layer-norm use PyTorch's fused multi-layer ``nn.LSTM``
     (one cuDNN call on GPU); anything else is a stack of single-layer LSTMs in which layer
@@ -280,7 +292,7 @@ class StackedLSTM(nn.Module):
         lengths: Tensor | None = None,
         return_state: bool = False,
     ) -> Tensor | tuple[Tensor, State]:
-        """Runs the stack and reads the prediction from the last timestep.
+        """Runs the stack and reads the prediction from its top layer (``config.readout``).
 
         Args:
             x: ``(batch, seq, input_size)``, or ``(seq, batch, input_size)`` when the config
@@ -291,8 +303,8 @@ class StackedLSTM(nn.Module):
             lengths: ``(batch,)``, each sequence's steps when a batch holds sequences of
                 different lengths, padded after their end: they run packed
                 (:func:`torch.nn.utils.rnn.pack_padded_sequence`), no padding step reaches
-                the output, and each is read out at its own last step (the final state is
-                each sequence's own, too). None: every sequence has all the steps.
+                the output, and each is read out at its own steps (the final state is each
+                sequence's own, too). None: every sequence has all the steps.
             return_state: also return the final state, in the same layout, so that a caller can
                 carry it across chunks of a long sequence.
 
@@ -301,34 +313,63 @@ class StackedLSTM(nn.Module):
         """
         cfg = self.config
         self._check_input(x)
-        batch = x.shape[0] if cfg.batch_first else x.shape[1]
+        batch, steps = (x.shape[0], x.shape[1]) if cfg.batch_first else (x.shape[1], x.shape[0])
+        seq: Tensor | PackedSequence = x
         if lengths is not None:
-            steps = x.shape[1] if cfg.batch_first else x.shape[0]
             lengths = self._check_lengths(lengths, batch, steps)
-            return self._forward_packed(x, state, lengths, batch, return_state)
-        finals: list[tuple[Tensor, Tensor]] = []
+            seq = pack_padded_sequence(
+                x, lengths, batch_first=cfg.batch_first, enforce_sorted=False
+            )
+        out, final = self._stack(seq, state, batch)
+        if isinstance(out, PackedSequence):
+            out, _ = pad_packed_sequence(out, batch_first=cfg.batch_first)
+        y: Tensor = self.head(self._read(out if cfg.batch_first else out.transpose(0, 1), lengths))
+        return (y, final) if return_state else y
+
+    def _stack(
+        self, seq: Tensor | PackedSequence, state: State | None, batch: int
+    ) -> tuple[Tensor | PackedSequence, State]:
+        """The layers on whole or packed sequences (dropout, layer norm and residual act on
+        the sequences' own steps)."""
+        cfg = self.config
         if self.lstm is not None:
-            out, (h_n, c_n) = self.lstm(x, self._fused_state(state, batch))
-            final: State = (h_n, c_n)
+            out, (h_n, c_n) = self.lstm(seq, self._fused_state(state, batch))
+            return out, (h_n, c_n)
+        per_layer = self._split_state(state, batch)
+        finals: list[tuple[Tensor, Tensor]] = []
+        for i, lstm in enumerate(self.layers):
+            layer_in = seq if i == 0 else _on_steps(self._between(i), seq)
+            seq, (h_i, c_i) = lstm(layer_in, per_layer[i])
+            if i > 0 and cfg.residual:
+                skip = self.projections[i - 1](_steps(layer_in))
+                seq = _on_steps(skip.add, seq)
+            finals.append((h_i, c_i))
+        return seq, self._joined(finals)
+
+    def _between(self, i: int) -> Callable[[Tensor], Tensor]:
+        """What the steps go through on their way into layer ``i``: layer norm, dropout."""
+        norm = self.norms[i - 1] if self.config.layer_norm else nn.Identity()
+        return lambda t: self.dropout(norm(t))
+
+    def _read(self, out: Tensor, lengths: Tensor | None) -> Tensor:
+        """The top layer's outputs ``out: (batch, steps, width)`` as the head reads them."""
+        how, batch = self.config.readout, out.shape[0]
+        if lengths is None:
+            ends = torch.full((batch,), out.shape[1] - 1, device=out.device)
         else:
-            per_layer = self._split_state(state, batch)
-            out = x
-            for i, lstm in enumerate(self.layers):
-                layer_in = out
-                if i > 0:
-                    if cfg.layer_norm:
-                        layer_in = self.norms[i - 1](layer_in)
-                    layer_in = self.dropout(layer_in)
-                out, (h_i, c_i) = lstm(layer_in, per_layer[i])
-                if i > 0 and cfg.residual:
-                    out = out + self.projections[i - 1](layer_in)
-                finals.append((h_i, c_i))
-            final = self._joined(finals)
-        last = out[:, -1] if cfg.batch_first else out[-1]
-        y: Tensor = self.head(last)
-        if return_state:
-            return y, final
-        return y
+            ends = lengths.to(out.device) - 1
+        last = out[:, -1] if lengths is None else out[torch.arange(batch, device=out.device), ends]
+        if how == "last":
+            return last
+        if how == "final":  # the backward direction's final step is the sequence's first
+            width = self.config.hidden_sizes[-1]
+            return torch.cat([last[:, :width], out[:, 0, width:]], dim=-1)
+        valid = (torch.arange(out.shape[1], device=out.device)[None, :] <= ends[:, None])[
+            ..., None
+        ]
+        if how == "mean":
+            return (out * valid).sum(dim=1) / (ends + 1)[:, None]
+        return out.masked_fill(~valid, -torch.inf).amax(dim=1)
 
     def _fused_state(self, state: State | None, batch: int) -> tuple[Tensor, Tensor] | None:
         """The fused ``nn.LSTM``'s initial state, checked: a pair of
@@ -348,42 +389,17 @@ class StackedLSTM(nn.Module):
             )
         return finals
 
-    def _forward_packed(
-        self, x: Tensor, state: State | None, lengths: Tensor, batch: int, return_state: bool
-    ) -> Tensor | tuple[Tensor, State]:
-        """:meth:`forward` for sequences of different lengths: the same stack on packed
-        sequences (dropout, layer norm and residual act on the packed steps alone)."""
-        cfg = self.config
-        packed = pack_padded_sequence(
-            x, lengths, batch_first=cfg.batch_first, enforce_sorted=False
-        )
-        final: State
-        if self.lstm is not None:
-            out, (h_n, c_n) = self.lstm(packed, self._fused_state(state, batch))
-            final = (h_n, c_n)
-        else:
-            per_layer = self._split_state(state, batch)
-            out = packed
-            finals: list[tuple[Tensor, Tensor]] = []
-            for i, lstm in enumerate(self.layers):
-                layer_in = out
-                if i > 0:
-                    steps = layer_in.data
-                    if cfg.layer_norm:
-                        steps = self.norms[i - 1](steps)
-                    steps = self.dropout(steps)
-                    layer_in = layer_in._replace(data=steps)
-                out, (h_i, c_i) = lstm(layer_in, per_layer[i])
-                if i > 0 and cfg.residual:
-                    out = out._replace(data=out.data + self.projections[i - 1](layer_in.data))
-                finals.append((h_i, c_i))
-            final = self._joined(finals)
-        padded, _ = pad_packed_sequence(out, batch_first=True)
-        last = padded[torch.arange(batch, device=padded.device), lengths.to(padded.device) - 1]
-        y: Tensor = self.head(last)
-        if return_state:
-            return y, final
-        return y
+
+def _steps(seq: Tensor | PackedSequence) -> Tensor:
+    """The steps of whole sequences (the tensor itself) or of packed ones (their data)."""
+    return seq.data if isinstance(seq, PackedSequence) else seq
+
+
+def _on_steps(fn: Callable[[Tensor], Tensor], seq: Tensor | PackedSequence) -> Any:
+    """``fn`` applied to the steps of whole or packed sequences, in the same form."""
+    if isinstance(seq, PackedSequence):
+        return seq._replace(data=fn(seq.data))
+    return fn(seq)
 
 
 def build_model(config: ModelConfig) -> StackedLSTM:

@@ -240,17 +240,9 @@ class Forecaster:
         return list(self.scaler.columns)
 
     def _values(self, frame: pd.DataFrame) -> NDArray[np.float64]:
-        missing = [c for c in self.columns if c not in frame.columns]
-        if missing:
-            raise InputError(
-                f"the frame has no column(s) {missing}; the model needs {self.columns}"
-            )
-        values: NDArray[np.float64] = frame[self.columns].to_numpy(dtype=np.float64)
-        if not np.isfinite(values).all():
-            raise InputError(
-                f"the frame's columns {self.columns} hold a missing or infinite value"
-            )
-        return values
+        """The frame's input columns, read as the study's data is (missing values refused)."""
+        spec = DataSpec(source="csv", path="<frame>", window=self.window, horizon=self.horizon)
+        return read(spec, "forecast", data=frame, inputs=self.columns).values
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The forecast for the ``horizon`` steps after the frame's last row: one row per

@@ -165,29 +165,11 @@ class Scaler:
         return np.asarray(values, dtype=np.float64) * self.target_std + self.target_mean
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "columns": list(self.columns),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "target": self.target,
-            "target_mean": self.target_mean,
-            "target_std": self.target_std,
-        }
-        if self.series:
-            out["series"] = {
-                key: {
-                    "mean": list(s.mean),
-                    "std": list(s.std),
-                    "target_mean": s.target_mean,
-                    "target_std": s.target_std,
-                }
-                for key, s in self.series.items()
-            }
-        if self.output_mean:
-            out["output_mean"] = list(self.output_mean)
-            out["output_std"] = list(self.output_std)
-        if self.difference:
-            out["difference"] = True
+        """JSON-ready (the keys a scaler does not use left out); :meth:`from_dict` reads it."""
+        out = dataclasses.asdict(self)
+        for key in ("series", "output_mean", "output_std", "difference"):
+            if not out[key]:
+                del out[key]
         return out
 
     @classmethod
@@ -195,23 +177,23 @@ class Scaler:
         def floats(values: Any) -> tuple[float, ...]:
             return tuple(float(v) for v in values)
 
+        def stats(s: dict[str, Any]) -> SeriesStats:
+            return SeriesStats(
+                floats(s["mean"]),
+                floats(s["std"]),
+                float(s["target_mean"]),
+                float(s["target_std"]),
+            )
+
         return cls(
-            columns=tuple(data["columns"]),
-            mean=floats(data["mean"]),
-            std=floats(data["std"]),
-            target=str(data["target"]),
-            target_mean=float(data["target_mean"]),
-            target_std=float(data["target_std"]),
-            series={
-                str(key): SeriesStats(
-                    floats(s["mean"]),
-                    floats(s["std"]),
-                    float(s["target_mean"]),
-                    float(s["target_std"]),
-                )
-                for key, s in data.get("series", {}).items()
-            },
-            output_mean=floats(data.get("output_mean", ())),
-            output_std=floats(data.get("output_std", ())),
-            difference=bool(data.get("difference", False)),
+            tuple(data["columns"]),
+            floats(data["mean"]),
+            floats(data["std"]),
+            str(data["target"]),
+            float(data["target_mean"]),
+            float(data["target_std"]),
+            {str(k): stats(s) for k, s in data.get("series", {}).items()},
+            floats(data.get("output_mean", ())),
+            floats(data.get("output_std", ())),
+            bool(data.get("difference", False)),
         )

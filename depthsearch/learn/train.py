@@ -6,16 +6,11 @@ from the host, and one host synchronisation per epoch (reading the epoch's losse
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import hashlib
 import io
-import logging
 import math
-import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,11 +39,8 @@ __all__ = [
     "assess",
     "evaluate",
     "fit",
-    "keep_freed_memory",
     "resolve_device",
 ]
-
-_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,38 +168,6 @@ class TrainState:
             )
         except Exception as e:  # intact bytes, but not what we write
             raise CorruptCheckpoint(f"unreadable ({type(e).__name__}: {e})") from e
-
-
-def keep_freed_memory() -> bool:
-    """Asks glibc to keep freed memory for reuse instead of returning it to the OS.
-
-    A training step on the CPU allocates and frees activation buffers of a few MiB each batch;
-    glibc serves those with ``mmap`` and returns them with ``munmap``, so every batch pays page
-    faults. In a VM, and with several workers on one machine, that costs: two one-thread workers
-    on a 2-core machine ran 30-50% slower each than one alone, with the kernel time up tenfold
-    (benchmarks/RESULTS.md). Serving buffers up to 32 MiB from the heap and keeping up to
-    512 MiB of freed memory removes that. Skipped where the user already set glibc's
-    ``MALLOC_*`` variables, and off glibc. Returns whether the setting was applied.
-    """
-    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
-        return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = all(
-        mallopt(option, value) == 1
-        for option, value in (
-            (m_mmap_threshold, 32 << 20),
-            (m_trim_threshold, 512 << 20),
-            (m_top_pad, 64 << 20),
-        )
-    )
-    _log.debug("glibc keeps freed memory for reuse: %s", ok)
-    return ok
 
 
 def resolve_device(name: str) -> torch.device:

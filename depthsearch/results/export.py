@@ -303,7 +303,7 @@ def retrain_best(
     if data.classes:
         doc["task"]["classes"] = list(data.classes)
     if formats:
-        from depthsearch.learn.portable import (
+        from depthsearch.results.portable import (
             ONNX_FILE,
             TORCHSCRIPT_FILE,
             write_onnx,

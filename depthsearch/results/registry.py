@@ -20,7 +20,7 @@ from torch import nn
 
 from depthsearch._text import mask_uri, public_uri
 from depthsearch.errors import InputError, RuntimeFailure
-from depthsearch.learn.portable import trace_checked
+from depthsearch.results.portable import trace_checked
 from depthsearch.tracking import Target
 from depthsearch.tracking.client import client_env
 from depthsearch.tracking.records import describe_error

@@ -4,13 +4,50 @@ allocator), set for a worker and put back for a library caller."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
 from collections.abc import Iterator
 
 import torch
 
-from depthsearch.learn.train import keep_freed_memory
+__all__ = ["keep_freed_memory", "training_settings"]
 
-__all__ = ["training_settings"]
+_log = logging.getLogger(__name__)
+
+
+def keep_freed_memory() -> bool:
+    """Asks glibc to keep freed memory for reuse instead of returning it to the OS.
+
+    A training step on the CPU allocates and frees activation buffers of a few MiB each batch;
+    glibc serves those with ``mmap`` and returns them with ``munmap``, so every batch pays page
+    faults. In a VM, and with several workers on one machine, that costs: two one-thread workers
+    on a 2-core machine ran 30-50% slower each than one alone, with the kernel time up tenfold
+    (benchmarks/RESULTS.md). Serving buffers up to 32 MiB from the heap and keeping up to
+    512 MiB of freed memory removes that. Skipped where the user already set glibc's
+    ``MALLOC_*`` variables, and off glibc. Returns whether the setting was applied.
+    """
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = all(
+        mallopt(option, value) == 1
+        for option, value in (
+            (m_mmap_threshold, 32 << 20),
+            (m_trim_threshold, 512 << 20),
+            (m_top_pad, 64 << 20),
+        )
+    )
+    _log.debug("glibc keeps freed memory for reuse: %s", ok)
+    return ok
 
 
 @contextlib.contextmanager
