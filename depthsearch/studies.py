@@ -73,13 +73,16 @@ _NO_TRIAL_TABLES = ("confirm", "tracking")
 
 
 def _normalise(doc: Any) -> Any:
-    """A spec document as stored: tuples become lists (a JSON round trip), and a ``[data]``
+    """A spec document as stored: tuples become lists (a JSON round trip), a ``[data]``
     table holds only the keys that apply to its source and task (an older release stored
-    some others at their defaults)."""
+    some others at their defaults), and ``[space] readout`` is said (older studies read the
+    last step)."""
     out = json.loads(json.dumps(doc))
     if isinstance(out, dict) and isinstance(out.get("data"), dict):
         kind = out.get("task", {}).get("kind", "forecast")
         out["data"] = applicable(out["data"], kind)
+    if isinstance(out, dict) and isinstance(out.get("space"), dict):
+        out["space"].setdefault("readout", "last")  # what studies stored before it read
     return out
 
 

@@ -181,7 +181,7 @@ def test_naive_baselines_are_scored_on_the_same_split_and_scale(tmp_path: Path) 
     spec = load_spec(_study(tmp_path, "b", extra="season = 12", window=12))
     w = prepare(spec.data, seed=0)
     got = baselines(w)
-    assert set(got) == {"last value", "seasonal naive (12)"}
+    assert set(got) == {"last value", "seasonal naive (12)", "climatology + anomaly (12)"}
     # By hand: the last value of each validation window, in the target's units.
     y = frame["y"].to_numpy()
     rows, held = len(y), round(len(y) * 0.2)
@@ -193,6 +193,17 @@ def test_naive_baselines_are_scored_on_the_same_split_and_scale(tmp_path: Path) 
     # A pure season of 12 (noise 0.1) is forecast far better by its seasonal naive.
     assert got["seasonal naive (12)"]["val_rmse"] < 0.5 * got["last value"]["val_rmse"]
     assert got["last value"]["test_loss"] > 0
+    # Climatology (each month's training mean) plus the last value's anomaly, by hand.
+    train = y[:cut]
+    climate = np.array([train[m::12].mean() for m in range(12)])
+    by_hand = [
+        climate[(t - 1 + k) % 12] + y[t - 1] - climate[(t - 1) % 12] - y[t - 1 + k]
+        for t in range(cut, end - 1)
+        for k in (1, 2)
+    ]
+    assert got["climatology + anomaly (12)"]["val_rmse"] == pytest.approx(
+        math.sqrt(float(np.mean(np.square(by_hand)))), rel=1e-5
+    )
 
 
 def test_majority_class_baseline(tmp_path: Path) -> None:
@@ -398,21 +409,33 @@ def test_a_differenced_forecast_predicts_in_the_series_units(tmp_path: Path) -> 
     assert abs(last - (y[-1] + 5.0)) < 50.0, last
 
 
-def test_a_best_that_does_not_beat_a_baseline_is_said_plainly() -> None:
+def _trial(value: float, **attrs: object) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(value=value, user_attrs=dict(attrs))
+
+
+def test_a_best_counts_only_when_it_beats_the_baseline_beyond_the_noise() -> None:
     from depthsearch.results.answer import baseline_lines
+    from depthsearch.results.verdict import NOTHING_LEARNED, verdict_of
 
     scores = {"last value": {"val_loss": 0.1, "val_rmse": 2.0, "test_loss": 0.2}}
-    worse = baseline_lines(scores, "val_loss", 0.3, maximise=False)
-    assert worse[0].startswith("baseline last value: val_loss=0.1, val_rmse=2")
-    assert "(test part: test_loss=0.2)" in worse[0]
-    assert (
-        "WARNING: the best model (val_loss=0.3) does not beat the baseline 'last value'"
-        in (worse[1])
-    )
-    assert len(baseline_lines(scores, "val_loss", 0.05, maximise=False)) == 1
-    accuracy = {"majority class": {"val_accuracy": 0.6}}
-    assert len(baseline_lines(accuracy, "val_accuracy", 0.9, maximise=True)) == 1
-    assert "WARNING" in baseline_lines(accuracy, "val_accuracy", 0.5, maximise=True)[1]
+    (line,) = baseline_lines(scores)
+    assert line == "baseline last value: val_rmse=2, val_loss=0.1 (test part: test_loss=0.2)"
+    worse = verdict_of(_trial(0.3, val_loss_se=0.01), scores)
+    assert worse is not None and not worse.beat and worse.text.startswith(NOTHING_LEARNED)
+    assert "difference = true" in worse.text  # what to try
+    within = verdict_of(_trial(0.095, val_loss_se=0.01), scores)  # 0.095 + 2 x 0.01 > 0.1
+    assert within is not None and not within.beat
+    better = verdict_of(_trial(0.05, val_loss_se=0.01), scores)
+    assert better is not None and better.beat and "beats the baseline 'last value'" in better.text
+    # A classification: accuracy beyond two binomial standard errors of the majority's, and
+    # a loss below the majority's.
+    majority = {"majority class": {"val_loss": 0.693, "val_accuracy": 0.5, "val_count": 10}}
+    chance = verdict_of(_trial(0.69, val_accuracy=0.7, val_loss_se=0.01), majority)
+    assert chance is not None and not chance.beat and "readout" in chance.text  # 0.7 < 0.816
+    learned = verdict_of(_trial(0.2, val_accuracy=0.9, val_loss_se=0.05), majority)
+    assert learned is not None and learned.beat
+    lucky = verdict_of(_trial(0.9, val_accuracy=0.9, val_loss_se=0.05), majority)
+    assert lucky is not None and not lucky.beat  # accurate by chance, its loss no better
 
 
 def test_a_study_stored_before_the_test_part_resumes_without_one(tmp_path: Path) -> None:

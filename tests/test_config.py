@@ -111,7 +111,7 @@ BAD = [
     ),
     (
         "[study]\nname='x'\nn_trials=3\n[data]\nsource='hdf5'\n",
-        "[data] source: must be one of ['csv', 'parquet', 'npz', 'synthetic']",
+        "[data] source: must be one of ['csv', 'parquet', 'npz', 'ts', 'synthetic']",
     ),
     (
         "[study]\nname='x'\nn_trials=3\n[data]\nsource='csv'\ntarget='y'\n",

@@ -15,6 +15,7 @@ from depthsearch.search.pruners import (
     CostAwarePruner,
     DepthAwarePruner,
     RecentTrials,
+    Separated,
     depth_band,
     make_pruner,
 )
@@ -60,15 +61,20 @@ def assert_pruned_by_the_rule(url: str, name: str, pruner: optuna.pruners.BasePr
     for t in done:
         before = [p for p in done if p.number < t.number and p.state == TrialState.COMPLETE]
         view = optuna.create_study(direction=study.direction)
+        for key, value in study.user_attrs.items():  # the baselines the gate reads
+            view.set_user_attr(key, value)
         for p in before:
             view.add_trial(p)
         verdicts = []
+        noise = t.user_attrs.get("val_loss_se_curve", [])
         for step in sorted(t.intermediate_values):
             curve = {s: v for s, v in t.intermediate_values.items() if s <= step}
+            # What the pruner read at that epoch: its noise (the trial keeps its curve).
+            last = {"epoch": step, "val_loss_se": noise[step - 1]} if step <= len(noise) else {}
             trial = create_trial(
                 params=t.params,
                 distributions=t.distributions,
-                user_attrs=t.user_attrs,
+                user_attrs={**t.user_attrs, "last_epoch": last},
                 intermediate_values=curve,
                 state=TrialState.RUNNING,
             )
@@ -169,13 +175,16 @@ def test_a_study_file_asks_for_it_and_a_study_runs_with_it(tmp_path: Path) -> No
     spec = load_spec(path)
     assert spec.pruner.kind == "depth-aware"
     pruner = make_pruner(spec)
-    assert isinstance(pruner, RecentTrials) and isinstance(pruner.pruner, DepthAwarePruner)
-    assert (pruner.pruner.n_startup_trials, pruner.pruner.n_warmup_steps) == (2, 1)
+    assert isinstance(pruner, RecentTrials) and isinstance(pruner.pruner, Separated)
+    assert isinstance(pruner.pruner.pruner, DepthAwarePruner)
+    assert (pruner.pruner.pruner.n_startup_trials, pruner.pruner.pruner.n_warmup_steps) == (2, 1)
     url = f"sqlite:///{tmp_path / 'da.db'}"
     result = CliRunner().invoke(main, ["run", str(path), "--storage", url])
     assert result.exit_code == 0, result.output
     assert len(optuna.load_study(study_name="da", storage=url).trials) == 8
-    assert_pruned_by_the_rule(url, "da", DepthAwarePruner(n_startup_trials=2, n_warmup_steps=1))
+    assert_pruned_by_the_rule(
+        url, "da", Separated(DepthAwarePruner(n_startup_trials=2, n_warmup_steps=1))
+    )
 
 
 def test_percentile_kind_keeps_only_the_best_quarter(tmp_path: Path) -> None:
@@ -187,8 +196,8 @@ def test_percentile_kind_keeps_only_the_best_quarter(tmp_path: Path) -> None:
     assert (spec.pruner.kind, spec.pruner.percentile) == ("percentile", 25.0)
     assert spec.to_dict()["pruner"]["percentile"] == 25.0
     pruner = make_pruner(spec)
-    assert isinstance(pruner, RecentTrials)
-    assert isinstance(pruner.pruner, optuna.pruners.PercentilePruner)
+    assert isinstance(pruner, RecentTrials) and isinstance(pruner.pruner, Separated)
+    assert isinstance(pruner.pruner.pruner, optuna.pruners.PercentilePruner)
     # Four complete curves; at epoch 3 a trial between the best quarter and the median is
     # kept by the median but stopped by the 25th percentile.
     done = [complete(2, [1.0, 0.8, v, v]) for v in (0.2, 0.3, 0.5, 0.6)]
@@ -276,8 +285,9 @@ def test_cost_aware_is_a_pruner_kind_of_the_study_file(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace('kind = "median"', 'kind = "cost-aware"'))
     pruner = make_pruner(load_spec(path))
     assert isinstance(pruner, RecentTrials)
-    assert type(pruner.pruner).__name__ == "CostAwarePruner"
-    assert (pruner.pruner.n_startup_trials, pruner.pruner.n_warmup_steps) == (2, 1)
+    assert isinstance(pruner.pruner, Separated)
+    assert type(pruner.pruner.pruner).__name__ == "CostAwarePruner"
+    assert (pruner.pruner.pruner.n_startup_trials, pruner.pruner.pruner.n_warmup_steps) == (2, 1)
 
 
 @pytest.mark.parametrize("rule", [CostAwarePruner, DepthAwarePruner])
@@ -297,3 +307,50 @@ def test_depth_warmup_gives_deeper_candidates_more_epochs_before_a_verdict(rule:
         assert rule(n_startup_trials=3, n_warmup_steps=1).prune(
             study, running(study, layers, behind)
         )
+
+
+def _gate_study(curves: list[list[float]], accuracies: list[list[float]] | None) -> optuna.Study:
+    study = optuna.create_study()
+    baselines = {"majority class": {"val_loss": 0.693, "val_accuracy": 0.5, "val_count": 10}}
+    study.set_user_attr(
+        "baselines", baselines if accuracies is not None else {"last value": {"val_loss": 1.0}}
+    )
+    for i, curve in enumerate(curves):
+        t = complete(1, curve)
+        if accuracies is not None:
+            t.user_attrs["val_accuracy_curve"] = accuracies[i]
+        study.add_trial(t)
+    return study
+
+
+def _asking(curve: list[float], **last: float) -> optuna.trial.FrozenTrial:
+    return create_trial(
+        params={"num_layers": 1},
+        distributions={"num_layers": optuna.distributions.IntDistribution(1, 4)},
+        user_attrs={"last_epoch": {"epoch": len(curve), **last}},
+        intermediate_values=dict(enumerate(curve, 1)),
+        state=TrialState.RUNNING,
+    )
+
+
+def test_no_verdict_while_the_curves_sit_within_their_noise() -> None:
+    """Epoch-1 noise decides nothing: at chance (a classification whose every trial is
+    within two binomial standard errors of the majority class), or within the trial's own
+    noise of the median, the trial goes on; once separated, the rule decides."""
+    rule = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    gate = Separated(rule)
+    # Three complete trials at chance at epoch 1 (0.6931 and so on): the asking one is
+    # behind their median (0.6933 against 0.6891), which the median rule alone would prune.
+    at_chance = _gate_study([[0.6891, 0.3]] * 3, [[0.5, 0.9]] * 3)
+    behind = _asking([0.6933], val_accuracy=0.6, val_loss_se=0.001)
+    assert rule.prune(at_chance, behind) and not gate.prune(at_chance, behind)
+    # At epoch 2 the others stand apart (accuracy 0.9 > 0.5 + 0.32): behind them, it stops.
+    apart = _asking([0.6933, 0.69], val_accuracy=0.5, val_loss_se=0.001)
+    assert gate.prune(at_chance, apart)
+    # A forecast: within two standard errors of the median, it goes on; beyond, it stops.
+    losses = _gate_study([[0.5, 0.2]] * 3, None)
+    assert not gate.prune(losses, _asking([0.55], val_loss_se=0.05))
+    assert gate.prune(losses, _asking([0.65], val_loss_se=0.05))
+    # Every loss within the noise of the baseline's (1.0): nobody learned yet.
+    flat = _gate_study([[1.01, 0.5]] * 3, None)
+    assert not gate.prune(flat, _asking([1.2], val_loss_se=0.1))

@@ -92,7 +92,7 @@ def test_retrained_model_reloads_and_predicts_bit_for_bit(
     url, folder = finished_study
     out = folder / "best"
     text = cli("export", "--study", "result", "--storage", url, "--retrain", "-o", f"{out}/")
-    assert "retrained on synthetic series" in text
+    assert "retrained on the training part of synthetic series" in text
     # A trailing slash in -o is the user's: the paths shown are the files'.
     assert f"wrote {out / 'model.pt'} and {out / 'config.json'}: " in text, text
     doc = read_document(out / "config.json")

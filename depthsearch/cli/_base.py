@@ -7,6 +7,7 @@ import logging
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -151,19 +152,47 @@ class _LogHandler(logging.Handler):
 
 
 class _Progress:
-    """Trial, epoch and validation loss: the live line on a terminal, a debug line elsewhere."""
+    """Inside a trial: its epoch, validation loss and time left (at the epochs' pace so far,
+    to ``max_epochs``; early stopping may end it sooner). The live line on a terminal;
+    elsewhere (a log file, a job's output) one line at most every :attr:`EVERY_S` seconds, so
+    that a trial of minutes is never silent."""
+
+    EVERY_S = 30.0
 
     def __init__(self, max_epochs: int) -> None:
         self.max_epochs = max_epochs
+        self._trial: int | None = None
+        self._seconds = 0.0
+        self._said = time.monotonic()
 
     def epoch(self, trial: int, result: Any) -> None:
+        from depthsearch.search.trials import metrics_text
+
+        if trial != self._trial:
+            self._trial, self._seconds = trial, 0.0
+        self._seconds += result.seconds
+        pace = self._seconds / max(1, result.epoch)
+        left = max(0, self.max_epochs - result.epoch) * pace
+        text = (
+            f"trial {trial} epoch {result.epoch}/{self.max_epochs} "
+            f"val_loss={result.val_loss:.5g}{metrics_text(result.metrics)}, "
+            f"{pace:.2g} s/epoch, at most {_duration(left)} left"
+        )
         if _TERMINAL.live_wanted:
-            _TERMINAL.live(
-                f"  trial {trial} epoch {result.epoch}/{self.max_epochs} "
-                f"val_loss={result.val_loss:.5g}"
-            )
+            _TERMINAL.live("  " + text)
+        elif time.monotonic() - self._said >= self.EVERY_S:
+            self._said = time.monotonic()
+            _log.info("%s", text)
         else:
-            _log.debug("trial %d epoch %d val_loss=%.6g", trial, result.epoch, result.val_loss)
+            _log.debug("%s", text)
 
     def clear(self) -> None:
         _TERMINAL.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

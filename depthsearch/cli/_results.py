@@ -56,6 +56,14 @@ from depthsearch.errors import InputError
     help="With --retrain: log the model to the study's MLflow server ([tracking] mlflow) and "
     "register it in the Model Registry as NAME.",
 )
+@click.option(
+    "--refit",
+    type=click.Choice(["train", "all"]),
+    default="train",
+    show_default=True,
+    help="With --retrain: train on the training part (the trial's own model), or on the "
+    "training and validation parts together ('all', for users who hold their own test file).",
+)
 @data_option
 @_user_errors
 def export(
@@ -66,6 +74,7 @@ def export(
     retrain: bool,
     formats: tuple[str, ...],
     register: str | None,
+    refit: str,
     data_path: str | None,
 ) -> None:
     """Write the picked trial's model config, training config, metrics and origin.
@@ -77,8 +86,8 @@ def export(
     from depthsearch.storage import resolve_storage
 
     parse_pick(pick)  # a wrong pick is refused before anything is read
-    if (formats or register is not None) and not retrain:
-        which = "--format" if formats else "--register"
+    if (formats or register is not None or refit != "train") and not retrain:
+        which = "--format" if formats else "--register" if register else "--refit"
         raise InputError(f"{which} takes a retrained model: add --retrain")
     url = resolve_storage(storage)
     if retrain:
@@ -91,20 +100,26 @@ def export(
             data_path=data_path,
             formats=formats,
             register=register,
+            refit=refit,
         )
         from depthsearch.search.trials import metrics_text
 
         r = doc["retrain"]
         where = Path(folder)
         kind = doc.get("task", {}).get("kind", "forecast")
-        unit = "training window" if kind == "forecast" else "training sequence"
+        unit = "window" if kind == "forecast" else "sequence"
+        parts = "training and validation parts" if refit == "all" else "training part"
+        scored = (
+            f"val_loss={r['val_loss']:.6g}{metrics_text(r)}"
+            if "val_loss" in r
+            else "the validation part was trained on: not scored"
+        )
         click.echo(
             f"wrote {where / 'model.pt'} and {where / 'config.json'}: trial "
-            f"{doc['origin']['trial']} retrained on {r['data']} "
+            f"{doc['origin']['trial']} retrained on the {parts} of {r['data']} "
             f"({counted(r['train_windows'], unit)}, {counted(r['epochs'], 'epoch')} "
-            f"on {r['device']}): val_loss={r['val_loss']:.6g}{metrics_text(r)} "
-            f"(the trial reached val_loss={doc['metrics']['val_loss']:.6g}"
-            f"{metrics_text(doc['metrics'])})"
+            f"on {r['device']}): {scored} (the trial reached "
+            f"val_loss={doc['metrics']['val_loss']:.6g}{metrics_text(doc['metrics'])})"
         )
         tested = {k: v for k, v in r.items() if k.startswith("test_")}
         if tested:

@@ -42,6 +42,8 @@ def _work(
 def _print_summary(study: Any, result: Any, storage_url: str) -> None:
     from optuna.trial import TrialState
 
+    from depthsearch.results.verdict import verdict_of
+    from depthsearch.search.confirm import BASELINES
     from depthsearch.search.trials import (
         PARAM_COUNT,
         Preemption,
@@ -70,6 +72,10 @@ def _print_summary(study: Any, result: Any, storage_url: str) -> None:
             f"best: trial {best.number} val_loss={best.values[0]:.6g} "
             f"({best.user_attrs.get(PARAM_COUNT, '?')} parameters) {params}"
         )
+    if len(study.directions) == 1:
+        said = verdict_of(best, study.user_attrs.get(BASELINES) or {})
+        if said is not None:
+            click.echo(said.text)
     preempted = Preemption(t.user_attrs for t in trials).line()
     if preempted is not None:
         click.echo(preempted)

@@ -24,11 +24,17 @@ from torch import Tensor
 from depthsearch.errors import DataError
 from depthsearch.learn.read import Sequences, read
 from depthsearch.learn.samples import check_fits, naive_pairs, pad, series_windows
-from depthsearch.learn.scaling import Scaler, SeriesStats, fit_scaler, training_rows
+from depthsearch.learn.scaling import (
+    Scaler,
+    SeriesStats,
+    fit_scaler,
+    per_sequence,
+    training_rows,
+)
 from depthsearch.learn.split import Parts, TimeCut, split_sequences, time_cut
 from depthsearch.spec import DataSpec
 
-__all__ = ["Windows", "class_order", "prepare"]
+__all__ = ["Windows", "class_order", "prepare", "sequence_steps"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +88,30 @@ class Windows:
     @property
     def has_test(self) -> bool:
         return self.x_test is not None and self.y_test is not None
+
+    def with_validation_trained(self) -> Windows:
+        """These samples with the validation part added to the training part (``export
+        --refit all``: a model trained on both, for users who hold their own test file).
+        Sequences of different lengths are padded to the longest of both."""
+        steps = max(self.x_train.shape[1], self.x_val.shape[1])
+
+        def padded(x: Tensor) -> Tensor:
+            return torch.nn.functional.pad(x, (0, 0, 0, steps - x.shape[1]))
+
+        lengths = None
+        if self.len_train is not None or self.len_val is not None:
+            lengths = torch.cat(
+                [
+                    n if n is not None else torch.full((len(x),), x.shape[1])
+                    for x, n in ((self.x_train, self.len_train), (self.x_val, self.len_val))
+                ]
+            )
+        return dataclasses.replace(
+            self,
+            x_train=torch.cat([padded(self.x_train), padded(self.x_val)]),
+            y_train=torch.cat([self.y_train, self.y_val]),
+            len_train=lengths,
+        )
 
     def to(self, device: torch.device | str) -> Windows:
         return dataclasses.replace(
@@ -209,14 +239,23 @@ def class_order(labels: list[str] | tuple[str, ...]) -> list[str]:
     return sorted(distinct, key=lambda label: (numbers[label], label))
 
 
-def _per_sequence(seqs: Sequences, spec: DataSpec, kind: str, seed: int) -> Windows:
-    """One sample per sequence: a class (``classify``) or values (``regress``, a forecast
-    from arrays), split by sequence, inputs scaled on the training sequences' steps."""
+def sequence_steps(seqs: Sequences, spec: DataSpec) -> list[NDArray[np.float64]]:
+    """Each sequence's steps as a model reads them: its last ``max_length``, normalised on
+    its own with ``normalize = "per-sequence"`` (before the scaling, fitted after it)."""
     steps = [seqs.rows(i) for i in range(len(seqs))]
     if spec.max_length:
         steps = [q[-spec.max_length :] for q in steps]
+    if spec.normalize == "per-sequence":
+        steps = [per_sequence(q) for q in steps]
+    return steps
+
+
+def _per_sequence(seqs: Sequences, spec: DataSpec, kind: str, seed: int) -> Windows:
+    """One sample per sequence: a class (``classify``) or values (``regress``, a forecast
+    from arrays), split by sequence, inputs scaled on the training sequences' steps."""
+    steps = sequence_steps(seqs, spec)
     check_fits(len(steps), max(len(q) for q in steps), steps[0].shape[1], sum(map(len, steps)))
-    target = "y" if spec.source == "npz" else spec.target
+    target = "y" if spec.source in ("npz", "ts") else spec.target
     if seqs.labels is not None:
         classes = class_order(seqs.labels)
         if len(classes) < 2:

@@ -21,6 +21,7 @@ __all__ = [
     "assess_val",
     "autocast_for",
     "evaluate",
+    "macro_f1",
     "run_batch",
 ]
 
@@ -28,12 +29,15 @@ __all__ = [
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     """A model judged on validation samples: the loss it trains on (MSE, or cross-entropy
-    for a classification) and, for a classification, accuracy, macro-F1 and the confusion
-    matrix."""
+    for a classification), its standard error over the samples (``se``: how far apart two
+    losses must be to tell their models apart on this split) and the task's metrics (a
+    classification's accuracy and macro-F1 with its confusion matrix; a forecast's or a
+    regression's RMSE and MAE in the target's units)."""
 
     loss: float
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     confusion: list[list[int]] | None = None
+    se: float = 0.0
 
 
 def autocast_for(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[object]:
@@ -53,7 +57,7 @@ def run_batch(model: Callable[..., Tensor], x: Tensor, lengths: Tensor | None) -
     return out
 
 
-def _macro_f1(confusion: Tensor) -> float:
+def macro_f1(confusion: Tensor) -> float:
     """The mean of every class's F1 (``2 TP / (2 TP + FP + FN)``) over the classes that occur
     in the labels or the predictions."""
     tp = confusion.diag().double()
@@ -77,60 +81,68 @@ def assess(
     amp: bool = True,
 ) -> Evaluation:
     """``model`` on validation samples: mean squared error, or for a classification
-    (``y``: class indices) the mean cross-entropy, accuracy, macro-F1 and confusion matrix.
+    (``y``: class indices) the mean cross-entropy, accuracy, macro-F1 and confusion matrix;
+    the loss's standard error over the samples.
 
     ``unit_scale`` (the target's standard deviation, one per output or one for all): also the
     RMSE and MAE in the target's own units, ``val_rmse`` and ``val_mae``."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=x.device, dtype=torch.float64)
-    # Squared and absolute errors in the target's units, summed on the device.
-    in_units = torch.zeros(2, device=x.device, dtype=torch.float64)
-    scale = (
-        torch.tensor(unit_scale, device=x.device, dtype=torch.float32)
-        if unit_scale and not classify
-        else None
-    )
-    confusion: Tensor | None = None
+    parts = []
     try:
         with torch.inference_mode(), autocast_for(x.device, amp):
             for start in range(0, x.shape[0], batch_size):
                 part = slice(start, start + batch_size)
-                pred = run_batch(
-                    model, x[part], None if lengths is None else lengths[part]
-                ).float()
-                if not classify:
-                    error = pred - y[part]
-                    total += (error**2).sum(dtype=torch.float64)
-                    if scale is not None:
-                        error = error * scale
-                        in_units[0] += (error**2).sum(dtype=torch.float64)
-                        in_units[1] += error.abs().sum(dtype=torch.float64)
-                    continue
-                total += nn.functional.cross_entropy(pred, y[part], reduction="sum").double()
-                k = pred.shape[-1]
-                counts = torch.bincount(y[part] * k + pred.argmax(-1), minlength=k * k)
-                confusion = counts if confusion is None else confusion + counts
+                pred = run_batch(model, x[part], None if lengths is None else lengths[part])
+                parts.append(_Batch(pred.float(), y[part], classify, unit_scale))
     finally:
         model.train(was_training)
+    return _judged(parts, classify, unit_scale is not None and bool(unit_scale))
+
+
+class _Batch:
+    """One batch's sums, on the device: the loss (as it always was summed), each sample's
+    loss (for the standard error), the errors in the target's units or the confusion."""
+
+    def __init__(
+        self, pred: Tensor, y: Tensor, classify: bool, unit_scale: Sequence[float] | None
+    ) -> None:
+        self.count = y.shape[0] if classify else y.numel()
+        if classify:
+            self.total = nn.functional.cross_entropy(pred, y, reduction="sum").double()
+            self.each = nn.functional.cross_entropy(pred, y, reduction="none").double()
+            k = pred.shape[-1]
+            self.extra = torch.bincount(y * k + pred.argmax(-1), minlength=k * k)
+            return
+        error = pred - y
+        self.total = (error**2).sum(dtype=torch.float64)
+        self.each = (error**2).double().reshape(len(y), -1).mean(dim=1)
+        self.extra = torch.zeros(2, device=pred.device, dtype=torch.float64)
+        if unit_scale:
+            units = error * torch.tensor(unit_scale, device=pred.device, dtype=torch.float32)
+            self.extra[0] = (units**2).sum(dtype=torch.float64)
+            self.extra[1] = units.abs().sum(dtype=torch.float64)
+
+
+def _judged(parts: list[_Batch], classify: bool, in_units: bool) -> Evaluation:
+    count = sum(p.count for p in parts) or 1
+    total = torch.stack([p.total for p in parts]).sum() if parts else torch.zeros(())
+    each = torch.cat([p.each for p in parts]) if parts else torch.zeros(1)
+    loss = float(total.item()) / count
+    se = float(each.std(unbiased=False)) / math.sqrt(len(each)) if len(each) > 1 else 0.0
+    extra = sum((p.extra for p in parts), torch.zeros_like(parts[0].extra)) if parts else None
     if not classify:
-        count = y.numel() or 1
-        if scale is None:
-            return Evaluation(float(total.item()) / count)
-        loss, squared, absolute = torch.cat([total.view(1), in_units]).tolist()
+        if not in_units or extra is None:
+            return Evaluation(loss, se=se)
+        squared, absolute = extra.tolist()
         return Evaluation(
-            loss / count, {"val_rmse": math.sqrt(squared / count), "val_mae": absolute / count}
+            loss, {"val_rmse": math.sqrt(squared / count), "val_mae": absolute / count}, se=se
         )
-    n = max(1, y.shape[0])
-    assert confusion is not None
-    matrix = confusion.view(int(confusion.numel() ** 0.5), -1).cpu()
+    assert extra is not None
+    matrix = extra.view(int(extra.numel() ** 0.5), -1).cpu()
+    accuracy = float(matrix.diag().sum()) / count
     return Evaluation(
-        float(total.item()) / n,
-        {
-            "val_accuracy": float(matrix.diag().sum()) / n,
-            "val_f1": _macro_f1(matrix),
-        },
-        matrix.tolist(),
+        loss, {"val_accuracy": accuracy, "val_f1": macro_f1(matrix)}, matrix.tolist(), se
     )
 
 
@@ -160,7 +172,7 @@ def assess_test(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluat
     judged = _assess_part(model, data, "test", amp)
     metrics = {"test_loss": judged.loss}
     metrics.update({f"test_{k.removeprefix('val_')}": v for k, v in judged.metrics.items()})
-    return Evaluation(judged.loss, metrics, judged.confusion)
+    return Evaluation(judged.loss, metrics, judged.confusion, judged.se)
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, **options: Any) -> float:

@@ -15,12 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from depthsearch.spec import READOUTS
+
 __all__ = ["READOUTS", "ModelConfig", "StackedLSTM", "State", "build_model"]
 
-#: How the head reads the top layer's outputs: at each sequence's ``last`` step; each
-#: direction's ``final`` step (a bidirectional stack's backward direction ends at step 0);
-#: their ``mean`` or ``max`` over the sequence's steps.
-READOUTS = ("last", "final", "mean", "max")
 
 #: The recurrent state: ``(h, c)`` of shape ``(layers * directions, batch, hidden)`` when
 #: every layer has the same width, else one ``(h, c)`` per layer, each

@@ -17,6 +17,7 @@ import torch
 from numpy.typing import NDArray
 
 from depthsearch.errors import InputError
+from depthsearch.learn.data import sequence_steps
 from depthsearch.learn.evaluate import run_batch
 from depthsearch.learn.model import StackedLSTM
 from depthsearch.learn.portable import ONNX_FILE, OnnxModel
@@ -132,10 +133,11 @@ class Predictor:
         data = self.data
         source = str(data.get("source", "csv"))
         if path is not None:
-            source = {".parquet": "parquet", ".npz": "npz"}.get(path.suffix.lower(), "csv")
-        elif source in ("synthetic", "npz"):
+            by_suffix = {".parquet": "parquet", ".npz": "npz", ".ts": "ts"}
+            source = by_suffix.get(path.suffix.lower(), "csv")
+        elif source in ("synthetic", "npz", "ts"):
             source = "csv"
-        keys = ("target", "id", "time", "missing", "max_length", "window", "horizon")
+        keys = ("target", "id", "time", "missing", "max_length", "normalize", "window", "horizon")
         known = {k: data[k] for k in keys if data.get(k) is not None}
         if isinstance(known.get("target"), list):  # a regression of several columns
             known["target"] = known["target"][0]
@@ -148,12 +150,12 @@ class Predictor:
         frame = data if isinstance(data, pd.DataFrame) else None
         spec = self._spec(None if frame is not None else Path(data))
         seqs = read(spec, self.kind, data=frame, inputs=self.columns)
-        if spec.source == "npz" and len(seqs.columns) != len(self.columns):
+        if spec.source in ("npz", "ts") and len(seqs.columns) != len(self.columns):
             raise InputError(
                 f"{spec.path}: X has {len(seqs.columns)} features per step, but the model was "
                 f"trained on {len(self.columns)}"
             )
-        if self.kind == "forecast" and spec.source != "npz":
+        if self.kind == "forecast" and spec.source not in ("npz", "ts"):
             return self._forecast(seqs, spec)
         return self._per_sequence(seqs, spec)
 
@@ -185,11 +187,8 @@ class Predictor:
         return pd.concat(parts, ignore_index=True)
 
     def _per_sequence(self, seqs: Sequences, spec: DataSpec) -> pd.DataFrame:
-        steps = [seqs.rows(i) for i in range(len(seqs))]
-        if spec.max_length:
-            steps = [q[-spec.max_length :] for q in steps]
-        out = _outputs(self.model, *pad(steps, self.scaler))
-        if spec.source == "npz":
+        out = _outputs(self.model, *pad(sequence_steps(seqs, spec), self.scaler))
+        if spec.source in ("npz", "ts"):
             keys: list[Any] = list(seqs.keys) if seqs.id_name else list(range(len(seqs)))
             frame = pd.DataFrame({"sequence": keys})
         else:

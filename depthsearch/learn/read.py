@@ -102,8 +102,11 @@ def read(
     """
     if isinstance(data, pd.DataFrame):
         return _table(data, spec, kind, inputs, "the frame")
-    if data is not None or spec.source == "npz":
-        return _arrays(_npz(spec) if data is None else dict(data), spec, kind, inputs)
+    if data is not None or spec.source in ("npz", "ts"):
+        loaded = (
+            dict(data) if data is not None else _npz(spec) if spec.source == "npz" else _ts(spec)
+        )
+        return _arrays(loaded, spec, kind, inputs)
     if spec.source == "synthetic":
         return _synthetic(spec, seed)
     return _table(_read_file(spec, kind, inputs), spec, kind, inputs, spec.path)
@@ -173,6 +176,59 @@ def _npz(spec: DataSpec) -> dict[str, Any]:
         if not isinstance(value, np.ndarray):  # a member numpy could not read as .npy
             raise DataError(f"{path}: member {name!r} is not a .npy array (as numpy.save writes)")
     return arrays
+
+
+def _ts_case(line: str, n: int, labelled: bool, where: object) -> tuple[list[list[float]], str]:
+    """One case of a ``.ts`` file: its dimensions' values (``?`` missing) and its label."""
+    fields = line.split(":")
+    label = fields.pop().strip() if labelled else ""
+    try:
+        dims = [
+            [float(v) if v.strip() not in ("?", "") else math.nan for v in f.split(",")]
+            for f in fields
+        ]
+    except ValueError as e:
+        raise DataError(f"{where}: case {n + 1} after @data: {e}") from None
+    if len({len(d) for d in dims}) > 1:
+        raise DataError(f"{where}: case {n + 1} has dimensions of different lengths")
+    return dims, label
+
+
+def _ts(spec: DataSpec) -> dict[str, Any]:
+    """A UCR/UEA ``.ts`` file (sktime's format) as arrays: ``X`` (N, T, dimensions) padded
+    with ``lengths``, ``y`` its class labels (``@classLabel``) or values (``@targetLabel``)."""
+    path = Path(spec.path or "")
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from e
+    at = next((i for i, line in enumerate(lines) if line.strip().lower() == "@data"), None)
+    if at is None:
+        raise DataError(f"cannot read {path} as a .ts file: no @data line")
+    head = {
+        words[0][1:].lower(): [w.lower() for w in words[1:]]
+        for words in (line.split() for line in lines[:at])
+        if words and words[0].startswith("@")
+    }
+    if head.get("timestamps", ["false"])[0] == "true":
+        raise DataError(f"{path}: @timeStamps true is not read; give the values without them")
+    labelled = any(head.get(k, ["false"])[0] == "true" for k in ("classlabel", "targetlabel"))
+    cases = [
+        _ts_case(c, n, labelled, path)
+        for n, c in enumerate(x for x in lines[at + 1 :] if x.strip())
+    ]
+    if not cases:
+        raise DataError(f"{path}: no case after @data")
+    if len({len(dims) for dims, _ in cases}) > 1:
+        raise DataError(f"{path}: the cases have different numbers of dimensions")
+    lengths = np.asarray([len(dims[0]) for dims, _ in cases], dtype=np.int64)
+    x = np.zeros((len(cases), int(lengths.max()), len(cases[0][0])))
+    for n, (dims, _) in enumerate(cases):
+        x[n, : lengths[n]] = np.asarray(dims).T
+    labels = np.asarray([label for _, label in cases])
+    return {"X": x, "lengths": lengths, **({"y": labels} if labelled else {})}
 
 
 # ---- values ----------------------------------------------------------------------------
@@ -581,7 +637,7 @@ def _array_outcome(
 def _arrays(
     arrays: Mapping[str, Any], spec: DataSpec, kind: str, inputs: Sequence[str] | None
 ) -> Sequences:
-    where = spec.path if spec.source == "npz" else "the arrays"
+    where = spec.path if spec.source in ("npz", "ts") else "the arrays"
     x, lengths = _array_checks(arrays, where, need_y=inputs is None)
     xf = x.astype(np.float64)
     _check_size(xf, lambda i: f"{where}: X[{', '.join(map(str, np.unravel_index(i, x.shape)))}]")

@@ -48,10 +48,12 @@ def _naive(
     *,
     season: int,
     relative: bool,
+    climate: NDArray[np.float64] | None,
 ) -> dict[str, Tensor]:
     """The naive forecasts of the windows at ``starts``, in the scaled target's units: the
-    window's last value repeated, and with ``season`` the value one season before each
-    step (the window's last season, repeated)."""
+    window's last value repeated; with ``season``, the value one season before each step
+    (the window's last season, repeated), and the season's climatology (its mean by position
+    over the training rows, ``climate``) plus the last value's anomaly from it, persisted."""
     idx = np.asarray(starts, dtype=np.int64)
     last = idx + window - 1
     anchor = target[last][:, None] if relative else 0.0
@@ -60,7 +62,20 @@ def _naive(
         steps = np.arange(1, horizon + 1)
         back = season * np.ceil(steps / season).astype(np.int64)
         out[f"seasonal naive ({season})"] = target[last[:, None] + steps - back] - anchor
+    if season and climate is not None:
+        ahead = climate[(last[:, None] + steps) % season]
+        anomaly = target[last] - climate[last % season]
+        out[f"climatology + anomaly ({season})"] = ahead + anomaly[:, None] - anchor
     return {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in out.items()}
+
+
+def _climate(target: NDArray[np.float64], cut: TimeCut, season: int) -> NDArray[np.float64] | None:
+    """Each season position's mean over the training rows (None without a whole season)."""
+    train = target[cut.first : cut.cut]
+    if not season or len(train) < season:
+        return None
+    at = (np.arange(cut.first, cut.cut)) % season
+    return np.asarray([train[at == pos].mean() for pos in range(season)])
 
 
 def series_windows(
@@ -77,13 +92,16 @@ def series_windows(
     the naive forecasts of its validation (and test) windows."""
     out: list[Tensor] = []
     naive: dict[str, list[Tensor]] = {}
+    climate = _climate(target, cut, season)
     for i, starts in enumerate(cut.starts(window)):
         out += [
             input_windows(inputs, window, starts),
             _targets(target, window, horizon, starts, relative),
         ]
         if i:
-            found = _naive(target, window, horizon, starts, season=season, relative=relative)
+            found = _naive(
+                target, window, horizon, starts, season=season, relative=relative, climate=climate
+            )
             for name, pred in found.items():
                 naive.setdefault(name, []).append(pred)
     return out, naive

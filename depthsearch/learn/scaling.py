@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Scaler", "SeriesStats", "column_stats", "differenced", "fit_scaler", "training_rows"]
+__all__ = [
+    "Scaler",
+    "SeriesStats",
+    "column_stats",
+    "differenced",
+    "fit_scaler",
+    "per_sequence",
+    "training_rows",
+]
 
 
 def column_stats(values: NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -27,6 +35,14 @@ def column_stats(values: NDArray[np.float64]) -> tuple[tuple[float, ...], tuple[
         means.append(float(part.mean()))
         stds.append(std if std > 1e-12 else 1.0)
     return tuple(means), tuple(stds)
+
+
+def per_sequence(steps: NDArray[np.float64]) -> NDArray[np.float64]:
+    """One sequence ``(steps, channels)`` z-normalised on its own, channel by channel (a
+    constant channel becomes zeros): ``[data] normalize = "per-sequence"``."""
+    mean, std = column_stats(steps)
+    out: NDArray[np.float64] = (steps - np.asarray(mean)) / np.asarray(std)
+    return out
 
 
 def differenced(values: NDArray[np.float64], at: int | None) -> NDArray[np.float64]:

@@ -67,6 +67,8 @@ class EpochResult:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     #: A classification's confusion matrix at this epoch: ``[true class][predicted class]``.
     confusion: list[list[int]] | None = None
+    #: The validation loss's standard error over the samples (its noise on this split).
+    val_loss_se: float = 0.0
 
 
 @dataclasses.dataclass
@@ -291,7 +293,12 @@ def fit(
             if not math.isfinite(val_loss):
                 raise NonFiniteLossError(epoch, val_loss)
             result = EpochResult(
-                epoch, train_loss, val_loss, metrics=judged.metrics, confusion=judged.confusion
+                epoch,
+                train_loss,
+                val_loss,
+                metrics=judged.metrics,
+                confusion=judged.confusion,
+                val_loss_se=judged.se,
             )
             history.epochs.append(result)
             if val_loss < best:

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from depthsearch.results.verdict import Verdict, verdict_of
 from depthsearch.search import trials as keys
 from depthsearch.search.confirm import (
     BASELINES,
@@ -55,6 +56,11 @@ class Row:
     def label(self) -> str:
         return model_label(self.candidate.source)
 
+    def shown(self, name: str) -> str:
+        """A metric's mean over the seeds with its interval, or ``-``."""
+        got = self.candidate.metric(name)
+        return got.text() if got is not None else "-"
+
 
 @dataclasses.dataclass(frozen=True)
 class Answer:
@@ -74,6 +80,15 @@ class Answer:
     thin: list[tuple[str, int, int]] = dataclasses.field(default_factory=list)
     #: Confirmations that ended without a result (candidate's trial number, index).
     ended: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    #: The task's own metrics, shown beside the loss (accuracy and macro-F1; RMSE and MAE).
+    task_metrics: tuple[str, ...] = ()
+    #: Whether the recommended candidate (else the search's best) beat the baselines.
+    verdict: Verdict | None = None
+
+    @property
+    def learned(self) -> bool:
+        """False when no candidate beat the strongest baseline (it is recommended then)."""
+        return self.verdict is None or self.verdict.beat
 
     def better(self, a: float, b: float) -> bool:
         return a > b if self.maximise else a < b
@@ -85,8 +100,9 @@ def answer_of(study: optuna.Study) -> Answer:
     metric = metric_names(study)[0]
     maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     test_metric = "test_loss" if metric == "val_loss" else "test_" + metric.removeprefix("val_")
+    task = _task_metrics(trials)
     rows, thin = [], []
-    for c in confirmed(trials, [metric, test_metric]):
+    for c in confirmed(trials, [metric, test_metric, *task]):
         val = c.metric(metric)
         if val is not None and val.n < 2:  # one seed has no interval: no verdict on it
             thin.append((model_label(c.source), c.source.number, val.n))
@@ -111,6 +127,11 @@ def answer_of(study: optuna.Study) -> Answer:
         1 for t in trials if is_confirm(t) and t.state in (TrialState.WAITING, TrialState.RUNNING)
     )
     stored = study.user_attrs.get(BASELINES)
+    known = dict(stored) if isinstance(stored, Mapping) else {}
+    judged = recommended.candidate.source if recommended is not None else search_best
+    said = None
+    if metric == "val_loss" and judged is not None:
+        said = verdict_of(judged, known, confirmed=recommended.val if recommended else None)
     return Answer(
         metric,
         test_metric,
@@ -119,11 +140,28 @@ def answer_of(study: optuna.Study) -> Answer:
         best,
         recommended,
         search_best,
-        dict(stored) if isinstance(stored, Mapping) else {},
+        known,
         pending,
         thin,
         ended(trials),
+        task,
+        said,
     )
+
+
+def _task_metrics(trials: list[optuna.trial.FrozenTrial]) -> tuple[str, ...]:
+    """The task's metrics the trials recorded: a classification's accuracy and macro-F1, or
+    RMSE and MAE in the target's units (validation, then test)."""
+    for t in trials:
+        if "val_accuracy" in t.user_attrs:
+            names = ("accuracy", "f1")
+            break
+        if "val_rmse" in t.user_attrs:
+            names = ("rmse", "mae")
+            break
+    else:
+        return ()
+    return tuple(f"{part}_{n}" for part in ("val", "test") for n in names)
 
 
 def _num(value: float | None) -> str:
@@ -135,6 +173,7 @@ def _table(a: Answer) -> list[str]:
         "layers x width",
         "trial",
         "seeds",
+        *(f"{m} (95% CI)" for m in a.task_metrics),
         f"{a.metric} (95% CI)",
         f"{a.test_metric} (95% CI)",
         "search's value",
@@ -148,12 +187,13 @@ def _table(a: Answer) -> list[str]:
         searched = c.source.values[0] if c.source.values else math.nan
         pruned = c.source.state == TrialState.PRUNED  # its value: where it was stopped
         gap = "-" if pruned or not math.isfinite(searched) else f"{r.val.mean - searched:+.3g}"
-        marks = " *" if r is a.recommended else ""
+        marks = " *" if r is a.recommended and a.learned else ""
         body.append(
             (
                 r.label + marks,
                 f"{c.source.number}{' (pruned)' if pruned else ''}",
                 str(r.val.n),
+                *(r.shown(m) for m in a.task_metrics),
                 r.val.text(),
                 r.test.text() if r.test is not None else "-",
                 _num(searched),
@@ -173,9 +213,10 @@ def _sentence(a: Answer) -> str:
     best, rec = a.best, a.recommended
     assert best is not None and rec is not None
     test = f", {a.test_metric} {best.test.text()}" if best.test is not None else ""
+    task = "".join(f", {m} {best.shown(m)}" for m in a.task_metrics if m.startswith("val_"))
     parts = [
         f"{best.label} (trial {best.candidate.source.number}): {a.metric} "
-        f"{best.val.text()}{test} over {best.val.n} seeds"
+        f"{best.val.text()}{task}{test} over {best.val.n} seeds"
     ]
     depths: dict[int | None, Row] = {}
     for r in a.rows:  # each other depth's best, by confirmed validation mean
@@ -199,30 +240,28 @@ def _sentence(a: Answer) -> str:
     )
 
 
-def baseline_lines(
-    baselines: Mapping[str, Mapping[str, float]], metric: str, best: float | None, maximise: bool
-) -> list[str]:
-    """One line per baseline (validation, and test where known), and a warning where the
-    best model (``best``: its validation ``metric``) does not beat one."""
+#: The order a result's numbers are shown in: the task's own first, the loss last.
+SHOWN = ("accuracy", "f1", "rmse", "mae", "loss")
+
+
+def numbers_text(scores: Mapping[str, Any], part: str = "val") -> str:
+    """``val_accuracy=0.93, val_f1=0.92, val_loss=0.21``: a part's numbers, the task's first."""
+    return ", ".join(
+        f"{part}_{name}={scores[f'{part}_{name}']:.4g}"
+        for name in SHOWN
+        if isinstance(scores.get(f"{part}_{name}"), (int, float))
+    )
+
+
+def baseline_lines(baselines: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per baseline: its validation numbers (the task's first), and the test
+    part's where known."""
     lines = []
     for name, scores in baselines.items():
-        val = scores.get(metric)
-        if val is None:
-            continue
-        extra = ", ".join(
-            f"{k}={v:.4g}" for k, v in scores.items() if k != metric and not k.startswith("test_")
-        )
-        test_key = "test_" + metric.removeprefix("val_")
-        test = scores.get(test_key)
-        shown = f"baseline {name}: {metric}={val:.4g}" + (f", {extra}" if extra else "")
-        if test is not None:
-            shown += f" (test part: {test_key}={test:.4g})"
+        shown = f"baseline {name}: {numbers_text(scores)}"
+        if tested := numbers_text(scores, "test"):
+            shown += f" (test part: {tested})"
         lines.append(shown)
-        if best is not None and not (best > val if maximise else best < val):
-            lines.append(
-                f"WARNING: the best model ({metric}={best:.4g}) does not beat the baseline "
-                f"{name!r} ({val:.4g}); a trending series may need [data] difference = true"
-            )
     return lines
 
 
@@ -230,18 +269,36 @@ def answer_text(a: Answer, study_name: str) -> str:
     """The answer as ``depthsearch answer`` prints it."""
     lines = []
     if a.rows:
-        lines += _table(a)
-        lines.append("")
-        lines.append(_sentence(a))
-        lines.append(
-            "(* recommended. Chosen on the confirmed validation means; the test part was "
-            "held out of the search and of this choice, and is reported for it only.)"
-        )
+        lines += [*_table(a), ""]
+        if a.learned:
+            lines.append(_sentence(a))
+            lines.append(
+                "(* recommended. Chosen on the confirmed validation means; the test part was "
+                "held out of the search and of this choice, and is reported for it only.)"
+            )
     else:
         lines.append(
             f"no confirmed candidate yet: run `depthsearch confirm --study {study_name} "
             "--per-depth --seeds 5` (workers pick the trials up; --wait runs them here)"
         )
+    if a.verdict is not None and not a.verdict.beat:
+        lines.append(a.verdict.text)
+        lines.append(f"take the baseline {a.verdict.baseline!r}: no depth does better")
+    lines += _notes(a, study_name)
+    if a.search_best is not None:
+        task = numbers_text(a.search_best.user_attrs)
+        lines.append(
+            f"the search's best: trial {a.search_best.number} ({model_label(a.search_best)}), "
+            f"{a.metric}={a.search_best.values[0]:.4g}{', ' + task if task else ''} (one seed, "
+            "picked on this split)"
+        )
+    lines += baseline_lines(a.baselines)
+    return "\n".join(lines)
+
+
+def _notes(a: Answer, study_name: str) -> list[str]:
+    """What is pending, left out, lost, or still improving."""
+    lines = []
     if a.pending:
         lines.append(f"{a.pending} confirmation trial(s) still queued or running")
     for label, number, n in a.thin:
@@ -252,15 +309,6 @@ def answer_text(a: Answer, study_name: str) -> str:
     gone = ended_text(a.ended, study_name)
     if gone is not None:
         lines.append(gone)
-    shown = a.best.val.mean if a.best is not None else None
-    if shown is None and a.search_best is not None:
-        shown = a.search_best.values[0]
-    if a.search_best is not None:
-        lines.append(
-            f"the search's best: trial {a.search_best.number} ({model_label(a.search_best)}), "
-            f"{a.metric}={a.search_best.values[0]:.4g} (one seed, picked on this split)"
-        )
-    lines += baseline_lines(a.baselines, a.metric, shown, a.maximise)
     still = [
         r.candidate.source.number
         for r in a.rows
@@ -271,7 +319,7 @@ def answer_text(a: Answer, study_name: str) -> str:
             f"note: confirmations of trial(s) {', '.join(map(str, still))} were still improving "
             "at their last epoch; raise [train] max_epochs"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def answer_json(a: Answer) -> dict[str, Any]:
@@ -291,6 +339,7 @@ def answer_json(a: Answer) -> dict[str, Any]:
                 "depth": r.candidate.depth,
                 a.metric: interval(r.val),
                 a.test_metric: interval(r.test),
+                **{m: interval(r.candidate.metric(m)) for m in a.task_metrics},
                 "search_value": r.candidate.source.values[0]
                 if r.candidate.source.values
                 else None,
@@ -300,7 +349,13 @@ def answer_json(a: Answer) -> dict[str, Any]:
             for r in a.rows
         ],
         "best": a.best.candidate.source.number if a.best else None,
-        "recommended": a.recommended.candidate.source.number if a.recommended else None,
+        "recommended": (
+            a.recommended.candidate.source.number if a.recommended and a.learned else None
+        ),
+        "verdict": None if a.verdict is None else a.verdict.text,
+        "recommend_baseline": (
+            a.verdict.baseline if a.verdict is not None and not a.verdict.beat else None
+        ),
         "baselines": a.baselines,
         "left_out": [{"trial": number, "model": label, "seeds": n} for label, number, n in a.thin],
         "ended_without_result": [{"trial": c, "index": i} for c, i in a.ended],

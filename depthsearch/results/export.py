@@ -15,10 +15,12 @@ from depthsearch.errors import InputError
 from depthsearch.learn.model import ModelConfig
 from depthsearch.learn.saved import FORMAT, save_model, write_document
 from depthsearch.results.answer import Answer, answer_of
+from depthsearch.results.verdict import NOTHING_LEARNED
 from depthsearch.search import trials as keys
 from depthsearch.search.confirm import search_trials
 from depthsearch.search.objective import fit_options
 from depthsearch.search.trials import best_trial, metric_names
+from depthsearch.spec import StudySpec
 from depthsearch.storage import mask_url
 from depthsearch.studies import open_study, read_spec
 from depthsearch.tracking import ENV_VAR as TRACKING_ENV
@@ -113,6 +115,13 @@ def _confirmed_pick(
         raise InputError(
             f"study {study.study_name!r} has no confirmed candidate: run `depthsearch confirm "
             f"--study {study.study_name} --per-depth --seeds 5` first"
+        )
+    if not found.learned:
+        assert found.verdict is not None
+        raise InputError(
+            f"study {study.study_name!r}: {NOTHING_LEARNED} {found.verdict.baseline!r} over "
+            "its seeds; the answer is the baseline (`--pick best` exports the search's best "
+            "anyway)"
         )
     if tolerance is None:
         return found.recommended.candidate.source
@@ -223,6 +232,11 @@ def export_best(
     return doc
 
 
+#: What ``export --retrain`` trains on: the study's training part (the trial's own model),
+#: or its training and validation parts (``--refit all``).
+REFITS = ("train", "all")
+
+
 def retrain_best(
     study_name: str,
     storage_url: str,
@@ -232,27 +246,25 @@ def retrain_best(
     data_path: str | None = None,
     formats: tuple[str, ...] = (),
     register: str | None = None,
+    refit: str = "train",
 ) -> dict[str, Any]:
     """Trains the picked trial's config again and saves ``model.pt`` and ``config.json``;
     ``formats``: also ``torchscript`` (``model.ts``) and/or ``onnx`` (``model.onnx``), each
-    checked against the model (see :mod:`depthsearch.learn.portable`). ``register``: also
+    checked against the model (see :mod:`depthsearch.results.portable`). ``register``: also
     log the model to the study's MLflow server and register it under that name
     (:func:`depthsearch.results.registry.register_model`; the result under ``registered``).
 
     The model trains on the study's own data and split (its training windows), with the
     trial's seed, learning rate and batch size, for the trial's ``best_epoch`` epochs: on the
-    CPU this reproduces the trial's model at its best epoch.
+    CPU this reproduces the trial's model at its best epoch. ``refit = "all"`` trains on the
+    training and validation parts together, for as many epochs (the validation part then
+    judges nothing: only the test part, where there is one, is scored).
 
     Returns:
-        The saved config document, with ``retrain`` holding the retrained validation loss.
+        The saved config document, with ``retrain`` holding what the retrained model scored.
     """
-    import torch
-
-    from depthsearch.learn.data import prepare
-    from depthsearch.learn.evaluate import assess_test, assess_val
-    from depthsearch.learn.model import build_model
-    from depthsearch.learn.train import fit, resolve_device
-
+    if refit not in REFITS:
+        raise InputError(f"--refit {refit!r}: must be one of {list(REFITS)}")
     doc = best_config(study_name, storage_url, pick=pick)
     spec = read_spec(study_name, storage_url, data_path=data_path)
     target = target_of(spec, storage=mask_url(storage_url))
@@ -261,13 +273,35 @@ def retrain_best(
             f"--register needs an MLflow server: set [tracking] mlflow in the study file or "
             f"{TRACKING_ENV}"
         )
+    model, data = _retrained(doc, spec, refit)
+    doc["scaler"] = data.scaler.to_dict()
+    if data.classes:
+        doc["task"]["classes"] = list(data.classes)
+    if formats:
+        _write_formats(model, doc, spec, data, Path(output_dir), formats)
+    save_model(model, doc, output_dir)
+    if register is not None:
+        assert target is not None
+        _register(model, doc, target, register, data, study_name, storage_url, Path(output_dir))
+    return doc
+
+
+def _retrained(doc: dict[str, Any], spec: StudySpec, refit: str) -> tuple[Any, Any]:
+    """The picked config trained again as the trial was (see :func:`retrain_best`), and the
+    data; ``doc["retrain"]`` says what it scored."""
+    import torch
+
+    from depthsearch.learn.data import prepare
+    from depthsearch.learn.evaluate import assess_test, assess_val
+    from depthsearch.learn.model import build_model
+    from depthsearch.learn.train import fit, resolve_device
+
     device = resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
     train = doc["train"]
-    cfg = ModelConfig.from_dict(doc["model"])
     seed = int(train["seed"])
     torch.manual_seed(seed)
-    model = build_model(cfg).to(device)
+    model = build_model(ModelConfig.from_dict(doc["model"])).to(device)
     epochs = int(train.get("best_epoch") or spec.train.max_epochs)
     options = fit_options(
         spec.train,
@@ -276,7 +310,8 @@ def retrain_best(
         seed=seed,
         epochs=epochs,
     )
-    on_device = data.to(device)
+    trained_on = data.with_validation_trained() if refit == "all" else data
+    on_device = trained_on.to(device)
     # The trial's own thread count: a CPU's sums in another order differ in the last bits,
     # which 20 epochs make visible; with the same count the retrain is the trial's model.
     threads = doc.get("origin", {}).get("torch_threads")
@@ -287,52 +322,63 @@ def retrain_best(
         fit(model, on_device, options)
     finally:
         torch.set_num_threads(before)
-    judged = assess_val(model, on_device, amp=spec.train.amp)
-    # The test part, scored once the choice is made (it never took part in it).
-    tested = assess_test(model, on_device, amp=spec.train.amp).metrics if data.has_test else {}
+    scored: dict[str, Any] = {}
+    if refit == "train":
+        judged = assess_val(model, on_device, amp=spec.train.amp)
+        scored = {"val_loss": judged.loss, **judged.metrics}
+    if data.has_test:  # scored once the choice is made (it never took part in it)
+        scored.update(assess_test(model, on_device, amp=spec.train.amp).metrics)
     doc["retrain"] = {
         "epochs": epochs,
         "device": str(device),
-        "val_loss": judged.loss,
-        **judged.metrics,
-        **tested,
+        "refit": refit,
+        **scored,
         "data": spec.data.path or "synthetic series",
-        "train_windows": int(data.x_train.shape[0]),
+        "train_windows": int(trained_on.x_train.shape[0]),
     }
-    doc["scaler"] = data.scaler.to_dict()
-    if data.classes:
-        doc["task"]["classes"] = list(data.classes)
-    if formats:
-        from depthsearch.results.portable import (
-            ONNX_FILE,
-            TORCHSCRIPT_FILE,
-            write_onnx,
-            write_torchscript,
-        )
+    return model, data
 
-        writers = {
-            "torchscript": (write_torchscript, TORCHSCRIPT_FILE),
-            "onnx": (write_onnx, ONNX_FILE),
-        }
-        folder = Path(output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        length = spec.data.window if spec.task.kind == "forecast" else int(data.x_train.shape[1])
-        doc["exports"] = {}
-        for name in formats:
-            write, file = writers[name]
-            worst = write(model, folder / file, input_size=cfg.input_size, length=length)
-            doc["exports"][name] = {"file": file, "max_abs_diff": worst}
-    save_model(model, doc, output_dir)
-    if register is not None:
-        assert target is not None
-        from depthsearch.learn.saved import CONFIG_FILE
-        from depthsearch.results.registry import register_model
 
-        study = open_study(study_name, storage_url, read_trials=False)
-        parent = study.user_attrs.get(PARENT_ATTR)
-        example = data.x_val[:4] if len(data.x_val) else data.x_train[:4]
-        doc["registered"] = register_model(
-            target, register, model, Path(output_dir), doc, example.numpy(), parent=parent
-        )
-        write_document(Path(output_dir) / CONFIG_FILE, doc)
-    return doc
+def _write_formats(
+    model: Any, doc: dict[str, Any], spec: StudySpec, data: Any, folder: Path, formats: Any
+) -> None:
+    from depthsearch.results.portable import (
+        ONNX_FILE,
+        TORCHSCRIPT_FILE,
+        write_onnx,
+        write_torchscript,
+    )
+
+    writers = {
+        "torchscript": (write_torchscript, TORCHSCRIPT_FILE),
+        "onnx": (write_onnx, ONNX_FILE),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    length = spec.data.window if spec.task.kind == "forecast" else int(data.x_train.shape[1])
+    doc["exports"] = {}
+    for name in formats:
+        write, file = writers[name]
+        worst = write(model, folder / file, input_size=model.config.input_size, length=length)
+        doc["exports"][name] = {"file": file, "max_abs_diff": worst}
+
+
+def _register(
+    model: Any,
+    doc: dict[str, Any],
+    target: Any,
+    name: str,
+    data: Any,
+    study_name: str,
+    storage_url: str,
+    folder: Path,
+) -> None:
+    from depthsearch.learn.saved import CONFIG_FILE
+    from depthsearch.results.registry import register_model
+
+    study = open_study(study_name, storage_url, read_trials=False)
+    parent = study.user_attrs.get(PARENT_ATTR)
+    example = data.x_val[:4] if len(data.x_val) else data.x_train[:4]
+    doc["registered"] = register_model(
+        target, name, model, folder, doc, example.numpy(), parent=parent
+    )
+    write_document(folder / CONFIG_FILE, doc)

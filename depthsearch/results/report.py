@@ -83,11 +83,10 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if math.isfinite(_loss(t))
-    ]
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    # The search's own trials: a confirmation (a candidate trained again) is shown as such.
+    done = [t for t in finished if math.isfinite(_loss(t)) and not keys.is_confirm(t)]
+    confirms = [t for t in finished if math.isfinite(_loss(t)) and keys.is_confirm(t)]
     complete = [t for t in done if t.state == TrialState.COMPLETE]
     out: list[tuple[str, str]] = []
 
@@ -113,7 +112,15 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
         running = min(running, _loss(t))
         best.append((t.number, running))
     if best:
-        ax.step(*zip(*best, strict=True), where="post", c="k", label="best so far")
+        ax.step(*zip(*best, strict=True), where="post", c="k", label="the search's best so far")
+    if confirms:
+        ax.scatter(
+            [t.number for t in confirms],
+            [_loss(t) for t in confirms],
+            marker="^",
+            c="C2",
+            label="confirmation (a candidate again, new seed)",
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel("validation loss (pruned: at the epoch it stopped)")
     ax.set_yscale("log")
@@ -267,6 +274,8 @@ def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, str, str, str
     classification's best validation accuracy (empty for other tasks)."""
     rows: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if keys.is_confirm(t):
+            continue  # the search's trials: confirmations are the answer's
         layers = trial_layers(t)
         if layers is not None:
             rows.setdefault(layers, []).append(t)
@@ -312,6 +321,9 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         if len(study.directions) == 1
         else ""
     )
+    if found.verdict is not None:
+        said = html.escape(found.verdict.text)
+        answer_block += f"<p><strong>{said}</strong></p>" if not found.verdict.beat else ""
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     by_number = {t.number: t for t in trials}

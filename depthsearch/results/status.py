@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from depthsearch._text import counted
 from depthsearch.results.answer import baseline_lines
+from depthsearch.results.verdict import verdict_of
 from depthsearch.search import trials as keys
 from depthsearch.search.confirm import BASELINES, ended, ended_text
 from depthsearch.storage import (
@@ -23,6 +24,7 @@ from depthsearch.storage import (
     retry_attrs,
     running_trials,
     trial_counts,
+    trial_of,
     trial_user_attrs,
 )
 from depthsearch.studies import open_study
@@ -162,7 +164,10 @@ def study_status(study_name: str, storage_url: str) -> Status:
         lines.append(f"best so far: trial {best[1]} val_loss={best[0]:.6g}{metrics}")
     stored_baselines = study_attrs.get(BASELINES)
     if isinstance(stored_baselines, dict) and len(study.directions) == 1:
-        lines += baseline_lines(stored_baselines, "val_loss", best[0] if best else None, False)
+        lines += baseline_lines(stored_baselines)
+        said = verdict_of(None if best is None else trial_of(study, best[1]), stored_baselines)
+        if said is not None:
+            lines.append(said.text)
     preempted = keys.Preemption(retry_attrs(study)).line()
     if preempted is not None:
         lines.append(preempted)

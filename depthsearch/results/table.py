@@ -11,6 +11,7 @@ import pandas as pd
 from depthsearch._text import json_text, spreadsheet_cells
 from depthsearch.errors import InputError
 from depthsearch.results.export import open_study
+from depthsearch.search import trials as keys
 from depthsearch.search.trials import metric_names
 
 __all__ = ["trials_frame", "write_trials"]
@@ -23,9 +24,12 @@ def trials_frame(study_name: str, storage_url: str) -> pd.DataFrame:
     multi = len(study.directions) > 1
     rows = []
     for t in study.get_trials(deepcopy=False):
+        of = t.user_attrs.get(keys.CONFIRM_OF)
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
+            # A confirmation trains a search trial's candidate again: never the search's own.
+            "role": "search" if of is None else f"confirmation of {of}",
             "value": t.values[0] if t.values else math.nan,
             **(
                 {f"values_{n}": v for n, v in zip(names, t.values or (), strict=False)}

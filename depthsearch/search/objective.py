@@ -177,7 +177,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         spec = self.spec
         candidate = suggest(
-            trial, spec.space, input_size=self.data.input_size, output_size=self.data.output_size
+            trial,
+            spec.space,
+            input_size=self.data.input_size,
+            output_size=self.data.output_size,
         )
         self.last_metrics = {}
         frozen = frozen_trial(trial)  # one read: the seed and the retry history are in it
@@ -221,7 +224,11 @@ class Objective:
             if confirm and self.data.has_test and run.best is result:
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if reporter is not None:
-                numbers = (("train_loss", result.train_loss), *result.metrics.items())
+                numbers = (
+                    ("train_loss", result.train_loss),
+                    (keys.VAL_LOSS_SE, result.val_loss_se),
+                    *result.metrics.items(),
+                )
                 reporter.submit(Epoch(result.epoch, result.val_loss, numbers))
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
@@ -281,6 +288,7 @@ class Objective:
             attrs[keys.BEST_EPOCH] = best.epoch if best is not None else 0
             if best is not None:
                 attrs[keys.BEST_VAL_LOSS] = best.val_loss
+                attrs[keys.VAL_LOSS_SE] = best.val_loss_se
             if history.stopped_early:
                 attrs[keys.STOPPED_EARLY] = True
             elif (
@@ -292,6 +300,8 @@ class Objective:
                 attrs[keys.STILL_IMPROVING] = True
             if multi:
                 attrs[keys.VAL_LOSS_CURVE] = [e.val_loss for e in history.epochs]
+            if len(history.epochs) > 1:  # what the pruner took for each epoch's noise
+                attrs[f"{keys.VAL_LOSS_SE}_curve"] = [e.val_loss_se for e in history.epochs]
             if best is not None and best.metrics:
                 # The task's metrics at the best epoch (RMSE and MAE in the target's units;
                 # a classification's accuracy and macro-F1, by epoch too, and its confusion).

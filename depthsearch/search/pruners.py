@@ -21,10 +21,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from depthsearch._optuna import study_storage
-from depthsearch.search.trials import trial_cost, trial_layers
+from depthsearch.search.confirm import BASELINES
+from depthsearch.search.trials import LAST_EPOCH, VAL_LOSS_SE, trial_cost, trial_layers
 from depthsearch.spec import StudySpec
 
-__all__ = ["CostAwarePruner", "DepthAwarePruner", "RecentTrials", "depth_band", "make_pruner"]
+__all__ = [
+    "CostAwarePruner",
+    "DepthAwarePruner",
+    "RecentTrials",
+    "Separated",
+    "depth_band",
+    "make_pruner",
+]
 
 
 def depth_band(layers: int | None) -> int | None:
@@ -36,12 +44,19 @@ def depth_band(layers: int | None) -> int | None:
 
 class _Peers:
     """The study as one of Optuna's pruning rules reads it, with a chosen list as its complete
-    trials (a trial's depth band, or a recent read). Passes on only what a rule reads, as
-    Optuna's ``_BracketStudy`` does for Hyperband's brackets."""
+    trials (a trial's depth band, or a recent read) and its user attributes as read with
+    them. Passes on only what a rule reads, as Optuna's ``_BracketStudy`` does for
+    Hyperband's brackets."""
 
-    def __init__(self, study: optuna.Study, complete: list[FrozenTrial]) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        complete: list[FrozenTrial],
+        user_attrs: dict[str, Any] | None = None,
+    ) -> None:
         self._study = study
         self._complete = complete
+        self.user_attrs = user_attrs if user_attrs is not None else dict(study.user_attrs)
         self.direction = study.direction
         self.directions = study.directions
         self.study_name = study.study_name
@@ -164,6 +179,89 @@ class CostAwarePruner(optuna.pruners.BasePruner):
         return bool(rule.prune(view, trial))
 
 
+class Separated(optuna.pruners.BasePruner):
+    """Lets ``pruner`` stop a trial only once the curves stand apart by more than their noise.
+
+    At an epoch where every trial still sits where a model that learned nothing would, or
+    where this trial is within the noise of the complete trials' median, a verdict would
+    rest on noise: the trial goes on; after that, ``pruner``'s own rule (depth- or
+    cost-aware) decides as before. The noise, at ``sigmas`` standard errors: for a
+    classification, of the accuracy on the validation part (binomial, around the majority
+    class's: "nobody learned" is nobody above it by that much); otherwise of the validation
+    loss over its samples (the trial's own ``val_loss_se``: "nobody learned" is every loss
+    within it of the strongest baseline's). The baselines are the study's (``baselines``).
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, *, sigmas: float = 2.0) -> None:
+        self.pruner = pruner
+        self.sigmas = sigmas
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        last = trial.user_attrs.get(LAST_EPOCH)
+        if step is not None and isinstance(last, dict) and last.get("epoch") == step:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            baselines = getattr(study, "user_attrs", {}).get(BASELINES)
+            baselines = baselines if isinstance(baselines, dict) else {}
+            if "val_accuracy" in last and "majority class" in baselines:
+                noisy = self._chance(last, step, complete, baselines["majority class"])
+            else:
+                noisy = self._loss(
+                    trial.intermediate_values[step], last, step, complete, baselines
+                )
+            if noisy:
+                return False
+        return bool(self.pruner.prune(study, trial))
+
+    def _chance(
+        self, last: dict[str, Any], step: int, complete: list[FrozenTrial], majority: Any
+    ) -> bool:
+        """Whether a classification's accuracies at ``step`` are within the noise."""
+        p, n = majority.get("val_accuracy"), majority.get("val_count")
+        if not isinstance(p, (int, float)) or not isinstance(n, int) or n < 1:
+            return False
+        margin = self.sigmas * math.sqrt(max(p * (1 - p), 1.0 / n) / n)
+        others = [
+            float(curve[step - 1])
+            for t in complete
+            if isinstance(curve := t.user_attrs.get("val_accuracy_curve"), list)
+            and len(curve) >= step
+            and isinstance(curve[step - 1], (int, float))
+        ]
+        mine = float(last["val_accuracy"])
+        if max([mine, *others]) <= p + margin:
+            return True  # nobody above the majority class yet
+        return bool(others) and statistics.median(others) - mine <= margin
+
+    def _loss(
+        self,
+        value: float,
+        last: dict[str, Any],
+        step: int,
+        complete: list[FrozenTrial],
+        baselines: dict[str, Any],
+    ) -> bool:
+        """Whether losses at ``step`` are within the trial's noise of each other, or all of
+        the strongest baseline's."""
+        noise = last.get(VAL_LOSS_SE)
+        if not isinstance(noise, (int, float)) or not noise > 0:
+            return False
+        margin = self.sigmas * float(noise)
+        at_step = [
+            v
+            for t in complete
+            if (v := t.intermediate_values.get(step)) is not None and math.isfinite(v)
+        ]
+        losses = [
+            float(s["val_loss"])
+            for s in baselines.values()
+            if isinstance(s, dict) and isinstance(s.get("val_loss"), (int, float))
+        ]
+        if losses and all(abs(v - min(losses)) <= margin for v in [value, *at_step]):
+            return True  # nobody learned more than the baseline knows
+        return bool(at_step) and value - statistics.median(at_step) <= margin
+
+
 class RecentTrials(optuna.pruners.BasePruner):
     """Hands ``pruner`` the study's complete trials as read at most ``max_age_s`` ago, and
     read afresh for each new trial.
@@ -182,14 +280,16 @@ class RecentTrials(optuna.pruners.BasePruner):
         self._read_at = -math.inf
         self._key: tuple[str, int, int] | None = None
         self._complete: list[FrozenTrial] = []
+        self._attrs: dict[str, Any] = {}
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         now = time.monotonic()
         key = (study.study_name, id(study_storage(study)), trial.number)
         if key != self._key or now - self._read_at > self.max_age_s:
             self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._attrs = dict(study.user_attrs)
             self._read_at, self._key = now, key
-        view: Any = _Peers(study, self._complete)
+        view: Any = _Peers(study, self._complete, self._attrs)
         return self.pruner.prune(view, trial)
 
 
@@ -209,20 +309,24 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     }
     if p.kind in rules:
         return RecentTrials(
-            rules[p.kind](
-                n_startup_trials=p.n_startup_trials,
-                n_warmup_steps=p.n_warmup_steps,
-                interval_steps=p.interval_steps,
-                depth_warmup=p.depth_warmup,
+            Separated(
+                rules[p.kind](
+                    n_startup_trials=p.n_startup_trials,
+                    n_warmup_steps=p.n_warmup_steps,
+                    interval_steps=p.interval_steps,
+                    depth_warmup=p.depth_warmup,
+                )
             )
         )
     if p.kind == "percentile":
         return RecentTrials(
-            optuna.pruners.PercentilePruner(
-                p.percentile,
-                n_startup_trials=p.n_startup_trials,
-                n_warmup_steps=p.n_warmup_steps,
-                interval_steps=p.interval_steps,
+            Separated(
+                optuna.pruners.PercentilePruner(
+                    p.percentile,
+                    n_startup_trials=p.n_startup_trials,
+                    n_warmup_steps=p.n_warmup_steps,
+                    interval_steps=p.interval_steps,
+                )
             )
         )
     if p.kind == "successive-halving":
@@ -232,9 +336,11 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             min_early_stopping_rate=p.min_early_stopping_rate,
         )
     return RecentTrials(
-        optuna.pruners.MedianPruner(
-            n_startup_trials=p.n_startup_trials,
-            n_warmup_steps=p.n_warmup_steps,
-            interval_steps=p.interval_steps,
+        Separated(
+            optuna.pruners.MedianPruner(
+                n_startup_trials=p.n_startup_trials,
+                n_warmup_steps=p.n_warmup_steps,
+                interval_steps=p.interval_steps,
+            )
         )
     )

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple, Protocol
 
 import optuna
 
+from depthsearch.search.trials import LAST_EPOCH, VAL_LOSS_SE
+
 __all__ = [
     "Epoch",
     "InlineReporter",
@@ -104,6 +106,10 @@ class TrialReports:
                 save_attrs(trial, item, self.retry)
                 return
             epoch, val_loss = item[0], item[1]
+            if isinstance(item, Epoch) and self.prunes:  # the pruner reads it with the epoch
+                numbers = dict(item.metrics)
+                read = {k: numbers[k] for k in (VAL_LOSS_SE, "val_accuracy") if k in numbers}
+                save_attrs(trial, {LAST_EPOCH: {"epoch": int(epoch), **read}}, self.retry)
             self.retry(functools.partial(trial.report, val_loss, epoch), "reporting an epoch")
             # Epochs that finish before training hears "stop" are still reported.
             if (

@@ -45,7 +45,8 @@ def suggest(
 
     Parameter names as users read them in the dashboard: ``num_layers``, ``hidden_size`` (or
     ``hidden_size_0``, ``hidden_size_1``, ... when ``per_layer_hidden``), ``dropout``, ``lr``,
-    ``batch_size``, and ``bidirectional``, ``residual``, ``layer_norm`` when searched.
+    ``batch_size``, and ``bidirectional``, ``residual``, ``layer_norm``, ``readout`` when
+    searched.
     """
     layers = int(_suggest(trial, "num_layers", space.num_layers))
     if space.per_layer_hidden:
@@ -64,6 +65,8 @@ def suggest(
         bidirectional=bool(_suggest(trial, "bidirectional", space.bidirectional)),
         residual=bool(_suggest(trial, "residual", space.residual)) if layers > 1 else False,
         layer_norm=bool(_suggest(trial, "layer_norm", space.layer_norm)) if layers > 1 else False,
+        # "auto" is the study's to resolve (by its task); a bare space reads the last step.
+        readout=str(_suggest(trial, "readout", space.readout)).replace("auto", "last"),
     )
     lr = float(_suggest(trial, "lr", space.lr))
     batch_size = int(_suggest(trial, "batch_size", space.batch_size))

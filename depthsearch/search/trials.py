@@ -25,6 +25,7 @@ __all__ = [
     "EPOCHS_LOST",
     "EPOCHS_TRAINED",
     "FAIL_REASON",
+    "LAST_EPOCH",
     "MODEL_CONFIG",
     "PARAM_COUNT",
     "PRUNED_REASON",
@@ -41,6 +42,7 @@ __all__ = [
     "TRAIN_WINDOWS",
     "VAL_CONFUSION",
     "VAL_LOSS_CURVE",
+    "VAL_LOSS_SE",
     "WORKER_HOST",
     "WORKER_PID",
     "Preemption",
@@ -74,6 +76,11 @@ STILL_IMPROVING = "still_improving"
 #: A multi-objective study's learning curve (Optuna keeps no intermediate values there).
 VAL_LOSS_CURVE = "val_loss_curve"
 PRUNED_REASON = "pruned_reason"
+#: The validation loss's standard error over the samples (its noise on this split).
+VAL_LOSS_SE = "val_loss_se"
+#: What the pruner reads of the epoch it is asked about: ``{"epoch", "val_loss_se"}`` and a
+#: classification's ``val_accuracy`` (written with the epoch while a trial can be pruned).
+LAST_EPOCH = "last_epoch"
 #: A classification's confusion matrix at the best epoch (``[true][predicted]``); its
 #: ``val_accuracy`` and ``val_f1`` are stored under those names.
 VAL_CONFUSION = "val_confusion"

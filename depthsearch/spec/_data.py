@@ -30,9 +30,9 @@ __all__ = [
 #: The shapes of problem: the next values of series, a label per sequence, a value per sequence.
 TASKS = ("forecast", "classify", "regress")
 #: Where the data comes from.
-SOURCES = ("csv", "parquet", "npz", "synthetic")
+SOURCES = ("csv", "parquet", "npz", "ts", "synthetic")
 _TABLES = ("csv", "parquet")
-_FILES = ("csv", "parquet", "npz")
+_FILES = ("csv", "parquet", "npz", "ts")
 _NAMED = ("csv", "parquet", "synthetic")
 #: What a study trains on: ``windows`` cut from series (a forecast of a table or of the
 #: synthetic series), or whole ``sequences``, one sample each (a classification, a
@@ -42,7 +42,7 @@ SAMPLES = ("windows", "sequences")
 
 def samples_of(source: str, kind: str) -> str:
     """``windows`` or ``sequences``: what a study of ``kind`` on ``source`` trains on."""
-    return "windows" if kind == "forecast" and source != "npz" else "sequences"
+    return "windows" if kind == "forecast" and source not in ("npz", "ts") else "sequences"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +64,8 @@ DATA_KEYS: dict[str, DataKey] = {
     "source": DataKey(
         SOURCES,
         _BOTH,
-        "Where the data comes from: a long-format table "
-        "(`csv`, `parquet`), arrays (`npz`), or a `synthetic` series.",
+        "Where the data comes from: a long-format table (`csv`, `parquet`), arrays "
+        "(`npz`), a UCR/UEA time-series file (`ts`), or a `synthetic` series.",
     ),
     "path": DataKey(_FILES, _BOTH, "The data file, relative to the study file."),
     "target": DataKey(
@@ -128,6 +128,12 @@ DATA_KEYS: dict[str, DataKey] = {
         "(`drop`), within its series or sequence.",
     ),
     "max_length": DataKey(_FILES, ("sequences",), "Keep each sequence's last N steps (0: all)."),
+    "normalize": DataKey(
+        _FILES,
+        ("sequences",),
+        "`per-sequence`: each sequence z-normalised on its own, channel by channel (the "
+        "field's standard for UCR/UEA data), before the scaling; `none`: as read.",
+    ),
     "season": DataKey(
         _NAMED, _WINDOWS, "The season in steps (12 for monthly data): the seasonal naive baseline."
     ),
@@ -214,6 +220,8 @@ class DataSpec:
     missing: str = rule("error", "str", allowed=("error", "ffill", "interpolate", "drop"))
     #: Keep each sequence's last N steps (0: all of them).
     max_length: int = rule(0, "int", 0, 10_000_000)
+    #: Each sequence z-normalised on its own, channel by channel (``per-sequence``).
+    normalize: str = rule("none", "str", allowed=("none", "per-sequence"))
     #: A regression of several columns (``target = ["a", "b"]`` in a study file): all of them,
     #: ``target`` being the first.
     targets: tuple[str, ...] = ()

@@ -149,8 +149,8 @@ class Rule:
             if len(set(values)) != len(values):
                 raise Bad(f"choices must be distinct, but got {list(param.values)!r}")
             return Choices(values)
-        if self.kind == "bool":
-            raise Bad(f"a true/false parameter takes a value or a list, not a range: {param!r}")
+        if self.kind in ("bool", "str"):
+            raise Bad(f"this parameter takes a value or a list, not a range: {param!r}")
         wanted = IntRange if self.kind == "int" else FloatRange
         if not isinstance(param, wanted):
             raise Bad(f"must be a fixed value, Choices or {wanted.__name__}, but got {param!r}")
@@ -181,7 +181,9 @@ def rule(default: Any, kind: Literal["int", "float", "bool", "str"], *args: Any,
     return dataclasses.field(default=default, metadata={"rule": Rule(kind, *args, **kw)})
 
 
-def param(default: ParamSpec, kind: Literal["int", "float", "bool"], *args: Any, **kw: Any) -> Any:
+def param(
+    default: ParamSpec, kind: Literal["int", "float", "bool", "str"], *args: Any, **kw: Any
+) -> Any:
     """A dataclass field holding a search-space parameter whose values keep the rule."""
     return dataclasses.field(default=default, metadata={"param": Rule(kind, *args, **kw)})
 

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_LAYERS",
     "OBJECTIVES",
     "PRUNER_KEYS",
+    "READOUTS",
     "TASKS",
     "ConfirmSpec",
     "DataSpec",
@@ -43,6 +44,14 @@ __all__ = [
 ]
 
 MAX_LAYERS = 64
+#: How the head reads the top layer's outputs: at each sequence's ``last`` step; each
+#: direction's ``final`` step (a bidirectional stack's backward direction ends at step 0);
+#: their ``mean`` or ``max`` over the sequence's steps.
+READOUTS = ("last", "final", "mean", "max")
+#: What ``[space] readout = "auto"`` (the default) becomes: the last step for a forecast or a
+#: regression; for a classification, whose evidence may lie anywhere in a sequence, a choice
+#: the search makes among the last step and max and mean pooling.
+AUTO_READOUT = {"classify": Choices(("last", "max", "mean"))}
 #: What a study may optimise. ``val_loss`` comes first: it is what the learning curves show;
 #: the accuracy and macro-F1 of a classification are maximised, the rest minimised.
 OBJECTIVES = ("val_loss", "param_count", "seconds_per_epoch", "val_accuracy", "val_f1")
@@ -71,11 +80,15 @@ class SpaceSpec:
     hidden_size: ParamSpec = param(Choices((16, 32, 64)), "int", 1, 65_536)
     per_layer_hidden: bool = rule(False, "bool")
     dropout: ParamSpec = param(FloatRange(0.0, 0.5), "float", 0.0, 1.0, high_open=True)
-    lr: ParamSpec = param(FloatRange(1e-4, 1e-2, log=True), "float", 0.0, 10.0, low_open=True)
-    batch_size: ParamSpec = param(Choices((32, 64, 128)), "int", 1, 1 << 20)
+    lr: ParamSpec = param(FloatRange(5e-4, 2e-2, log=True), "float", 0.0, 10.0, low_open=True)
+    batch_size: ParamSpec = param(Choices((16, 32, 64)), "int", 1, 1 << 20)
     bidirectional: ParamSpec = param(Fixed(False), "bool")
     residual: ParamSpec = param(Fixed(False), "bool")
     layer_norm: ParamSpec = param(Fixed(False), "bool")
+    #: How the head reads the top layer: ``last``, ``final``, ``mean``, ``max``, or ``auto``
+    #: (the last step for a forecast or a regression; searched among the last step, max and
+    #: mean pooling for a classification, whose evidence may lie anywhere in a sequence).
+    readout: ParamSpec = param(Fixed("auto"), "str", allowed=(*READOUTS, "auto"))
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -96,12 +109,12 @@ class TrainSpec:
 
     TABLE: ClassVar[str] = "train"
 
-    max_epochs: int = rule(20, "int", 1, 100_000)
+    max_epochs: int = rule(100, "int", 1, 100_000)
     device: str = rule("auto", "str")
     grad_clip: float = rule(1.0, "float", 0.0, low_open=True)
     weight_decay: float = rule(0.0, "float", 0.0)
     #: Stop a trial after this many epochs without a better validation loss (0: never).
-    patience: int = rule(4, "int", 0)
+    patience: int = rule(15, "int", 0)
     threads: int = rule(0, "int", 0, 1024)
     amp: bool = rule(True, "bool")
 
@@ -310,6 +323,9 @@ class StudySpec:
                 f"{self.task.kind!r}",
             )
         self._check_task()
+        if self.space.readout == Fixed("auto"):
+            readout = AUTO_READOUT.get(self.task.kind, Fixed("last"))
+            object.__setattr__(self, "space", dataclasses.replace(self.space, readout=readout))
         if self.multi_objective and self.pruner.kind != "none":
             raise table_error(
                 "pruner",

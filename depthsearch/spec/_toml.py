@@ -157,7 +157,12 @@ def _data(doc: Mapping[str, Any], base: Path | None, kind: str) -> DataSpec:
     source = raw.get("source", DataSpec.source)
     if source not in SOURCES:
         DataSpec(source=source)  # says what is wrong with it
-    required = {"csv": ("path", "target"), "parquet": ("path", "target"), "npz": ("path",)}
+    required = {
+        "csv": ("path", "target"),
+        "parquet": ("path", "target"),
+        "npz": ("path",),
+        "ts": ("path",),
+    }
     values = _table(
         doc,
         "data",

@@ -27,6 +27,7 @@ from depthsearch.storage.reads import (
     running_trials,
     running_without_heartbeat,
     trial_counts,
+    trial_of,
     trial_user_attrs,
 )
 from depthsearch.storage.reservation import (
@@ -80,5 +81,6 @@ __all__ = [
     "storage_lock",
     "take_waiting_trial",
     "trial_counts",
+    "trial_of",
     "trial_user_attrs",
 ]

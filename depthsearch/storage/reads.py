@@ -35,6 +35,7 @@ __all__ = [
     "running_trials",
     "running_without_heartbeat",
     "trial_counts",
+    "trial_of",
 ]
 
 
@@ -169,8 +170,13 @@ def best_complete(study: optuna.Study) -> tuple[float, int] | None:
         return tables.best_value(conn, study_id(study), untagged=CONFIRM_OF)
 
 
-def trial_user_attrs(study: optuna.Study, number: int) -> dict[str, Any]:
-    """The user attributes of the study's trial ``number`` (one trial read)."""
+def trial_of(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """The study's trial ``number`` (one trial read)."""
     storage = study_storage(study)
     tid = storage.get_trial_id_from_study_id_trial_number(study_id(study), number)
-    return dict(storage.get_trial(tid).user_attrs)
+    return storage.get_trial(tid)
+
+
+def trial_user_attrs(study: optuna.Study, number: int) -> dict[str, Any]:
+    """The user attributes of the study's trial ``number`` (one trial read)."""
+    return dict(trial_of(study, number).user_attrs)
