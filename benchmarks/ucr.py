@@ -2,7 +2,7 @@
 --retrain``, ``predict`` on the official TEST file; beside it the majority class and 1-NN
 (Euclidean), computed here on the raw sequences.
 
-    python benchmarks/ucr.py [NAME | PATH_TRAIN.ts ...] [--trials 16] [--threads 1]
+    python benchmarks/ucr.py [NAME | PATH_TRAIN.ts ...] [--trials 16] [--threads 1] [--seed 7]
                              [--data DIR] [--shuffle] [--refit] [--normalize] [--keep DIR]
 
 NAME is looked up in ``--data`` (default: the data folder of an installed sktime, or of an
@@ -36,7 +36,7 @@ STUDY = """\
 [study]
 name = "{name}"
 n_trials = {trials}
-seed = 7
+seed = {seed}
 
 [task]
 kind = "classify"
@@ -132,6 +132,7 @@ def flow(name: str, train: Path, test: Path, args: argparse.Namespace, work: Pat
         STUDY.format(
             name=name,
             trials=args.trials,
+            seed=args.seed,
             train=train,
             threads=args.threads,
             normalize='normalize = "per-sequence"\n' if args.normalize else "",
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=["GunPoint", "ItalyPowerDemand"])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=7, help="the study's [study] seed")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--shuffle", action="store_true")
     parser.add_argument("--refit", action="store_true")
@@ -177,7 +179,10 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.data or _data_folder()
     root = args.keep or Path(tempfile.mkdtemp(prefix="depthsearch-ucr-"))
-    print(f"# {args.trials} trials, {args.threads} thread(s), {os.cpu_count()} CPUs")
+    print(
+        f"# {args.trials} trials, seed {args.seed}, {args.threads} thread(s), "
+        f"{os.cpu_count()} CPUs{', export --refit all' if args.refit else ''}"
+    )
     print("| data | depthsearch (TEST) | majority | 1-NN Euclidean | wall s | CPU s | said |")
     print("|---|---|---|---|---|---|---|")
     try:

@@ -436,6 +436,11 @@ def test_a_best_counts_only_when_it_beats_the_baseline_beyond_the_noise() -> Non
     assert learned is not None and learned.beat
     lucky = verdict_of(_trial(0.9, val_accuracy=0.9, val_loss_se=0.05), majority)
     assert lucky is not None and not lucky.beat  # accurate by chance, its loss no better
+    # At chance on shuffled labels, 9 of 10 right by luck, the loss a hair below the
+    # majority's with a tiny standard error: a likelihood ratio of 1.04, no evidence.
+    shuffled = verdict_of(_trial(0.6909, val_accuracy=0.9, val_loss_se=0.001), majority)
+    assert shuffled is not None and not shuffled.beat, shuffled.text
+    assert "where evidence needs 20" in shuffled.text
 
 
 def test_a_study_stored_before_the_test_part_resumes_without_one(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def test_run_prunes_completes_and_exports(tmp_path: Path, storage_url: str) -> N
     assert "spec" in study.user_attrs and "stacked LSTM" in study.user_attrs["summary"]
 
     out = tmp_path / "best.json"
-    result = invoke("export", "--study", name, "--storage", storage_url, "-o", str(out))
+    pick = ("--pick", "best")
+    result = invoke("export", "--study", name, "--storage", storage_url, "-o", str(out), *pick)
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert doc["origin"]["trial"] == study.best_trial.number
@@ -68,6 +69,15 @@ def test_run_prunes_completes_and_exports(tmp_path: Path, storage_url: str) -> N
     trained = study.best_trial.user_attrs
     assert sum(p.numel() for p in model.parameters()) == trained["param_count"]
     assert cfg.to_dict() == trained["model_config"]
+    # The default pick: the smallest candidate within the best's noise (two standard errors).
+    result = invoke("export", "--study", name, "--storage", storage_url, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    picked = study.trials[doc["origin"]["trial"]]
+    best = study.best_trial
+    assert doc["origin"]["pick"] == "smallest-within=noise"
+    assert picked.value <= best.value + 2 * best.user_attrs["val_loss_se"] + 1e-12
+    assert picked.user_attrs["param_count"] <= best.user_attrs["param_count"]
 
 
 def test_export_rebuilds_a_model_of_identical_structure(tmp_path: Path) -> None:

@@ -189,7 +189,9 @@ def test_smallest_within_picks_no_larger_model(finished_study: tuple[str, Path])
     result = CliRunner().invoke(
         main, ["export", "--study", "result", "--storage", url, "--pick", "smallest"]
     )
-    assert result.exit_code == 2 and "--pick must be 'best', 'smallest-within=P%'" in result.output
+    assert (
+        result.exit_code == 2 and "--pick must be 'best', 'smallest-within=noise'" in result.output
+    )
 
 
 def test_the_report_shows_a_depth_whose_every_trial_was_pruned(tmp_path: Path) -> None:

@@ -65,11 +65,31 @@ def test_nan_loss_raises(windows) -> None:  # type: ignore[no-untyped-def]
         fit(model, windows, FitOptions(1e-2, 32, 3))
 
 
-def test_patience_stops_early(windows) -> None:  # type: ignore[no-untyped-def]
+def test_patience_counts_once_the_model_learned(windows) -> None:  # type: ignore[no-untyped-def]
+    # It learns at once (far below the training mean's loss), then stops gaining: it stops.
     history = fit(
-        make(windows), windows, FitOptions(lr=1.0, batch_size=32, max_epochs=30, patience=2)
+        make(windows), windows, FitOptions(lr=1e-2, batch_size=32, max_epochs=60, patience=2)
     )
-    assert history.stopped_early and len(history.epochs) < 30
+    assert history.stopped_early and len(history.epochs) < 60
+    assert min(e.val_loss for e in history.epochs) < 0.5  # the training mean's is about 1
+    # A step so large that it learns nothing (its loss stays at the mean's, or above): a
+    # plateau before learning is not the end of it, patience does not count there.
+    stuck = fit(
+        make(windows), windows, FitOptions(lr=1.0, batch_size=32, max_epochs=12, patience=2)
+    )
+    assert not stuck.stopped_early and len(stuck.epochs) == 12
+    assert min(e.val_loss for e in stuck.epochs) > 0.5
+
+
+def test_small_data_trains_at_least_min_batches_an_epoch(windows) -> None:  # type: ignore[no-untyped-def]
+    few = windows.x_train.shape[0]  # 230 windows: 8 batches of 32 a pass
+    seen: list[int] = []
+    model = make(windows)
+    model.register_forward_hook(
+        lambda m, args, out: seen.append(len(args[0])) if m.training else None
+    )
+    fit(model, windows, FitOptions(lr=1e-2, batch_size=32, max_epochs=1, min_batches=20))
+    assert len(seen) >= 20 and sum(seen) >= 2 * few  # several passes, each in a new order
 
 
 def test_cuda_asked_without_cuda_is_a_clear_error() -> None:

@@ -30,11 +30,13 @@ from depthsearch.errors import InputError
 )
 @click.option(
     "--pick",
-    default="best",
+    default="smallest-within=noise",
     show_default=True,
-    help="'best', 'smallest-within=P%' (the smallest model within P% of the best loss), "
-    "'confirmed' (the answer's recommendation, after `confirm`) or "
-    "'confirmed:smallest-within=P%' (on the confirmed means).",
+    help="'smallest-within=noise' (the smallest model whose loss is within two standard errors "
+    "of the best's: one the validation part cannot tell from it), 'best' (the lowest loss), "
+    "'smallest-within=P%' (within P% of the best loss), 'confirmed' (the answer's "
+    "recommendation, after `confirm`) or 'confirmed:smallest-within=P%' (on the confirmed "
+    "means).",
 )
 @click.option(
     "--retrain",

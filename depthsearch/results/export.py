@@ -36,17 +36,25 @@ __all__ = [
 ]
 
 
+#: ``--pick``'s default: the smallest candidate within the noise of the best.
+NOISE = "noise"
+DEFAULT_PICK = "smallest-within=noise"
+
+
 def pick_trial(
     study: optuna.Study,
     storage_url: str,
-    pick: str = "best",
+    pick: str = DEFAULT_PICK,
     *,
     found: Answer | None = None,
 ) -> optuna.trial.FrozenTrial:
     """The trial that ``pick`` names among the complete ones.
 
     ``best``: the lowest validation loss. ``smallest-within=P%``: the fewest parameters among
-    the trials whose loss is within P percent of the best (ties: the lower loss). On a
+    the trials whose loss is within P percent of the best (ties: the lower loss).
+    ``smallest-within=noise`` (:data:`DEFAULT_PICK`): the same within the best's noise, two
+    standard errors of its validation loss: among candidates the validation part cannot tell
+    apart, the smallest, which overfits least. On a
     multi-objective study both choose from the Pareto front (``study.best_trials``).
     ``confirmed`` and ``confirmed:smallest-within=P%``: the same among the confirmed
     candidates, by their confirmed means (``found``: the study's answer, when the caller has
@@ -55,7 +63,7 @@ def pick_trial(
     confirmed, tolerance = parse_pick(pick)
     maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     if confirmed:
-        return _confirmed_pick(found or answer_of(study), study, tolerance)
+        return _confirmed_pick(found or answer_of(study), study, _fraction(tolerance))
     pool = (
         study.best_trials
         if len(study.directions) > 1
@@ -71,13 +79,17 @@ def pick_trial(
         )
     if tolerance is None:
         return best
+    if tolerance == NOISE:
+        se = best.user_attrs.get(keys.VAL_LOSS_SE)
+        noise = 2.0 * float(se) if isinstance(se, (int, float)) and not maximise else 0.0
+        tolerance = noise / abs(best.values[0]) if best.values[0] else 0.0
     return _smallest_within(
         [t for t in complete if t.values],
         value=lambda t: t.values[0],
         size=lambda t: t.user_attrs.get(keys.PARAM_COUNT, 0),
         order=lambda t: t.number,
         best=best.values[0],
-        tolerance=tolerance,
+        tolerance=float(tolerance),
         maximise=maximise,
     )
 
@@ -152,12 +164,19 @@ def confirmed_metrics(found: Answer, number: int) -> dict[str, Any] | None:
     return None
 
 
-def parse_pick(pick: str) -> tuple[bool, float | None]:
-    """``--pick`` -> (among the confirmed candidates?, the smallest-within fraction or None):
-    ``best``, ``smallest-within=2%`` (0.02), ``confirmed``, ``confirmed:smallest-within=2%``;
-    anything else is refused, before anything is read."""
+def _fraction(tolerance: float | str | None) -> float | None:
+    return None if tolerance is None or isinstance(tolerance, str) else tolerance
+
+
+def parse_pick(pick: str) -> tuple[bool, float | str | None]:
+    """``--pick`` -> (among the confirmed candidates?, the smallest-within fraction, "noise",
+    or None): ``best``, ``smallest-within=2%`` (0.02), ``smallest-within=noise``,
+    ``confirmed``, ``confirmed:smallest-within=2%``; anything else is refused, before
+    anything is read."""
     if pick in ("best", CONFIRMED):
         return pick == CONFIRMED, None
+    if pick == DEFAULT_PICK:
+        return False, NOISE
     confirmed = pick.startswith(CONFIRMED + ":")
     rest = pick[len(CONFIRMED) + 1 :] if confirmed else pick
     prefix = "smallest-within="
@@ -169,12 +188,12 @@ def parse_pick(pick: str) -> tuple[bool, float | None]:
         if value >= 0:
             return confirmed, value / 100.0
     raise InputError(
-        "--pick must be 'best', 'smallest-within=P%' (P >= 0, e.g. 2%), 'confirmed' or "
-        f"'confirmed:smallest-within=P%', but got {pick!r}"
+        "--pick must be 'best', 'smallest-within=noise', 'smallest-within=P%' (P >= 0, e.g. "
+        f"2%), 'confirmed' or 'confirmed:smallest-within=P%', but got {pick!r}"
     )
 
 
-def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dict[str, Any]:
+def best_config(study_name: str, storage_url: str, *, pick: str = DEFAULT_PICK) -> dict[str, Any]:
     """The export document of the picked complete trial (see :func:`pick_trial`)."""
     study = open_study(study_name, storage_url)
     found = answer_of(study)  # read once: the confirmed pick and the confirmed means
@@ -224,7 +243,7 @@ def best_config(study_name: str, storage_url: str, *, pick: str = "best") -> dic
 
 
 def export_best(
-    study_name: str, storage_url: str, output: str | Path, *, pick: str = "best"
+    study_name: str, storage_url: str, output: str | Path, *, pick: str = DEFAULT_PICK
 ) -> dict[str, Any]:
     """Writes the picked trial's export document to ``output`` (JSON) and returns it."""
     doc = best_config(study_name, storage_url, pick=pick)
@@ -242,7 +261,7 @@ def retrain_best(
     storage_url: str,
     output_dir: str | Path,
     *,
-    pick: str = "best",
+    pick: str = DEFAULT_PICK,
     data_path: str | None = None,
     formats: tuple[str, ...] = (),
     register: str | None = None,

@@ -310,6 +310,9 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         raise InputError(f"cannot create {folder}: {e.strerror or e}") from e
     picks = {
         "best": pick_trial(study, storage_url, "best").number,
+        "smallest within the noise": pick_trial(
+            study, storage_url, "smallest-within=noise"
+        ).number,
         "smallest within 2%": pick_trial(study, storage_url, "smallest-within=2%").number,
     }
     plots = _plots(study, folder, picks)

@@ -4,10 +4,12 @@ A search always has a best trial, even when every candidate sits at chance: on s
 labels, or a series no stacked LSTM forecasts better than its last value. The best counts only
 when it beats the strongest baseline by more than the noise of the validation part: for a
 classification, an accuracy above the majority class's by two binomial standard errors of the
-validation sequences and a cross-entropy below the majority's by two standard errors of its
-own; otherwise a loss below the strongest baseline's by two standard errors over the
-validation samples (or, when confirmed over seeds, an interval wholly below it). ``run``,
-``status``, ``report`` and ``answer`` say so the same way, with what to try.
+validation sequences, and a likelihood of the validation labels at least :data:`EVIDENCE`
+times the majority class's (its cross-entropy lower by ``log(EVIDENCE) / n`` nats a sequence:
+a model at chance that guessed 9 of 10 right has neither); otherwise a loss below the
+strongest baseline's by two standard errors over the validation samples (or, when confirmed
+over seeds, an interval wholly below it). ``run``, ``status``, ``report`` and ``answer`` say
+so the same way, with what to try.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ __all__ = ["NOTHING_LEARNED", "Verdict", "verdict_of"]
 
 NOTHING_LEARNED = "no candidate beat the baseline"
 _SIGMAS = 2.0
+#: How many times likelier the validation labels must be under the model than under the
+#: majority class's frequencies (a likelihood ratio of 20: strong evidence, whatever the
+#: search's luck on a small validation part).
+EVIDENCE = 20.0
 _TRY = {
     True: (
         "try more epochs ([train] max_epochs, patience), [space] readout = ['max', 'mean'], "
@@ -62,7 +68,9 @@ def _classified(trial: FrozenTrial, majority: Mapping[str, Any], loss: Interval)
     accuracy = trial.user_attrs.get("val_accuracy")
     margin = _SIGMAS * math.sqrt(max(p * (1 - p), 1.0 / n) / n)
     above = isinstance(accuracy, (int, float)) and accuracy > p + margin
-    below = loss.high < float(majority["val_loss"])
+    # The log-likelihood ratio of the validation labels, model over majority class.
+    evidence = n * (float(majority["val_loss"]) - loss.mean)
+    below = loss.high < float(majority["val_loss"]) and evidence > math.log(EVIDENCE)
     shown = f"{accuracy:.3g}" if isinstance(accuracy, (int, float)) else "?"
     if above and below:
         return Verdict(
@@ -78,7 +86,8 @@ def _classified(trial: FrozenTrial, majority: Mapping[str, Any], loss: Interval)
         f"{NOTHING_LEARNED}: the best, trial {trial.number}, has val_accuracy {shown} against "
         f"the majority class's {p:.3g} (within {_SIGMAS:g} standard errors, {margin:.2g}, of "
         f"{n} validation sequences) and val_loss {loss.mean:.4g} against "
-        f"{float(majority['val_loss']):.4g}; {_TRY[True]}",
+        f"{float(majority['val_loss']):.4g} (a likelihood ratio of "
+        f"{math.exp(min(evidence, 50.0)):.3g} where evidence needs {EVIDENCE:g}); {_TRY[True]}",
     )
 
 
