@@ -82,7 +82,11 @@ import contextlib, json, os, random, sys, time
 import depthsearch.storage as storage
 import depthsearch.storage.locks as locks
 from depthsearch.studies import load_study
-from depthsearch.worker.loop import Finished, TrialLoop, WorkerResult
+from depthsearch.learn.train import EpochResult
+from depthsearch.search.objective import Planned
+from depthsearch.storage.trials import TrialWrites
+from depthsearch.worker.trial import Finished, Trials, WorkerResult
+from depthsearch.worker.writer import Writer
 
 url, go, seconds, out = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 holds = []
@@ -98,13 +102,16 @@ def timed(engine, key, **kw):
 locks.advisory_lock = timed
 
 class NoOp:
-    device = "cpu"
-    def __call__(self, trial):
-        return random.random()
+    def plan(self, trial):
+        return Planned(None, None, 0, False, {})
+    def train(self, planned, trial, history, *, on_epoch_end, resume=None):
+        history.epochs.append(EpochResult(1, 0.0, random.random()))
+        return {}
 
 study, spec = load_study("scale", url)
 storage.load_all_trials(study)
-loop = TrialLoop(study, spec, url, NoOp())
+writer = Writer(TrialWrites(study), storage.retry_for(url, 120.0))
+loop = Trials(study, spec, url, NoOp(), writer=writer)
 open(out + ".ready", "w").close()
 while not os.path.exists(go):
     time.sleep(0.01)
@@ -112,7 +119,7 @@ result = WorkerResult()
 holds.clear()
 end = time.perf_counter() + seconds
 while time.perf_counter() < end:
-    step = loop.run_one(spec.n_trials)
+    step = loop.run_trial(spec.n_trials)
     if isinstance(step, Finished):
         result.count(step.state)
 with open(out, "w") as f:

@@ -11,10 +11,10 @@ how much a second process can add on these cores at all.
 Part 2 runs one in-process worker with every storage call timed, on SQLite and on PostgreSQL,
 for two trial shapes: "small" (sunspots, 2 x 32, 8 epochs) and "medium" (the half-hourly demand
 series, window 48, 2 x 64, 12 epochs). The share is the time the training thread spends in
-storage calls (reserving, the seed, the tell, and any wait for the reporting process), over
-the wall time. The epochs' reports, the pruner's questions and the attributes run in the
-worker's reporting process; its CPU milliseconds per trial (its start included) are printed
-apart, as are no heartbeat-thread calls.
+storage calls (reserving, the seed, the closing flush and the tell), over the wall time. The
+epochs' reports and the attributes are written by the worker's writer thread, and the pruner
+reads a cache: neither is on the training thread (a worker starts no process: the last
+column, its children's CPU, stays 0). Heartbeat-thread calls are not counted.
 
     python benchmarks/workers.py [--budget N] [--repeats 3] [--pg postgresql+psycopg://...]
 
@@ -130,14 +130,14 @@ def bare_throughput(shape: str, processes: int, threads: int, budget: int) -> fl
 
 def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, float, float]:
     """(share of wall time the training thread spends in storage calls, seconds per trial,
-    its storage ms per trial, CPU ms per trial of the worker's reporting process)."""
+    its storage ms per trial, CPU ms per trial of the worker's child processes: none)."""
     import contextlib
     import threading
 
     import optuna
     from _timing import timed_methods
 
-    import depthsearch.worker.loop as worker_module
+    import depthsearch.worker.trial as worker_module
     from depthsearch.studies import create_study
     from depthsearch.worker.run import run_worker
 
@@ -249,7 +249,7 @@ def main() -> None:
             print()
             print(
                 "| storage | trial shape | s/trial | storage ms/trial, training thread | "
-                "share of wall time | reporting process CPU ms/trial |"
+                "share of wall time | child processes CPU ms/trial |"
             )
             print("|---|---|---|---|---|---|")
             shares: dict[tuple[str, str], float] = {}

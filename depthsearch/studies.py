@@ -6,20 +6,27 @@ import json
 import logging
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from depthsearch._text import counted
-from depthsearch.errors import MissingDataFile, StorageError, StudyMismatchError
-from depthsearch.search.compat import quiet_experimental
+from depthsearch.errors import InputError, MissingDataFile, StorageError, StudyMismatchError
 from depthsearch.search.pruners import make_pruner
 from depthsearch.search.samplers import make_sampler
 from depthsearch.search.trials import SPEC, SUMMARY
-from depthsearch.spec import StudySpec, applicable, spec_from_dict
+from depthsearch.spec import (
+    DATA_KEYS,
+    StudySpec,
+    applicable,
+    read_study_file,
+    spec_from_dict,
+)
 from depthsearch.storage import (
     add_indexes,
+    experimental,
     load_all_trials,
     mask_url,
     open_storage,
@@ -28,12 +35,14 @@ from depthsearch.storage import (
 )
 
 __all__ = [
+    "InlineData",
     "create_study",
     "load_study",
     "no_such_study",
     "open_study",
     "read_spec",
     "spec_summary",
+    "spec_with_data",
 ]
 
 _log = logging.getLogger(__name__)
@@ -120,7 +129,7 @@ def create_study(
                 )
             finally:
                 optuna.logging.set_verbosity(verbosity)
-            with quiet_experimental():
+            with experimental():
                 # The dashboard labels the axes (and the Pareto front) with these names.
                 study.set_metric_names(list(spec.objectives))
             study.set_user_attr(SPEC, _normalise(spec.to_dict()))
@@ -258,3 +267,74 @@ def open_study(study_name: str, storage_url: str, *, read_trials: bool = True) -
     if read_trials:
         load_all_trials(study)  # every command here reads them all: in seconds at 100,000
     return study
+
+
+#: What ``run_study(..., data=...)`` takes: a long-format frame, or arrays ``X``, ``y`` and
+#: optionally ``lengths`` (a mapping with those keys, or a tuple in that order).
+InlineData = Any
+
+
+def _write_data(data: InlineData, folder: Path, name: str) -> tuple[str, Path]:
+    """Writes the caller's data once as ``NAME.data.parquet`` / ``.npz`` in ``folder``."""
+    import numpy as np
+    import pandas as pd
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+    if isinstance(data, pd.DataFrame):
+        path = folder / f"{safe}.data.parquet"
+        try:
+            data.to_parquet(path, index=False)
+        except (OSError, ValueError, TypeError) as e:
+            raise InputError(f"cannot write the data to {path}: {e}") from e
+        return "parquet", path
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+    elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        arrays = dict(zip(("X", "y", "lengths"), map(np.asarray, data), strict=False))
+    else:
+        raise InputError(
+            "data must be a pandas DataFrame (long format) or arrays X, y[, lengths] (a dict "
+            f"or a tuple), but got {type(data).__name__}"
+        )
+    path = folder / f"{safe}.data.npz"
+    try:
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy types its one keyword
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(f"cannot write the data to {path}: {e}") from e
+    return "npz", path
+
+
+def spec_with_data(
+    study: str | Path | Mapping[str, Any] | StudySpec, data: InlineData, url: str
+) -> StudySpec:
+    """The study with ``data`` written once beside it (the study file's folder, else the
+    SQLite database's, else the working directory) as its ``[data]`` source: workers on other
+    machines read the same bytes, checked by the SHA-256 the spec records."""
+    if isinstance(study, StudySpec):
+        doc: dict[str, Any] = study.to_dict(secrets=True)
+        folder, where = Path.cwd(), study.source
+    elif isinstance(study, (str, Path)):
+        path = Path(study)
+        doc = read_study_file(path)
+        folder, where = path.resolve().parent, str(path)
+    else:
+        doc = {k: dict(v) if isinstance(v, Mapping) else v for k, v in study.items()}
+        folder, where = Path.cwd(), "<dict>"
+    if not isinstance(study, (str, Path)) and url.startswith("sqlite:///"):
+        folder = Path(url.removeprefix("sqlite:///")).resolve().parent
+    name = str(doc.get("study", {}).get("name", "study"))
+    source, path = _write_data(data, folder, name)
+    table = dict(doc.get("data", {}))
+    table.pop("sha256", None)  # the new file's is recorded
+    kind = str(doc.get("task", {}).get("kind", "forecast"))
+    before = str(table.get("source", "synthetic"))
+    # What applied to the table's own source but not to the data's (a synthetic length, a
+    # csv's id for arrays) goes; a key that applied to neither stays, to be refused.
+    doc["data"] = {
+        k: v
+        for k, v in {**table, "source": source, "path": str(path)}.items()
+        if k not in DATA_KEYS
+        or DATA_KEYS[k].applies(source, kind)
+        or not DATA_KEYS[k].applies(before, kind)
+    }
+    return spec_from_dict(doc, where=where, base=folder)

@@ -22,7 +22,6 @@ from optuna.trial import TrialState
 
 from depthsearch.spec import load_spec
 from depthsearch.studies import create_study
-from depthsearch.worker.reporting import ReportingProcess
 
 from .conftest import Gate, write_study
 from .test_worker import (
@@ -123,32 +122,42 @@ def proxied(pg_database: str, tmp_path: Path) -> Iterator[tuple[str, str, Proxy]
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_reporting_process_rides_out_an_outage_and_its_warnings_reach_the_worker(
+def test_the_writer_rides_out_an_outage_and_says_so_in_the_workers_log(
     tmp_path: Path, proxied: tuple[str, str, Proxy], caplog: pytest.LogCaptureFixture
 ) -> None:
+    import optuna
+
+    from depthsearch.storage import retry_for
+    from depthsearch.storage.trials import TrialWrites, trial_ref
+    from depthsearch.studies import load_study
+    from depthsearch.worker.writer import Writer
+
     direct, via, proxy = proxied
     spec = load_spec(write_study(tmp_path, name="rp", n_trials=5, max_epochs=3))
-    study = create_study(spec, direct)
+    create_study(spec, direct)
+    study, _ = load_study("rp", via)
     caplog.set_level(logging.INFO, logger="depthsearch")
 
     def warned() -> bool:
-        return any("while reporting an epoch" in r.getMessage() for r in caplog.records)
+        return any("while writing a trial's reports" in r.getMessage() for r in caplog.records)
 
-    with ReportingProcess(spec, via, "rp") as reporting:
+    writer = Writer(TrialWrites(study), retry_for(via, 120.0))
+    try:
         trial = study.ask()
-        reporter = reporting.reporter(trial, prunes=False)
-        reporter.submit((1, 0.5))
-        reporter.drain()
+        writer.start(trial_ref(trial))
+        writer.epoch(1, 0.5, {"note": "kept"})
+        writer.flush()
         proxy.cut()
-        reporter.submit((2, 0.4))
-        wait_for(warned, 60, "the reporting process's retry warning in this process's log")
+        writer.epoch(2, 0.4)
+        wait_for(warned, 60, "the writer's retry warning in this process's log")
         proxy.restore()
-        reporter.drain()
-        reporter.check()
-        reporter.close()
+        writer.flush()
         study.tell(trial, 0.4)
-    assert study.trials[0].intermediate_values == {1: 0.5, 2: 0.4}
-    record = next(r for r in caplog.records if "while reporting an epoch" in r.getMessage())
+    finally:
+        writer.close()
+    got = optuna.load_study(study_name="rp", storage=direct).trials[0]
+    assert got.intermediate_values == {1: 0.5, 2: 0.4} and got.user_attrs == {"note": "kept"}
+    record = next(r for r in caplog.records if "while writing a trial's reports" in r.getMessage())
     assert record.name == "depthsearch.storage.retry" and record.levelno == logging.WARNING
 
 

@@ -23,10 +23,10 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_study_modules_load_without_torch() -> None:
-    # The worker's reporting process imports these; torch would add seconds to its start.
+    # What `status`, `trials` and the dashboard import: torch would add seconds to each.
     code = (
         "import sys, depthsearch, depthsearch.studies, depthsearch.storage\n"
-        "import depthsearch.search.pruners, depthsearch.worker._reporting_child\n"
+        "import depthsearch.search.pruners, depthsearch.results.status\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(

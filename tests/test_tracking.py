@@ -35,6 +35,7 @@ from .conftest import (
     unique,
     write_study,
 )
+from .test_one_process import descendants
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -305,28 +306,6 @@ def test_an_unreachable_server_is_one_warning(caplog: pytest.LogCaptureFixture) 
     assert len(warned) == 1 and "is off for this worker (no answer" in warned[0], warned
 
 
-def _tracking_processes(ancestor: int) -> list[int]:
-    """The tracking processes below ``ancestor`` (a worker: its reporting process starts it)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            pid = int(entry.name)
-            line = pid
-            while line > 1:  # up the parents to the worker, or to init
-                stat = (Path("/proc") / str(line) / "stat").read_text()
-                line = int(stat.rsplit(")", 1)[1].split()[1])
-                if line == ancestor:
-                    break
-        except (OSError, ValueError, IndexError):
-            continue  # it ended while we looked
-        if b"depthsearch.worker._tracking_child" in cmdline and line == ancestor:
-            found.append(pid)
-    return found
-
-
 def _tracked_worker(
     tmp_path: Path, name: str, uri: str, *, n_trials: int = 3
 ) -> subprocess.Popen[str]:
@@ -371,13 +350,8 @@ def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
         ):
             assert time.monotonic() < deadline, "trial 0's run never came"
             time.sleep(0.2)
-        # MLflow's client runs in a process of its own below the worker (started by its
-        # reporting process), every thread at nice 19 (the tracker's thread, which sent that
-        # run, is started after the priority is set; MLflow's import starts some before).
-        (tracking,) = _tracking_processes(worker.pid)
-        threads = [int(t.name) for t in Path(f"/proc/{tracking}/task").iterdir()]
-        assert len(threads) >= 2
-        assert {os.getpriority(os.PRIO_PROCESS, t) for t in threads} == {19}
+        # MLflow's client runs in a thread of the worker: the worker starts no process.
+        assert descendants(worker.pid) == []
         server.stop()
         gate.open()
         _, err = worker.communicate(timeout=300)
@@ -388,29 +362,34 @@ def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     states = [t.state.name for t in study.trials]
     assert len(states) == 4 and set(states) <= {"COMPLETE", "PRUNED"}, states
     assert err.count("is off for this worker") == 1, err
-    with pytest.raises(ProcessLookupError):  # it ended with the worker
-        os.kill(tracking, 0)
 
 
-def test_a_tracking_process_killed_mid_study_costs_one_warning_and_no_trial(
-    tmp_path: Path, server: Server, gate: Gate
-) -> None:
-    name = unique("killed")
-    gate.hold_at(2)
-    worker = _tracked_worker(tmp_path, name, server.uri)
+def test_a_hanging_server_costs_one_warning_and_no_trial(tmp_path: Path) -> None:
+    """A server that takes connections and never answers: the tracker's thread waits for
+    it, training does not; the worker ends its trials and says so once."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # accepted by the kernel, never read
     try:
-        gate.wait_held(1)
-        (tracking,) = _tracking_processes(worker.pid)
-        os.kill(tracking, signal.SIGKILL)
-        gate.open()
+        name = unique("hung")
+        started = time.monotonic()
+        worker = _tracked_worker(
+            tmp_path, name, f"http://127.0.0.1:{listener.getsockname()[1]}", n_trials=3
+        )
         _, err = worker.communicate(timeout=300)
     finally:
-        worker.kill()
+        listener.close()
     assert worker.returncode == 0, err
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 's.db'}")
     states = [t.state.name for t in study.trials]
     assert len(states) == 3 and set(states) <= {"COMPLETE", "PRUNED"}, states
-    assert err.count("was killed by SIGKILL; MLflow tracking is off for this worker") == 1, err
+    said = err.count("is off for this worker") + err.count("did not take the last runs")
+    assert said == 1, err
+    # The client's timeouts (10 s a request, one retry) and the 15 s the tracker is given at
+    # the end bound the wait, whatever the trials.
+    assert time.monotonic() - started < 240
 
 
 def test_a_study_resumes_with_another_tracking_table(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ _log = logging.getLogger("depthsearch")
 def _setup_logging(verbose: bool) -> None:
     import optuna
 
-    from depthsearch.search.compat import ignore_optuna_warnings
+    from depthsearch.storage import quiet_optuna as ignore_optuna_warnings
 
     handler = _LogHandler()
     handler.setFormatter(logging.Formatter("[depthsearch] %(message)s"))

@@ -55,6 +55,9 @@ class FitOptions:
     patience: int = 0
     amp: bool = True
     seed: int = 0
+    #: An epoch trains at least this many batches: a small data set passes over its
+    #: samples several times an epoch (in a new order each time).
+    min_batches: int = 1
 
 
 @dataclasses.dataclass
@@ -124,6 +127,8 @@ class TrainState:
     epochs: list[EpochResult]
     #: What the caller stores beside the state (which trial it is, say), checked on load.
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Whether the model has left the level of one that learned nothing (patience counts).
+    learned: bool = True
 
     def to_bytes(self) -> bytes:
         payload = io.BytesIO()
@@ -139,6 +144,7 @@ class TrainState:
                 "since_best": self.since_best,
                 "epochs": [dataclasses.astuple(e) for e in self.epochs],
                 "meta": self.meta,
+                "learned": self.learned,
             },
             payload,
         )
@@ -167,6 +173,7 @@ class TrainState:
                 since_best=int(raw["since_best"]),
                 epochs=[EpochResult(*e) for e in raw["epochs"]],
                 meta=dict(raw["meta"]),
+                learned=bool(raw.get("learned", True)),
             )
         except Exception as e:  # intact bytes, but not what we write
             raise CorruptCheckpoint(f"unreadable ({type(e).__name__}: {e})") from e
@@ -195,13 +202,135 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _batches(
-    n: int, batch_size: int, generator: torch.Generator, device: torch.device
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device, least: int = 1
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Each batch's sample indices on the device and on the CPU (where lengths live)."""
-    cpu_order = torch.randperm(n, generator=generator)
-    order = cpu_order.to(device, non_blocking=True)
-    for start in range(0, n, batch_size):
-        yield order[start : start + batch_size], cpu_order[start : start + batch_size]
+    """Each batch's sample indices on the device and on the CPU (where lengths live): passes
+    over the samples, each in a new order, until at least ``least`` batches were given."""
+    given = 0
+    while given < least:
+        cpu_order = torch.randperm(n, generator=generator)
+        order = cpu_order.to(device, non_blocking=True)
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size], cpu_order[start : start + batch_size]
+            given += 1
+
+
+class _Patience:
+    """Early stopping: ``patience`` epochs without a better validation loss, counted only
+    once the model has learned something, that is left the level a model that learned
+    nothing sits at (a classification: no better than the majority class, within two
+    binomial standard errors of the validation part; otherwise no better than the training
+    mean, within two standard errors of the loss). A long plateau at chance before a stack
+    starts to learn is not the end of its learning."""
+
+    def __init__(self, patience: int, data: Windows) -> None:
+        self.patience = patience
+        self.best = math.inf
+        self.since_best = 0
+        self.learned = False
+        self._chance = _chance_level(data)
+
+    def update(self, result: EpochResult) -> bool:
+        """Takes an epoch's result; True when training should stop."""
+        if not self.learned:
+            self.learned = self._chance(result)
+        if result.val_loss < self.best:
+            self.best, self.since_best = result.val_loss, 0
+        elif self.learned:
+            self.since_best += 1
+        return bool(self.patience) and self.since_best >= self.patience
+
+
+def _chance_level(data: Windows) -> Callable[[EpochResult], bool]:
+    """Whether an epoch's result is beyond what a model that learned nothing would do."""
+    if data.kind == "classify":
+        counts = torch.bincount(data.y_train.cpu(), minlength=len(data.classes))
+        n = max(1, len(data.y_val))
+        p = float((data.y_val.cpu() == int(counts.argmax())).double().mean())
+        bar = p + 2.0 * math.sqrt(max(p * (1 - p), 1.0 / n) / n)
+        return lambda r: r.metrics.get("val_accuracy", 1.0) > bar
+    mean = data.y_train.double().mean(0)
+    null = float(((data.y_val.double() - mean) ** 2).mean())
+    return lambda r: r.val_loss < null - 2.0 * r.val_loss_se
+
+
+def _train_epoch(
+    model: nn.Module,
+    data: Windows,
+    options: FitOptions,
+    run: _Run,
+    interrupt: Callable[[], None] | None,
+) -> float:
+    """One pass over the training samples in a seeded order; the mean training loss."""
+    model.train()
+    device, lengths = data.x_train.device, data.len_train
+    # Batch losses stay on the device, summed once per epoch (one dispatch per batch).
+    losses: list[Tensor] = []
+    sizes: list[int] = []
+    n = data.x_train.shape[0]
+    for idx, cpu_idx in _batches(
+        n, options.batch_size, run.generator, device, options.min_batches
+    ):
+        if interrupt is not None:
+            interrupt()
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        with run.autocast:
+            out = run_batch(model, xb, None if lengths is None else lengths[cpu_idx])
+            loss = run.loss_fn(out.float(), yb)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(run.params, options.grad_clip)
+        run.optimizer.step()
+        losses.append(loss.detach())
+        sizes.append(idx.shape[0])
+    weights = torch.tensor(sizes, dtype=torch.float32).to(device, non_blocking=True)
+    return float(torch.dot(torch.stack(losses), weights).item()) / sum(sizes)
+
+
+class _Run:
+    """What one :func:`fit` call keeps from epoch to epoch."""
+
+    def __init__(self, model: nn.Module, data: Windows, options: FitOptions) -> None:
+        self.device = data.x_train.device
+        self.generator = torch.Generator().manual_seed(options.seed)
+        # Listed once: model.parameters() walks every submodule, and clipping asks every batch.
+        self.params = list(model.parameters())
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=options.lr, weight_decay=options.weight_decay
+        )
+        self.loss_fn: nn.Module = (
+            nn.CrossEntropyLoss() if data.kind == "classify" else nn.MSELoss()
+        )
+        self.autocast = autocast_for(self.device, options.amp)  # re-entered every batch
+        self.patience = _Patience(options.patience, data)
+
+    def resume(self, model: nn.Module, state: TrainState, history: History) -> int:
+        """Goes on from ``state``; the first epoch to train."""
+        model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.generator.set_state(state.batch_rng)
+        torch.set_rng_state(state.torch_rng)
+        if self.device.type == "cuda" and state.cuda_rng is not None:
+            torch.cuda.set_rng_state(state.cuda_rng, self.device)
+        self.patience.best, self.patience.since_best = state.best, state.since_best
+        self.patience.learned = state.learned
+        history.epochs[:0] = [dataclasses.replace(e) for e in state.epochs]
+        return state.epoch + 1
+
+    def state(self, model: nn.Module, epoch: int, history: History) -> TrainState:
+        """A copy of everything, on the CPU, to go on after ``epoch``."""
+        return TrainState(
+            epoch=epoch,
+            model=_cpu_copy(model.state_dict()),
+            optimizer=_cpu_copy(self.optimizer.state_dict()),
+            batch_rng=self.generator.get_state(),
+            torch_rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            best=self.patience.best,
+            since_best=self.patience.since_best,
+            epochs=[dataclasses.replace(e) for e in history.epochs],
+            learned=self.patience.learned,
+        )
 
 
 def fit(
@@ -223,7 +352,8 @@ def fit(
         model: takes ``(batch, window, features)`` and returns ``(batch, horizon)``; already on
             the device of ``data``.
         data: windows on the training device.
-        options: learning rate, batch size, epochs, clipping, seed.
+        options: learning rate, batch size, epochs, clipping, seed, patience (see
+            :class:`_Patience`).
         on_epoch_end: called after every epoch with its result; it may raise to stop training
             (a pruner does). The epoch's ``seconds`` include the call.
         history: filled in place when given, so that a caller still has the epochs trained
@@ -239,100 +369,48 @@ def fit(
     Raises:
         NonFiniteLossError: the training or validation loss became NaN or infinite.
     """
-    device = data.x_train.device
     history = history if history is not None else History()
-    generator = torch.Generator().manual_seed(options.seed)
-    # Listed once: model.parameters() walks every submodule, and clipping asks every batch.
-    params = list(model.parameters())
-    optimizer = torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
-    classify = data.kind == "classify"
-    loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
-    lengths = data.len_train
-    autocast = autocast_for(device, options.amp)  # re-entered every batch (as a decorator is)
-    n = data.x_train.shape[0]
-    best = math.inf
-    since_best = 0
-    first = 1
-    if resume is not None:
-        model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
-        generator.set_state(resume.batch_rng)
-        torch.set_rng_state(resume.torch_rng)
-        if device.type == "cuda" and resume.cuda_rng is not None:
-            torch.cuda.set_rng_state(resume.cuda_rng, device)
-        best, since_best, first = resume.best, resume.since_best, resume.epoch + 1
-        history.epochs[:0] = [dataclasses.replace(e) for e in resume.epochs]
+    run = _Run(model, data, options)
+    first = run.resume(model, resume, history) if resume is not None else 1
     for epoch in range(first, options.max_epochs + 1):
         started = time.perf_counter()
-        result: EpochResult | None = None
-        stop = False
+        result = _epoch(model, data, options, run, epoch, interrupt)
         try:
-            model.train()
-            # Batch losses stay on the device, summed once per epoch (one dispatch per batch).
-            losses: list[Tensor] = []
-            sizes: list[int] = []
-            for idx, cpu_idx in _batches(n, options.batch_size, generator, device):
-                if interrupt is not None:
-                    interrupt()
-                xb, yb = data.x_train[idx], data.y_train[idx]
-                with autocast:
-                    out = run_batch(model, xb, None if lengths is None else lengths[cpu_idx])
-                    loss = loss_fn(out.float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(params, options.grad_clip)
-                optimizer.step()
-                losses.append(loss.detach())
-                sizes.append(idx.shape[0])
-            weights = torch.tensor(sizes, dtype=torch.float32).to(device, non_blocking=True)
-            train_loss = float(torch.dot(torch.stack(losses), weights).item()) / n
-            if not math.isfinite(train_loss):
-                raise NonFiniteLossError(epoch, train_loss)
-            judged = assess_val(model, data, amp=options.amp)
-            val_loss = judged.loss
-            if not math.isfinite(val_loss):
-                raise NonFiniteLossError(epoch, val_loss)
-            result = EpochResult(
-                epoch,
-                train_loss,
-                val_loss,
-                metrics=judged.metrics,
-                confusion=judged.confusion,
-                val_loss_se=judged.se,
-            )
             history.epochs.append(result)
-            if val_loss < best:
-                best, since_best = val_loss, 0
-            else:
-                since_best += 1
-            stop = bool(options.patience) and since_best >= options.patience
+            stop = run.patience.update(result)
             if on_epoch_end is not None:
                 on_epoch_end(result, history)
-            if (
-                checkpoint is not None
-                and not stop
-                and epoch < options.max_epochs
-                and epoch % checkpoint_every == 0
-            ):
-                checkpoint(
-                    TrainState(
-                        epoch=epoch,
-                        model=_cpu_copy(model.state_dict()),
-                        optimizer=_cpu_copy(optimizer.state_dict()),
-                        batch_rng=generator.get_state(),
-                        torch_rng=torch.get_rng_state(),
-                        cuda_rng=torch.cuda.get_rng_state(device)
-                        if device.type == "cuda"
-                        else None,
-                        best=best,
-                        since_best=since_best,
-                        epochs=[dataclasses.replace(e) for e in history.epochs],
-                    )
-                )
-        finally:
-            if result is not None:
-                result.seconds = time.perf_counter() - started
+            due = epoch < options.max_epochs and epoch % checkpoint_every == 0
+            if checkpoint is not None and not stop and due:
+                checkpoint(run.state(model, epoch, history))
+        finally:  # the callback's time counts: a pruner's, a report's
+            result.seconds = time.perf_counter() - started
         if stop:
             history.stopped_early = True
             break
     return history
+
+
+def _epoch(
+    model: nn.Module,
+    data: Windows,
+    options: FitOptions,
+    run: _Run,
+    epoch: int,
+    interrupt: Callable[[], None] | None,
+) -> EpochResult:
+    """One epoch trained and judged on the validation samples."""
+    train_loss = _train_epoch(model, data, options, run, interrupt)
+    if not math.isfinite(train_loss):
+        raise NonFiniteLossError(epoch, train_loss)
+    judged = assess_val(model, data, amp=options.amp)
+    if not math.isfinite(judged.loss):
+        raise NonFiniteLossError(epoch, judged.loss)
+    return EpochResult(
+        epoch,
+        train_loss,
+        judged.loss,
+        metrics=judged.metrics,
+        confusion=judged.confusion,
+        val_loss_se=judged.se,
+    )

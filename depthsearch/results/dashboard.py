@@ -9,8 +9,9 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from depthsearch.errors import InputError
-from depthsearch.search.compat import cached, study_ids
+from depthsearch.storage import cached_storage as cached
 from depthsearch.storage import mask_url, open_storage, prime_trials
+from depthsearch.storage import study_ids_in as study_ids
 
 __all__ = ["READ_METHODS", "read_only", "serve"]
 

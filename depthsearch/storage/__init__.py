@@ -13,7 +13,15 @@ server's ``max_connections``. Every statement on Optuna's own tables is in
 """
 
 from depthsearch._optuna import rdb_backend
-from depthsearch.storage.connect import RetryHeartbeatStaleTrialCallback, add_indexes, open_storage
+from depthsearch.storage.connect import (
+    RetryHeartbeatStaleTrialCallback,
+    add_indexes,
+    cached_storage,
+    experimental,
+    open_storage,
+    quiet_optuna,
+    study_ids_in,
+)
 from depthsearch.storage.engine import POOL_SIZE, dispose_lock_engines
 from depthsearch.storage.locks import storage_lock
 from depthsearch.storage.reads import (
@@ -59,16 +67,19 @@ __all__ = [
     "Running",
     "add_indexes",
     "best_complete",
+    "cached_storage",
     "check_url",
     "confirmation_trials",
     "dialect_of",
     "dispose_lock_engines",
     "drop_retry",
+    "experimental",
     "load_all_trials",
     "locked_study",
     "mask_url",
     "open_storage",
     "prime_trials",
+    "quiet_optuna",
     "rdb_backend",
     "recent_spans",
     "resolve_storage",
@@ -79,6 +90,7 @@ __all__ = [
     "running_without_heartbeat",
     "sqlite_file",
     "storage_lock",
+    "study_ids_in",
     "take_waiting_trial",
     "trial_counts",
     "trial_of",

@@ -10,14 +10,29 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, OperationalError
 
-from depthsearch._optuna import quiet_experimental, schema_versions, tables
+from depthsearch._optuna import (
+    cached,
+    ignore_optuna_warnings,
+    quiet_experimental,
+    schema_versions,
+    study_ids,
+    tables,
+)
 from depthsearch.errors import StorageError
 from depthsearch.spec import WorkersSpec
 from depthsearch.storage.engine import POOL_SIZE, engine_kwargs, lock_engine, sqlite_wal
 from depthsearch.storage.locks import storage_lock
 from depthsearch.storage.urls import check_supported, describe, dialect, mask_url, parse
 
-__all__ = ["RetryHeartbeatStaleTrialCallback", "add_indexes", "open_storage"]
+__all__ = [
+    "RetryHeartbeatStaleTrialCallback",
+    "add_indexes",
+    "cached_storage",
+    "experimental",
+    "open_storage",
+    "quiet_optuna",
+    "study_ids_in",
+]
 
 RetryHeartbeatStaleTrialCallback = optuna.storages.RetryHeartbeatStaleTrialCallback
 
@@ -108,3 +123,24 @@ def _has_schema(url: str, parsed: URL) -> bool:
     opens its own."""
     with lock_engine(url, parsed).connect() as conn:
         return tables.has_schema(conn)
+
+
+def experimental() -> Any:
+    """A block in which Optuna's ExperimentalWarning is not shown (heartbeats, retries and
+    TPE's flags have been "experimental" for years: nothing for our users to act on)."""
+    return quiet_experimental()
+
+
+def quiet_optuna() -> None:
+    """For a whole command line process: Optuna's experimental and future warnings off."""
+    ignore_optuna_warnings()
+
+
+def cached_storage(backend: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """``backend`` behind Optuna's trial cache, as ``optuna.load_study`` puts it."""
+    return cached(backend)
+
+
+def study_ids_in(storage: optuna.storages.BaseStorage) -> list[int]:
+    """The ids of every study in ``storage``."""
+    return study_ids(storage)

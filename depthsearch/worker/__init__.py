@@ -1,5 +1,6 @@
-"""The worker runtime: the trial loop, heartbeats, signals, the reporting process, ``launch``.
+"""The worker runtime, one process: a trial's life (:mod:`.trial`), its writes
+(:mod:`.writer`), heartbeats, signals, checkpoints, ``launch`` and Slurm.
 
-Imported module by module (``depthsearch.worker.loop`` trains, and imports torch;
-``depthsearch.worker._reporting_child`` never does), so this package file imports nothing.
+Imported module by module (``depthsearch.worker.trial`` trains, and imports torch), so this
+package file imports nothing.
 """

@@ -10,7 +10,6 @@ import logging
 import optuna
 from optuna.trial import TrialState
 
-from depthsearch.search.compat import study_storage
 from depthsearch.search.confirm import (
     CONFIRM_AUTO,
     CONFIRM_INDEX,
@@ -81,9 +80,7 @@ def confirm_at_end(study: optuna.Study, spec: StudySpec, url: str) -> bool:
     if not wanted.seeds:
         return False
     with storage_lock(url, scope=f"{study.study_name}/confirm"):
-        storage = study_storage(study)
-        sid = storage.get_study_id_from_name(study.study_name)
-        if storage.get_study_user_attrs(sid).get(CONFIRM_AUTO):
+        if study.user_attrs.get(CONFIRM_AUTO):  # read afresh, under the lock
             return False
         queued = _enqueue(
             study, spec, top=wanted.top, seeds=wanted.seeds, per_depth=wanted.per_depth

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from collections.abc import Callable
 
 from depthsearch.storage.urls import describe
 
@@ -17,15 +17,11 @@ __all__ = ["Heartbeat"]
 _log = logging.getLogger(__name__)
 
 
-class HeartbeatStorage(Protocol):
-    def record_heartbeat(self, trial_id: int) -> None: ...
-
-
 class Heartbeat:
     """Records a heartbeat for one trial every ``interval`` seconds in a daemon thread."""
 
-    def __init__(self, storage: HeartbeatStorage, trial_id: int, interval: float) -> None:
-        self._target = storage
+    def __init__(self, record: Callable[[int], None], trial_id: int, interval: float) -> None:
+        self._record = record
         self._id = trial_id
         self._interval = interval
         self._stop = threading.Event()
@@ -45,7 +41,7 @@ class Heartbeat:
         failing = False  # said once per outage, not every interval
         while True:
             try:
-                self._target.record_heartbeat(self._id)
+                self._record(self._id)
             except Exception as e:
                 if not failing:
                     _log.warning(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -14,13 +15,14 @@ from typing import Any
 import optuna
 import torch
 
-from depthsearch.errors import InputError
+from depthsearch._text import finite, mask_uri
 from depthsearch.learn.baselines import baselines
 from depthsearch.learn.data import Windows, prepare
 from depthsearch.learn.train import EpochResult, resolve_device
 from depthsearch.search.confirm import BASELINES
 from depthsearch.search.objective import Objective
-from depthsearch.spec import DATA_KEYS, StudySpec, load_spec, read_study_file, spec_from_dict
+from depthsearch.search.trials import retried_trials
+from depthsearch.spec import StudySpec, load_spec, spec_from_dict
 from depthsearch.storage import (
     Backoff,
     dispose_lock_engines,
@@ -28,15 +30,17 @@ from depthsearch.storage import (
     mask_url,
     resolve_storage,
     retry_for,
+    storage_lock,
 )
-from depthsearch.studies import create_study
-from depthsearch.tracking import target_of
+from depthsearch.storage.trials import TrialWrites, trial_of_id
+from depthsearch.studies import InlineData, create_study, spec_with_data
+from depthsearch.tracking import PARENT_ATTR, TrialRecord, target_of
 from depthsearch.worker.checkpoints import open_checkpoints
 from depthsearch.worker.confirm import confirm_at_end
-from depthsearch.worker.loop import BudgetMet, Finished, TrialLoop, Wait, WorkerResult
 from depthsearch.worker.process import training_settings
-from depthsearch.worker.reporting import ReportingProcess
 from depthsearch.worker.signals import Signals
+from depthsearch.worker.trial import BudgetMet, Finished, Trials, Wait, WorkerResult
+from depthsearch.worker.writer import Writer
 
 __all__ = ["run_study", "run_study_here", "run_worker", "work"]
 
@@ -54,77 +58,6 @@ def _spec(study: str | Path | Mapping[str, Any] | StudySpec) -> StudySpec:
     return spec_from_dict(study, where="<dict>", base=Path.cwd())
 
 
-#: What ``run_study(..., data=...)`` takes: a long-format frame, or arrays ``X``, ``y`` and
-#: optionally ``lengths`` (a mapping with those keys, or a tuple in that order).
-InlineData = Any
-
-
-def _write_data(data: InlineData, folder: Path, name: str) -> tuple[str, Path]:
-    """Writes the caller's data once as ``NAME.data.parquet`` / ``.npz`` in ``folder``."""
-    import numpy as np
-    import pandas as pd
-
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
-    if isinstance(data, pd.DataFrame):
-        path = folder / f"{safe}.data.parquet"
-        try:
-            data.to_parquet(path, index=False)
-        except (OSError, ValueError, TypeError) as e:
-            raise InputError(f"cannot write the data to {path}: {e}") from e
-        return "parquet", path
-    if isinstance(data, Mapping):
-        arrays = {k: np.asarray(v) for k, v in data.items()}
-    elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
-        arrays = dict(zip(("X", "y", "lengths"), map(np.asarray, data), strict=False))
-    else:
-        raise InputError(
-            "data must be a pandas DataFrame (long format) or arrays X, y[, lengths] (a dict "
-            f"or a tuple), but got {type(data).__name__}"
-        )
-    path = folder / f"{safe}.data.npz"
-    try:
-        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy types its one keyword
-    except (OSError, ValueError, TypeError) as e:
-        raise InputError(f"cannot write the data to {path}: {e}") from e
-    return "npz", path
-
-
-def _spec_with_data(
-    study: str | Path | Mapping[str, Any] | StudySpec, data: InlineData, url: str
-) -> StudySpec:
-    """The study with ``data`` written once beside it (the study file's folder, else the
-    SQLite database's, else the working directory) as its ``[data]`` source: workers on other
-    machines read the same bytes, checked by the SHA-256 the spec records."""
-    if isinstance(study, StudySpec):
-        doc: dict[str, Any] = study.to_dict(secrets=True)
-        folder, where = Path.cwd(), study.source
-    elif isinstance(study, (str, Path)):
-        path = Path(study)
-        doc = read_study_file(path)
-        folder, where = path.resolve().parent, str(path)
-    else:
-        doc = {k: dict(v) if isinstance(v, Mapping) else v for k, v in study.items()}
-        folder, where = Path.cwd(), "<dict>"
-    if not isinstance(study, (str, Path)) and url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///")).resolve().parent
-    name = str(doc.get("study", {}).get("name", "study"))
-    source, path = _write_data(data, folder, name)
-    table = dict(doc.get("data", {}))
-    table.pop("sha256", None)  # the new file's is recorded
-    kind = str(doc.get("task", {}).get("kind", "forecast"))
-    before = str(table.get("source", "synthetic"))
-    # What applied to the table's own source but not to the data's (a synthetic length, a
-    # csv's id for arrays) goes; a key that applied to neither stays, to be refused.
-    doc["data"] = {
-        k: v
-        for k, v in {**table, "source": source, "path": str(path)}.items()
-        if k not in DATA_KEYS
-        or DATA_KEYS[k].applies(source, kind)
-        or not DATA_KEYS[k].applies(before, kind)
-    }
-    return spec_from_dict(doc, where=where, base=folder)
-
-
 def run_study_here(
     study: str | Path | Mapping[str, Any] | StudySpec,
     *,
@@ -138,7 +71,7 @@ def run_study_here(
     """:func:`run_study`, and what this process did (the CLI prints both; it tunes the
     process for training, ``tune_process``)."""
     url = resolve_storage(storage)
-    spec = _spec(study) if data is None else _spec_with_data(study, data, url)
+    spec = _spec(study) if data is None else spec_with_data(study, data, url)
     # Everything that can be wrong with the input is found before the database is touched.
     resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
@@ -238,23 +171,14 @@ def run_worker(
     tune_process: bool = False,
     only_waiting: bool = False,
 ) -> WorkerResult:
-    """Runs trials of ``study`` until the budget is met, ``n_trials`` ran or time is up.
+    """Runs trials of ``study`` in this process (its training thread, and threads for the
+    database writes, the heartbeat and a tracked study's MLflow) until the search's
+    ``budget`` is met (every worker's trials count), ``n_trials`` ran, ``timeout`` seconds
+    passed or ``stop`` is set. ``only_waiting``: queued trials only (``confirm --wait``).
+    ``device``/``threads`` override the spec's; ``data``: samples already loaded.
 
-    The process is left as it was found: torch's threads, cuDNN's flag and the signal
-    handlers are put back at the end. ``tune_process``: also tune glibc's allocator for
-    training, for good (:func:`~depthsearch.worker.process.training_settings`): for processes
-    that exist to train, as the CLI's.
-
-    Args:
-        budget: stop once the study holds this many finished (complete or pruned) trials,
-            counting every worker's; never start a trial that could exceed it.
-        n_trials: run this many trials in this call (as ``study.optimize`` counts them).
-        timeout: start no new trial after this many seconds.
-        device: overrides the spec's ``[train] device``.
-        threads: torch CPU threads while it runs (default: the spec's, else torch's).
-        data: the spec's windows when the caller already loaded them (moved to the device).
-        only_waiting: run only queued trials (confirmations, retries), never a new one, and
-            stop when none is left (``confirm --wait``).
+    Torch's threads, cuDNN's flag and the signal handlers are put back at the end;
+    ``tune_process`` also tunes glibc's allocator for good (a process that exists to train).
 
     Raises:
         Interrupted: SIGINT/SIGTERM; the running trial was marked FAIL first.
@@ -267,61 +191,9 @@ def run_worker(
                 torch_device, threads or spec.train.threads, tune_allocator=tune_process
             )
         )
-        # Started first: it imports Optuna while this process loads the data. A
-        # multi-objective study reports nothing while it trains (Optuna prunes none), but
-        # its trials are tracked from there too.
-        tracking = target_of(spec, storage=mask_url(storage_url))
-        reporting = (
-            None
-            if spec.multi_objective and tracking is None
-            else ReportingProcess(spec, storage_url, study.study_name, tracking=tracking)
-        )
-        if reporting is not None:
-            held.enter_context(reporting)
-        data = data or prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
-        retry = retry_for(storage_url, spec.workers.db_wait)
-        scores = baselines(data)
-        if scores and study.user_attrs.get(BASELINES) != scores:
-            # What the models must beat, for status, report and answer (every worker's data
-            # is the same: the first one writes it).
-            retry(lambda: study.set_user_attr(BASELINES, scores), "saving the baselines")
-        data = data.to(torch_device)
-        # What the sampler reads at the first suggest, read once before the first reservation
-        # (in seconds at 100,000 trials, where Optuna's own first read takes minutes); the
-        # reads after it are incremental.
-        retry(lambda: load_all_trials(study), "reading the study's trials")
-        if reporting is not None:
-            # Its start-up CPU is spent before training, not on a core training uses. A
-            # process that fails to start says why at the first trial.
-            reporting.wait_ready(timeout=spec.workers.db_wait + 60.0)
         signals = Signals()
-        checkpoints = open_checkpoints(spec, storage_url, study.study_name)
-        objective = Objective(
-            spec,
-            data,
-            torch_device,
-            retry=retry,
-            on_epoch=on_epoch,
-            interrupt=signals.check,
-            reporting=reporting,
-            checkpoints=checkpoints,
-        )
-        loop = TrialLoop(
-            study,
-            spec,
-            storage_url,
-            objective,
-            device=torch_device,
-            checkpoints=checkpoints,
-            for_good=signals.for_good,
-            only_waiting=only_waiting,
-            told=reporting.ended if reporting is not None else None,
-        )
-        result = WorkerResult()
-        started = time.monotonic()
-        # Waiting (the budget is held by running trials): look again soon, since the wait usually
-        # ends when another worker's last trial does, then back off to every `poll` seconds.
-        wait = Backoff(_FIRST_WAIT_S, max(_FIRST_WAIT_S, min(2.0, loop.heartbeat_interval or 2.0)))
+        trials = _trials(held, study, spec, storage_url, torch_device, data, signals)
+        trials.only_waiting, trials.on_epoch = only_waiting, on_epoch
         _log.info(
             "worker on %s (%d torch threads), study %r in %s",
             torch_device,
@@ -330,36 +202,158 @@ def run_worker(
             mask_url(storage_url),
         )
         signals.install()
-        asked_confirm = False
         try:
-            while True:
-                if stop is not None and stop.is_set():
-                    break
-                if n_trials is not None and result.ran >= n_trials:
-                    break
-                if timeout is not None and time.monotonic() - started >= timeout:
-                    break
-                signals.check()
-                match loop.run_one(budget):
-                    case BudgetMet():
-                        if only_waiting or asked_confirm or not spec.confirm.seeds:
-                            if reporting is not None:
-                                reporting.study_done()  # its MLflow run ends FINISHED
-                            break
-                        # [confirm]: queued once, by whichever worker gets here first; every
-                        # worker then looks again, and runs them.
-                        asked_confirm = True
-                        retry(
-                            lambda: confirm_at_end(study, spec, storage_url),
-                            "queueing the confirmations",
-                        )
-                    case Wait():
-                        signals.sleep(wait.next())
-                    case Finished(state=state):
-                        result.count(state)
-                        wait.reset()
+            limits = _Limits(n_trials, timeout, stop)
+            return _loop(trials, spec, storage_url, budget, signals, limits)
         finally:
             if signals.for_good():  # the second Ctrl-C came after the first's trial ended
-                loop.drop_resumed()
+                trials.drop_resumed()
             signals.restore()
-        return result
+
+
+def _trials(
+    held: contextlib.ExitStack,
+    study: optuna.Study,
+    spec: StudySpec,
+    url: str,
+    device: torch.device,
+    data: Windows | None,
+    signals: Signals,
+) -> Trials:
+    """The worker's parts, started (and stopped with ``held``): the MLflow tracker (it
+    imports MLflow while the data loads), the samples, the writer, the checkpoints."""
+    tracker = _tracker(spec, study, url)
+    if tracker is not None:
+        held.callback(_close_tracker, tracker)
+    call_db = retry_for(url, spec.workers.db_wait)
+    samples = _samples(study, spec, data, call_db).to(device)
+    # What the sampler reads at the first suggest, read once (seconds at 100,000 trials).
+    call_db(lambda: load_all_trials(study), "reading the study's trials")
+    writer = Writer(TrialWrites(study), call_db)
+    held.callback(writer.close)
+    checkpoints = open_checkpoints(spec, url, study.study_name)
+    objective = Objective(spec, samples, device, interrupt=signals.check, checkpoints=checkpoints)
+    return Trials(
+        study,
+        spec,
+        url,
+        objective,
+        writer=writer,
+        checkpoints=checkpoints,
+        tracker=tracker,
+        for_good=signals.for_good,
+    )
+
+
+@dataclasses.dataclass
+class _Limits:
+    """When a worker stops besides its budget: trials run, time, a caller's event."""
+
+    n_trials: int | None
+    timeout: float | None
+    stop: threading.Event | None
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def reached(self, ran: int) -> bool:
+        return (
+            (self.stop is not None and self.stop.is_set())
+            or (self.n_trials is not None and ran >= self.n_trials)
+            or (self.timeout is not None and time.monotonic() - self.started >= self.timeout)
+        )
+
+
+def _loop(
+    trials: Trials,
+    spec: StudySpec,
+    url: str,
+    budget: int | None,
+    signals: Signals,
+    limits: _Limits,
+) -> WorkerResult:
+    """Trial after trial; the study file's ``[confirm]`` queued once the search is done."""
+    result = WorkerResult()
+    # Waiting (the budget is held by running trials): look again soon, since the wait
+    # usually ends when another worker's last trial does, then back off.
+    poll = max(_FIRST_WAIT_S, min(2.0, trials.heartbeat_interval or 2.0))
+    wait = Backoff(_FIRST_WAIT_S, poll)
+    asked_confirm = False
+    while not limits.reached(result.ran):
+        signals.check()
+        match trials.run_trial(budget):
+            case BudgetMet():
+                if trials.only_waiting or asked_confirm or not spec.confirm.seeds:
+                    if trials.tracker is not None:
+                        trials.tracker.study_done()  # its MLflow run ends FINISHED
+                    break
+                # [confirm]: queued once, by whichever worker gets here first; every worker
+                # then looks again, and runs them.
+                asked_confirm = True
+                trials.call_db(
+                    lambda: confirm_at_end(trials.study, spec, url), "queueing the confirmations"
+                )
+            case Wait():
+                signals.sleep(wait.next())
+            case Finished(state=state):
+                result.count(state)
+                wait.reset()
+    return result
+
+
+def _samples(study: optuna.Study, spec: StudySpec, data: Windows | None, call_db: Any) -> Windows:
+    """The study's samples (read here unless given), and its baselines written for status,
+    report and answer (every worker's data is the same: the first one writes them)."""
+    data = data or prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
+    scores = finite(baselines(data))
+    if scores and study.user_attrs.get(BASELINES) != scores:
+        call_db(lambda: study.set_user_attr(BASELINES, scores), "saving the baselines")
+    return data
+
+
+def _tracker(spec: StudySpec, study: optuna.Study, url: str) -> Any:
+    """The study's MLflow tracker (a thread of this worker), or None when it is not tracked."""
+    target = target_of(spec, storage=mask_url(url))
+    if target is None:
+        return None
+    from depthsearch.tracking import Tracker
+
+    call_db = retry_for(url, spec.workers.db_wait)
+
+    def read(tid: int) -> TrialRecord:
+        frozen = call_db(lambda: trial_of_id(study, tid), "reading a trial")
+        retries = retried_trials(frozen)
+        return TrialRecord(
+            number=frozen.number,
+            state=frozen.state.name,
+            params=dict(frozen.params),
+            user_attrs=dict(frozen.user_attrs),
+            intermediate=dict(frozen.intermediate_values),
+            retry_of=retries[-1] if retries else None,
+        )
+
+    def claim(fits: Callable[[object], bool], create: Callable[[], dict[str, str]]) -> Any:
+        # One study run for every worker of the study: created under the study's lock.
+        with storage_lock(url, scope=f"mlflow:{study.study_name}"):
+            known = call_db(lambda: study.user_attrs, "reading the study").get(PARENT_ATTR)
+            if fits(known) and isinstance(known, Mapping):
+                return dict(known)
+            made = create()
+            call_db(lambda: study.set_user_attr(PARENT_ATTR, made), "saving the MLflow run")
+            return made
+
+    settings = {
+        "n_trials": spec.n_trials,
+        "task": spec.task.kind,
+        "objectives": ",".join(spec.objectives),
+        "sampler": spec.sampler.kind,
+        "pruner": spec.pruner.kind,
+        "data": spec.data.path or spec.data.source,
+        "max_epochs": spec.train.max_epochs,
+    }
+    return Tracker(target, read_trial=read, claim_parent=claim, parent_params=settings)
+
+
+def _close_tracker(tracker: Any) -> None:
+    if not tracker.close():
+        _log.warning(
+            "MLflow at %s did not take the last runs in time", mask_uri(tracker.target.uri)
+        )

@@ -63,7 +63,7 @@ def _wrap(module: ModuleType, folder: Path) -> None:
 
 
 def _wrap_finish(module: ModuleType, folder: Path) -> None:
-    plain = module.TrialLoop.finish
+    plain = module.Trials.finish
 
     def finish(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = plain(self, *args, **kwargs)
@@ -74,10 +74,10 @@ def _wrap_finish(module: ModuleType, folder: Path) -> None:
                 time.sleep(0.01)
         return out
 
-    module.TrialLoop.finish = finish
+    module.Trials.finish = finish
 
 
-_WRAPPERS = {"depthsearch.learn.train": _wrap, "depthsearch.worker.loop": _wrap_finish}
+_WRAPPERS = {"depthsearch.learn.train": _wrap, "depthsearch.worker.trial": _wrap_finish}
 
 
 class _WrapWhenImported(importlib.abc.MetaPathFinder):

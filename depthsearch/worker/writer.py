@@ -1,0 +1,111 @@
+"""The worker's one writer: a thread that writes its running trial's reports (each epoch's
+validation loss, the attributes) in the order they came, in batches, so that training never
+waits for the database; :meth:`Writer.flush` makes sure of them before the trial ends.
+
+A database away is waited out as every storage call of the worker is (``[workers] db_wait``,
+with backoff); past it, or when another worker ended the trial meanwhile, the error is kept
+and the training thread raises it at its next epoch (:meth:`Writer.check`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from depthsearch.storage.trials import TrialWrites
+
+__all__ = ["Writer"]
+
+_log = logging.getLogger(__name__)
+
+#: Wraps a database call: tried again while the database is away (``storage.retry_for``).
+CallDb = Callable[[Callable[[], Any], str], Any]
+
+
+@dataclasses.dataclass
+class _Batch:
+    values: dict[int, float] = dataclasses.field(default_factory=dict)
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.values or self.attrs)
+
+
+class Writer:
+    """Writes one trial at a time (:meth:`start`), from a thread of its own."""
+
+    def __init__(self, target: TrialWrites, call_db: CallDb) -> None:
+        self._target = target
+        self._call_db = call_db
+        self._changed = threading.Condition()
+        self._pending = _Batch()
+        self._writing = False
+        self._trial: int | None = None
+        self._closed = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="depthsearch-writer", daemon=True)
+        self._thread.start()
+
+    def start(self, trial_id: int) -> None:
+        """Writes for ``trial_id`` from now on (the previous trial was flushed)."""
+        with self._changed:
+            self._trial, self.error = trial_id, None
+            self._pending = _Batch()
+
+    def epoch(self, step: int, value: float, attrs: dict[str, Any] | None = None) -> None:
+        with self._changed:
+            self._pending.values[step] = value
+            self._pending.attrs.update(attrs or {})
+            self._changed.notify_all()
+
+    def attrs(self, attrs: dict[str, Any]) -> None:
+        with self._changed:
+            self._pending.attrs.update(attrs)
+            self._changed.notify_all()
+
+    def check(self) -> None:
+        """Raises what stopped the writes (the database gone past db_wait, the trial ended
+        elsewhere), if anything did."""
+        if self.error is not None:
+            raise self.error
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Waits until everything handed over is written; raises what stopped it."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: (not self._pending and not self._writing) or self.error is not None,
+                timeout,
+            )
+        self.check()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending and self._closed:
+                    return
+                batch, self._pending, self._writing = self._pending, _Batch(), True
+                trial = self._trial
+            try:
+                if trial is not None and self.error is None:
+                    self._write(trial, batch)
+            except BaseException as e:  # the training thread raises it
+                self.error = e
+            with self._changed:
+                self._writing = False
+                self._changed.notify_all()
+
+    def _write(self, trial: int, batch: _Batch) -> None:
+        self._call_db(
+            lambda: self._target.write(trial, batch.values, batch.attrs),
+            "writing a trial's reports",
+        )

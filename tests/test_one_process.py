@@ -1,0 +1,121 @@
+"""A worker is one process: its trial's reports go to the database from a thread of its own
+(in order, before the trial ends), the pruner is asked in the training thread, and nothing
+else is started; Ctrl-C to the whole group still writes every trained epoch.
+
+Every test runs over SQLite and the real PostgreSQL server where the storage matters.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from depthsearch.spec import load_spec
+from depthsearch.storage import retry_for
+from depthsearch.storage.trials import TrialWrites, trial_ref
+from depthsearch.studies import create_study, load_study
+from depthsearch.worker.writer import Writer
+
+from .conftest import Gate, write_study
+from .test_worker import FAST_HEARTBEAT, LONG, MID, create, held_mid_trial, spawn, trials
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        after = stat.rsplit(")", 1)[1].split()
+        if after[0] != "Z":
+            parents[int(entry.name)] = int(after[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
+def test_a_running_worker_starts_no_process(tmp_path: Path, sqlite_url: str, gate: Gate) -> None:
+    url = sqlite_url
+    create(tmp_path, url, "one", n_trials=1, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    gate.hold_at(MID)
+    worker = spawn("worker", "--study", "one", url=url)
+    try:
+        held_mid_trial(gate, url, "one")  # its MID epochs written by its writer thread
+        assert descendants(worker.pid) == []
+        threads = {p.name for p in Path(f"/proc/{worker.pid}/task").iterdir()}
+        assert len(threads) >= 3  # training, the writer, the heartbeat (torch's may add)
+        gate.open()
+        _, err = worker.communicate(timeout=240)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, err
+    (done,) = trials(url, "one")
+    assert done.state == TrialState.COMPLETE and len(done.intermediate_values) == LONG
+
+
+def test_ctrl_c_to_the_group_writes_every_trained_epoch(
+    tmp_path: Path, sqlite_url: str, gate: Gate
+) -> None:
+    url = sqlite_url
+    create(tmp_path, url, "ctrlc", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    gate.hold_at(MID)
+    worker = spawn("worker", "--study", "ctrlc", url=url, start_new_session=True)
+    try:
+        held_mid_trial(gate, url, "ctrlc")
+        os.killpg(worker.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole group
+        gate.open()
+        _, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 128 + signal.SIGINT, err
+    (failed,) = [t for t in trials(url, "ctrlc") if t.state == TrialState.FAIL]
+    assert failed.user_attrs["fail_reason"] == "interrupted by SIGINT"
+    assert len(failed.intermediate_values) == failed.user_attrs["epochs_trained"] >= MID
+
+
+def test_the_writer_writes_in_order_and_stops_for_a_trial_ended_elsewhere(
+    tmp_path: Path, fresh_storage_url: str
+) -> None:
+    url = fresh_storage_url
+    create_study(load_spec(write_study(tmp_path, name="w", n_trials=3, max_epochs=3)), url)
+    study, spec = load_study("w", url)
+    writer = Writer(TrialWrites(study), retry_for(url, spec.workers.db_wait))
+    try:
+        trial = study.ask()
+        writer.start(trial_ref(trial))
+        writer.attrs({"note": "kept", "sizes": [1, 2]})
+        for epoch, value in ((1, 0.5), (2, 0.4), (3, 0.45)):
+            writer.epoch(epoch, value, {"last_epoch": {"epoch": epoch}})
+        writer.flush()
+        got = study.get_trials(deepcopy=False)[0]
+        assert got.intermediate_values == {1: 0.5, 2: 0.4, 3: 0.45}
+        assert got.user_attrs == {"note": "kept", "sizes": [1, 2], "last_epoch": {"epoch": 3}}
+        # Another worker ends it (its stale check): the next write stops, and says why.
+        study.tell(trial.number, state=TrialState.FAIL)
+        writer.epoch(4, 0.3)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            writer.flush()
+        assert 4 not in study.get_trials(deepcopy=False)[0].intermediate_values
+        # The next trial writes again.
+        second = study.ask()
+        writer.start(trial_ref(second))
+        writer.epoch(1, 0.9)
+        writer.flush()
+        assert study.get_trials(deepcopy=False)[1].intermediate_values == {1: 0.9}
+    finally:
+        writer.close()
