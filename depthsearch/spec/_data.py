@@ -182,7 +182,16 @@ class TaskSpec:
 
     TABLE: ClassVar[str] = "task"
 
-    kind: str = rule("forecast", "str", allowed=TASKS)
+    kind: str = rule(
+        "forecast",
+        "str",
+        allowed=TASKS,
+        doc=(
+            "The shape of the problem: forecast (the next values of a series or of "
+            "each series of a panel), classify (a label per sequence) or regress (a"
+            " value per sequence)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)

@@ -176,16 +176,36 @@ class Rule:
             raise Bad(f"{label} {e}") from None
 
 
-def rule(default: Any, kind: Literal["int", "float", "bool", "str"], *args: Any, **kw: Any) -> Any:
-    """A dataclass field holding one value that keeps ``Rule(kind, *args, **kw)``."""
-    return dataclasses.field(default=default, metadata={"rule": Rule(kind, *args, **kw)})
+def rule(
+    default: Any,
+    kind: Literal["int", "float", "bool", "str"],
+    *args: Any,
+    doc: str = "",
+    **kw: Any,
+) -> Any:
+    """A dataclass field holding one value that keeps ``Rule(kind, *args, **kw)``; ``doc``:
+    what it means, in a sentence (the study-file reference is made from it)."""
+    return dataclasses.field(
+        default=default, metadata={"rule": Rule(kind, *args, **kw), "doc": doc}
+    )
 
 
 def param(
-    default: ParamSpec, kind: Literal["int", "float", "bool", "str"], *args: Any, **kw: Any
+    default: ParamSpec,
+    kind: Literal["int", "float", "bool", "str"],
+    *args: Any,
+    doc: str = "",
+    **kw: Any,
 ) -> Any:
     """A dataclass field holding a search-space parameter whose values keep the rule."""
-    return dataclasses.field(default=default, metadata={"param": Rule(kind, *args, **kw)})
+    return dataclasses.field(
+        default=default, metadata={"param": Rule(kind, *args, **kw), "doc": doc}
+    )
+
+
+def documented(default: Any, doc: str) -> Any:
+    """A dataclass field without a value rule (checked by its class), with its sentence."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
 
 
 def table_error(table: str, key: str | None, message: str) -> SpecError:

@@ -18,6 +18,7 @@ from depthsearch.spec._params import (
     FloatRange,
     IntRange,
     ParamSpec,
+    documented,
     param,
     rule,
     table_error,
@@ -76,19 +77,71 @@ class SpaceSpec:
 
     TABLE: ClassVar[str] = "space"
 
-    num_layers: ParamSpec = param(IntRange(1, 4), "int", 1, MAX_LAYERS)
-    hidden_size: ParamSpec = param(Choices((16, 32, 64)), "int", 1, 65_536)
-    per_layer_hidden: bool = rule(False, "bool")
-    dropout: ParamSpec = param(FloatRange(0.0, 0.5), "float", 0.0, 1.0, high_open=True)
-    lr: ParamSpec = param(FloatRange(5e-4, 2e-2, log=True), "float", 0.0, 10.0, low_open=True)
-    batch_size: ParamSpec = param(Choices((16, 32, 64)), "int", 1, 1 << 20)
-    bidirectional: ParamSpec = param(Fixed(False), "bool")
-    residual: ParamSpec = param(Fixed(False), "bool")
-    layer_norm: ParamSpec = param(Fixed(False), "bool")
+    num_layers: ParamSpec = param(
+        IntRange(1, 4),
+        "int",
+        1,
+        MAX_LAYERS,
+        doc="The number of stacked LSTM layers: the depth searched.",
+    )
+    hidden_size: ParamSpec = param(
+        Choices((16, 32, 64)),
+        "int",
+        1,
+        65_536,
+        doc=("Each layer's width (every layer's, or one per layer with per_layer_hidden)."),
+    )
+    per_layer_hidden: bool = rule(
+        False,
+        "bool",
+        doc=(
+            "Search a width per layer (hidden_size_0, hidden_size_1, ...) instead of one for all."
+        ),
+    )
+    dropout: ParamSpec = param(
+        FloatRange(0.0, 0.5),
+        "float",
+        0.0,
+        1.0,
+        high_open=True,
+        doc=("Dropout between layers (never after the last; a one-layer candidate has none)."),
+    )
+    lr: ParamSpec = param(
+        FloatRange(5e-4, 2e-2, log=True),
+        "float",
+        0.0,
+        10.0,
+        low_open=True,
+        doc="Adam's learning rate.",
+    )
+    batch_size: ParamSpec = param(
+        Choices((16, 32, 64)), "int", 1, 1 << 20, doc="Samples per training batch."
+    )
+    bidirectional: ParamSpec = param(
+        Fixed(False), "bool", doc="Run every layer in both directions."
+    )
+    residual: ParamSpec = param(
+        Fixed(False),
+        "bool",
+        doc=(
+            "A skip connection around every layer but the first (projected where widths differ)."
+        ),
+    )
+    layer_norm: ParamSpec = param(
+        Fixed(False), "bool", doc="LayerNorm on the output of every layer but the last."
+    )
     #: How the head reads the top layer: ``last``, ``final`` (each direction's final step),
     #: ``mean`` or ``max`` pooling over the steps, a list for the search to choose, or
     #: ``auto`` (:data:`AUTO_READOUT`).
-    readout: ParamSpec = param(Fixed("auto"), "str", allowed=(*READOUTS, "auto"))
+    readout: ParamSpec = param(
+        Fixed("auto"),
+        "str",
+        allowed=(*READOUTS, "auto"),
+        doc=(
+            "How the head reads the top layer: the last step, each direction's "
+            "final step, mean or max pooling, or auto (the last step)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -109,18 +162,47 @@ class TrainSpec:
 
     TABLE: ClassVar[str] = "train"
 
-    max_epochs: int = rule(100, "int", 1, 100_000)
-    device: str = rule("auto", "str")
-    grad_clip: float = rule(1.0, "float", 0.0, low_open=True)
-    weight_decay: float = rule(0.0, "float", 0.0)
+    max_epochs: int = rule(100, "int", 1, 100_000, doc="The most epochs a candidate trains.")
+    device: str = rule(
+        "auto",
+        "str",
+        doc=("Where candidates train: auto (CUDA when there is one), cpu, cuda or cuda:N."),
+    )
+    grad_clip: float = rule(
+        1.0, "float", 0.0, low_open=True, doc="Gradients are clipped to this norm."
+    )
+    weight_decay: float = rule(0.0, "float", 0.0, doc="Adam's weight decay.")
     #: Stop a trial after this many epochs without a better validation loss (0: never).
-    patience: int = rule(15, "int", 0)
-    threads: int = rule(0, "int", 0, 1024)
-    amp: bool = rule(True, "bool")
+    patience: int = rule(
+        15,
+        "int",
+        0,
+        doc=(
+            "Stop a candidate after this many epochs without a better validation "
+            "loss, counted once it has learned something (0: never)."
+        ),
+    )
+    threads: int = rule(
+        0,
+        "int",
+        0,
+        1024,
+        doc=("Torch's CPU threads per worker (0: torch's default; launch splits the cores)."),
+    )
+    amp: bool = rule(True, "bool", doc="bf16 autocast on CUDA (no effect on the CPU).")
     #: An epoch trains at least this many batches (a small data set passes over its samples
     #: several times an epoch): epochs, patience and pruning mean as much training on 40
     #: sequences as on 40,000.
-    min_batches: int = rule(16, "int", 1, 100_000)
+    min_batches: int = rule(
+        16,
+        "int",
+        1,
+        100_000,
+        doc=(
+            "An epoch trains at least this many batches: a small data set passes "
+            "over its samples several times an epoch."
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -136,11 +218,23 @@ class TrainSpec:
 class SamplerSpec:
     TABLE: ClassVar[str] = "sampler"
 
-    kind: str = rule("tpe", "str", allowed=("tpe", "random"))
-    n_startup_trials: int = rule(5, "int", 0)
+    kind: str = rule(
+        "tpe", "str", allowed=("tpe", "random"), doc="The sampler: TPE, or random search."
+    )
+    n_startup_trials: int = rule(
+        5, "int", 0, doc="Trials drawn before the sampler models their results."
+    )
     #: How the start-up trials are drawn: "cheap-first" (every depth at a cheap width; see
     #: ``depthsearch.search.samplers``) or "random" (TPE's own start-up).
-    startup: str = rule("cheap-first", "str", allowed=("cheap-first", "random"))
+    startup: str = rule(
+        "cheap-first",
+        "str",
+        allowed=("cheap-first", "random"),
+        doc=(
+            "How the start-up trials are drawn: cheap-first (every depth at a cheap"
+            " width, shallow first) or random."
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -150,18 +244,55 @@ class SamplerSpec:
 class PrunerSpec:
     TABLE: ClassVar[str] = "pruner"
 
-    kind: str = rule("cost-aware", "str", allowed=tuple(PRUNER_KEYS))
-    n_startup_trials: int = rule(3, "int", 0)
-    n_warmup_steps: int = rule(1, "int", 0)
-    interval_steps: int = rule(1, "int", 1)
+    kind: str = rule(
+        "cost-aware",
+        "str",
+        allowed=tuple(PRUNER_KEYS),
+        doc=(
+            "The pruner: cost-aware (the median rule, stricter for costly "
+            "candidates), depth-aware, median, percentile, hyperband, successive-"
+            "halving or none; none of them decides while the curves sit within "
+            "their noise."
+        ),
+    )
+    n_startup_trials: int = rule(3, "int", 0, doc="Complete trials before anything is pruned.")
+    n_warmup_steps: int = rule(
+        1, "int", 0, doc="Epochs every trial trains before it can be pruned."
+    )
+    interval_steps: int = rule(
+        1, "int", 1, doc="Ask the pruner every this many epochs after the warm-up."
+    )
     #: Warm-up epochs added per depth band (1 layer: none, 2: one, 3-4: two, 5-8: three...):
     #: deep stacks start slower.
-    depth_warmup: int = rule(0, "int", 0, 1000)
-    min_resource: int = rule(1, "int", 1)
-    reduction_factor: int = rule(3, "int", 2)
-    min_early_stopping_rate: int = rule(0, "int", 0)
+    depth_warmup: int = rule(
+        0,
+        "int",
+        0,
+        1000,
+        doc=("Warm-up epochs added per depth band (2 layers: one, 3-4: two, 5-8: three...)."),
+    )
+    min_resource: int = rule(
+        1, "int", 1, doc=("Hyperband and successive halving: the epochs of the first rung.")
+    )
+    reduction_factor: int = rule(
+        3, "int", 2, doc=("Hyperband and successive halving: how many trials a rung keeps one of.")
+    )
+    min_early_stopping_rate: int = rule(
+        0, "int", 0, doc=("Successive halving: the first rung at which trials can stop.")
+    )
     #: kind = "percentile": keep trials whose best value so far is in the best ``percentile``%.
-    percentile: float = rule(25.0, "float", 0.0, 100.0, low_open=True, high_open=True)
+    percentile: float = rule(
+        25.0,
+        "float",
+        0.0,
+        100.0,
+        low_open=True,
+        high_open=True,
+        doc=(
+            "percentile: keep the trials whose best value so far is in this best "
+            "share, in percent."
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -173,15 +304,48 @@ class WorkersSpec:
 
     TABLE: ClassVar[str] = "workers"
 
-    heartbeat_interval: int = rule(10, "int", 1, 3600)
-    grace_period: int = rule(30, "int", 1, 86_400)
-    max_retry: int = rule(2, "int", 0, 100)
-    db_wait: float = rule(120.0, "float", 0.0, 86_400.0)
+    heartbeat_interval: int = rule(
+        10, "int", 1, 3600, doc="Seconds between a running trial's heartbeats."
+    )
+    grace_period: int = rule(
+        30,
+        "int",
+        1,
+        86_400,
+        doc=(
+            "Seconds without a heartbeat after which a trial's worker is taken for "
+            "dead: the trial is failed and runs again."
+        ),
+    )
+    max_retry: int = rule(
+        2,
+        "int",
+        0,
+        100,
+        doc=("How many times a failed trial runs again (a user's Ctrl-C does not count)."),
+    )
+    db_wait: float = rule(
+        120.0,
+        "float",
+        0.0,
+        86_400.0,
+        doc=(
+            "Seconds a worker waits out an unreachable database before it stops "
+            "(its trial runs again from its checkpoint)."
+        ),
+    )
     #: Where trials keep their checkpoints: ``auto`` (a folder beside a SQLite study's file;
     #: none for a server database, whose workers may share no folder), ``off``, a folder every
     #: worker sees, or ``s3://bucket/prefix``.
-    checkpoints: str = rule("auto", "str")
-    checkpoint_every: int = rule(1, "int", 1, 100_000)
+    checkpoints: str = rule(
+        "auto",
+        "str",
+        doc=(
+            "Where trials keep their checkpoints: auto (beside a SQLite file), off,"
+            " a folder every worker sees, or s3://bucket/prefix."
+        ),
+    )
+    checkpoint_every: int = rule(1, "int", 1, 100_000, doc="A checkpoint every this many epochs.")
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -214,9 +378,20 @@ class ConfirmSpec:
 
     TABLE: ClassVar[str] = "confirm"
 
-    top: int = rule(3, "int", 1, 1000)
-    seeds: int = rule(0, "int", 0, 1000)
-    per_depth: bool = rule(False, "bool")
+    top: int = rule(3, "int", 1, 1000, doc="Confirm the search's this many best candidates.")
+    seeds: int = rule(
+        0,
+        "int",
+        0,
+        1000,
+        doc=(
+            "New seeds per candidate at the end of the search (0: no confirmation; "
+            "one seed gives no interval)."
+        ),
+    )
+    per_depth: bool = rule(
+        False, "bool", doc=("Confirm the best candidate of every depth instead of the top ones.")
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
@@ -238,8 +413,12 @@ class TrackingSpec:
 
     TABLE: ClassVar[str] = "tracking"
 
-    mlflow: str | None = None
-    experiment: str | None = None
+    mlflow: str | None = documented(
+        None,
+        "An MLflow tracking URI the trials are logged to (stored without credentials; "
+        "DEPTHSEARCH_MLFLOW_URI wins).",
+    )
+    experiment: str | None = documented(None, "The MLflow experiment (default: the study's name).")
 
     def __post_init__(self) -> None:
         for key in ("mlflow", "experiment"):
@@ -293,9 +472,27 @@ class StudySpec:
 
     TABLE: ClassVar[str] = "study"
 
-    name: str = rule(None, "str")
-    n_trials: int = rule(None, "int", 1, 1_000_000)
-    seed: int = rule(0, "int", 0, 2**31 - 1)
+    name: str = rule(None, "str", doc="The study's name in the database: workers join it by name.")
+    n_trials: int = rule(
+        None,
+        "int",
+        1,
+        1_000_000,
+        doc=(
+            "The search's budget: finished (complete or pruned) search trials, "
+            "every worker's counted; confirmations come on top."
+        ),
+    )
+    seed: int = rule(
+        0,
+        "int",
+        0,
+        2**31 - 1,
+        doc=(
+            "The study's seed: trial k samples and trains with seed + k, so that "
+            "any trial can run again alone."
+        ),
+    )
     data: DataSpec = DataSpec()  # noqa: RUF009 (frozen: one shared default is safe)
     task: TaskSpec = TaskSpec()  # noqa: RUF009 (frozen, as above)
     space: SpaceSpec = SpaceSpec()
@@ -306,7 +503,11 @@ class StudySpec:
     confirm: ConfirmSpec = ConfirmSpec()
     tracking: TrackingSpec = TrackingSpec()
     source: str = dataclasses.field(default="<dict>", compare=False)
-    objectives: tuple[str, ...] = ("val_loss",)
+    objectives: tuple[str, ...] = documented(
+        ("val_loss",),
+        "What the study optimises: val_loss, then optionally param_count, "
+        "seconds_per_epoch or a classification's val_accuracy, val_f1 (a Pareto front).",
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
