@@ -1,6 +1,8 @@
 """The worker's one writer: a thread that writes its running trial's reports (each epoch's
-validation loss, the attributes) in the order they came, in batches, so that training never
-waits for the database; :meth:`Writer.flush` makes sure of them before the trial ends.
+validation loss, the attributes) in the order they came, in batches at most every
+``interval`` seconds, so that training never waits for the database and short epochs do not
+each cost a transaction; :meth:`Writer.flush` writes what is pending at once and makes sure
+of it before the trial ends.
 
 A database away is waited out as every storage call of the worker is (``[workers] db_wait``,
 with backoff); past it, or when another worker ended the trial meanwhile, the error is kept
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +40,11 @@ class _Batch:
 class Writer:
     """Writes one trial at a time (:meth:`start`), from a thread of its own."""
 
-    def __init__(self, target: TrialWrites, call_db: CallDb) -> None:
+    def __init__(self, target: TrialWrites, call_db: CallDb, interval: float = 1.0) -> None:
         self._target = target
         self._call_db = call_db
+        self._interval = interval
+        self._urgent = 0  # flushes waiting: write now, whatever the interval
         self._changed = threading.Condition()
         self._pending = _Batch()
         self._writing = False
@@ -75,10 +80,15 @@ class Writer:
     def flush(self, timeout: float | None = None) -> None:
         """Waits until everything handed over is written; raises what stopped it."""
         with self._changed:
-            self._changed.wait_for(
-                lambda: (not self._pending and not self._writing) or self.error is not None,
-                timeout,
-            )
+            self._urgent += 1
+            self._changed.notify_all()
+            try:
+                self._changed.wait_for(
+                    lambda: (not self._pending and not self._writing) or self.error is not None,
+                    timeout,
+                )
+            finally:
+                self._urgent -= 1
         self.check()
 
     def close(self) -> None:
@@ -88,13 +98,18 @@ class Writer:
         self._thread.join()
 
     def _run(self) -> None:
+        due = 0.0  # when the next batch may go without a flush asking for it
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: bool(self._pending) or self._closed)
                 if not self._pending and self._closed:
                     return
+                self._changed.wait_for(
+                    lambda: self._urgent > 0 or self._closed, max(0.0, due - time.monotonic())
+                )
                 batch, self._pending, self._writing = self._pending, _Batch(), True
                 trial = self._trial
+            due = time.monotonic() + self._interval
             try:
                 if trial is not None and self.error is None:
                     self._write(trial, batch)
