@@ -15,6 +15,7 @@ from depthsearch.cli._base import (
     storage_option,
 )
 from depthsearch.errors import InputError
+from depthsearch.worker.launch import PER_GPU
 
 
 @main.command()
@@ -22,7 +23,11 @@ from depthsearch.errors import InputError
 @storage_option
 @click.option("--gpus", default="all", show_default=True, help="'all' or a list like 0,2.")
 @click.option(
-    "--per-gpu", type=click.IntRange(min=1), default=1, show_default=True, help="Workers per GPU."
+    "--per-gpu",
+    type=click.IntRange(min=1),
+    default=PER_GPU,
+    show_default=True,
+    help="Workers per GPU.",
 )
 @click.option(
     "--cpu-workers",
@@ -129,7 +134,11 @@ def final_line(study: Any) -> str:
     help="GPUs per node (0: a CPU job, one worker per allocated core).",
 )
 @click.option(
-    "--per-gpu", type=click.IntRange(min=1), default=1, show_default=True, help="Workers per GPU."
+    "--per-gpu",
+    type=click.IntRange(min=1),
+    default=PER_GPU,
+    show_default=True,
+    help="Workers per GPU.",
 )
 @click.option("--cpus-per-node", type=click.IntRange(min=1), default=None, help="CPUs per node.")
 @click.option("--partition", default=None)

@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 from depthsearch.errors import InputError
 
+#: Workers per GPU by default. Measured on one H100 (benchmarks/gpu.py, RESULTS.md): 1, 2, 4
+#: and 8 workers gave 4,642, 7,980, 11,109 and 11,120 trials an hour on 64 small-to-medium
+#: trials; 4 takes as many as 8 with half the processes and GPU memory.
+PER_GPU = 4
+
 __all__ = [
+    "PER_GPU",
     "LaunchOutput",
     "WorkerProcess",
     "available_cores",

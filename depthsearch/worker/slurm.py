@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from depthsearch.errors import InputError, RuntimeFailure
+from depthsearch.worker.launch import PER_GPU
 
 __all__ = ["SlurmJob", "batch_script", "job_name", "submit"]
 
@@ -77,7 +78,7 @@ class SlurmJob:
     study: str
     nodes: int = 1
     gpus_per_node: int = 0
-    per_gpu: int = 1
+    per_gpu: int = PER_GPU
     cpus_per_node: int | None = None
     partition: str | None = None
     time: str | None = None
