@@ -13,11 +13,13 @@ PIP_LOCK := $(if $(LOCK),-c $(LOCK))
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: help install install-dev services quickstart test lint upgrade-deps clean
+.PHONY: help install install-dev services quickstart test lint docs docs-check dist upgrade-deps clean
 
 help:
 	@echo "make quickstart  - set up .venv, run studies/quickstart.toml into $(STORAGE), export best.json"
 	@echo "make test        - set up .venv with the dev extra, run ruff, mypy and the test suite"
+	@echo "make docs        - build the docs site (strict) and serve it on http://127.0.0.1:8000"
+	@echo "make dist        - build wheel and sdist, twine check, install in a fresh venv, run the quickstart"
 	@echo "make upgrade-deps - try the newest releases in .venv-upgrade, say what broke, write $(LOCK).new"
 
 $(PY):
@@ -36,8 +38,8 @@ quickstart: install
 	$(BIN)/depthsearch export --study quickstart --storage $(STORAGE) -o best.json
 
 lint: install-dev
-	$(BIN)/ruff check depthsearch tests benchmarks
-	$(BIN)/ruff format --check depthsearch tests benchmarks
+	$(BIN)/ruff check depthsearch tests benchmarks tools
+	$(BIN)/ruff format --check depthsearch tests benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
@@ -58,6 +60,18 @@ TEST_WORKERS ?= 2
 test: lint services
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
+# The docs site: references generated from the code (tools/docs_hooks.py), strict about links.
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
+docs-check: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $$(mktemp -d)
+
+# The release: wheel and sdist, twine check, and the wheel alone in a fresh venv (CI runs it).
+dist: install-dev
+	tools/check-dist.sh $(PYTHON) "$(TORCH)" "$(LOCK)"
+
 # The newest releases the package's ranges allow, in a venv of their own: lint and the tests run
 # there and each step says whether it broke; the new lock is written beside the old one with the
 # versions that moved. Adopt it with `mv $(LOCK).new $(LOCK)` in a commit that says so.
@@ -66,4 +80,4 @@ upgrade-deps:
 	PYTHON=$(PYTHON) TORCH="$(TORCH)" LOCK=$(or $(LOCK),constraints.txt) tools/upgrade-deps.sh $(UPGRADE_TESTS)
 
 clean:
-	rm -rf $(VENV) .venv-upgrade depthsearch.db depthsearch.db.lock depthsearch.db.checkpoints best.json .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-upgrade site dist depthsearch.db depthsearch.db.lock depthsearch.db.checkpoints best.json .pytest_cache .mypy_cache .ruff_cache

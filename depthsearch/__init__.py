@@ -1,7 +1,7 @@
 """depthsearch: find the right depth and width for stacked-LSTM models with Optuna.
 
-The names below are imported on first use, so that ``import depthsearch.studies`` (and the
-worker's reporting process, which never trains) does not pay for importing torch.
+The names below are imported on first use, so that ``import depthsearch.studies`` (and a
+command that never trains, such as ``status``) does not pay for importing torch.
 
 The package is layered along the data path (import-linter checks it; see pyproject.toml):
 ``spec`` (the study file) -> ``learn`` (torch only) -> ``search`` (Optuna) -> ``storage`` ->

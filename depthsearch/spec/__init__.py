@@ -22,6 +22,7 @@ from depthsearch.spec._spec import (
     TrainSpec,
     WorkersSpec,
 )
+from depthsearch.spec._reference import reference, reference_markdown
 from depthsearch.spec._toml import file_sha256, load_spec, read_study_file, spec_from_dict
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
     "file_sha256",
     "load_spec",
     "read_study_file",
+    "reference",
+    "reference_markdown",
     "samples_of",
     "spec_from_dict",
 ]

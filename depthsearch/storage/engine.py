@@ -21,10 +21,9 @@ __all__ = [
     "sqlite_wal",
 ]
 
-#: The connections a process holds to PostgreSQL, at most: a worker's training thread and
-#: heartbeat thread share one (a heartbeat that falls during a tell waits for it, a few
-#: milliseconds), its reporting process has one: two per worker, never more, so a server's
-#: ``max_connections`` fits half as many workers. Every storage call in depthsearch holds one
+#: The connections a process holds to PostgreSQL, at most: a worker's threads (training,
+#: writer, heartbeat) share one (a heartbeat that falls during a write waits for it, a few
+#: milliseconds): one per worker, never more. Every storage call in depthsearch holds one
 #: connection at a time (a reservation's lock, count and insert share one transaction).
 POOL_SIZE = 1
 #: How long a thread waits for the process's connection before the pool gives up.

@@ -1,9 +1,10 @@
 """The trials where a team already looks: an MLflow tracking server (``[tracking] mlflow``).
 
 The study database stays the record; this package copies it, trial by trial, into MLflow from
-a worker's tracking process (:class:`Tracker`, at nice 19: training never waits for
-it), and registers a retrained model (:func:`register_model`). It imports neither Optuna nor torch
-at module level, and MLflow only when a URI is set: ``pip install 'depthsearch[mlflow]'``.
+a thread of the worker (:class:`Tracker`: every call returns at once, training never waits
+for it), and registers a retrained model (:func:`register_model`). It imports neither Optuna
+nor torch at module level, and MLflow only when a URI is set:
+``pip install 'depthsearch[mlflow]'``.
 """
 
 from depthsearch.tracking.client import preload

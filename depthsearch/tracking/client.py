@@ -1,5 +1,5 @@
-"""The MLflow client as a worker's tracking process runs it: its settings, and its import
-done where the caller chooses."""
+"""The MLflow client as a worker's tracker runs it: its settings, and its import done where
+the caller chooses."""
 
 from __future__ import annotations
 
@@ -40,10 +40,8 @@ def settle_probes() -> None:
 
 def preload() -> None:
     """Imports the MLflow client (a second or two of CPU) now, where the caller chooses: a
-    worker's tracking process does it at the worker's priority before it says it is ready,
-    while the worker loads its data, instead of beside the first trials at nice 19
-    (where it could lag for long on a machine whose every core trains). A missing MLflow is
-    said by the tracker."""
+    worker does it while it loads its data, instead of beside its first trials. A missing
+    MLflow is said by the tracker."""
     client_env()
     settle_probes()
     with contextlib.suppress(ImportError):

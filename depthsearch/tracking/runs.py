@@ -1,9 +1,9 @@
 """A study's trials in MLflow: one parent run per study, one nested run per trial.
 
-A worker's reporting process (which writes each epoch to the study) hands the same epochs to its
-tracking process, which runs a :class:`Tracker` at nice 19: a thread that sends what
-came every :data:`FLUSH_S` seconds, one request per trial, so neither training nor the pruner's
-answers wait for MLflow (and a small machine's training does not pay for a request per epoch).
+A worker hands each epoch it reports to the study to its :class:`Tracker` too: a thread of the
+worker that sends what came every :data:`FLUSH_S` seconds, one request per trial, so neither
+training nor the pruner's answers wait for MLflow (and a small machine's training does not pay
+for a request per epoch).
 When a trial starts, its run is created with the trial's parameters (read back from the study,
 so they are the study's own); each epoch adds ``val_loss`` (and ``train_loss``, and a
 classification's ``val_accuracy`` and ``val_f1``) at ``step`` = the epoch; when the worker has
@@ -120,7 +120,7 @@ class Tracker:
         self._thread = threading.Thread(target=self._work, name="mlflow-tracking", daemon=True)
         self._thread.start()
 
-    # The reporting process's side: queue and return.
+    # The worker's side: queue and return.
 
     def begin(self, trial_id: int) -> None:
         """A trial started: its run is created."""
