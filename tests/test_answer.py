@@ -242,6 +242,9 @@ def test_t_quantiles_and_interval_coverage_on_a_known_distribution() -> None:
 # ---- confirmation, answer, export -------------------------------------------------------
 
 
+# PostgreSQL, where many workers share a study; the reservation of confirmations is tested on
+# both storages below.
+@pytest.mark.parametrize("fresh_storage_url", ["postgresql"], indirect=True)
 def test_confirm_with_two_workers_then_answer_and_export_confirmed(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:

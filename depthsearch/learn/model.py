@@ -352,6 +352,8 @@ class StackedLSTM(nn.Module):
     def _read(self, out: Tensor, lengths: Tensor | None) -> Tensor:
         """The top layer's outputs ``out: (batch, steps, width)`` as the head reads them."""
         how, batch = self.config.readout, out.shape[0]
+        if how == "last" and lengths is None:  # every batch of a forecast: nothing to index
+            return out[:, -1]
         if lengths is None:
             ends = torch.full((batch,), out.shape[1] - 1, device=out.device)
         else:

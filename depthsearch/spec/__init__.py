@@ -6,6 +6,7 @@ inner code trusts the spec it gets. Nothing here imports torch, Optuna or SQLAlc
 
 from depthsearch.spec._data import DATA_KEYS, SOURCES, applicable, data_keys, samples_of
 from depthsearch.spec._params import Choices, Fixed, FloatRange, IntRange, ParamSpec
+from depthsearch.spec._reference import reference, reference_markdown
 from depthsearch.spec._spec import (
     MAX_LAYERS,
     OBJECTIVES,
@@ -22,7 +23,6 @@ from depthsearch.spec._spec import (
     TrainSpec,
     WorkersSpec,
 )
-from depthsearch.spec._reference import reference, reference_markdown
 from depthsearch.spec._toml import file_sha256, load_spec, read_study_file, spec_from_dict
 
 __all__ = [
