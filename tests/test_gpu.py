@@ -20,6 +20,7 @@ from depthsearch.learn.model import ModelConfig, StackedLSTM
 from depthsearch.learn.saved import load_model
 
 from .conftest import create_here, depthsearch_cmd, write_study
+from .test_model import fused_and_stacked
 
 pytestmark = [
     pytest.mark.gpu,
@@ -31,17 +32,7 @@ CUDA = torch.device("cuda")
 
 def _twins(cfg: ModelConfig) -> tuple[StackedLSTM, StackedLSTM]:
     """The fused (cuDNN) model and the per-layer stack with the same weights, on the GPU."""
-    fused = StackedLSTM(cfg)
-    stacked = StackedLSTM(cfg, fused=False)
-    assert fused.fused and not stacked.fused and fused.lstm is not None
-    suffixes = ["", "_reverse"] if cfg.bidirectional else [""]
-    for i, layer in enumerate(stacked.layers):
-        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            for sfx in suffixes:
-                getattr(layer, f"{kind}_l0{sfx}").data.copy_(
-                    getattr(fused.lstm, f"{kind}_l{i}{sfx}")
-                )
-    stacked.head.load_state_dict(fused.head.state_dict())
+    fused, stacked = fused_and_stacked(cfg)
     return fused.to(CUDA).eval(), stacked.to(CUDA).eval()
 
 

@@ -99,16 +99,12 @@ def test_equal_widths_use_fused_lstm_and_mixed_widths_a_stack() -> None:
     assert [m.input_size for m in bi.layers] == [2, 12]
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_fused_and_stacked_paths_compute_the_same_function(bidirectional: bool) -> None:
-    cfg = ModelConfig(
-        input_size=3, hidden_sizes=(5, 5, 5), output_size=2, bidirectional=bidirectional
-    )
+def fused_and_stacked(cfg: ModelConfig) -> tuple[StackedLSTM, StackedLSTM]:
+    """The fused model and the per-layer stack of the same config, with the same weights."""
     fused = StackedLSTM(cfg)
     stacked = StackedLSTM(cfg, fused=False)
-    assert not stacked.fused
-    suffixes = ["", "_reverse"] if bidirectional else [""]
-    assert fused.lstm is not None
+    assert fused.fused and not stacked.fused and fused.lstm is not None
+    suffixes = ["", "_reverse"] if cfg.bidirectional else [""]
     for i, layer in enumerate(stacked.layers):
         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             for sfx in suffixes:
@@ -116,6 +112,15 @@ def test_fused_and_stacked_paths_compute_the_same_function(bidirectional: bool) 
                     getattr(fused.lstm, f"{kind}_l{i}{sfx}")
                 )
     stacked.head.load_state_dict(fused.head.state_dict())
+    return fused, stacked
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fused_and_stacked_paths_compute_the_same_function(bidirectional: bool) -> None:
+    cfg = ModelConfig(
+        input_size=3, hidden_sizes=(5, 5, 5), output_size=2, bidirectional=bidirectional
+    )
+    fused, stacked = fused_and_stacked(cfg)
     x = torch.randn(4, 9, 3)
     h0 = torch.randn(3 * cfg.num_directions, 4, 5)
     c0 = torch.randn(3 * cfg.num_directions, 4, 5)
