@@ -444,6 +444,12 @@ def test_a_best_counts_only_when_it_beats_the_baseline_beyond_the_noise() -> Non
     shuffled = verdict_of(_trial(0.6909, val_accuracy=0.9, val_loss_se=0.001), majority)
     assert shuffled is not None and not shuffled.beat, shuffled.text
     assert "where evidence needs 20" in shuffled.text
+    assert "val_accuracy" not in shuffled.text  # its accuracy passed: only what failed is said
+    # The loss has the evidence (n = 10: 10 x (0.693 - 0.2) nats, a ratio of 139), the
+    # accuracy does not (0.6 < 0.5 + 2 standard errors): the verdict names the accuracy alone.
+    loss_only = verdict_of(_trial(0.2, val_accuracy=0.6, val_loss_se=0.05), majority)
+    assert loss_only is not None and not loss_only.beat
+    assert "val_accuracy 0.6 against" in loss_only.text and "likelihood" not in loss_only.text
 
 
 def test_a_study_stored_before_the_test_part_resumes_without_one(tmp_path: Path) -> None:

@@ -80,14 +80,26 @@ def _classified(trial: FrozenTrial, majority: Mapping[str, Any], loss: Interval)
             f"{p:.3g} (beyond {_SIGMAS:g} standard errors, {margin:.2g}, of {n} validation "
             "sequences)",
         )
+    # Only what failed is said: a model may have the loss and not the accuracy, or the other way.
+    failed = []
+    if not above:
+        failed.append(
+            f"val_accuracy {shown} against the majority class's {p:.3g} (within "
+            f"{_SIGMAS:g} standard errors, {margin:.2g}, of {n} validation sequences)"
+        )
+    base = float(majority["val_loss"])
+    if not below and evidence <= math.log(EVIDENCE):
+        failed.append(
+            f"val_loss {loss.mean:.4g} against {base:.4g} (a likelihood ratio of "
+            f"{math.exp(min(evidence, 50.0)):.3g} where evidence needs {EVIDENCE:g})"
+        )
+    elif not below:
+        failed.append(f"a val_loss interval reaching {loss.high:.4g}, above {base:.4g}")
     return Verdict(
         False,
         "majority class",
-        f"{NOTHING_LEARNED}: the best, trial {trial.number}, has val_accuracy {shown} against "
-        f"the majority class's {p:.3g} (within {_SIGMAS:g} standard errors, {margin:.2g}, of "
-        f"{n} validation sequences) and val_loss {loss.mean:.4g} against "
-        f"{float(majority['val_loss']):.4g} (a likelihood ratio of "
-        f"{math.exp(min(evidence, 50.0)):.3g} where evidence needs {EVIDENCE:g}); {_TRY[True]}",
+        f"{NOTHING_LEARNED}: the best, trial {trial.number}, has {' and '.join(failed)}; "
+        f"{_TRY[True]}",
     )
 
 
