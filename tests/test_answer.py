@@ -58,6 +58,7 @@ batch_size = [32]
 max_epochs = 3
 patience = 0
 device = "cpu"
+min_batches = 1   # one pass an epoch: these tests are about confirmation, not learning
 
 [sampler]
 kind = "random"
