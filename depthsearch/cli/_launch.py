@@ -17,18 +17,21 @@ from depthsearch.cli._base import (
 from depthsearch.errors import InputError
 from depthsearch.worker.launch import PER_GPU
 
-
-@main.command()
-@click.option("--study", "study_name", required=True, help="Name of the study to work on.")
-@storage_option
-@click.option("--gpus", default="all", show_default=True, help="'all' or a list like 0,2.")
-@click.option(
+#: ``launch`` and ``slurm`` take the same option.
+_per_gpu = click.option(
     "--per-gpu",
     type=click.IntRange(min=1),
     default=PER_GPU,
     show_default=True,
     help="Workers per GPU.",
 )
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="Name of the study to work on.")
+@storage_option
+@click.option("--gpus", default="all", show_default=True, help="'all' or a list like 0,2.")
+@_per_gpu
 @click.option(
     "--cpu-workers",
     type=click.IntRange(min=0),
@@ -133,13 +136,7 @@ def final_line(study: Any) -> str:
     show_default=True,
     help="GPUs per node (0: a CPU job, one worker per allocated core).",
 )
-@click.option(
-    "--per-gpu",
-    type=click.IntRange(min=1),
-    default=PER_GPU,
-    show_default=True,
-    help="Workers per GPU.",
-)
+@_per_gpu
 @click.option("--cpus-per-node", type=click.IntRange(min=1), default=None, help="CPUs per node.")
 @click.option("--partition", default=None)
 @click.option("--time", "time_limit", default=None, metavar="T", help="Slurm time limit.")

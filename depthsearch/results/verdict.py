@@ -68,9 +68,11 @@ def _classified(trial: FrozenTrial, majority: Mapping[str, Any], loss: Interval)
     accuracy = trial.user_attrs.get("val_accuracy")
     margin = _SIGMAS * math.sqrt(max(p * (1 - p), 1.0 / n) / n)
     above = isinstance(accuracy, (int, float)) and accuracy > p + margin
+    base = float(majority["val_loss"])
     # The log-likelihood ratio of the validation labels, model over majority class.
-    evidence = n * (float(majority["val_loss"]) - loss.mean)
-    below = loss.high < float(majority["val_loss"]) and evidence > math.log(EVIDENCE)
+    evidence = n * (base - loss.mean)
+    strong = evidence > math.log(EVIDENCE)
+    below = loss.high < base and strong
     shown = f"{accuracy:.3g}" if isinstance(accuracy, (int, float)) else "?"
     if above and below:
         return Verdict(
@@ -87,13 +89,12 @@ def _classified(trial: FrozenTrial, majority: Mapping[str, Any], loss: Interval)
             f"val_accuracy {shown} against the majority class's {p:.3g} (within "
             f"{_SIGMAS:g} standard errors, {margin:.2g}, of {n} validation sequences)"
         )
-    base = float(majority["val_loss"])
-    if not below and evidence <= math.log(EVIDENCE):
+    if not strong:
         failed.append(
             f"val_loss {loss.mean:.4g} against {base:.4g} (a likelihood ratio of "
             f"{math.exp(min(evidence, 50.0)):.3g} where evidence needs {EVIDENCE:g})"
         )
-    elif not below:
+    elif not below:  # the evidence is there, but a confirmed interval reaches the baseline
         failed.append(f"a val_loss interval reaching {loss.high:.4g}, above {base:.4g}")
     return Verdict(
         False,
