@@ -137,6 +137,33 @@ def test_checkpoint_names_never_collide_and_always_fit(tmp_path: Path) -> None:
     assert Checkpoints(store, "col a", str(tmp_path)).resume([0], params, 7).state is None
 
 
+def test_a_trial_writes_one_state_per_checkpoint_seconds_and_a_stop_writes_its_last(
+    tmp_path: Path,
+) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from depthsearch.worker.checkpoints import Checkpoints
+
+    store = FileSystemArtifactStore(str(tmp_path))
+    _, _, states, _ = _train(None)  # epochs 1..7, handed over as fast as training goes
+    params = {"num_layers": 3}
+
+    def written(every_s: float, *, keep_last: bool) -> int | None:
+        checkpoints = Checkpoints(store, f"every-{every_s}-{keep_last}", "here", every_s=every_s)
+        writer = checkpoints.for_trial(0, params, 7)
+        for state in states:
+            writer.save(state)
+        writer.close(keep_last=keep_last)
+        found = checkpoints.resume([0], params, 7)
+        return None if found.state is None else found.state.epoch
+
+    # Every epoch's state when asked (the newest wins); none in a trial shorter than the
+    # interval that ends for good; the newest held back when it stops to run again.
+    assert written(0.0, keep_last=False) == states[-1].epoch
+    assert written(3600.0, keep_last=False) is None
+    assert written(3600.0, keep_last=True) == states[-1].epoch
+
+
 # --- real workers ----------------------------------------------------------------------------
 
 
@@ -207,7 +234,8 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
     tmp_path: Path, fresh_storage_url: str, gate: Gate
 ) -> None:
     url, name = fresh_storage_url, "killed"
-    _study(tmp_path, url, name)
+    # A state every epoch, whatever the time (the default writes one per 10 s of training).
+    _study(tmp_path, url, name, extra="checkpoint_seconds = 0\n")
     code, _ = _stop_in_training(gate, url, name, 4, signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert list(_store(tmp_path, url).glob(f"{name}-*.trial-0.*"))  # it left its state behind
@@ -394,7 +422,8 @@ def test_a_checkpoint_folder_that_vanishes_is_one_warning_and_training_goes_on(
 
     url, name = f"sqlite:///{tmp_path / 'v.db'}", "vanish"
     folder = tmp_path / "gone"
-    _study(tmp_path, url, name, n_trials=3, extra=f'checkpoints = "{folder}"\n')
+    every_epoch = "checkpoint_seconds = 0\n"  # writes to fail, however short the epochs
+    _study(tmp_path, url, name, n_trials=3, extra=f'checkpoints = "{folder}"\n{every_epoch}')
     gate.hold_at(2)
     worker = spawn("worker", "--study", name, url=url)
     gate.wait_held()

@@ -134,7 +134,7 @@ def test_warmup_and_interval() -> None:
     assert not DepthAwarePruner(3, 2, interval_steps=2).prune(study, trial)
 
 
-def test_recent_trials_decides_as_the_pruner_on_a_list_at_most_max_age_old() -> None:
+def test_recent_trials_decides_on_a_list_at_most_max_age_old_with_the_workers_own() -> None:
     median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     study = study_with(SHALLOW, 12)
     trial = running(study, 12, SLOW_DEEP)
@@ -146,9 +146,9 @@ def test_recent_trials_decides_as_the_pruner_on_a_list_at_most_max_age_old() -> 
     study.add_trial(SHALLOW[2])
     assert not cached.prune(study, trial)  # read under an hour ago: the third is not seen yet
     assert fresh.prune(study, trial) and median.prune(study, trial)
-    # The next trial reads afresh, however young the list.
-    study.enqueue_trial({"num_layers": 12})
-    assert cached.prune(study, running(study, 12, SLOW_DEEP))
+    # A trial this worker told counts at once, however young the list.
+    cached.finished(study.get_trials()[-1])
+    assert cached.prune(study, trial)
 
 
 @pytest.mark.parametrize("rule", [DepthAwarePruner, CostAwarePruner])

@@ -18,6 +18,7 @@ import optuna
 import torch
 
 from depthsearch._optuna import frozen_trial, quiet_experimental
+from depthsearch.errors import DatabaseLost, Interrupted
 from depthsearch.learn.data import Windows
 from depthsearch.learn.evaluate import assess_test
 from depthsearch.learn.model import StackedLSTM, build_model
@@ -156,6 +157,7 @@ class Objective:
                 best = {k: v.detach().clone() for k, v in planned.model.state_dict().items()}
             on_epoch_end(result, run)
 
+        again = False  # stopped to run again: its last epoch's state must be in the store
         try:
             fit(
                 planned.model,
@@ -168,9 +170,12 @@ class Objective:
                 checkpoint=writer.save if writer is not None else None,
                 checkpoint_every=spec.workers.checkpoint_every,
             )
+        except (Interrupted, DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
+            again = True
+            raise
         finally:
             if writer is not None:
-                writer.close()  # the last state handed over reaches the store first
+                writer.close(keep_last=again)  # what it writes reaches the store first
         if best is None:
             return {}
         planned.model.load_state_dict(best)

@@ -263,34 +263,40 @@ class Separated(optuna.pruners.BasePruner):
 
 
 class RecentTrials(optuna.pruners.BasePruner):
-    """Hands ``pruner`` the study's complete trials as read at most ``max_age_s`` ago, and
-    read afresh for each new trial.
+    """Hands ``pruner`` the study's complete trials as read at most ``max_age_s`` ago, with
+    those this worker finished since (:meth:`finished`).
 
     A median-style pruner reads every complete trial at every epoch, and Optuna's cached
     storage re-reads the running trials (the asking one included) from the database each
     time: several milliseconds, twelve times in a twelve-epoch trial that may last under a
-    second. Within one trial, a list a second or two old changes no decision that matters (new
-    complete trials come only from other workers); epochs longer than ``max_age_s`` still read
-    afresh every time.
+    second. Within a few seconds, the list changes only by other workers' trials, which come
+    when they come; this worker's own are added as it tells them, so one worker decides
+    the same way run after run. Epochs longer than ``max_age_s`` read afresh every time.
     """
 
     def __init__(self, pruner: optuna.pruners.BasePruner, max_age_s: float = 2.0) -> None:
         self.pruner = pruner
         self.max_age_s = max_age_s
         self._read_at = -math.inf
-        self._key: tuple[str, int, int] | None = None
+        self._key: tuple[str, int] | None = None
         self._complete: list[FrozenTrial] = []
         self._attrs: dict[str, Any] = {}
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         now = time.monotonic()
-        key = (study.study_name, id(study_storage(study)), trial.number)
+        key = (study.study_name, id(study_storage(study)))
         if key != self._key or now - self._read_at > self.max_age_s:
             self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             self._attrs = dict(study.user_attrs)
             self._read_at, self._key = now, key
         view: Any = _Peers(study, self._complete, self._attrs)
         return self.pruner.prune(view, trial)
+
+    def finished(self, trial: FrozenTrial) -> None:
+        """A trial this worker just told: complete, it counts from the next verdict on."""
+        known = {t.number for t in self._complete}
+        if trial.state == TrialState.COMPLETE and trial.number not in known:
+            self._complete = [*self._complete, trial]
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

@@ -22,11 +22,12 @@ class Resumed:
 
 
 class StateWriter(Protocol):
-    """Takes a trial's training states as it trains; ``close`` waits for the last."""
+    """Takes a trial's training states as it trains; ``close`` waits for what it writes (the
+    newest state held back too, with ``keep_last``: the trial is to run again from it)."""
 
     def save(self, state: TrainState) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, *, keep_last: bool = False) -> None: ...
 
 
 class CheckpointStore(Protocol):

@@ -350,6 +350,16 @@ class WorkersSpec:
         ),
     )
     checkpoint_every: int = rule(1, "int", 1, 100_000, doc="A checkpoint every this many epochs.")
+    checkpoint_seconds: float = rule(
+        10.0,
+        "float",
+        0.0,
+        86_400.0,
+        doc=(
+            "At most one checkpoint every this many seconds of training (a kill loses at most"
+            " these and an epoch; a trial stopped to run again writes its last epoch's state)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)

@@ -6,7 +6,11 @@ between, ``STUDY-HASH.trial-N.a`` and ``.b`` (:func:`stem`): a write cut short (
 lost node) spoils at most the one being written, and the other still holds the epoch before.
 Writes run on a thread beside training: an epoch hands its copy over and goes on; when the
 store is slower than the training, an older pending state is dropped for the newer one, and an
-epoch never waits.
+epoch never waits. At most one state is written every ``[workers] checkpoint_seconds`` of
+training (none in a shorter trial): a write (pickling, under Python's lock) after every 50 ms
+epoch would cost a short trial a tenth of its time, and a kill loses at most those seconds
+and an epoch. The newest state held back is written when the trial stops to run again (a
+signal, the database lost, another worker's stale check), so such a stop loses nothing.
 
 The trial that retries a failed one (same parameters and seed, Optuna's
 ``RetryHeartbeatStaleTrialCallback``) reads the newest intact state of the trials it retries,
@@ -23,6 +27,7 @@ import io
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,13 +71,21 @@ class Checkpoints:
     """The checkpoints of one study in one store (``where`` names it in messages)."""
 
     def __init__(
-        self, store: ArtifactStore, study_name: str, where: str, *, prefix: str = ""
+        self,
+        store: ArtifactStore,
+        study_name: str,
+        where: str,
+        *,
+        prefix: str = "",
+        every_s: float = 0.0,
     ) -> None:
         self.store = store
         self.where = where
         self._study = study_name
         self._stem = prefix + stem(study_name)
         self._warned: set[str] = set()
+        #: At most one write every this many seconds (``[workers] checkpoint_seconds``).
+        self.every_s = every_s
 
     def warn_once(self, kind: str, message: str) -> None:
         """A store that fails fails every trial alike: one warning per kind of failure."""
@@ -89,7 +102,8 @@ class Checkpoints:
         return {"study": self._study, "trial": number, "params": params, "seed": seed}
 
     def for_trial(self, number: int, params: dict[str, Any], seed: int) -> TrialCheckpoints:
-        return TrialCheckpoints(self, number, self._identity(number, params, seed))
+        identity = self._identity(number, params, seed)
+        return TrialCheckpoints(self, number, identity, every_s=self.every_s)
 
     def _read(self, number: int, slot: str) -> TrainState | None:
         """The state in one slot; None when there is none; CorruptCheckpoint when damaged."""
@@ -143,10 +157,17 @@ class Checkpoints:
 class TrialCheckpoints:
     """One trial's writer: :meth:`save` hands a state over; a thread writes it."""
 
-    def __init__(self, owner: Checkpoints, number: int, identity: dict[str, Any]) -> None:
+    def __init__(
+        self, owner: Checkpoints, number: int, identity: dict[str, Any], *, every_s: float = 0.0
+    ) -> None:
         self._owner = owner
         self._number = number
         self._identity = identity
+        self._every_s = every_s
+        # When a state last went to the thread (the trial's start: a trial shorter than
+        # ``every_s`` writes none unless it stops to run again).
+        self._handed_at = time.monotonic()
+        self._held: TrainState | None = None  # the newest state not handed over (too soon)
         self._pending: TrainState | None = None
         self._busy = False
         self._slot = 0
@@ -158,10 +179,19 @@ class TrialCheckpoints:
         self.saved_epoch = 0
 
     def save(self, state: TrainState) -> None:
-        """Never blocks: the state replaces any not yet written."""
+        """Never blocks: the state replaces any not yet written; within ``every_s`` of the
+        last one handed over, it is only held (:meth:`close` may write it)."""
         if self._broken is not None:
             return
         state.meta = dict(self._identity)
+        now = time.monotonic()
+        if now - self._handed_at < self._every_s:
+            self._held = state
+            return
+        self._held, self._handed_at = None, now
+        self._hand_over(state)
+
+    def _hand_over(self, state: TrainState) -> None:
         with self._cond:
             self._pending = state
             if self._thread is None:
@@ -220,8 +250,12 @@ class TrialCheckpoints:
         with self._cond:
             self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
 
-    def close(self) -> None:
-        """Stops the writer once what is pending is written (bounded by :data:`FLUSH_S`)."""
+    def close(self, *, keep_last: bool = False) -> None:
+        """Stops the writer once what is pending is written (bounded by :data:`FLUSH_S`);
+        with ``keep_last`` (the trial runs again), the state held back first."""
+        if keep_last and self._held is not None and self._broken is None:
+            self._hand_over(self._held)
+        self._held = None
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -255,7 +289,11 @@ def open_checkpoints(spec: StudySpec, storage_url: str, study_name: str) -> Chec
 
         prefix = prefix.strip("/")
         return Checkpoints(
-            Boto3ArtifactStore(bucket), study_name, where, prefix=f"{prefix}/" if prefix else ""
+            Boto3ArtifactStore(bucket),
+            study_name,
+            where,
+            prefix=f"{prefix}/" if prefix else "",
+            every_s=spec.workers.checkpoint_seconds,
         )
     from optuna.artifacts import FileSystemArtifactStore
 
@@ -270,4 +308,9 @@ def open_checkpoints(spec: StudySpec, storage_url: str, study_name: str) -> Chec
             e.strerror or e,
         )
         return None
-    return Checkpoints(FileSystemArtifactStore(folder), study_name, str(folder))
+    return Checkpoints(
+        FileSystemArtifactStore(folder),
+        study_name,
+        str(folder),
+        every_s=spec.workers.checkpoint_seconds,
+    )

@@ -38,6 +38,7 @@ from depthsearch.search.objective import (
     objective_values,
     trial_seed,
 )
+from depthsearch.search.pruners import RecentTrials
 from depthsearch.search.trials import best_trial, metrics_text, retried_trials
 from depthsearch.spec import StudySpec
 from depthsearch.storage import (
@@ -457,6 +458,8 @@ class Trials:
                 frozen = self.study.tell(trial, state=state, skip_if_finished=True)
             if frozen.state != state:
                 _log.warning("trial %d was already %s", trial.number, frozen.state.name)
+            if isinstance(self.study.pruner, RecentTrials):
+                self.study.pruner.finished(frozen)  # its next verdict counts this one
 
         (call_db or self.call_db)(do, f"saving trial {trial.number}")
         if self.tracker is not None:
