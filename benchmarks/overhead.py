@@ -114,7 +114,7 @@ def bare_loop(data: object, layers: int, hidden: int, batch: int, epochs: int) -
 def thread_counts() -> list[int]:
     """The torch thread counts ``launch`` (cores // K for K CPU workers) and ``run`` (torch's
     default) choose here."""
-    from depthsearch.worker.launch import available_cores
+    from depthsearch.launch.local import available_cores
 
     cores = available_cores()
     return sorted({max(1, cores // k) for k in range(1, cores + 1)} | {torch.get_num_threads()})

@@ -60,6 +60,7 @@ def test_the_import_contracts_are_kept() -> None:
         ("learn/model.py", "import optuna", "learn is torch, numpy and pandas only"),
         ("search/space.py", "import depthsearch.worker.trial", "Layers"),
         ("search/space.py", "import subprocess", "search runs no processes"),
+        ("worker/trial.py", "import multiprocessing", "A worker is one process"),
         ("spec/_spec.py", "import torch", "spec is plain Python"),
         ("results/report.py", "import click", "Only the CLI speaks click"),
         ("learn/split.py", "import depthsearch.learn.data", "No import cycle"),
@@ -169,9 +170,6 @@ KNOWN_LONG = {
     "depthsearch/storage/connect.py:open_storage",
     "depthsearch/studies.py:create_study",
     "depthsearch/tracking/runs.py:_connect",
-    "depthsearch/worker/launch.py:launch",
-    "depthsearch/worker/slurm.py:batch_script",
-    "depthsearch/worker/slurm.py:__post_init__",
 }
 
 

@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 
 from depthsearch.cli import main
 from depthsearch.errors import InputError
-from depthsearch.worker.launch import available_cores, plan_workers
-from depthsearch.worker.slurm import SlurmJob, batch_script, time_limit_s
+from depthsearch.launch.local import available_cores, plan_workers
+from depthsearch.launch.slurm import SlurmJob, batch_script, time_limit_s
 
 from . import slurm_cluster
 from .conftest import (

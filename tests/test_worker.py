@@ -25,8 +25,8 @@ import torch
 from optuna.trial import TrialState
 
 from depthsearch import run_study
+from depthsearch.launch.local import available_cores
 from depthsearch.storage import RetryHeartbeatStaleTrialCallback
-from depthsearch.worker.launch import available_cores
 
 from .conftest import Gate, create_here, depthsearch_cmd, write_study
 

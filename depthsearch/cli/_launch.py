@@ -15,7 +15,7 @@ from depthsearch.cli._base import (
     storage_option,
 )
 from depthsearch.errors import InputError
-from depthsearch.worker.launch import PER_GPU
+from depthsearch.launch.local import PER_GPU
 
 #: ``launch`` and ``slurm`` take the same option.
 _per_gpu = click.option(
@@ -56,10 +56,10 @@ def launch(
     """
     import os
 
+    from depthsearch.launch.local import available_cores, parse_gpus, plan_workers, visible_gpus
+    from depthsearch.launch.local import launch as run_launch
     from depthsearch.storage import resolve_storage
     from depthsearch.studies import read_spec
-    from depthsearch.worker.launch import available_cores, parse_gpus, plan_workers, visible_gpus
-    from depthsearch.worker.launch import launch as run_launch
 
     url = resolve_storage(storage)
     read_spec(study_name, url, data_path=data_path)  # fail here, once, not in every worker
@@ -189,9 +189,9 @@ def slurm(
     """
     import sys
 
+    from depthsearch.launch.slurm import SlurmJob, batch_script, submit
     from depthsearch.storage import resolve_storage
     from depthsearch.studies import read_spec
-    from depthsearch.worker.slurm import SlurmJob, batch_script, submit
 
     job = SlurmJob(
         study=study_name,

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from depthsearch.errors import InputError, RuntimeFailure
-from depthsearch.worker.launch import PER_GPU
+from depthsearch.launch.local import PER_GPU
 
 __all__ = ["SlurmJob", "batch_script", "job_name", "submit"]
 
@@ -94,6 +94,17 @@ class SlurmJob:
     srun_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_numbers()
+        self._check_lines()
+        if self.time is not None:
+            limit = time_limit_s(self.time)
+            if limit is not None and limit <= self.signal_before_s:
+                raise InputError(
+                    f"--time {self.time!r} ({limit} s) leaves no time to train: it must be "
+                    f"longer than --signal-before ({self.signal_before_s} s)"
+                )
+
+    def _check_numbers(self) -> None:
         for name, low in (("nodes", 1), ("gpus_per_node", 0), ("per_gpu", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -106,57 +117,36 @@ class SlurmJob:
             raise InputError(
                 f"--signal-before must be 0 to {MAX_SIGNAL_S} seconds, got {self.signal_before_s}"
             )
-        _one_line("--study", self.study)
-        for flag, value in (
-            ("--partition", self.partition),
-            ("--account", self.account),
-            ("--time", self.time),
-            ("--log-dir", self.log_dir),
-            ("--python", self.python),
-            ("--data", self.data_path),
-        ):
+
+    def _check_lines(self) -> None:
+        """Every value the script holds is one line; none breaks out of its place in it."""
+        names = (("--partition", self.partition), ("--account", self.account))
+        names += (("--time", self.time),)
+        for flag, value in (*names, ("--study", self.study), ("--python", self.python)):
             _one_line(flag, value)
+        _one_line("--data", self.data_path)
         # One #SBATCH word each: sbatch splits a directive line on blanks outside double
         # quotes, so a blank or a quote would add options of the user's typing to the job.
-        for flag, value in (
-            ("--partition", self.partition),
-            ("--account", self.account),
-            ("--time", self.time),
-        ):
+        for flag, value in names:
             if value is not None and (re.search(r"\s", value.strip()) or '"' in value):
                 raise InputError(
                     f"{flag} {value!r}: a Slurm name holds no blank or double quote "
                     "(more sbatch options go in --sbatch-arg, one each)"
                 )
-        for flag, values in (
-            ("--setup", self.setup),
-            ("--sbatch-arg", self.sbatch_args),
-            ("--srun-arg", self.srun_args),
-        ):
-            for v in values:
-                _one_line(flag, v)
-                if '"' in v:
-                    raise InputError(
-                        f"{flag} {v!r}: a double quote cannot go in a batch script line"
-                    )
-        for flag, values in (("--sbatch-arg", self.sbatch_args), ("--srun-arg", self.srun_args)):
-            for v in values:
-                if not v.startswith("-"):
-                    raise InputError(
-                        f"{flag} {v!r} must be an option like --mem=16G or --constraint=a100"
-                    )
-        for flag, value in (("--log-dir", self.log_dir), ("--chdir", self.workdir)):
+        lines = [("--setup", v) for v in self.setup]
+        options = [("--sbatch-arg", v) for v in self.sbatch_args]
+        options += [("--srun-arg", v) for v in self.srun_args]
+        paths = [("--log-dir", self.log_dir), ("--chdir", self.workdir)]
+        for flag, value in (*lines, *options, *paths):
             _one_line(flag, value)
             if '"' in value:
                 raise InputError(
                     f"{flag} {value!r}: a double quote cannot go in a batch script line"
                 )
-        if self.time is not None:
-            limit = time_limit_s(self.time)
-            if limit is not None and limit <= self.signal_before_s:
+        for flag, value in options:
+            if not value.startswith("-"):
                 raise InputError(
-                    f"--time {self.time!r} ({limit} s) leaves no time to train: it must be "
-                    f"longer than --signal-before ({self.signal_before_s} s)"
+                    f"{flag} {value!r} must be an option like --mem=16G or --constraint=a100"
                 )
 
     @property
@@ -177,55 +167,49 @@ def _directive(option: str) -> str:
     return f'{flag}{sep}"{value}"' if sep else f'"{option}"'
 
 
-def batch_script(job: SlurmJob) -> str:
-    """The ``sbatch`` script: directives, then one ``srun`` step of one task per node."""
-    logs = job.logs()
-    directives = [
-        f"--job-name={job.name}",
-        f"--nodes={job.nodes}",
-        "--ntasks-per-node=1",
-    ]
+def _directives(job: SlurmJob) -> list[str]:
+    """The job's ``#SBATCH`` options, in order."""
+    directives = [f"--job-name={job.name}", f"--nodes={job.nodes}", "--ntasks-per-node=1"]
     if job.cpus_per_node is not None:
         directives.append(f"--cpus-per-task={job.cpus_per_node}")
     if job.gpus_per_node:
         directives.append(f"--gpus-per-node={job.gpus_per_node}")
-    for flag, value in (
-        ("partition", job.partition),
-        ("time", job.time),
-        ("account", job.account),
-    ):
+    for flag, value in (("partition", job.partition), ("time", job.time)):
         if value is not None:
             directives.append(f"--{flag}={value.strip()}")
+    if job.account is not None:
+        directives.append(f"--account={job.account.strip()}")
     if job.signal_before_s:
         # To the job's steps (our srun's tasks), not the batch shell: every worker gets SIGTERM
         # this long before the time limit, and marks its running trial FAIL with the reason.
         directives.append(f"--signal=TERM@{job.signal_before_s}")
     if job.requeue:
         directives.append("--requeue")
-    directives += [
+    return [
+        *directives,
         "--open-mode=append",  # a requeued job adds to its logs
         f"--chdir={job.workdir}",
-        f"--output={logs}/%x-%j.out",
+        f"--output={job.logs()}/%x-%j.out",
         *job.sbatch_args,
     ]
+
+
+def batch_script(job: SlurmJob) -> str:
+    """The ``sbatch`` script: directives, then one ``srun`` step of one task per node."""
+    logs = job.logs()
     launch = [job.python, "-m", "depthsearch", "launch", "--study", job.study]
     if job.gpus_per_node:
         launch += ["--per-gpu", str(job.per_gpu)]
     if job.data_path is not None:
         launch += ["--data", job.data_path]
-    srun = [
-        "srun",
-        "--ntasks-per-node=1",
-        "--kill-on-bad-exit=0",
-        f"--output={logs}/%x-%j-task%t-%N.out",
-        *job.srun_args,
-    ]
+    srun = ["srun", "--ntasks-per-node=1", "--kill-on-bad-exit=0"]
+    srun += [f"--output={logs}/%x-%j-task%t-%N.out", *job.srun_args]
     lines = [
         "#!/bin/bash",
         f"# depthsearch: the workers of study {job.study!r}, written by `depthsearch slurm`.",
         "# The study database comes from $DEPTHSEARCH_STORAGE in the job's environment;",
         "# it is never written here. Resubmit with: DEPTHSEARCH_STORAGE=... sbatch THIS_FILE",
-        *(f"#SBATCH {_directive(d)}" for d in directives),
+        *(f"#SBATCH {_directive(d)}" for d in _directives(job)),
         "",
         'if [ -z "${DEPTHSEARCH_STORAGE:-}" ]; then',
         "  echo 'depthsearch: error: DEPTHSEARCH_STORAGE is not set in the job environment "

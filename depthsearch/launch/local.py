@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Protocol
 
+from depthsearch._text import counted
 from depthsearch.errors import InputError
 
 #: Workers per GPU by default. Measured on one H100 (benchmarks/gpu.py, RESULTS.md): 1, 2, 4
@@ -171,67 +172,14 @@ def launch(
                 w.process.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    drawn_at = -float("inf")
     try:
         for i, w in enumerate(plan):
-            child_env = {**os.environ, **(env or {})}
-            if w.visible_devices is not None:
-                child_env["CUDA_VISIBLE_DEVICES"] = w.visible_devices
-            child_env["OMP_NUM_THREADS"] = str(w.threads)
-            cmd = [
-                sys.executable,
-                "-m",
-                "depthsearch",
-                "worker",
-                *worker_args,
-                "--device",
-                w.device,
-                "--threads",
-                str(w.threads),
-            ]
-            # Each worker gets its own process group: a Ctrl-C on the terminal reaches the
-            # launcher only, which forwards it once (not twice) to every worker. Not a session
-            # of its own: with Linux's autogroup, each session competes for the CPU as one, so
-            # a server started at idle priority from this shell would take as much CPU as a
-            # worker. Its output comes back through a pipe, each line prefixed with the
-            # worker's id and device.
-            w.process = subprocess.Popen(
-                cmd,
-                env=child_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                **_own_process_group(),
-            )
+            relays.append(_start(i, w, worker_args, env or {}, out))
             procs.append(w)
-            where = (
-                f"GPU {w.visible_devices}"
-                if w.device == "cuda"
-                else f"CPU, {w.threads} thread{'s' if w.threads > 1 else ''}"
-            )
-            tag = f"[{i} {'cuda:' + str(w.visible_devices) if w.device == 'cuda' else 'cpu'}]"
-            relay = threading.Thread(
-                target=_relay, args=(w.process, tag, out), name=f"relay-{i}", daemon=True
-            )
-            relay.start()
-            relays.append(relay)
-            out.line(f"worker {i}: pid {w.process.pid} on {where}")
             if stopping:
                 break
-        codes: dict[int, int] = {}
-        while len(codes) < len(procs):
-            for i, w in enumerate(procs):
-                assert w.process is not None
-                if i not in codes and (code := w.process.poll()) is not None:
-                    relays[i].join(timeout=10)  # its last lines first
-                    codes[i] = code
-                    out.line(f"worker {i}: pid {w.process.pid} exited with code {code}")
-            if progress is not None and time.monotonic() - drawn_at >= progress_every_s:
-                drawn_at = time.monotonic()
-                try:
-                    out.live(progress())
-                except Exception as e:  # the database away for a moment: workers ride it out
-                    _log.debug("progress line: %s", e)
-            time.sleep(poll_s)
+        ticker = _Ticker(out, progress, progress_every_s)
+        codes = _wait(procs, relays, out, ticker, poll_s)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -239,3 +187,75 @@ def launch(
         return 128 + stopping[0]
     failed = [c for c in codes.values() if c != 0]
     return failed[0] if failed else 0
+
+
+def _start(
+    i: int, w: WorkerProcess, worker_args: Sequence[str], env: dict[str, str], out: LaunchOutput
+) -> threading.Thread:
+    """Starts worker ``i`` and the thread that relays its lines to ``out``."""
+    child_env = {**os.environ, **env, "OMP_NUM_THREADS": str(w.threads)}
+    if w.visible_devices is not None:
+        child_env["CUDA_VISIBLE_DEVICES"] = w.visible_devices
+    cmd = [sys.executable, "-m", "depthsearch", "worker", *worker_args]
+    cmd += ["--device", w.device, "--threads", str(w.threads)]
+    # Each worker gets its own process group: a Ctrl-C on the terminal reaches the launcher
+    # only, which forwards it once (not twice) to every worker. Not a session of its own:
+    # with Linux's autogroup, each session competes for the CPU as one, so a server started
+    # at idle priority from this shell would take as much CPU as a worker. Its output comes
+    # back through a pipe, each line prefixed with the worker's id and device.
+    w.process = subprocess.Popen(
+        cmd,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **_own_process_group(),
+    )
+    gpu = w.device == "cuda"
+    where = f"GPU {w.visible_devices}" if gpu else f"CPU, {counted(w.threads, 'thread')}"
+    tag = f"[{i} {'cuda:' + str(w.visible_devices) if gpu else 'cpu'}]"
+    relay = threading.Thread(
+        target=_relay, args=(w.process, tag, out), name=f"relay-{i}", daemon=True
+    )
+    relay.start()
+    out.line(f"worker {i}: pid {w.process.pid} on {where}")
+    return relay
+
+
+@dataclasses.dataclass
+class _Ticker:
+    """The study's progress line, redrawn every ``every_s`` seconds."""
+
+    out: LaunchOutput
+    progress: Callable[[], str] | None
+    every_s: float
+    drawn_at: float = -float("inf")
+
+    def tick(self) -> None:
+        if self.progress is None or time.monotonic() - self.drawn_at < self.every_s:
+            return
+        self.drawn_at = time.monotonic()
+        try:
+            self.out.live(self.progress())
+        except Exception as e:  # the database away for a moment: workers ride it out
+            _log.debug("progress line: %s", e)
+
+
+def _wait(
+    procs: Sequence[WorkerProcess],
+    relays: Sequence[threading.Thread],
+    out: LaunchOutput,
+    ticker: _Ticker,
+    poll_s: float,
+) -> dict[int, int]:
+    """Waits for every started worker; their exit codes by index."""
+    codes: dict[int, int] = {}
+    while len(codes) < len(procs):
+        for i, w in enumerate(procs):
+            assert w.process is not None
+            if i not in codes and (code := w.process.poll()) is not None:
+                relays[i].join(timeout=10)  # its last lines first
+                codes[i] = code
+                out.line(f"worker {i}: pid {w.process.pid} exited with code {code}")
+        ticker.tick()
+        time.sleep(poll_s)
+    return codes
