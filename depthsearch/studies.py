@@ -116,87 +116,110 @@ def create_study(
         except KeyError:
             study_id = None
         if study_id is None:
-            # Optuna announces it at INFO ("A new study created ..."); our own line says more.
-            verbosity = optuna.logging.get_verbosity()
-            optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
-            try:
-                study = optuna.create_study(
-                    storage=storage,
-                    study_name=spec.name,
-                    directions=spec.directions,
-                    sampler=sampler,
-                    pruner=make_pruner(spec),
-                )
-            finally:
-                optuna.logging.set_verbosity(verbosity)
-            with experimental():
-                # The dashboard labels the axes (and the Pareto front) with these names.
-                study.set_metric_names(list(spec.objectives))
-            study.set_user_attr(SPEC, _normalise(spec.to_dict()))
-            study.set_user_attr(SUMMARY, spec_summary(spec))
-            _log.info("created study %r in %s", spec.name, mask_url(storage_url))
-            return study
+            return _new_study(spec, storage, storage_url, sampler)
         stored = storage.get_study_user_attrs(study_id).get(SPEC)
         if stored is None:
             raise StudyMismatchError(
                 f"study {spec.name!r} in {mask_url(storage_url)} was not created by depthsearch "
                 "(it has no stored spec); choose another [study] name"
             )
-        new = _normalise(spec.to_dict())
-        ours = dict(new, study={k: v for k, v in new["study"].items() if k != "n_trials"})
-        ours["data"] = {k: v for k, v in new["data"].items() if k != "path"}
-        stored = _normalise(stored)
-        theirs = dict(
-            stored, study={k: v for k, v in stored.get("study", {}).items() if k != "n_trials"}
-        )
-        theirs["data"] = {k: v for k, v in stored.get("data", {}).items() if k != "path"}
-        theirs["study"].setdefault("objectives", ["val_loss"])  # specs stored before objectives
-        # Specs stored before the test part held none; [confirm] changes no trial.
-        theirs["data"].setdefault("test_fraction", 0.0)
-        for key in ("season", "difference"):
-            if key in ours["data"]:
-                theirs["data"].setdefault(key, ours["data"][key])
-        for table in _NO_TRIAL_TABLES:
-            ours.pop(table, None)
-            theirs.pop(table, None)
-        differing = _diff(theirs, ours)
-        if differing == ["data.test_fraction"] and "test_fraction" not in stored.get("data", {}):
-            raise StudyMismatchError(
-                f"study {spec.name!r} in {mask_url(storage_url)} was created before [data] "
-                f"test_fraction (it holds no test part); add `test_fraction = 0` to [data] to "
-                "resume it, or give the study a new [study] name to search with a test part"
-            )
-        if differing:
-            raise StudyMismatchError(
-                f"study {spec.name!r} in {mask_url(storage_url)} was created from a different "
-                f"spec (differs at: {', '.join(differing)}); give the changed spec a new [study] "
-                "name, or delete the old study with `optuna delete-study --study-name "
-                f"{shlex.quote(spec.name)} --storage {shlex.quote(mask_url(storage_url))}`"
-            )
+        _check_same(spec, storage_url, stored)
         study = optuna.load_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
         )
-        before = stored.get("study", {}).get("n_trials")
-        if before != spec.n_trials or any(stored.get(t) != new.get(t) for t in _NO_TRIAL_TABLES):
-            study.set_user_attr(
-                SPEC,
-                dict(stored, study=new["study"], **{t: new[t] for t in _NO_TRIAL_TABLES}),
-            )
-            study.set_user_attr(SUMMARY, spec_summary(spec))
-        _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
-        counted = trial_counts(study)
-        finished = counted[TrialState.COMPLETE] + counted[TrialState.PRUNED]
-        if isinstance(before, int) and spec.n_trials < before and finished >= spec.n_trials:
-            _log.warning(
-                "[study] n_trials went from %d to %d, but study %r already holds %d finished "
-                "trials: no new trial will run (raise n_trials above %d to search on)",
-                before,
-                spec.n_trials,
-                spec.name,
-                finished,
-                finished,
-            )
+        _resumed(study, spec, storage_url, stored)
         return study
+
+
+def _new_study(
+    spec: StudySpec, storage: Any, storage_url: str, sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
+    # Optuna announces it at INFO ("A new study created ..."); our own line says more.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.name,
+            directions=spec.directions,
+            sampler=sampler,
+            pruner=make_pruner(spec),
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    with experimental():
+        # The dashboard labels the axes (and the Pareto front) with these names.
+        study.set_metric_names(list(spec.objectives))
+    study.set_user_attr(SPEC, _normalise(spec.to_dict()))
+    study.set_user_attr(SUMMARY, spec_summary(spec))
+    _log.info("created study %r in %s", spec.name, mask_url(storage_url))
+    return study
+
+
+def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored or new spec without what may change on resume (budget, data path, tables
+    that change no trial)."""
+    out = dict(spec, study={k: v for k, v in spec.get("study", {}).items() if k != "n_trials"})
+    out["data"] = {k: v for k, v in spec.get("data", {}).items() if k != "path"}
+    for table in _NO_TRIAL_TABLES:
+        out.pop(table, None)
+    return out
+
+
+def _check_same(spec: StudySpec, storage_url: str, stored: dict[str, Any]) -> None:
+    """Raises StudyMismatchError when ``spec`` would train other trials than the stored."""
+    stored = _normalise(stored)
+    ours = _comparable(_normalise(spec.to_dict()))
+    theirs = _comparable(stored)
+    theirs["study"].setdefault("objectives", ["val_loss"])  # specs stored before objectives
+    # Specs stored before the test part held none; [confirm] changes no trial.
+    theirs["data"].setdefault("test_fraction", 0.0)
+    for key in ("season", "difference"):
+        if key in ours["data"]:
+            theirs["data"].setdefault(key, ours["data"][key])
+    differing = _diff(theirs, ours)
+    where = mask_url(storage_url)
+    if differing == ["data.test_fraction"] and "test_fraction" not in stored.get("data", {}):
+        raise StudyMismatchError(
+            f"study {spec.name!r} in {where} was created before [data] "
+            f"test_fraction (it holds no test part); add `test_fraction = 0` to [data] to "
+            "resume it, or give the study a new [study] name to search with a test part"
+        )
+    if differing:
+        raise StudyMismatchError(
+            f"study {spec.name!r} in {where} was created from a different "
+            f"spec (differs at: {', '.join(differing)}); give the changed spec a new [study] "
+            "name, or delete the old study with `optuna delete-study --study-name "
+            f"{shlex.quote(spec.name)} --storage {shlex.quote(where)}`"
+        )
+
+
+def _resumed(
+    study: optuna.Study, spec: StudySpec, storage_url: str, stored: dict[str, Any]
+) -> None:
+    """Stores the new budget and trial-neutral tables; warns when the budget is already met."""
+    new = _normalise(spec.to_dict())
+    stored = _normalise(stored)
+    before = stored.get("study", {}).get("n_trials")
+    if before != spec.n_trials or any(stored.get(t) != new.get(t) for t in _NO_TRIAL_TABLES):
+        study.set_user_attr(
+            SPEC,
+            dict(stored, study=new["study"], **{t: new[t] for t in _NO_TRIAL_TABLES}),
+        )
+        study.set_user_attr(SUMMARY, spec_summary(spec))
+    _log.info("resuming study %r in %s", spec.name, mask_url(storage_url))
+    counted = trial_counts(study)
+    finished = counted[TrialState.COMPLETE] + counted[TrialState.PRUNED]
+    if isinstance(before, int) and spec.n_trials < before and finished >= spec.n_trials:
+        _log.warning(
+            "[study] n_trials went from %d to %d, but study %r already holds %d finished "
+            "trials: no new trial will run (raise n_trials above %d to search on)",
+            before,
+            spec.n_trials,
+            spec.name,
+            finished,
+            finished,
+        )
 
 
 def no_such_study(

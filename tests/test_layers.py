@@ -163,12 +163,9 @@ def _functions(tree: ast.AST) -> list[tuple[str, int]]:
 KNOWN_LONG = {
     "depthsearch/_optuna/tables.py:read_trials",
     "depthsearch/results/registry.py:register_model",
-    "depthsearch/results/report.py:_plots",
-    "depthsearch/results/report.py:write_report",
     "depthsearch/results/status.py:study_status",
     "depthsearch/spec/_data.py:__post_init__",
     "depthsearch/storage/connect.py:open_storage",
-    "depthsearch/studies.py:create_study",
     "depthsearch/tracking/runs.py:_connect",
 }
 

@@ -77,57 +77,66 @@ def _width(t: optuna.trial.FrozenTrial) -> float | None:
     return None
 
 
-def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tuple[str, str]]:
-    import matplotlib
+class _Figures:
+    """The report's figures, each saved into ``folder`` as it is drawn (``out``: file name
+    and caption, in order)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self, study: optuna.Study, folder: Path) -> None:
+        import matplotlib
 
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    # The search's own trials: a confirmation (a candidate trained again) is shown as such.
-    done = [t for t in finished if math.isfinite(_loss(t)) and not keys.is_confirm(t)]
-    confirms = [t for t in finished if math.isfinite(_loss(t)) and keys.is_confirm(t)]
-    complete = [t for t in done if t.state == TrialState.COMPLETE]
-    out: list[tuple[str, str]] = []
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
-    def save(fig: Any, name: str, caption: str) -> None:
+        self.plt, self.ticker = plt, matplotlib.ticker
+        self.study, self.folder = study, folder
+        states = (TrialState.COMPLETE, TrialState.PRUNED)
+        finished = study.get_trials(deepcopy=False, states=states)
+        # The search's own trials: a confirmation (a candidate trained again) is shown as such.
+        self.done = [t for t in finished if math.isfinite(_loss(t)) and not keys.is_confirm(t)]
+        self.confirms = [t for t in finished if math.isfinite(_loss(t)) and keys.is_confirm(t)]
+        self.complete = [t for t in self.done if t.state == TrialState.COMPLETE]
+        self.out: list[tuple[str, str]] = []
+
+    def save(self, fig: Any, name: str, caption: str) -> None:
         fig.tight_layout()
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        out.append((name, caption))
+        fig.savefig(self.folder / name, dpi=110)
+        self.plt.close(fig)
+        self.out.append((name, caption))
 
-    # Optimisation history.
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for state, marker, color in ((TrialState.COMPLETE, "o", "C0"), (TrialState.PRUNED, "x", "C3")):
-        ts = [t for t in done if t.state == state]
-        ax.scatter(
-            [t.number for t in ts],
-            [_loss(t) for t in ts],
-            marker=marker,
-            c=color,
-            label=state.name.lower(),
-        )
-    best, running = [], math.inf
-    for t in sorted(complete, key=lambda t: t.number):
-        running = min(running, _loss(t))
-        best.append((t.number, running))
-    if best:
-        ax.step(*zip(*best, strict=True), where="post", c="k", label="the search's best so far")
-    if confirms:
-        ax.scatter(
-            [t.number for t in confirms],
-            [_loss(t) for t in confirms],
-            marker="^",
-            c="C2",
-            label="confirmation (a candidate again, new seed)",
-        )
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation loss (pruned: at the epoch it stopped)")
-    ax.set_yscale("log")
-    ax.legend()
-    save(fig, "history.png", "Optimization history")
+    def history(self) -> None:
+        fig, ax = self.plt.subplots(figsize=(7, 4))
+        for state, marker, color in (
+            (TrialState.COMPLETE, "o", "C0"),
+            (TrialState.PRUNED, "x", "C3"),
+        ):
+            ts = [t for t in self.done if t.state == state]
+            losses = [_loss(t) for t in ts]
+            label = state.name.lower()
+            ax.scatter([t.number for t in ts], losses, marker=marker, c=color, label=label)
+        best, running = [], math.inf
+        for t in sorted(self.complete, key=lambda t: t.number):
+            running = min(running, _loss(t))
+            best.append((t.number, running))
+        if best:
+            ax.step(
+                *zip(*best, strict=True), where="post", c="k", label="the search's best so far"
+            )
+        if self.confirms:
+            ax.scatter(
+                [t.number for t in self.confirms],
+                [_loss(t) for t in self.confirms],
+                marker="^",
+                c="C2",
+                label="confirmation (a candidate again, new seed)",
+            )
+        ax.set_xlabel("trial")
+        ax.set_ylabel("validation loss (pruned: at the epoch it stopped)")
+        ax.set_yscale("log")
+        ax.legend()
+        self.save(fig, "history.png", "Optimization history")
 
     def by(
+        self,
         key: Any,
         name: str,
         label: str,
@@ -135,42 +144,131 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
         value: Any = _loss,
         ylabel: str = "validation loss",
     ) -> None:
-        # Complete trials as boxes; pruned ones as crosses at the loss they stopped at, so a
-        # value (a depth, say) whose every trial was pruned still shows.
+        """Complete trials as boxes by ``key``; pruned ones as crosses at the loss they
+        stopped at, so a value (a depth, say) whose every trial was pruned still shows."""
         groups: dict[float, list[float]] = {}
         stopped: dict[float, list[float]] = {}
-        for t in done:
+        for t in self.done:
             k, v = key(t), value(t)
             if k is not None and math.isfinite(v):
                 into = groups if t.state == TrialState.COMPLETE else stopped
                 into.setdefault(k, []).append(v)
-        keys = sorted(set(groups) | set(stopped))
-        if not keys:
+        found = sorted(set(groups) | set(stopped))
+        if not found:
             return
-        fig, ax = plt.subplots(figsize=(7, 4))
-        boxed = [i for i, k in enumerate(keys) if k in groups]
+        fig, ax = self.plt.subplots(figsize=(7, 4))
+        boxed = [i for i, k in enumerate(found) if k in groups]
         if boxed:
-            ax.boxplot([groups[keys[i]] for i in boxed], positions=boxed, widths=0.5)
-        for i, k in enumerate(keys):
+            ax.boxplot([groups[found[i]] for i in boxed], positions=boxed, widths=0.5)
+        for i, k in enumerate(found):
             if k in groups:
                 ax.scatter([i] * len(groups[k]), groups[k], c="C0", alpha=0.6, s=14)
             if k in stopped:
-                ax.scatter(
-                    [i + 0.15] * len(stopped[k]), stopped[k], c="C3", marker="x", s=14, alpha=0.6
-                )
+                xs = [i + 0.15] * len(stopped[k])
+                ax.scatter(xs, stopped[k], c="C3", marker="x", s=14, alpha=0.6)
         ax.scatter([], [], c="C0", s=14, label="complete")
         ax.scatter([], [], c="C3", marker="x", s=14, label="pruned (at the epoch it stopped)")
-        ax.set_xticks(range(len(keys)), [f"{k:g}" for k in keys])
-        ax.set_xlim(-0.6, len(keys) - 0.4)
+        ax.set_xticks(range(len(found)), [f"{k:g}" for k in found])
+        ax.set_xlim(-0.6, len(found) - 0.4)
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
         if value is _loss:
             ax.set_yscale("log")
         ax.legend(fontsize="small")
-        save(fig, name, caption)
+        self.save(fig, name, caption)
 
-    if any(isinstance(t.user_attrs.get("val_accuracy"), float) for t in done):
-        by(
+    def importance(self) -> None:
+        if len(self.complete) < 2:
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "few trials in a regime" is expected here
+                importances = optuna.importance.get_param_importances(self.study, target=_loss)
+        except (ValueError, RuntimeError):
+            return
+        if not importances:
+            return
+        fig, ax = self.plt.subplots(figsize=(7, 0.5 + 0.4 * len(importances)))
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names], color="C2")
+        ax.set_xlabel("importance (Optuna's default evaluator, complete trials)")
+        self.save(fig, "importance.png", "Parameter importances")
+
+    def size(self, picks: dict[str, int]) -> None:
+        sized = [
+            (_loss(t), float(t.user_attrs[keys.PARAM_COUNT]), t.number)
+            for t in self.complete
+            if isinstance(t.user_attrs.get(keys.PARAM_COUNT), (int, float))
+        ]
+        if not sized:
+            return
+        fig, ax = self.plt.subplots(figsize=(7, 4))
+        ax.scatter([p[1] for p in sized], [p[0] for p in sized], c="C0", alpha=0.6, s=16)
+        front = pareto(sized)
+        front_label = "Pareto front (loss, parameters)"
+        ax.step(
+            [p[1] for p in front], [p[0] for p in front], where="post", c="k", label=front_label
+        )
+        _mark_picks(ax, sized, picks)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(self.ticker.NullFormatter())
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("validation loss (complete trials)")
+        ax.legend()
+        self.save(fig, "size.png", "Validation loss against model size, with the picks marked")
+
+    def curves(self, picks: dict[str, int]) -> None:
+        top = sorted(self.complete, key=_loss)[:5]
+        if not top:
+            return
+        fig, ax = self.plt.subplots(figsize=(7, 4))
+        for t in top:
+            points = trial_curve(t)
+            steps = sorted(points)
+            tag = " (picked)" if t.number in picks.values() else ""
+            layers = trial_layers(t)
+            depth = "? layers" if layers is None else counted(layers, "layer")
+            label = f"trial {t.number}: {depth}{tag}"
+            ax.plot(steps, [points[s] for s in steps], marker=".", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation loss")
+        ax.set_yscale("log")
+        ax.legend()
+        self.save(fig, "curves.png", "Learning curves of the five best trials")
+
+
+def _mark_picks(ax: Any, sized: list[tuple[float, float, int]], picks: dict[str, int]) -> None:
+    """Rings and labels the picked trials among ``sized`` (loss, parameters, number). Labels
+    point into the plot: left of a point in the right half, below one in the upper half (log
+    axes), so that none runs past the axes."""
+    by_number = {p[2]: p for p in sized}
+    log_x = [math.log(p[1]) for p in sized]
+    log_y = [math.log(p[0]) for p in sized]
+    mid_x, mid_y = (min(log_x) + max(log_x)) / 2, (min(log_y) + max(log_y)) / 2
+    for i, (label, number) in enumerate(picks.items()):
+        if number not in by_number:
+            continue
+        loss, size, _ = by_number[number]
+        ax.scatter([size], [loss], s=120, facecolors="none", edgecolors=f"C{i + 1}", lw=2)
+        right, high = math.log(size) > mid_x, math.log(loss) > mid_y
+        ax.annotate(
+            f"{label}: trial {number}",
+            (size, loss),
+            textcoords="offset points",
+            xytext=(-8 if right else 8, (-1 if high else 1) * (10 + 12 * i)),
+            ha="right" if right else "left",
+            va="top" if high else "bottom",
+            color=f"C{i + 1}",
+            annotation_clip=False,
+        )
+
+
+def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tuple[str, str]]:
+    figures = _Figures(study, folder)
+    figures.history()
+    if any(isinstance(t.user_attrs.get("val_accuracy"), float) for t in figures.done):
+        figures.by(
             trial_layers,
             "accuracy.png",
             "layer count",
@@ -178,95 +276,14 @@ def _plots(study: optuna.Study, folder: Path, picks: dict[str, int]) -> list[tup
             value=_accuracy,
             ylabel="validation accuracy (best epoch)",
         )
-
-    by(
-        trial_layers,
-        "depth.png",
-        "layer count",
-        "Validation loss by layer count: the depth answer",
-    )
-    by(_width, "width.png", "hidden size (mean over layers)", "Validation loss by hidden size")
-
-    if len(complete) >= 2:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "few trials in a regime" is expected here
-                importances = optuna.importance.get_param_importances(study, target=_loss)
-        except (ValueError, RuntimeError):
-            importances = {}
-        if importances:
-            fig, ax = plt.subplots(figsize=(7, 0.5 + 0.4 * len(importances)))
-            names = list(importances)[::-1]
-            ax.barh(names, [importances[n] for n in names], color="C2")
-            ax.set_xlabel("importance (Optuna's default evaluator, complete trials)")
-            save(fig, "importance.png", "Parameter importances")
-
-    sized = [
-        (_loss(t), float(t.user_attrs[keys.PARAM_COUNT]), t.number)
-        for t in complete
-        if isinstance(t.user_attrs.get(keys.PARAM_COUNT), (int, float))
-    ]
-    if sized:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.scatter([p[1] for p in sized], [p[0] for p in sized], c="C0", alpha=0.6, s=16)
-        front = pareto(sized)
-        ax.step(
-            [p[1] for p in front],
-            [p[0] for p in front],
-            where="post",
-            c="k",
-            label="Pareto front (loss, parameters)",
-        )
-        by_number = {p[2]: p for p in sized}
-        # Labels point into the plot: left of a point in the right half, below one in the
-        # upper half (log axes), so that none runs past the axes.
-        log_x = [math.log(p[1]) for p in sized]
-        log_y = [math.log(p[0]) for p in sized]
-        mid_x, mid_y = (min(log_x) + max(log_x)) / 2, (min(log_y) + max(log_y)) / 2
-        for i, (label, number) in enumerate(picks.items()):
-            if number in by_number:
-                loss, size, _ = by_number[number]
-                ax.scatter([size], [loss], s=120, facecolors="none", edgecolors=f"C{i + 1}", lw=2)
-                right, high = math.log(size) > mid_x, math.log(loss) > mid_y
-                ax.annotate(
-                    f"{label}: trial {number}",
-                    (size, loss),
-                    textcoords="offset points",
-                    xytext=(-8 if right else 8, (-1 if high else 1) * (10 + 12 * i)),
-                    ha="right" if right else "left",
-                    va="top" if high else "bottom",
-                    color=f"C{i + 1}",
-                    annotation_clip=False,
-                )
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_yscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel("validation loss (complete trials)")
-        ax.legend()
-        save(fig, "size.png", "Validation loss against model size, with the picks marked")
-
-    top = sorted(complete, key=_loss)[:5]
-    if top:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for t in top:
-            points = trial_curve(t)
-            steps = sorted(points)
-            tag = " (picked)" if t.number in picks.values() else ""
-            layers = trial_layers(t)
-            depth = "? layers" if layers is None else counted(layers, "layer")
-            ax.plot(
-                steps,
-                [points[s] for s in steps],
-                marker=".",
-                label=f"trial {t.number}: {depth}{tag}",
-            )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation loss")
-        ax.set_yscale("log")
-        ax.legend()
-        save(fig, "curves.png", "Learning curves of the five best trials")
-    return out
+    caption = "Validation loss by layer count: the depth answer"
+    figures.by(trial_layers, "depth.png", "layer count", caption)
+    width = "hidden size (mean over layers)"
+    figures.by(_width, "width.png", width, "Validation loss by hidden size")
+    figures.importance()
+    figures.size(picks)
+    figures.curves(picks)
+    return figures.out
 
 
 def _depth_table(study: optuna.Study) -> list[tuple[int, int, int, str, str, str]]:
@@ -327,11 +344,14 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
     if found.verdict is not None:
         said = html.escape(found.verdict.text)
         answer_block += f"<p><strong>{said}</strong></p>" if not found.verdict.beat else ""
-    trials = study.get_trials(deepcopy=False)
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-    by_number = {t.number: t for t in trials}
+    body = _body(study, storage_url, picks, plots, answer_block)
+    (folder / "index.html").write_text(_page(study_name, body), encoding="utf-8")
+    return [folder / "index.html", *(folder / name for name, _ in plots)]
+
+
+def _pick_rows(picks: dict[str, int], by_number: dict[int, optuna.trial.FrozenTrial]) -> str:
     esc = html.escape
-    pick_rows = "".join(
+    return "".join(
         f"<tr><td>{esc(label)}</td><td>{n}</td><td>{_loss(by_number[n]):.6g}</td>"
         f"<td>{trial_layers(by_number[n])}</td>"
         f"<td>{esc(str(by_number[n].user_attrs.get(keys.MODEL_CONFIG, {}).get('hidden_sizes')))}"
@@ -339,15 +359,39 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
         f"<td>{by_number[n].user_attrs.get(keys.PARAM_COUNT)}</td></tr>"
         for label, n in picks.items()
     )
+
+
+def _depth_section(study: optuna.Study) -> tuple[str, bool]:
+    """The "How deep?" table, and whether the study is a classification."""
     depth = _depth_table(study)
     classify = any(row[5] for row in depth)
-    depth_rows = "".join(
+    rows = "".join(
         f"<tr><td>{layers}</td><td>{n}</td><td>{pruned}</td><td>{best}</td><td>{median}</td>"
         + (f"<td>{accuracy}</td>" if classify else "")
         + "</tr>"
         for layers, n, pruned, best, median, accuracy in depth
     )
     accuracy_head = "<th>best accuracy</th>" if classify else ""
+    table = (
+        "<h2>How deep?</h2>\n"
+        "<table><tr><th>layers</th><th>trials</th><th>pruned</th><th>best loss</th>\n"
+        f"<th>median loss (complete)</th>{accuracy_head}</tr>{rows}</table>"
+    )
+    return table, classify
+
+
+def _body(
+    study: optuna.Study,
+    storage_url: str,
+    picks: dict[str, int],
+    plots: list[tuple[str, str]],
+    answer_block: str,
+) -> str:
+    esc = html.escape
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    by_number = {t.number: t for t in trials}
+    depth_table, classify = _depth_section(study)
     confusion = _confusion_table(by_number[picks["best"]]) if classify else ""
     figures = "".join(
         f'<figure><img src="{esc(name)}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
@@ -364,7 +408,26 @@ def write_report(study_name: str, storage_url: str, output_dir: str | Path) -> l
             f"{counted(len(study.best_trials), 'trial')}: {esc(describe_front(study))}. "
             "The picks below are chosen from it.</p>"
         )
-    page = f"""<!doctype html>
+    written = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return f"""<p>{summary}</p>
+<p>Storage {esc(mask_url(storage_url))}; {counted(len(trials), "trial")}:
+{counts["complete"]} complete,
+{counts["pruned"]} pruned, {counts["fail"]} failed. Written
+{written}.</p>
+{preempted_line}
+{answer_block}
+<h2>Picked models</h2>
+{front_line}
+<table><tr><th>pick</th><th>trial</th><th>val loss</th><th>layers</th><th>hidden sizes</th>
+<th>parameters</th></tr>{_pick_rows(picks, by_number)}</table>
+{depth_table}
+{confusion}
+{figures}"""
+
+
+def _page(study_name: str, body: str) -> str:
+    esc = html.escape
+    return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>depthsearch report: {esc(study_name)}</title>
 <style>
@@ -374,23 +437,6 @@ td, th {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
 figure {{ margin: 1.5rem 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Study {esc(study_name)}</h1>
-<p>{summary}</p>
-<p>Storage {esc(mask_url(storage_url))}; {counted(len(trials), "trial")}:
-{counts["complete"]} complete,
-{counts["pruned"]} pruned, {counts["fail"]} failed. Written
-{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}.</p>
-{preempted_line}
-{answer_block}
-<h2>Picked models</h2>
-{front_line}
-<table><tr><th>pick</th><th>trial</th><th>val loss</th><th>layers</th><th>hidden sizes</th>
-<th>parameters</th></tr>{pick_rows}</table>
-<h2>How deep?</h2>
-<table><tr><th>layers</th><th>trials</th><th>pruned</th><th>best loss</th>
-<th>median loss (complete)</th>{accuracy_head}</tr>{depth_rows}</table>
-{confusion}
-{figures}
+{body}
 </body></html>
 """
-    (folder / "index.html").write_text(page, encoding="utf-8")
-    return [folder / "index.html", *(folder / name for name, _ in plots)]
