@@ -246,25 +246,8 @@ def read_trials(
     study here; this reads the same rows without the ORM, and parses each distinct
     distribution once.
     """
-    m = _models
+    rows = _Rows(conn, _of_study(sid, states, tagged))
     trial = _TRIAL
-    of_study = trial.c.study_id == sid
-    if states is not None:
-        of_study = sqlalchemy.and_(of_study, trial.c.state.in_(tuple(states)))
-    if tagged is not None:
-        attr = m.TrialUserAttributeModel.__table__
-        with_tag = sqlalchemy.select(attr.c.trial_id).where(attr.c.key == tagged)
-        of_study = sqlalchemy.and_(of_study, trial.c.trial_id.in_(with_tag))
-
-    def rows_of(table: Any, *columns: str, order: Any = None) -> Any:
-        query = sqlalchemy.select(table.c.trial_id, *(table.c[c] for c in columns)).join(
-            trial, trial.c.trial_id == table.c.trial_id
-        )
-        query = query.where(of_study)
-        if order is not None:
-            query = query.order_by(order)
-        return conn.execute(query)
-
     base = conn.execute(
         sqlalchemy.select(
             trial.c.trial_id,
@@ -273,43 +256,13 @@ def read_trials(
             trial.c.datetime_start,
             trial.c.datetime_complete,
         )
-        .where(of_study)
+        .where(rows.of_study)
         .order_by(trial.c.trial_id)
     ).all()
-    params: dict[int, dict[str, Any]] = {}
-    dists: dict[int, dict[str, optuna.distributions.BaseDistribution]] = {}
-    parsed: dict[str, optuna.distributions.BaseDistribution] = {}
-    table = m.TrialParamModel.__table__
-    for tid, name, value, dist_json in rows_of(
-        table, "param_name", "param_value", "distribution_json", order=table.c.param_id
-    ):
-        dist = parsed.get(dist_json)
-        if dist is None:
-            dist = parsed[dist_json] = optuna.distributions.json_to_distribution(dist_json)
-        params.setdefault(tid, {})[name] = dist.to_external_repr(value)
-        dists.setdefault(tid, {})[name] = dist
-    values: dict[int, dict[int, float]] = {}
-    to_value = m.TrialValueModel.stored_repr_to_value
-    for tid, objective, value, kind in rows_of(
-        m.TrialValueModel.__table__, "objective", "value", "value_type"
-    ):
-        values.setdefault(tid, {})[objective] = to_value(value, kind)
-    steps: dict[int, dict[int, float]] = {}
-    to_step = m.TrialIntermediateValueModel.stored_repr_to_intermediate_value
-    for tid, step, value, kind in rows_of(
-        m.TrialIntermediateValueModel.__table__,
-        "step",
-        "intermediate_value",
-        "intermediate_value_type",
-    ):
-        steps.setdefault(tid, {})[step] = to_step(value, kind)
-    attrs: list[dict[int, dict[str, Any]]] = []
-    for model in (m.TrialUserAttributeModel, m.TrialSystemAttributeModel):
-        got: dict[int, dict[str, Any]] = {}
-        for tid, key, value_json in rows_of(model.__table__, "key", "value_json"):
-            got.setdefault(tid, {})[key] = json.loads(value_json)
-        attrs.append(got)
-    user, system = attrs
+    params, dists = rows.params()
+    values, steps = rows.values(), rows.steps()
+    user = rows.attrs(_models.TrialUserAttributeModel)
+    system = rows.attrs(_models.TrialSystemAttributeModel)
     out = []
     for tid, number, state, start, complete in base:
         objectives = values.get(tid)
@@ -330,6 +283,79 @@ def read_trials(
             )
         )
     return out
+
+
+def _of_study(sid: int, states: Sequence[TrialState] | None, tagged: str | None) -> Any:
+    """The condition on the trial table: study ``sid``, ``states``, the ``tagged`` attribute."""
+    trial = _TRIAL
+    of_study = trial.c.study_id == sid
+    if states is not None:
+        of_study = sqlalchemy.and_(of_study, trial.c.state.in_(tuple(states)))
+    if tagged is not None:
+        attr = _models.TrialUserAttributeModel.__table__
+        with_tag = sqlalchemy.select(attr.c.trial_id).where(attr.c.key == tagged)
+        of_study = sqlalchemy.and_(of_study, trial.c.trial_id.in_(with_tag))
+    return of_study
+
+
+class _Rows:
+    """One table's rows of the trials ``of_study``, by trial id."""
+
+    def __init__(self, conn: sqlalchemy.Connection, of_study: Any) -> None:
+        self.conn, self.of_study = conn, of_study
+
+    def of(self, table: Any, *columns: str, order: Any = None) -> Any:
+        query = sqlalchemy.select(table.c.trial_id, *(table.c[c] for c in columns)).join(
+            _TRIAL, _TRIAL.c.trial_id == table.c.trial_id
+        )
+        query = query.where(self.of_study)
+        if order is not None:
+            query = query.order_by(order)
+        return self.conn.execute(query)
+
+    def params(
+        self,
+    ) -> tuple[
+        dict[int, dict[str, Any]], dict[int, dict[str, optuna.distributions.BaseDistribution]]
+    ]:
+        params: dict[int, dict[str, Any]] = {}
+        dists: dict[int, dict[str, optuna.distributions.BaseDistribution]] = {}
+        parsed: dict[str, optuna.distributions.BaseDistribution] = {}
+        table = _models.TrialParamModel.__table__
+        for tid, name, value, dist_json in self.of(
+            table, "param_name", "param_value", "distribution_json", order=table.c.param_id
+        ):
+            dist = parsed.get(dist_json)
+            if dist is None:
+                dist = parsed[dist_json] = optuna.distributions.json_to_distribution(dist_json)
+            params.setdefault(tid, {})[name] = dist.to_external_repr(value)
+            dists.setdefault(tid, {})[name] = dist
+        return params, dists
+
+    def values(self) -> dict[int, dict[int, float]]:
+        values: dict[int, dict[int, float]] = {}
+        model = _models.TrialValueModel
+        to_value = model.stored_repr_to_value
+        for tid, objective, value, kind in self.of(
+            model.__table__, "objective", "value", "value_type"
+        ):
+            values.setdefault(tid, {})[objective] = to_value(value, kind)
+        return values
+
+    def steps(self) -> dict[int, dict[int, float]]:
+        steps: dict[int, dict[int, float]] = {}
+        model = _models.TrialIntermediateValueModel
+        to_step = model.stored_repr_to_intermediate_value
+        columns = ("step", "intermediate_value", "intermediate_value_type")
+        for tid, step, value, kind in self.of(model.__table__, *columns):
+            steps.setdefault(tid, {})[step] = to_step(value, kind)
+        return steps
+
+    def attrs(self, model: Any) -> dict[int, dict[str, Any]]:
+        got: dict[int, dict[str, Any]] = {}
+        for tid, key, value_json in self.of(model.__table__, "key", "value_json"):
+            got.setdefault(tid, {})[key] = json.loads(value_json)
+        return got
 
 
 def heartbeat_ages(conn: sqlalchemy.Connection, sid: int) -> dict[int, float | None]:

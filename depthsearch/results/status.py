@@ -147,17 +147,41 @@ def study_status(study_name: str, storage_url: str) -> Status:
     gone = ended_text(budget.ended, study_name)
     if gone is not None:
         lines.append(gone)
+    lines += _pace(study, budget)
+    lines += _best_and_baselines(study, study_attrs)
+    preempted = keys.Preemption(retry_attrs(study)).line()
+    if preempted is not None:
+        lines.append(preempted)
+    tracked = study_attrs.get(PARENT_ATTR)
+    if isinstance(tracked, dict):
+        lines.append(
+            f"tracked in MLflow at {tracked.get('uri')}: experiment "
+            f"{tracked.get('experiment')!r}, study run {tracked.get('run_id')}"
+        )
+    lines += _running_table(study, max_epochs)
+    lines.append(f"as of {datetime.now():%Y-%m-%d %H:%M:%S}")
+    return Status("\n".join(lines), budget.met)
+
+
+def _pace(study: optuna.Study, budget: Budget) -> list[str]:
+    """ "budget met", or the pace over the recent trials and the time left to the budget."""
     spans = recent_spans(study)
     busy = running_time(spans)
     if budget.met:
-        lines.append(f"budget met: {budget.line()}")
-    elif len(spans) >= 2 and busy > 0 and budget.finished < budget.n_trials:
+        return [f"budget met: {budget.line()}"]
+    if len(spans) >= 2 and busy > 0 and budget.finished < budget.n_trials:
         per_hour = len(spans) / busy * 3600
         eta = (budget.n_trials - budget.finished) / per_hour * 3600
-        lines.append(
+        return [
             f"pace: {per_hour:.0f} trials/h over the last {len(spans)} finished "
             f"({_duration(busy)} while trials ran); about {_duration(eta)} to the budget"
-        )
+        ]
+    return []
+
+
+def _best_and_baselines(study: optuna.Study, study_attrs: dict[str, Any]) -> list[str]:
+    """The search's best trial, the baselines' scores and the verdict on them."""
+    lines = []
     best = None if len(study.directions) > 1 else best_complete(study)
     if best is not None:
         metrics = keys.metrics_text(trial_user_attrs(study, best[1]))
@@ -168,38 +192,33 @@ def study_status(study_name: str, storage_url: str) -> Status:
         said = verdict_of(None if best is None else trial_of(study, best[1]), stored_baselines)
         if said is not None:
             lines.append(said.text)
-    preempted = keys.Preemption(retry_attrs(study)).line()
-    if preempted is not None:
-        lines.append(preempted)
-    tracked = study_attrs.get(PARENT_ATTR)
-    if isinstance(tracked, dict):
-        lines.append(
-            f"tracked in MLflow at {tracked.get('uri')}: experiment "
-            f"{tracked.get('experiment')!r}, study run {tracked.get('run_id')}"
-        )
+    return lines
+
+
+def _running_table(study: optuna.Study, max_epochs: object) -> list[str]:
+    """ "running:" and one row per running trial (none: no lines)."""
     running = sorted(running_trials(study), key=lambda r: r.trial.number)
-    if running:
-        rows = [("trial", "host", "pid", "device", "epoch", "val_loss", "heartbeat")]
-        for r in running:
-            attrs, curve = r.trial.user_attrs, r.trial.intermediate_values
-            last = curve[max(curve)] if curve else math.nan
-            beat = r.heartbeat_age_s
-            age = "none yet" if beat is None else f"{max(0.0, beat):.0f} s ago"  # clock: +-1 s
-            rows.append(
-                (
-                    str(r.trial.number),
-                    str(attrs.get(keys.WORKER_HOST, "?")),
-                    str(attrs.get(keys.WORKER_PID, "?")),
-                    str(attrs.get(keys.DEVICE, "?")),
-                    f"{max(curve) if curve else 0}/{max_epochs}",
-                    f"{last:.5g}",
-                    age,
-                )
+    if not running:
+        return []
+    rows = [("trial", "host", "pid", "device", "epoch", "val_loss", "heartbeat")]
+    for r in running:
+        attrs, curve = r.trial.user_attrs, r.trial.intermediate_values
+        last = curve[max(curve)] if curve else math.nan
+        beat = r.heartbeat_age_s
+        age = "none yet" if beat is None else f"{max(0.0, beat):.0f} s ago"  # clock: +-1 s
+        rows.append(
+            (
+                str(r.trial.number),
+                str(attrs.get(keys.WORKER_HOST, "?")),
+                str(attrs.get(keys.WORKER_PID, "?")),
+                str(attrs.get(keys.DEVICE, "?")),
+                f"{max(curve) if curve else 0}/{max_epochs}",
+                f"{last:.5g}",
+                age,
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines.append("running:")
-        lines += [
-            "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-        ]
-    lines.append(f"as of {datetime.now():%Y-%m-%d %H:%M:%S}")
-    return Status("\n".join(lines), budget.met)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    table = [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    ]
+    return ["running:", *table]
