@@ -120,8 +120,8 @@ class SlurmJob:
 
     def _check_lines(self) -> None:
         """Every value the script holds is one line; none breaks out of its place in it."""
-        names = (("--partition", self.partition), ("--account", self.account))
-        names += (("--time", self.time),)
+        names = [("--partition", self.partition), ("--account", self.account)]
+        names.append(("--time", self.time))
         for flag, value in (*names, ("--study", self.study), ("--python", self.python)):
             _one_line(flag, value)
         _one_line("--data", self.data_path)

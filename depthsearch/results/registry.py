@@ -67,31 +67,11 @@ def register_model(
     if not name.strip():
         raise InputError("--register needs a model name, but got an empty one")
     mlflow = _mlflow()
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
     _, steps, features = example.shape
     traced, _ = trace_checked(model, input_size=int(features), length=int(steps))
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, int(features)))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(doc["model"]["output_size"])))]),
-    )
+    signature = _signature(int(features), int(doc["model"]["output_size"]))
     origin = doc.get("origin", {})
-    tags = {
-        "depthsearch.study": target.study,
-        "depthsearch.trial": str(origin.get("trial")),
-        "depthsearch.role": "export",
-        "depthsearch.storage": target.storage,
-    }
-    if parent and parent.get("uri") == public_uri(target.uri) and parent.get("run_id"):
-        tags["mlflow.parentRunId"] = str(parent["run_id"])
-    retrain = doc.get("retrain", {})
-    metrics = {
-        f"retrain_{k}": float(v)
-        for k, v in retrain.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
-    params = {f"model.{k}": v for k, v in doc.get("model", {}).items()}
+    tags, params, metrics = _run_fields(target, doc, parent)
     try:
         mlflow.set_tracking_uri(target.uri)
         mlflow.set_experiment(target.experiment)
@@ -124,3 +104,36 @@ def register_model(
         "model_uri": f"models:/{name}/{info.registered_model_version}",
         "tracking_uri": public_uri(target.uri),
     }
+
+
+def _run_fields(
+    target: Target, doc: dict[str, Any], parent: dict[str, Any] | None
+) -> tuple[dict[str, str], dict[str, Any], dict[str, float]]:
+    """The export run's tags (under the study's run when it is this server's), the model's
+    settings as parameters and the retrain's scores as metrics."""
+    tags = {
+        "depthsearch.study": target.study,
+        "depthsearch.trial": str(doc.get("origin", {}).get("trial")),
+        "depthsearch.role": "export",
+        "depthsearch.storage": target.storage,
+    }
+    if parent and parent.get("uri") == public_uri(target.uri) and parent.get("run_id"):
+        tags["mlflow.parentRunId"] = str(parent["run_id"])
+    metrics = {
+        f"retrain_{k}": float(v)
+        for k, v in doc.get("retrain", {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    params = {f"model.{k}": v for k, v in doc.get("model", {}).items()}
+    return tags, params, metrics
+
+
+def _signature(features: int, outputs: int) -> Any:
+    """Any batch size and length of ``features`` in; ``outputs`` per sequence out."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, features))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, outputs))]),
+    )

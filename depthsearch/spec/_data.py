@@ -245,6 +245,31 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         validate_fields(self, self.TABLE)
+        self._check_columns()
+        self._check_forecast()
+        if self.source == "synthetic":
+            if self.target != "y":
+                raise table_error(
+                    self.TABLE, "target", f"must be one of ['y'], but got {self.target!r}"
+                )
+            if self.features not in ((), ("y",)):
+                raise table_error(
+                    self.TABLE,
+                    "features",
+                    f"a synthetic source has the one column 'y', but got {list(self.features)!r}",
+                )
+            object.__setattr__(self, "features", ())
+            return
+        if not isinstance(self.path, str) or not self.path:
+            raise table_error(self.TABLE, "path", "is required")
+        sha = self.sha256
+        if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+            raise table_error(
+                self.TABLE, "sha256", f"must be a 64-character hex digest, but got {sha!r}"
+            )
+
+    def _check_columns(self) -> None:
+        """Features, targets, id and time: names, each column in one role."""
         features = self.features
         if not isinstance(features, (list, tuple)) or not all(
             isinstance(f, str) and f for f in features
@@ -269,8 +294,7 @@ class DataSpec:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise table_error(self.TABLE, key, f"must be a column name, but got {value!r}")
-        named = [c for c in (self.id, self.time) if c is not None]
-        for column in named:
+        for column in [c for c in (self.id, self.time) if c is not None]:
             if column in (self.target, *self.targets) or column in self.features:
                 key = "id" if column == self.id else "time"
                 raise table_error(
@@ -278,6 +302,9 @@ class DataSpec:
                     key,
                     f"{column!r} is also the target or a feature; name a column of its own",
                 )
+
+    def _check_forecast(self) -> None:
+        """Differencing, the season, and id against time."""
         if self.difference and self.features and self.target not in self.features:
             raise table_error(
                 self.TABLE,
@@ -294,26 +321,6 @@ class DataSpec:
             )
         if self.id is not None and self.id == self.time:
             raise table_error(self.TABLE, "time", f"{self.time!r} is also the id column")
-        if self.source == "synthetic":
-            if self.target != "y":
-                raise table_error(
-                    self.TABLE, "target", f"must be one of ['y'], but got {self.target!r}"
-                )
-            if self.features not in ((), ("y",)):
-                raise table_error(
-                    self.TABLE,
-                    "features",
-                    f"a synthetic source has the one column 'y', but got {list(features)!r}",
-                )
-            object.__setattr__(self, "features", ())
-            return
-        if not isinstance(self.path, str) or not self.path:
-            raise table_error(self.TABLE, "path", "is required")
-        sha = self.sha256
-        if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
-            raise table_error(
-                self.TABLE, "sha256", f"must be a 64-character hex digest, but got {sha!r}"
-            )
 
     @property
     def input_columns(self) -> tuple[str, ...]:

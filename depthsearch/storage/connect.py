@@ -57,8 +57,8 @@ def open_storage(
     Heartbeats are on when ``workers`` is given: a trial whose worker stopped beating for
     ``grace_period`` seconds is marked FAIL and retried (up to ``max_retry`` times) with the
     same parameters by the next worker that looks. ``connections``: how many PostgreSQL
-    connections the storage may hold at once (a worker's processes hold one each; a server
-    of many threads, as the dashboard, more). ``existing``: for the commands that only read
+    connections the storage may hold at once (a worker holds one; a server of many threads,
+    as the dashboard, more). ``existing``: for the commands that only read
     or join (``trials``, ``report``, ``export``, ``dashboard``, ``worker``): a database that
     holds no study yet (a SQLite file that does not exist, a PostgreSQL database without
     Optuna's tables) is an error, and nothing is created.
@@ -73,31 +73,18 @@ def open_storage(
         path = Path(parsed.database).expanduser()
         if not path.exists():  # asked before the probe below, which would create the file
             raise StorageError(f"no study database at {path} (the file does not exist); {hint}")
-    kwargs: dict[str, Any] = {}
-    if workers is not None:
-        with quiet_experimental():
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=workers.max_retry)
-        kwargs = {
-            "heartbeat_interval": workers.heartbeat_interval,
-            "grace_period": workers.grace_period,
-            "heartbeat_stale_trial_callback": retry,
-        }
     try:
         if dialect(parsed) in ("postgresql", "sqlite") and not _has_schema(url, parsed):
             if existing:
                 raise StorageError(f"the database {mask_url(url)} holds no study yet; {hint}")
-            # An empty database: one process creates the schema, under the lock (Optuna's
-            # schema creation holds two connections at once); then it opens as any other.
-            with storage_lock(url), quiet_experimental():
-                creating = {**engine_kwargs(parsed), "max_overflow": 1}
-                optuna.storages.RDBStorage(url, engine_kwargs=creating).engine.dispose()
+            _create_schema(url, parsed)
         # A worker joining a study takes no lock and no connection more than its own.
         with quiet_experimental():
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs(parsed, connections),
                 skip_compatibility_check=True,  # made below, one connection at a time
-                **kwargs,
+                **_heartbeats(workers),
             )
         if dialect(parsed) == "sqlite":
             sqlite_wal(storage.engine)
@@ -116,6 +103,27 @@ def open_storage(
             f"{mask_url(url)}` (back it up first)"
         )
     return storage
+
+
+def _heartbeats(workers: WorkersSpec | None) -> dict[str, Any]:
+    """The storage's heartbeat arguments from ``[workers]`` (none without it)."""
+    if workers is None:
+        return {}
+    with quiet_experimental():
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=workers.max_retry)
+    return {
+        "heartbeat_interval": workers.heartbeat_interval,
+        "grace_period": workers.grace_period,
+        "heartbeat_stale_trial_callback": retry,
+    }
+
+
+def _create_schema(url: str, parsed: URL) -> None:
+    """An empty database: one process creates the schema, under the lock (Optuna's schema
+    creation holds two connections at once); then it opens as any other."""
+    with storage_lock(url), quiet_experimental():
+        creating = {**engine_kwargs(parsed), "max_overflow": 1}
+        optuna.storages.RDBStorage(url, engine_kwargs=creating).engine.dispose()
 
 
 def _has_schema(url: str, parsed: URL) -> bool:

@@ -213,8 +213,6 @@ class Tracker:
         client_env()
         settle_probes()
         try:
-            from mlflow.entities import Param
-            from mlflow.exceptions import MlflowException
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise RuntimeFailure(
@@ -223,21 +221,7 @@ class Tracker:
 
         target = self.target
         client = MlflowClient(tracking_uri=target.uri)
-        experiment = client.get_experiment_by_name(target.experiment)
-        if experiment is None:
-            try:
-                experiment_id = client.create_experiment(target.experiment)
-            except MlflowException:  # another worker created it meanwhile
-                experiment = client.get_experiment_by_name(target.experiment)
-                if experiment is None:
-                    raise
-        if experiment is not None:
-            if experiment.lifecycle_stage != "active":
-                raise RuntimeFailure(
-                    f"MLflow experiment {target.experiment!r} is deleted; restore it or set "
-                    "[tracking] experiment"
-                )
-            experiment_id = experiment.experiment_id
+        experiment_id = _experiment_id(client, target.experiment)
 
         def fits(known: Any) -> bool:
             return (
@@ -246,41 +230,42 @@ class Tracker:
                 and known.get("experiment_id") == experiment_id
             )
 
-        def create() -> dict[str, str]:
-            run = client.create_run(
-                experiment_id,
-                run_name=f"study {target.study}",
-                tags={
-                    "depthsearch.role": "study",
-                    "depthsearch.study": target.study,
-                    "depthsearch.storage": target.storage,
-                },
-            )
-            params = [Param(k, _text(v, 6000)) for k, v in self._parent_params.items()]
-            for part in _chunks(params, _KEYS_PER_BATCH):
-                client.log_batch(run.info.run_id, params=part)
-            return {
-                "uri": public_uri(target.uri),
-                "experiment": target.experiment,
-                "experiment_id": experiment_id,
-                "run_id": run.info.run_id,
-            }
-
-        parent = self._claim(fits, create)
+        parent = self._claim(fits, lambda: self._study_run(client, experiment_id))
         if client.get_run(parent["run_id"]).info.status != "RUNNING":
             # The study ran to its budget before; this worker adds to it again.
             client.update_run(parent["run_id"], status="RUNNING")
-        self._client, self._experiment_id, self._parent_id = (
-            client,
-            experiment_id,
-            parent["run_id"],
-        )
+        self._client, self._experiment_id = client, experiment_id
+        self._parent_id = parent["run_id"]
         _log.info(
             "logging trials to MLflow at %s, experiment %r (study run %s)",
             mask_uri(target.uri),
             target.experiment,
             self._parent_id,
         )
+
+    def _study_run(self, client: Any, experiment_id: str) -> dict[str, str]:
+        """Creates the study's parent run with its settings; what the study stores of it."""
+        from mlflow.entities import Param
+
+        target = self.target
+        run = client.create_run(
+            experiment_id,
+            run_name=f"study {target.study}",
+            tags={
+                "depthsearch.role": "study",
+                "depthsearch.study": target.study,
+                "depthsearch.storage": target.storage,
+            },
+        )
+        params = [Param(k, _text(v, 6000)) for k, v in self._parent_params.items()]
+        for part in _chunks(params, _KEYS_PER_BATCH):
+            client.log_batch(run.info.run_id, params=part)
+        return {
+            "uri": public_uri(target.uri),
+            "experiment": target.experiment,
+            "experiment_id": experiment_id,
+            "run_id": run.info.run_id,
+        }
 
     def _start(self, record: TrialRecord) -> str:
         """Creates the trial's run (its tags said at once); returns its id."""
@@ -373,3 +358,23 @@ class Tracker:
                 client.set_tag(before.info.run_id, "depthsearch.state", "FAIL")
                 client.set_terminated(before.info.run_id, "FAILED")
         client.log_batch(run_id, tags=tags)
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    """The active experiment ``name``'s id, created when absent (by this worker or another
+    at the same moment)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name))
+        except MlflowException:  # another worker created it meanwhile
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage != "active":
+        raise RuntimeFailure(
+            f"MLflow experiment {name!r} is deleted; restore it or set [tracking] experiment"
+        )
+    return str(experiment.experiment_id)
