@@ -30,7 +30,7 @@ CPU as the training session whatever its priority: RESULTS.md.) With
 MLflow 3's job runner off (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: its
 eight consumer processes spend about 25 s of CPU booting and ~2 % of a core polling, for GenAI
 jobs a tracking server does not run), and waits until it is idle before timing. Its CPU per
-tracked trial is printed (the reporting process's too).
+tracked trial is printed.
 """
 
 from __future__ import annotations
@@ -175,14 +175,10 @@ class Pairs:
     delay_on: list[float] = dataclasses.field(default_factory=list)
     #: The server's CPU seconds per tracked trial, per tracked sample.
     server_cpu: list[float] = dataclasses.field(default_factory=list)
-    #: The reporting process's CPU seconds per sample worker (its start included).
-    child_off: list[float] = dataclasses.field(default_factory=list)
-    child_on: list[float] = dataclasses.field(default_factory=list)
 
-    def add(self, on: bool, worker: Any, child: float) -> None:
+    def add(self, on: bool, worker: Any) -> None:
         """A sample worker (overhead.py's ``Worker``, with ``sched``): its asks' wall clock,
-        training thread's CPU time and id, each thread's run delay; its reporting process's
-        CPU."""
+        training thread's CPU time and id, each thread's run delay."""
         n = TRIALS - 3
         wall = (worker.asked[TRIALS - 1] - worker.asked[2]) / n
         (cpu0, tid, delay0), (cpu1, _, delay1) = worker.sched[2], worker.sched[TRIALS - 1]
@@ -194,7 +190,6 @@ class Pairs:
         # threads' waits for a CPU: a pool thread held off stalls the training thread on CPU.
         (self.lost_on if on else self.lost_off).append(wall - (cpu1 - cpu0) / n + delay - own)
         (self.delay_on if on else self.delay_off).append(delay)
-        (self.child_on if on else self.child_off).append(child)
 
     def ratios(self) -> list[float]:
         """Each tracked sample over the untracked one of its repeat."""
@@ -211,7 +206,6 @@ class Pairs:
 
     def describe(self, label: str, threads: int) -> str:
         off, on = statistics.median(self.off), statistics.median(self.on)
-        child = statistics.median(self.child_on) - statistics.median(self.child_off)
         server = statistics.median(self.server_cpu) * 1000
         ratios = sorted(self.ratios())
         spread = f"{ratios[len(ratios) // 4]:.2f}-{ratios[(3 * len(ratios)) // 4]:.2f}"
@@ -224,7 +218,7 @@ class Pairs:
             f"| {label} | {threads} | {len(ratios)} | {off:.3f} | {on:.3f} | {self.ratio():.3f} "
             f"| {lo:.3f}-{hi:.3f} | {spread} | {lost[0]:.0f} / {lost[1]:.0f} "
             f"| {delay[0]:.1f} / {delay[1]:.1f} | {share:+.2f} ({s_lo:+.2f} to {s_hi:+.2f}) "
-            f"| {server:.0f} | {child:+.2f} |"
+            f"| {server:.0f} |"
         )
 
 
@@ -258,9 +252,8 @@ HEADER = (
     "| shape | threads | pairs | untracked s/trial | tracked s/trial | ratio (median of pairs) "
     "| its 95 % interval | pairs' quartiles | training's lost ms/trial, untracked / tracked "
     "| of which waiting for a CPU | extra lost time, % of a trial (95 % interval) "
-    "| server CPU ms/trial | reporting process CPU s per "
-    f"{TRIALS}-trial worker, tracked - untracked (MLflow's import included) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| server CPU ms/trial |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -275,8 +268,8 @@ def compare(worker: Any, server: Server, repeats: int) -> Pairs:
         for on in (False, True) if i % 2 == 0 else (True, False):
             before = server.cpu() if on else 0.0
             with tracked(server if on else None):
-                _, child = worker.run(TRIALS)
-            pairs.add(on, worker, child)
+                worker.run(TRIALS)
+            pairs.add(on, worker)
             if on:
                 pairs.server_cpu.append((server.cpu() - before) / TRIALS)
     return pairs

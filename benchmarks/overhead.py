@@ -13,20 +13,19 @@ Two figures per shape:
   ``ask`` to the next trial's ``ask`` (the whole cycle: reserve, train, report, tell). What
   every trial of a study costs once its worker has started.
 * **a one-trial worker**: ``run_worker(n_trials=1)`` whole, the worker's start included
-  (its reporting process, a second Python that imports Optuna, starts there).
+  (its writer and heartbeat threads, the study's first read).
 
 Both at every torch thread count that ``run`` and ``launch`` choose on this machine (``launch``
 gives each of its K CPU workers cores // K threads; ``run`` takes torch's default).
 
 Then **each trial of a fresh ``depthsearch run``** (a new process, 3 trials, no pruner), as a
 user starts one: every trial's ``seconds_per_epoch`` over a bare loop of the same shape and
-threads in a fresh process started right after, the first trial included (the worker's
-reporting process starts beside it).
+threads in a fresh process started right after, the first trial included (torch's one-time
+start in a process falls in it).
 
-A further table lists the storage calls left in the training process, by call, in CPU
-milliseconds (``time.thread_time`` of the calling thread) per trial, and the CPU time of the
-reporting process (per worker start and per trial), which runs beside training on another
-core: the storage work moved there, it did not vanish.
+A further table lists the storage calls of the worker, by thread and call, in CPU milliseconds
+(``time.thread_time`` of the calling thread) per trial: the training thread's (reservation,
+the sampler's read, the tell) and the writer's and heartbeat's beside it.
 
     python benchmarks/overhead.py [--repeats 5] [--storage URL] [--threads 1,2] [--mlflow local]
         [--pairs N] [--tracking-only]
@@ -53,7 +52,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -169,12 +167,6 @@ def run_delay() -> dict[int, float]:
     return delays
 
 
-def children_cpu() -> float:
-    """CPU seconds of this process's reaped children (the reporting processes)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 class Worker:
     """Runs workers on one study, timing trials by the storage calls they make."""
 
@@ -200,8 +192,8 @@ class Worker:
             if self.sched is not None:
                 self.sched.append((time.thread_time(), threading.get_native_id(), run_delay()))
 
-    def run(self, n_trials: int) -> tuple[float, float]:
-        """(seconds of the whole call, CPU seconds of its reporting process)."""
+    def run(self, n_trials: int) -> float:
+        """Seconds of the whole call."""
         from _timing import timed_methods
 
         from depthsearch.worker.run import run_worker
@@ -209,7 +201,7 @@ class Worker:
         self.asked.clear()
         if self.sched is not None:
             self.sched.clear()
-        cpu, started = children_cpu(), time.perf_counter()
+        started = time.perf_counter()
         with timed_methods(self.study._storage, self.record):
             report = run_worker(
                 self.study,
@@ -221,13 +213,12 @@ class Worker:
                 tune_process=True,  # as the CLI's workers run
             )
         assert report.complete == n_trials
-        return time.perf_counter() - started, children_cpu() - cpu
+        return time.perf_counter() - started
 
-    def middle_trial(self) -> tuple[float, float]:
-        """(seconds of the middle trial of a 3-trial worker, ask to next ask; CPU seconds of
-        that worker's reporting process)."""
-        _, cpu = self.run(3)
-        return self.asked[2] - self.asked[1], cpu
+    def middle_trial(self) -> float:
+        """Seconds of the middle trial of a 3-trial worker, ask to next ask."""
+        self.run(3)
+        return self.asked[2] - self.asked[1]
 
 
 def main() -> None:
@@ -293,7 +284,6 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|")
     ratios: list[float] = []
     tracked_pairs: list[Pairs] = []
-    notes: list[str] = []
     breakdown: list[tuple[str, str, float, float]] = []
     small = ("", 0.0)
     tracked_rows: list[str] = []
@@ -340,15 +330,10 @@ def main() -> None:
                 worker.run(1), bare_loop(data, layers, hidden, batch, epochs)  # warm-up
                 worker.cpu.clear(), worker.calls.clear()
                 times: dict[str, list[float]] = {"bare": [], "trial": [], "one": []}
-                child: dict[int, list[float]] = {1: [], 3: []}
                 for _ in range(args.repeats):
                     times["bare"].append(bare_loop(data, layers, hidden, batch, epochs))
-                    trial, cpu = worker.middle_trial()
-                    times["trial"].append(trial)
-                    child[3].append(cpu)
-                    one, cpu = worker.run(1)
-                    times["one"].append(one)
-                    child[1].append(cpu)
+                    times["trial"].append(worker.middle_trial())
+                    times["one"].append(worker.run(1))
                 b, t, o = (statistics.median(times[k]) for k in ("bare", "trial", "one"))
                 ratios.append(t / b)
                 cells = f"{b:.3f} | {t:.3f} | {t / b:.3f} | {o:.3f} | {o / b:.3f}"
@@ -361,19 +346,13 @@ def main() -> None:
                     tracked_rows.append(pairs.describe(label, threads))
                 if threads != counts[0]:
                     continue
-                start = statistics.median(child[1])
-                per_trial = (statistics.median(child[3]) - start) / 2
                 trials_run = args.repeats * (3 + 1)
                 rows = [
                     (thread, call, n / trials_run, ms / trials_run * 1000)
                     for (thread, call), ms in worker.cpu.items()
                     for n in [worker.calls[thread, call]]
                 ]
-                notes.append(
-                    f"{label}: the reporting process used {start:.2f} s of CPU per worker start "
-                    f"and {per_trial * 1000:.0f} ms per trial, beside training"
-                )
-                if len(notes) == 1:  # the small shape, where storage weighs most
+                if not breakdown:  # the first shape (small), where storage weighs most
                     breakdown, small = sorted(rows, key=lambda r: -r[3]), (label, t - b)
 
         if not (args.no_fresh or args.tracking_only):
@@ -412,10 +391,7 @@ def main() -> None:
         return
     label, extra = small
     print()
-    for note in notes:
-        print(note)
-    print()
-    print(f"Storage calls left in the training process, per {label} trial at {counts[0]}")
+    print(f"Storage calls of the worker, by thread, per {label} trial at {counts[0]}")
     print(f"thread(s) (CPU ms; the trial in a running worker is {extra * 1000:.0f} ms longer")
     print("than the bare loop):")
     print("| thread | call | calls per trial | CPU ms per trial |")

@@ -168,9 +168,7 @@ def test_a_trial_taken_over_meanwhile_is_left_to_its_retry_and_the_worker_carrie
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     url, name = sqlite_url, "taken"
-    # A state every epoch: this trial trains to its end unaware, and writes none held back.
-    every_epoch = "[workers]\ncheckpoint_seconds = 0\n"
-    create(tmp_path, url, name, n_trials=2, max_epochs=LONG, extra=every_epoch)
+    create(tmp_path, url, name, n_trials=2, max_epochs=LONG)
     gate.hold_at(MID)
     worker = spawn("worker", "--study", name, url=url)
     try:

@@ -18,13 +18,12 @@ import optuna
 import torch
 
 from depthsearch._optuna import frozen_trial, quiet_experimental
-from depthsearch.errors import DatabaseLost, Interrupted
 from depthsearch.learn.data import Windows
 from depthsearch.learn.evaluate import assess_test
 from depthsearch.learn.model import StackedLSTM, build_model
 from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState, fit
 from depthsearch.search import trials as keys
-from depthsearch.search.resume import CheckpointStore
+from depthsearch.search.resume import StateWriter
 from depthsearch.search.space import Candidate, suggest
 from depthsearch.spec import StudySpec, TrainSpec
 
@@ -93,13 +92,11 @@ class Objective:
         device: torch.device,
         *,
         interrupt: Callable[[], None] | None = None,
-        checkpoints: CheckpointStore | None = None,
     ) -> None:
         self.spec = spec
         self.data = data
         self.device = device
         self.interrupt = interrupt
-        self.checkpoints = checkpoints
 
     def plan(self, trial: optuna.Trial) -> Planned:
         """The trial's candidate sampled (its first suggest: the sampler runs here) and built
@@ -135,19 +132,16 @@ class Objective:
     def train(
         self,
         planned: Planned,
-        trial: optuna.Trial,
         history: History,
         *,
         on_epoch_end: Callable[[EpochResult, History], None],
         resume: TrainState | None = None,
+        checkpoint: StateWriter | None = None,
     ) -> dict[str, float]:
         """Trains the candidate, filling ``history`` (kept when a callback stops it: a
         pruner's verdict); a confirmation's test-part metrics at its best epoch, else {}."""
         c, spec = planned.candidate, self.spec
         options = fit_options(spec.train, lr=c.lr, batch_size=c.batch_size, seed=planned.seed)
-        writer = None
-        if self.checkpoints is not None:
-            writer = self.checkpoints.for_trial(trial.number, dict(trial.params), planned.seed)
         keep_best = planned.confirm and self.data.has_test
         best: dict[str, torch.Tensor] | None = None
 
@@ -157,25 +151,17 @@ class Objective:
                 best = {k: v.detach().clone() for k, v in planned.model.state_dict().items()}
             on_epoch_end(result, run)
 
-        again = False  # stopped to run again: its last epoch's state must be in the store
-        try:
-            fit(
-                planned.model,
-                self.data,
-                options,
-                on_epoch_end=epoch_end,
-                history=history,
-                interrupt=self.interrupt,
-                resume=resume,
-                checkpoint=writer.save if writer is not None else None,
-                checkpoint_every=spec.workers.checkpoint_every,
-            )
-        except (Interrupted, DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
-            again = True
-            raise
-        finally:
-            if writer is not None:
-                writer.close(keep_last=again)  # what it writes reaches the store first
+        fit(
+            planned.model,
+            self.data,
+            options,
+            on_epoch_end=epoch_end,
+            history=history,
+            interrupt=self.interrupt,
+            resume=resume,
+            checkpoint=checkpoint.save if checkpoint is not None else None,
+            checkpoint_every=spec.workers.checkpoint_every,
+        )
         if best is None:
             return {}
         planned.model.load_state_dict(best)

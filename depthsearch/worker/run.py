@@ -232,7 +232,7 @@ def _trials(
     writer = Writer(TrialWrites(study), call_db)
     held.callback(writer.close)
     checkpoints = open_checkpoints(spec, url, study.study_name)
-    objective = Objective(spec, samples, device, interrupt=signals.check, checkpoints=checkpoints)
+    objective = Objective(spec, samples, device, interrupt=signals.check)
     return Trials(
         study,
         spec,

@@ -63,7 +63,7 @@ from depthsearch.storage.trials import (
     trial_of_id,
     trial_ref,
 )
-from depthsearch.worker.checkpoints import Checkpoints
+from depthsearch.worker.checkpoints import Checkpoints, TrialCheckpoints
 from depthsearch.worker.heartbeat import Heartbeat
 from depthsearch.worker.writer import Writer
 
@@ -220,6 +220,8 @@ class Trials:
         self.resumed: int | None = None
         #: The last trial's task metrics at its best epoch, for its log line.
         self.last_metrics: dict[str, float] = {}
+        #: The running trial's checkpoint writer (closed by :meth:`finish`).
+        self.saver: TrialCheckpoints | None = None
 
     # ---- one trial, top to bottom -------------------------------------------------------
 
@@ -257,9 +259,14 @@ class Trials:
                 resume = self.resume(trial, planned, attrs)
                 resumed_from = resume.epoch if resume is not None else 0
                 epoch_end = self.epoch_end(trial, planned)
+                self.saver = self.saver_for(trial, planned)
                 attrs.update(
                     self.objective.train(
-                        planned, trial, history, on_epoch_end=epoch_end, resume=resume
+                        planned,
+                        history,
+                        on_epoch_end=epoch_end,
+                        resume=resume,
+                        checkpoint=self.saver,
                     )
                 )
             attrs.update(
@@ -292,6 +299,7 @@ class Trials:
                 outcome.taken_over = True
             except DatabaseLost as e:
                 outcome.lost, outcome.error, outcome.reason = True, e, str(e)
+        self.close_saver(keep_last=outcome.again or outcome.lost or outcome.taken_over)
         if outcome.lost:
             self.abandon(trial, outcome)
             return
@@ -483,6 +491,20 @@ class Trials:
         return bool(
             call(lambda: requeue(self.study, failed), f"queueing trial {trial.number} again")
         )
+
+    def saver_for(self, trial: optuna.Trial, planned: Planned) -> TrialCheckpoints | None:
+        """The trial's checkpoint writer (None when checkpoints are off)."""
+        if self.checkpoints is None:
+            return None
+        return self.checkpoints.for_trial(trial.number, dict(trial.params), planned.seed)
+
+    def close_saver(self, *, keep_last: bool) -> None:
+        """Waits for the trial's checkpoint writes; with ``keep_last`` (the trial is to run
+        again: stopped, cut off from the database, or taken over), the state held back too,
+        before the trial is queued again: its run again resumes from its last epoch."""
+        saver, self.saver = self.saver, None
+        if saver is not None:
+            saver.close(keep_last=keep_last)
 
     def forget(self, trial: FrozenTrial) -> None:
         """Nothing will run the trial again: its checkpoints (and its predecessors') go."""
