@@ -1,15 +1,15 @@
-"""What the objective asks of a checkpoint store (the worker's, :mod:`depthsearch.worker
-.checkpoints`, or none): the state a retry goes on from, and a writer for the trial's own."""
+"""What the objective and the worker share of checkpoints: the state a retry goes on from
+(:class:`Resumed`, found by :mod:`depthsearch.worker.checkpoints`), and what takes a trial's
+states as it trains (:class:`StateWriter`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from depthsearch.learn.train import TrainState
 
-__all__ = ["CheckpointStore", "Resumed", "StateWriter"]
+__all__ = ["Resumed", "StateWriter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,17 +22,6 @@ class Resumed:
 
 
 class StateWriter(Protocol):
-    """Takes a trial's training states as it trains; ``close`` waits for what it writes (the
-    newest state held back too, with ``keep_last``: the trial is to run again from it)."""
+    """Takes a trial's training states as it trains (the worker decides what is written)."""
 
     def save(self, state: TrainState) -> None: ...
-
-    def close(self, *, keep_last: bool = False) -> None: ...
-
-
-class CheckpointStore(Protocol):
-    """A study's checkpoints: read for a retry, written for a trial."""
-
-    def resume(self, retried: Sequence[int], params: dict[str, Any], seed: int) -> Resumed: ...
-
-    def for_trial(self, number: int, params: dict[str, Any], seed: int) -> StateWriter: ...

@@ -386,9 +386,10 @@ class Trials:
         self, trial: optuna.Trial, planned: Planned, history: History, last: dict[str, Any]
     ) -> bool:
         """The pruner's verdict on the trial as this worker knows it (its curve, its noise),
-        against the others' as the study's cache holds them (read afresh every few
-        seconds): no database round trip in the training thread. A pruner that keeps its
-        own state in the storage (successive halving, Hyperband) gets the written trial."""
+        against the others' as the pruner's list holds them (read at most every 2 s, with
+        this worker's own trials added as told): no database round trip per epoch. A pruner
+        that keeps its own state in the storage (successive halving, Hyperband) gets the
+        written trial."""
         pruner = self.study.pruner
         if isinstance(
             pruner, (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.HyperbandPruner)
