@@ -161,6 +161,10 @@ def test_an_outage_shorter_than_db_wait_loses_no_worker_and_no_trial(
     epoch trained twice)."""
     url = postmaster.url()
     extra = WORKERS.format(db_wait=60, checkpoints=tmp_path / "ckpt")
+    # A trial taken over (its heartbeat stale during the outage) is, to the taker, a killed
+    # one: it loses what was trained since its last state written. A state every epoch
+    # bounds that by one epoch (the default, one per 10 s of training, by those seconds).
+    extra += "checkpoint_seconds = 0\n"
     create(tmp_path, url, "short", n_trials=3, max_epochs=LONG, extra=extra)
     gate.hold_at(MID)
     workers = [spawn("worker", "--study", "short", url=url) for _ in range(2)]
