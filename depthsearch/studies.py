@@ -123,11 +123,12 @@ def create_study(
                 f"study {spec.name!r} in {mask_url(storage_url)} was not created by depthsearch "
                 "(it has no stored spec); choose another [study] name"
             )
-        _check_same(spec, storage_url, stored)
+        stored, new = _normalise(stored), _normalise(spec.to_dict())
+        _check_same(spec, storage_url, stored, new)
         study = optuna.load_study(
             study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
         )
-        _resumed(study, spec, storage_url, stored)
+        _resumed(study, spec, storage_url, stored, new)
         return study
 
 
@@ -166,11 +167,12 @@ def _comparable(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_same(spec: StudySpec, storage_url: str, stored: dict[str, Any]) -> None:
-    """Raises StudyMismatchError when ``spec`` would train other trials than the stored."""
-    stored = _normalise(stored)
-    ours = _comparable(_normalise(spec.to_dict()))
-    theirs = _comparable(stored)
+def _check_same(
+    spec: StudySpec, storage_url: str, stored: dict[str, Any], new: dict[str, Any]
+) -> None:
+    """Raises StudyMismatchError when ``spec`` (``new``, normalised) would train other trials
+    than the ``stored`` spec (normalised)."""
+    ours, theirs = _comparable(new), _comparable(stored)
     theirs["study"].setdefault("objectives", ["val_loss"])  # specs stored before objectives
     # Specs stored before the test part held none; [confirm] changes no trial.
     theirs["data"].setdefault("test_fraction", 0.0)
@@ -195,11 +197,14 @@ def _check_same(spec: StudySpec, storage_url: str, stored: dict[str, Any]) -> No
 
 
 def _resumed(
-    study: optuna.Study, spec: StudySpec, storage_url: str, stored: dict[str, Any]
+    study: optuna.Study,
+    spec: StudySpec,
+    storage_url: str,
+    stored: dict[str, Any],
+    new: dict[str, Any],
 ) -> None:
-    """Stores the new budget and trial-neutral tables; warns when the budget is already met."""
-    new = _normalise(spec.to_dict())
-    stored = _normalise(stored)
+    """Stores the new budget and trial-neutral tables (``stored`` and ``new`` normalised);
+    warns when the budget is already met."""
     before = stored.get("study", {}).get("n_trials")
     if before != spec.n_trials or any(stored.get(t) != new.get(t) for t in _NO_TRIAL_TABLES):
         study.set_user_attr(

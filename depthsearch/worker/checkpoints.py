@@ -102,8 +102,7 @@ class Checkpoints:
         return {"study": self._study, "trial": number, "params": params, "seed": seed}
 
     def for_trial(self, number: int, params: dict[str, Any], seed: int) -> TrialCheckpoints:
-        identity = self._identity(number, params, seed)
-        return TrialCheckpoints(self, number, identity, every_s=self.every_s)
+        return TrialCheckpoints(self, number, self._identity(number, params, seed))
 
     def _read(self, number: int, slot: str) -> TrainState | None:
         """The state in one slot; None when there is none; CorruptCheckpoint when damaged."""
@@ -157,15 +156,12 @@ class Checkpoints:
 class TrialCheckpoints:
     """One trial's writer: :meth:`save` hands a state over; a thread writes it."""
 
-    def __init__(
-        self, owner: Checkpoints, number: int, identity: dict[str, Any], *, every_s: float = 0.0
-    ) -> None:
+    def __init__(self, owner: Checkpoints, number: int, identity: dict[str, Any]) -> None:
         self._owner = owner
         self._number = number
         self._identity = identity
-        self._every_s = every_s
         # When a state last went to the thread (the trial's start: a trial shorter than
-        # ``every_s`` writes none unless it stops to run again).
+        # the store's ``every_s`` writes none unless it stops to run again).
         self._handed_at = time.monotonic()
         self._held: TrainState | None = None  # the newest state not handed over (too soon)
         self._pending: TrainState | None = None
@@ -179,13 +175,14 @@ class TrialCheckpoints:
         self.saved_epoch = 0
 
     def save(self, state: TrainState) -> None:
-        """Never blocks: the state replaces any not yet written; within ``every_s`` of the
-        last one handed over, it is only held (:meth:`close` may write it)."""
+        """Never blocks: the state replaces any not yet written; within the store's
+        ``every_s`` of the last one handed over, it is only held (:meth:`close` may write
+        it)."""
         if self._broken is not None:
             return
         state.meta = dict(self._identity)
         now = time.monotonic()
-        if now - self._handed_at < self._every_s:
+        if now - self._handed_at < self._owner.every_s:
             self._held = state
             return
         self._held, self._handed_at = None, now
