@@ -20,6 +20,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 # The processes the tests start compile the package once, not at every start.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# One torch thread in every test process (pytest-xdist's workers and what they start, before
+# torch is imported): the suite runs several trainings at once on a few cores, and torch's
+# default (a thread a core, each spinning while it waits) made them fight. Three copies of the
+# classify tutorial at once on 2 cores: 76 s of wall and 146 s of CPU, against 25 s and 45 s
+# with one thread each. A test that needs more threads asks for them (launch sets its own).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 SEED_ARTICLE = REPO.parent / "shared" / "seed-article.md"
 PG_ADMIN_URL = os.environ.get(
     "DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
