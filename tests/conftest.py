@@ -233,6 +233,10 @@ class Gate:
         (self.folder / "open").unlink(missing_ok=True)
         (self.folder / "hold-at").write_text(str(epoch))
 
+    def pace(self, seconds: float) -> None:
+        """From now on, every epoch's end sleeps ``seconds`` (until the gate opens)."""
+        (self.folder / "pace").write_text(str(seconds))
+
     def held(self) -> int:
         """How many times a process stopped at the gate so far."""
         return len(list(self.folder.glob("held-*")))

@@ -342,13 +342,16 @@ def test_a_job_slurm_refuses_is_one_line_and_nothing_queued(
 
 
 def test_workers_stop_before_the_time_limit_with_their_trials_failed_not_running(
-    slurm: slurm_cluster.Cluster, node_url: str, tmp_path: Path
+    slurm: slurm_cluster.Cluster, node_url: str, tmp_path: Path, gate: Gate
 ) -> None:
     """``--signal``: Slurm sends SIGTERM ``--signal-before`` seconds ahead of ``--time``
     (its check runs every half minute or so, so it may come that much earlier: here 30 to 60
-    s after the start, once the workers train); the job ends well before its limit."""
+    s after the start, once the workers train); the job ends well before its limit. The
+    workers train an epoch a second meanwhile (the gate's pace), not flat out beside the
+    other tests."""
     import time
 
+    gate.pace(1.0)
     name = unique("limit")
     study = write_study(tmp_path, name=name, n_trials=4, max_epochs=ENDLESS)
     create_here(study, node_url)

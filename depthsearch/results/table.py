@@ -10,9 +10,9 @@ import pandas as pd
 
 from depthsearch._text import json_text, spreadsheet_cells
 from depthsearch.errors import InputError
-from depthsearch.results.export import open_study
 from depthsearch.search import trials as keys
 from depthsearch.search.trials import metric_names
+from depthsearch.studies import open_study
 
 __all__ = ["trials_frame", "write_trials"]
 

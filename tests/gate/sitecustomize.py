@@ -11,6 +11,10 @@ any machine, with trials a few epochs long, instead of sizing trials to outlast 
 ``depthsearch.learn.train.fit`` is wrapped when that module is first imported (processes that
 never train, as the reporting process, never import torch for it).
 
+While ``pace`` exists (:meth:`tests.conftest.Gate.pace`), every epoch's end also sleeps that many
+seconds: a test that waits on something outside (Slurm's signal before the time limit) keeps
+its workers training, slowly, instead of burning the cores the other tests run on.
+
 A second point holds a worker right after it finished a trial (its end told, its retry
 queued), while ``hold-finish`` exists, until ``open-finish`` does (``held-finish-PID``).
 """
@@ -32,7 +36,17 @@ _FOLDER = os.environ.get("DEPTHSEARCH_TEST_GATE")
 _GIVE_UP_S = 900.0
 
 
+def _pace(folder: Path) -> None:
+    try:
+        seconds = float((folder / "pace").read_text().strip())
+    except (OSError, ValueError):
+        return
+    if not (folder / "open").exists():
+        time.sleep(seconds)
+
+
 def _hold(folder: Path, epoch: int) -> None:
+    _pace(folder)
     try:
         wanted = int((folder / "hold-at").read_text().strip())
     except (OSError, ValueError):
