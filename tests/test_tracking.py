@@ -327,6 +327,37 @@ def _tracked_worker(
     )
 
 
+def test_a_password_in_the_tracking_uri_is_never_shown_or_stored(
+    tmp_path: Path, server: Server
+) -> None:
+    """`[tracking] mlflow = "http://user:pw@host:port"`: the runs are logged, and neither the
+    worker's lines, the stored spec, the study's run attribute nor status shows `pw`."""
+    secret = "Tr4ck3rS3cret"
+    host = server.uri.removeprefix("http://")
+    name = unique("masked")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    worker = _tracked_worker(tmp_path, name, f"http://alice:{secret}@{host}", n_trials=2)
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    assert "logging trials to MLflow at http://alice:***@" in err, err
+    study = optuna.load_study(study_name=name, storage=url)
+    stored = str(study.user_attrs)
+    assert secret not in stored and f"http://{host}" in stored, stored
+    assert len(_runs(MlflowClient(server.uri), name)) == 3  # the study's run and two trials
+    shown = depthsearch_cmd("status", "--study", name, "--storage", url)
+    assert shown.returncode == 0 and secret not in shown.stdout + shown.stderr
+    # A worker that cannot reach it says so, masked.
+    lost = _tracked_worker(
+        tmp_path, unique("lost"), f"http://alice:{secret}@127.0.0.1:{_free_port()}", n_trials=1
+    )
+    _, err = lost.communicate(timeout=300)
+    assert lost.returncode == 0, err
+    assert "is off for this worker" in err and secret not in err, err
+    assert "http://alice:***@127.0.0.1" in err, err
+
+
+# After every other test of the shared server: it leaves the server down (a restart costs
+# about 10 s of CPU).
 def test_a_server_killed_mid_study_costs_one_warning_and_no_trial(
     tmp_path: Path, server: Server, gate: Gate
 ) -> None:
@@ -404,32 +435,3 @@ def test_a_study_resumes_with_another_tracking_table(tmp_path: Path) -> None:
     path.write_text(path.read_text() + TRACKED.format(uri="http://mlflow.example:5000"))
     create_study(load_spec(path), url)
     assert read_spec("retracked", url).tracking.mlflow == "http://mlflow.example:5000"
-
-
-def test_a_password_in_the_tracking_uri_is_never_shown_or_stored(
-    tmp_path: Path, server: Server
-) -> None:
-    """`[tracking] mlflow = "http://user:pw@host:port"`: the runs are logged, and neither the
-    worker's lines, the stored spec, the study's run attribute nor status shows `pw`."""
-    secret = "Tr4ck3rS3cret"
-    host = server.uri.removeprefix("http://")
-    name = unique("masked")
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    worker = _tracked_worker(tmp_path, name, f"http://alice:{secret}@{host}", n_trials=2)
-    _, err = worker.communicate(timeout=300)
-    assert worker.returncode == 0, err
-    assert "logging trials to MLflow at http://alice:***@" in err, err
-    study = optuna.load_study(study_name=name, storage=url)
-    stored = str(study.user_attrs)
-    assert secret not in stored and f"http://{host}" in stored, stored
-    assert len(_runs(MlflowClient(server.uri), name)) == 3  # the study's run and two trials
-    shown = depthsearch_cmd("status", "--study", name, "--storage", url)
-    assert shown.returncode == 0 and secret not in shown.stdout + shown.stderr
-    # A worker that cannot reach it says so, masked.
-    lost = _tracked_worker(
-        tmp_path, unique("lost"), f"http://alice:{secret}@127.0.0.1:{_free_port()}", n_trials=1
-    )
-    _, err = lost.communicate(timeout=300)
-    assert lost.returncode == 0, err
-    assert "is off for this worker" in err and secret not in err, err
-    assert "http://alice:***@127.0.0.1" in err, err
