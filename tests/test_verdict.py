@@ -18,6 +18,9 @@ from .test_worker import create, trials
 #: Epochs a few hundredths of a second long: with the verdict computed beside training (a
 #: reporting process once did), a starved one answered many epochs late.
 EPOCHS = 12
+#: Two start-up trials, then eight the pruner judges (most pruned early): enough verdicts to
+#: check, and the hogs slow every other test of the suite only while these run.
+TRIALS = 10
 #: The best quarter goes on from epoch 1: most trials are pruned, early.
 PERCENTILE = 'kind = "percentile"\npercentile = 25.0\nn_startup_trials = 2\nn_warmup_steps = 0\n'
 
@@ -46,7 +49,7 @@ def test_a_pruned_trial_trains_no_epoch_past_its_verdict_beside_cpu_hogs(
         tmp_path,
         url,
         "busy",
-        n_trials=16,
+        n_trials=TRIALS,
         max_epochs=EPOCHS,
         pruner=PERCENTILE,
     )
@@ -56,7 +59,7 @@ def test_a_pruned_trial_trains_no_epoch_past_its_verdict_beside_cpu_hogs(
     assert proc.returncode == 0, proc.stderr
     done = trials(url, "busy")
     pruned = [t for t in done if t.state == TrialState.PRUNED]
-    assert len([t for t in done if t.state.is_finished()]) == 16
+    assert len([t for t in done if t.state.is_finished()]) == TRIALS
     assert pruned, "the percentile pruner stopped no trial"
     for t in pruned:
         verdict = t.user_attrs["pruned_at_epoch"]
