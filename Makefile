@@ -31,7 +31,7 @@ install: $(PY)
 
 # --no-compile: pip byte-compiles every file it installs (about 17,000 with the dev extra: 70 of
 # the 114 s this took on a fresh clone, 2 cores); Python compiles the few thousand the tools and
-# the suite import when they first do (the suite writes them: see `test`). 43 s with it.
+# the suite import when they first do (its processes write them: tests/conftest.py). 43 s with it.
 install-dev: $(PY)
 	$(PY) -m pip install -q --no-compile $(TORCH)
 	$(PY) -m pip install -q --no-compile $(PIP_LOCK) -e '.[dev]'
@@ -61,10 +61,8 @@ services:
 # cores two pytest-xdist workers halved its time (648 s -> 444 s), and three beat two again
 # (2026-12-06, the same tree: 575 s -> 547 s); the Slurm tests share one, the MLflow tests one.
 TEST_WORKERS ?= 3
-# PYTHONDONTWRITEBYTECODE emptied: pytest writes the byte code of what it imports once (an
-# environment that sets it, as some CI images do, would have every process compile torch again).
 test: lint services
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # The docs site: references generated from the code (tools/docs_hooks.py), strict about links.
 docs: install-dev

@@ -18,7 +18,9 @@ GATE_DIR = Path(__file__).resolve().parent / "gate"
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(GATE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
-# The processes the tests start compile the package once, not at every start.
+# The processes the tests start (pytest-xdist's workers, spawned after this, included) write
+# the byte code of what they import: the package and, as `make install-dev` compiles
+# nothing, torch and the rest; compiled once, not at every start.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # One torch thread in every test process (pytest-xdist's workers and what they start, before
 # torch is imported): the suite runs several trainings at once on a few cores, and torch's

@@ -9,7 +9,7 @@ a trial (after the epoch's own work: reported, checkpoint handed over) writes
 any machine, with trials a few epochs long, instead of sizing trials to outlast its reaction.
 
 ``depthsearch.learn.train.fit`` is wrapped when that module is first imported (processes that
-never train, as the reporting process, never import torch for it).
+never train, as ``status``, never import it).
 
 While ``pace`` exists (:meth:`tests.conftest.Gate.pace`), every epoch's end also sleeps that many
 seconds: a test that waits on something outside (Slurm's signal before the time limit) keeps
