@@ -56,8 +56,16 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
 
 
+#: What a Linux machine with an NVIDIA or AMD GPU driver shows (WSL: ``/dev/dxg``). Where none
+#: is there torch sees no CUDA device, and the launcher, which only supervises, learns so
+#: without importing torch (a second of CPU and its memory, in every launch).
+_GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
 def visible_gpus() -> list[int]:
     """Indices of the CUDA devices this process can see (none without CUDA)."""
+    if sys.platform == "linux" and not any(map(os.path.exists, _GPU_DRIVER_PATHS)):
+        return []
     import torch
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
