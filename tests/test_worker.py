@@ -354,23 +354,6 @@ def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: 
     assert {p["hidden_size"] for p in drawn[0].values()} == {4}
 
 
-def test_launch_without_a_gpu_says_it_starts_cpu_workers(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'nogpu.db'}"
-    create(tmp_path, url, "nogpu", n_trials=2, max_epochs=1)
-    proc = depthsearch_cmd("launch", "--study", "nogpu", "--storage", url, timeout=240)
-    assert proc.returncode == 0, proc.stderr
-    if torch.cuda.is_available():  # pragma: no cover - a GPU machine
-        assert "no CUDA device visible" not in proc.stdout
-        return
-    cores = available_cores()
-    assert f"no CUDA device visible: starting {cores} CPU worker" in proc.stdout, proc.stdout
-    # One worker per core, one torch thread each.
-    lines = [line for line in proc.stdout.splitlines() if "pid" in line and "on CPU" in line]
-    assert len(lines) == cores and all("on CPU, 1 thread" in x for x in lines), proc.stdout
-    assert {t.user_attrs["torch_threads"] for t in trials(url, "nogpu")} == {1}
-    assert "budget met: 2 of 2 search trials finished" in proc.stdout
-
-
 def test_launch_forwards_sigterm_to_every_worker(
     tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
@@ -411,34 +394,62 @@ def test_launch_forwards_sigterm_to_every_worker(
     assert count(url, "stopme", TrialState.FAIL) == 2
 
 
-def test_launch_on_a_terminal_shows_a_live_progress_line(tmp_path: Path) -> None:
-    """Under the workers' relayed lines, one line redrawn in place: the study's progress."""
+def test_launch_on_a_terminal_without_a_gpu_starts_a_worker_a_core_under_a_live_line(
+    tmp_path: Path, gate: Gate
+) -> None:
+    """No ``--cpu-workers`` and no CUDA device: a worker per core, one torch thread each, and
+    under their relayed lines one line redrawn in place: the study's progress, drawn while a
+    worker is held mid-trial at the gate (so a fast machine cannot finish before it)."""
     import pty
     import shutil
 
     url = f"sqlite:///{tmp_path / 'tty.db'}"
-    create(tmp_path, url, "tty", n_trials=4, max_epochs=40)
+    create(tmp_path, url, "tty", n_trials=4, max_epochs=2)
+    gate.hold_at(1)
     exe = shutil.which("depthsearch") or str(Path(sys.executable).parent / "depthsearch")
     parent, child = pty.openpty()
     proc = subprocess.Popen(
-        [exe, "launch", "--study", "tty", "--storage", url, "--cpu-workers", "2"],
+        [exe, "launch", "--study", "tty", "--storage", url],
         stdin=subprocess.DEVNULL,
         stdout=child,
         stderr=child,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     os.close(child)
-    chunks = []
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_terminal, args=(parent, chunks), daemon=True)
+    reader.start()
+    live = re.compile(r"\r\[launch\] \d+ of 4 search trials finished, [1-9]\d* running")
+    try:
+        gate.wait_held(1, EVENT_S)
+        wait_for(lambda: bool(live.search(_text(chunks))), EVENT_S, "the live progress line")
+    finally:
+        gate.open()
+    assert proc.wait(timeout=EVENT_S) == 0
+    reader.join(timeout=60)
+    out = _text(chunks)
+    assert "budget met: 4 of 4 search trials finished" in out, out
+    if torch.cuda.is_available():  # pragma: no cover - a GPU machine
+        assert "no CUDA device visible" not in out
+        return
+    cores = available_cores()
+    assert f"no CUDA device visible: starting {cores} CPU worker" in out, out
+    lines = [line for line in out.splitlines() if "pid" in line and "on CPU" in line]
+    assert len(lines) == cores and all("on CPU, 1 thread" in x for x in lines), out
+    assert {t.user_attrs["torch_threads"] for t in trials(url, "tty")} == {1}
+
+
+def _read_terminal(fd: int, chunks: list[bytes]) -> None:
+    """Everything written to the pty whose reading end is ``fd``, until every writer closed it."""
     while True:
         try:
-            chunk = os.read(parent, 65536)
+            chunk = os.read(fd, 65536)
         except OSError:  # the terminal closed: every writer exited
             break
         if not chunk:
             break
         chunks.append(chunk)
-    os.close(parent)
-    assert proc.wait(timeout=EVENT_S) == 0
-    out = b"".join(chunks).decode("utf-8", "replace")
-    assert re.search(r"\r\[launch\] \d+ of 4 search trials finished, \d+ running", out), out
-    assert "budget met: 4 of 4 search trials finished" in out
+    os.close(fd)
+
+
+def _text(chunks: list[bytes]) -> str:
+    return b"".join(list(chunks)).decode("utf-8", "replace")
