@@ -30,8 +30,8 @@ install: $(PY)
 	$(PY) -m pip install -q $(PIP_LOCK) -e .
 
 # --no-compile: pip byte-compiles every file it installs (about 17,000 with the dev extra: 70 of
-# the 114 s this took on a fresh clone, 2 cores); Python compiles the few thousand the tools and
-# the suite import when they first do (its processes write them: tests/conftest.py). 43 s with it.
+# the 114 s this took on a fresh clone, 2 cores); 43 s without. `make test` compiles the few
+# thousand the suite imports, once ($(VENV)/.bytecode below).
 install-dev: $(PY)
 	$(PY) -m pip install -q --no-compile $(TORCH)
 	$(PY) -m pip install -q --no-compile $(PIP_LOCK) -e '.[dev]'
@@ -61,8 +61,15 @@ services:
 # cores two pytest-xdist workers halved its time (648 s -> 444 s), and three beat two again
 # (2026-12-06, the same tree: 575 s -> 547 s); the Slurm tests share one, the MLflow tests one.
 TEST_WORKERS ?= 3
-test: lint services
+test: lint services $(VENV)/.bytecode
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
+
+# What the suite's processes import, byte-compiled once in one process (tools/warm_bytecode.py):
+# left to the suite, its first processes all compile the same modules at once. Again when the
+# installed releases may have changed.
+$(VENV)/.bytecode: pyproject.toml $(LOCK) | install-dev
+	env -u PYTHONDONTWRITEBYTECODE $(PY) tools/warm_bytecode.py
+	touch $@
 
 # The docs site: references generated from the code (tools/docs_hooks.py), strict about links.
 docs: install-dev

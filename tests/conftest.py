@@ -19,8 +19,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(GATE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
 # The processes the tests start (pytest-xdist's workers, spawned after this, included) write
-# the byte code of what they import: the package and, as `make install-dev` compiles
-# nothing, torch and the rest; compiled once, not at every start.
+# the byte code of what they import and `make test` did not compile first
+# (tools/warm_bytecode.py): compiled once, not at every start.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # One torch thread in every test process (pytest-xdist's workers and what they start, before
 # torch is imported): the suite runs several trainings at once on a few cores, and torch's
