@@ -28,6 +28,12 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # classify tutorial at once on 2 cores: 76 s of wall and 146 s of CPU, against 25 s and 45 s
 # with one thread each. A test that needs more threads asks for them (launch sets its own).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# MLflow's usage telemetry off in the tests (as MLflow itself turns it off where CI is set): its
+# first use starts a thread that fetches a config from the internet and, offline, pops
+# _MLFLOW_TELEMETRY_SESSION_ID from os.environ while the test's own requests may be iterating
+# it (requests' proxy lookup): a fresh clone's `make test` failed on that KeyError in
+# `export --register` (2026-12-06). The test machines are offline anyway.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SEED_ARTICLE = REPO.parent / "shared" / "seed-article.md"
 PG_ADMIN_URL = os.environ.get(
     "DEPTHSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
