@@ -78,7 +78,7 @@ def assess(
     classify: bool = False,
     unit_scale: Sequence[float] | None = None,
     batch_size: int = 4096,
-    amp: bool = True,
+    amp: bool = False,
 ) -> Evaluation:
     """``model`` on validation samples: mean squared error, or for a classification
     (``y``: class indices) the mean cross-entropy, accuracy, macro-F1 and confusion matrix;
@@ -161,12 +161,12 @@ def _assess_part(model: nn.Module, data: Windows, part: str, amp: bool) -> Evalu
     )
 
 
-def assess_val(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluation:
+def assess_val(model: nn.Module, data: Windows, *, amp: bool = False) -> Evaluation:
     """:func:`assess` on the validation samples of ``data``, as its task judges them."""
     return _assess_part(model, data, "val", amp)
 
 
-def assess_test(model: nn.Module, data: Windows, *, amp: bool = True) -> Evaluation:
+def assess_test(model: nn.Module, data: Windows, *, amp: bool = False) -> Evaluation:
     """:func:`assess` on the held-out test samples of ``data`` (its metrics named ``test_*``,
     its loss ``test_loss``). Only for a choice already made: a confirmation, an export."""
     judged = _assess_part(model, data, "test", amp)
