@@ -3,7 +3,8 @@
 `make install-dev` installs without byte-compiling (pip would compile ~17,000 files, most never
 imported). Left to the suite, the first processes it starts all compile the same few thousand
 modules at once (three pytest-xdist workers, each starting workers that import torch): about
-120 s of CPU in a fresh clone's first run, 2026-12-06. Importing them here first costs ~20 s.
+120 s of CPU in the suite's first run on a fresh machine, 2026-12-06; importing them here
+first costs ~25 s.
 Run by `make test` (a stamp in the venv keeps it to once per install); a module that is not
 installed is skipped.
 """
@@ -15,6 +16,7 @@ import os
 import pkgutil
 import sys
 import time
+import warnings
 
 #: Beyond depthsearch's own modules: what a training process, the servers the tests start
 #: (MLflow, optuna-dashboard, the docs build) and the test tools import.
@@ -22,7 +24,13 @@ THIRD_PARTY = (
     "torch._dynamo",  # torch.optim's first step imports it
     "optuna_dashboard",
     "mlflow",
+    "mlflow.cli",  # `mlflow server`, which the tests start
     "mlflow.server",
+    "mlflow.server.fastapi_app",
+    "uvicorn",
+    "mlflow.pytorch",  # `export --register`
+    "git",  # what MLflow reads of the source in a tracked worker
+    "docker",
     "onnx",
     "onnxruntime",
     "matplotlib.pyplot",
@@ -32,6 +40,7 @@ THIRD_PARTY = (
     "mkdocs_click",
     "hypothesis",
     "xdist",
+    "execnet",
 )
 
 
@@ -52,6 +61,7 @@ def main() -> int:
     started = time.monotonic()
     before = len(sys.modules)
     skipped = []
+    warnings.simplefilter("ignore")  # deprecation notes of what is imported, not ours to act on
     for name in (*_own_modules(), *THIRD_PARTY):
         try:
             importlib.import_module(name)
