@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from depthsearch import build_model, load_config
 from depthsearch.cli import main
 
-from .conftest import depthsearch_cmd, unique, write_study
+from .conftest import create_here, depthsearch_cmd, unique, write_study
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
@@ -258,3 +258,27 @@ def test_a_bad_study_file_or_url_is_refused_before_torch_loads(
         imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
         assert "torch" not in imported, "torch was imported before the input was checked"
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_worker_started_by_hand_on_the_cpu_with_torchs_threads_says_to_share_the_cores(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    # Several hand-started workers with torch's default (a thread a core) fight over the
+    # cores; launch gives each its share (its workers' lines are checked in test_worker.py).
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    create_here(write_study(tmp_path, name="byhand", n_trials=1, max_epochs=1), sqlite_url)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    exe = shutil.which("depthsearch") or str(Path(sys.executable).parent / "depthsearch")
+    args = [exe, "worker", "--study", "byhand", "--storage", sqlite_url, "--device", "cpu"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"worker on cpu \((\d+) torch threads\)", proc.stderr)
+    assert found, proc.stderr
+    threads = int(found[1])
+    hint = f"torch trains on {threads} threads here, one a core"
+    assert (hint in proc.stderr) == (threads >= 2), proc.stderr

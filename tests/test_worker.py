@@ -326,6 +326,7 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
     for i in (0, 1):
         assert re.search(rf"^\[{i} cpu\] .*worker on cpu", proc.stderr, re.M), proc.stderr
     assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr
+    assert "one a core" not in proc.stderr  # launch gave each its share: no hint to share
     assert proc.stdout.strip().splitlines()[-1] == "budget met: 4 of 4 search trials finished"
 
 
@@ -436,6 +437,7 @@ def test_launch_on_a_terminal_without_a_gpu_starts_a_worker_a_core_under_a_live_
     lines = [line for line in out.splitlines() if "pid" in line and "on CPU" in line]
     assert len(lines) == cores and all("on CPU, 1 thread" in x for x in lines), out
     assert {t.user_attrs["torch_threads"] for t in trials(url, "tty")} == {1}
+    assert "one a core" not in out
 
 
 def _read_terminal(fd: int, chunks: list[bytes]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import click
@@ -15,6 +16,8 @@ from depthsearch.cli._base import (
     storage_option,
     timeout_option,
 )
+
+_log = logging.getLogger(__name__)
 
 
 def _work(
@@ -171,8 +174,33 @@ def worker(
     url = resolve_storage(storage)
     # Each worker draws its own samples; a shared seed would make them all propose the same.
     study, spec = load_study(study_name, url, sampler_seed=None, data_path=data_path)
+    _share_the_cores_hint(spec, device, threads)
     result = _work(study, spec, url, n_trials, timeout, device=device, threads=threads)
     click.echo(
         f"worker {os.getpid()} done: {result.complete} complete, {result.pruned} pruned, "
         f"{result.failed} failed"
+    )
+
+
+def _share_the_cores_hint(spec: Any, device: str | None, threads: int | None) -> None:
+    """One line for a worker started by hand on the CPU with torch's default threads (one a
+    core): several such workers on one machine fight over the cores (three runs of the
+    classify tutorial at once on 2 cores: 76 s, against 25 s with one thread each). Launch's
+    workers are given their share (``OMP_NUM_THREADS``) and see no line."""
+    import os
+
+    import torch
+
+    from depthsearch.learn.train import resolve_device
+
+    default = torch.get_num_threads()
+    if threads or spec.train.threads or "OMP_NUM_THREADS" in os.environ or default < 2:
+        return
+    if resolve_device(device or spec.train.device).type != "cpu":
+        return
+    _log.info(
+        "torch trains on %d threads here, one a core: workers sharing this machine should "
+        "share its cores (--threads, [train] threads or OMP_NUM_THREADS), or be started "
+        "with `depthsearch launch --cpu-workers N`, which does",
+        default,
     )
