@@ -300,19 +300,24 @@ def unique(prefix: str) -> str:
 
 
 def depthsearch_cmd(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str | None] | None = None,
+    timeout: float = 300,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs the installed ``depthsearch`` console script as a user would."""
+    """Runs the installed ``depthsearch`` console script as a user would; ``env`` is added to
+    this process's environment (a None value removes that variable)."""
     import shutil
     import sys
 
     exe = shutil.which("depthsearch") or str(Path(sys.executable).parent / "depthsearch")
+    merged = {**os.environ, **(env or {})}
     return subprocess.run(
         [exe, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={k: v for k, v in merged.items() if v is not None},
         cwd=cwd,
     )
 

@@ -265,17 +265,11 @@ def test_a_worker_started_by_hand_on_the_cpu_with_torchs_threads_says_to_share_t
 ) -> None:
     # Several hand-started workers with torch's default (a thread a core) fight over the
     # cores; launch gives each its share (its workers' lines are checked in test_worker.py).
-    import os
     import re
-    import shutil
-    import subprocess
-    import sys
 
     create_here(write_study(tmp_path, name="byhand", n_trials=1, max_epochs=1), sqlite_url)
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    exe = shutil.which("depthsearch") or str(Path(sys.executable).parent / "depthsearch")
-    args = [exe, "worker", "--study", "byhand", "--storage", sqlite_url, "--device", "cpu"]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    args = ["worker", "--study", "byhand", "--storage", sqlite_url, "--device", "cpu"]
+    proc = depthsearch_cmd(*args, env={"OMP_NUM_THREADS": None})
     assert proc.returncode == 0, proc.stderr
     found = re.search(r"worker on cpu \((\d+) torch threads\)", proc.stderr)
     assert found, proc.stderr
