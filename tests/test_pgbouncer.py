@@ -17,9 +17,12 @@ from .conftest import Gate
 from .test_worker import (
     EVENT_S,
     FAST_HEARTBEAT,
+    LONG,
+    MID,
     assert_settled,
     create,
-    sigkill_mid_trial_is_failed_and_retried,
+    held_mid_trial,
+    retries_of,
     spawn,
     training,
     trials,
@@ -47,8 +50,32 @@ def test_three_workers_through_pgbouncer_end_with_exactly_the_budget(
 def test_a_killed_worker_through_pgbouncer_is_failed_and_retried(
     tmp_path: Path, pgbouncer: tuple[str, str], gate: Gate
 ) -> None:
+    """A worker SIGKILLed mid-trial behind the pooler, with no checkpoint to resume from (a
+    study on PostgreSQL keeps none unless it names a folder): the trial is FAIL, its one retry
+    starts over with the same parameters and seed and completes, and the budget is met.
+    (Without a pooler, test_checkpoints kills a worker and checks its retry bit for bit.)"""
     via, direct = pgbouncer
-    sigkill_mid_trial_is_failed_and_retried(tmp_path, gate, via, "bkill", read_url=direct)
+    create(tmp_path, via, "bkill", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
+    gate.hold_at(MID)
+    victim = spawn("worker", "--study", "bkill", url=via)
+    held_mid_trial(gate, direct, "bkill")
+    killed = next(t for t in trials(direct, "bkill") if t.state == TrialState.RUNNING)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    gate.open()
+    survivor = spawn("worker", "--study", "bkill", url=via)
+    _, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    final = {t.number: t for t in trials(direct, "bkill")}
+    assert final[killed.number].state == TrialState.FAIL
+    (retry,) = retries_of(final.values(), killed.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs["seed"] == killed.user_attrs["seed"]
+    # It started over from epoch 1 and says what that cost.
+    assert retry.user_attrs["resumed_from_epoch"] == 0
+    assert retry.user_attrs["epochs_lost"] == max(killed.intermediate_values) >= MID
+    assert min(retry.intermediate_values) == 1
+    assert_settled(direct, "bkill", finished=2)
 
 
 def _backends(direct: str) -> int:

@@ -144,41 +144,6 @@ def test_three_workers_end_with_exactly_the_budget(tmp_path: Path, fresh_storage
     assert len({t.user_attrs.get("worker_pid") for t in got}) >= 2
 
 
-def sigkill_mid_trial_is_failed_and_retried(
-    tmp_path: Path, gate: Gate, url: str, name: str, *, read_url: str | None = None
-) -> None:
-    """A worker SIGKILLed mid-trial: the trial is FAIL, its one retry completes with the same
-    parameters and seed, and the budget is met. ``read_url``: where the test reads the study
-    (the database itself, when the workers go through a pooler)."""
-    seen = read_url or url
-    create(tmp_path, url, name, n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
-    gate.hold_at(MID)
-    victim = spawn("worker", "--study", name, url=url)
-    held_mid_trial(gate, seen, name)
-    killed = next(t for t in trials(seen, name) if t.state == TrialState.RUNNING)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=10)
-    gate.open()
-    survivor = spawn("worker", "--study", name, url=url)
-    _, err = survivor.communicate(timeout=300)
-    assert survivor.returncode == 0, err
-    final = {t.number: t for t in trials(seen, name)}
-    assert final[killed.number].state == TrialState.FAIL
-    retries = retries_of(final.values(), killed.number)
-    assert len(retries) == 1
-    assert retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
-    assert retries[0].user_attrs["seed"] == killed.user_attrs.get(
-        "seed", retries[0].user_attrs["seed"]
-    )
-    assert_settled(seen, name, finished=2)
-
-
-def test_sigkill_mid_trial_is_failed_and_retried(
-    tmp_path: Path, fresh_storage_url: str, gate: Gate
-) -> None:
-    sigkill_mid_trial_is_failed_and_retried(tmp_path, gate, fresh_storage_url, "kill")
-
-
 def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:
