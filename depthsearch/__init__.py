@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from depthsearch.errors import DepthsearchError
-    from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
+    from depthsearch.learn.config import ModelConfig, load_config
+    from depthsearch.learn.model import StackedLSTM, build_model
     from depthsearch.learn.predictor import Forecaster, Predictor
-    from depthsearch.learn.saved import load_config, load_model, save_model
+    from depthsearch.learn.saved import load_model, save_model
     from depthsearch.spec import StudySpec, load_spec
     from depthsearch.worker.run import run_study
 
@@ -41,12 +42,12 @@ __version__ = "0.1.0"
 _HOME = {
     "DepthsearchError": "depthsearch.errors",
     "Forecaster": "depthsearch.learn.predictor",
-    "ModelConfig": "depthsearch.learn.model",
+    "ModelConfig": "depthsearch.learn.config",
     "Predictor": "depthsearch.learn.predictor",
     "StackedLSTM": "depthsearch.learn.model",
     "StudySpec": "depthsearch.spec",
     "build_model": "depthsearch.learn.model",
-    "load_config": "depthsearch.learn.saved",
+    "load_config": "depthsearch.learn.config",
     "load_model": "depthsearch.learn.saved",
     "load_spec": "depthsearch.spec",
     "run_study": "depthsearch.worker.run",

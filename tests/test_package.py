@@ -24,10 +24,12 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_study_modules_load_without_torch() -> None:
-    # What `status`, `trials` and the dashboard import: torch would add seconds to each.
+    # What `status`, `trials` and the dashboard import, and what rebuilds a model (its config):
+    # torch would add seconds to each.
     code = (
         "import sys, depthsearch, depthsearch.studies, depthsearch.storage\n"
         "import depthsearch.search.pruners, depthsearch.results.status\n"
+        "from depthsearch.learn import ModelConfig, load_config\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(

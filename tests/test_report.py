@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -34,6 +36,42 @@ def cli(*args: str) -> str:
     result = CliRunner().invoke(main, list(args))
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_the_commands_that_build_no_network_start_without_torch(
+    finished_study: tuple[str, Path], tmp_path: Path
+) -> None:
+    """status, trials, answer, export (without --retrain) and report read the study and write
+    files: none builds a model, so none loads torch (a second or more of CPU at every start)."""
+    url, _ = finished_study
+    study = ["--study", "result", "--storage", url]
+    commands = [
+        ["status", *study],
+        ["trials", *study, "-o", str(tmp_path / "trials.csv")],
+        ["answer", *study],
+        ["export", *study, "-o", str(tmp_path / "best.json")],
+        ["report", *study, "-o", str(tmp_path / "report")],
+    ]
+    code = (
+        "import json, sys\nfrom depthsearch.cli import main\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    main(args, standalone_mode=False)\n"
+        "    print(args[0], 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = [
+        line.split()
+        for line in proc.stderr.splitlines()
+        if line.split()[-1:] in (["True"], ["False"])
+    ]
+    assert seen == [[args[0], "False"] for args in commands], proc.stderr[-3000:]
+    assert (tmp_path / "best.json").exists() and (tmp_path / "report" / "index.html").exists()
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])

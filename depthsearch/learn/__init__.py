@@ -1,10 +1,21 @@
 """The learning code, torch / numpy / pandas only: the model, the data, the training loop and
 the saved-model format. Nothing here imports Optuna or SQLAlchemy: a saved model loads and
-predicts with torch alone (checked by import-linter)."""
+predicts with torch alone (checked by import-linter).
 
-from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
-from depthsearch.learn.predictor import Predictor, predict_csv
-from depthsearch.learn.saved import load_config, load_model, save_model
+The names below are imported on first use: :mod:`depthsearch.learn.config` (what rebuilds a
+model, and its document) loads without torch, for the commands that never build one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from depthsearch.learn.config import ModelConfig, load_config
+    from depthsearch.learn.model import StackedLSTM, build_model
+    from depthsearch.learn.predictor import Predictor, predict_csv
+    from depthsearch.learn.saved import load_model, save_model
 
 __all__ = [
     "ModelConfig",
@@ -16,3 +27,21 @@ __all__ = [
     "predict_csv",
     "save_model",
 ]
+
+_HOME = {
+    "ModelConfig": "depthsearch.learn.config",
+    "Predictor": "depthsearch.learn.predictor",
+    "StackedLSTM": "depthsearch.learn.model",
+    "build_model": "depthsearch.learn.model",
+    "load_config": "depthsearch.learn.config",
+    "load_model": "depthsearch.learn.saved",
+    "predict_csv": "depthsearch.learn.predictor",
+    "save_model": "depthsearch.learn.saved",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'depthsearch.learn' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -6,15 +6,14 @@ model, so an exported config is all a user needs to use a found architecture els
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from depthsearch.learn.config import ModelConfig
 from depthsearch.spec import READOUTS
 
 __all__ = ["READOUTS", "ModelConfig", "StackedLSTM", "State", "build_model"]
@@ -24,114 +23,6 @@ __all__ = ["READOUTS", "ModelConfig", "StackedLSTM", "State", "build_model"]
 #: every layer has the same width, else one ``(h, c)`` per layer, each
 #: ``(directions, batch, hidden_i)``.
 State = tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a candidate model.
-
-    Args:
-        input_size: features per timestep.
-        hidden_sizes: width of each LSTM layer, bottom to top; the layer count is its length.
-        output_size: values predicted per sequence (the forecast horizon).
-        dropout: dropout probability between layers; never applied after the last layer.
-        bidirectional: run every layer in both directions.
-        residual: add a skip connection around every layer but the first, with a linear
-            projection where the widths differ.
-        layer_norm: apply LayerNorm to the output of every layer but the last.
-        batch_first: inputs are ``(batch, seq, features)`` when true, else
-            ``(seq, batch, features)``.
-        readout: what the head reads (:data:`READOUTS`).
-    """
-
-    input_size: int
-    hidden_sizes: tuple[int, ...]
-    output_size: int
-    dropout: float = 0.0
-    bidirectional: bool = False
-    residual: bool = False
-    layer_norm: bool = False
-    batch_first: bool = True
-    readout: str = "last"
-
-    def __post_init__(self) -> None:
-        sizes = self.hidden_sizes
-        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
-            raise ValueError(
-                f"hidden_sizes must be a sequence of positive ints, but got {sizes!r}"
-            )
-        object.__setattr__(self, "hidden_sizes", tuple(sizes))
-        if len(self.hidden_sizes) == 0:
-            raise ValueError("hidden_sizes must name at least one layer, but got ()")
-        for i, width in enumerate(self.hidden_sizes):
-            if not _is_int(width) or width < 1:
-                raise ValueError(
-                    f"hidden_sizes[{i}] must be an int >= 1, but got {width!r} "
-                    f"in hidden_sizes={self.hidden_sizes!r}"
-                )
-        for name in ("input_size", "output_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, but got {value!r}")
-        dropout = self.dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise ValueError(f"dropout must be a float in [0, 1), but got {dropout!r}")
-        if not (0.0 <= float(dropout) < 1.0) or math.isnan(dropout):
-            raise ValueError(f"dropout must be in [0, 1), but got {dropout!r}")
-        object.__setattr__(self, "dropout", float(dropout))
-        for name in ("bidirectional", "residual", "layer_norm", "batch_first"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, but got {getattr(self, name)!r}")
-        if self.readout not in READOUTS:
-            raise ValueError(f"readout must be one of {list(READOUTS)}, but got {self.readout!r}")
-
-    @property
-    def num_layers(self) -> int:
-        """The number of stacked LSTM layers."""
-        return len(self.hidden_sizes)
-
-    @property
-    def num_directions(self) -> int:
-        """2 when bidirectional, else 1."""
-        return 2 if self.bidirectional else 1
-
-    @property
-    def uniform(self) -> bool:
-        """Whether every layer has the same width."""
-        return len(set(self.hidden_sizes)) == 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict that :meth:`from_dict` turns back into an equal config (the
-        readout only where it is not the last step's: configs saved before it rebuild)."""
-        out = dataclasses.asdict(self)
-        out["hidden_sizes"] = list(self.hidden_sizes)
-        if self.readout == "last":
-            del out["readout"]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys are refused."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a model config must be a mapping, but got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown model config key(s) {unknown}; allowed keys are {sorted(known)}"
-            )
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in data and f.default is dataclasses.MISSING
-        )
-        if missing:
-            raise ValueError(f"model config is missing required key(s) {missing}")
-        return cls(**dict(data))
 
 
 class StackedLSTM(nn.Module):

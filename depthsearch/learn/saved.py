@@ -1,4 +1,5 @@
-"""The saved-model format: a config document (``best.json`` / ``config.json``) and weights.
+"""The saved-model format: a config document (``best.json`` / ``config.json``,
+:mod:`depthsearch.learn.config`) and weights.
 
 Torch, numpy and pandas only: a model exported by ``depthsearch export`` loads and predicts
 here without Optuna, SQLAlchemy or a database. The document rebuilds the model by itself (as
@@ -8,16 +9,23 @@ nanoGPT's checkpoint keeps its ``model_args``); ``model.pt`` holds only tensors,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from depthsearch._text import json_text
 from depthsearch.errors import InputError
-from depthsearch.learn.model import ModelConfig, StackedLSTM, build_model
+from depthsearch.learn.config import (
+    CONFIG_FILE,
+    FORMAT,
+    MODEL_FILE,
+    ModelConfig,
+    load_config,
+    read_document,
+    write_document,
+)
+from depthsearch.learn.model import StackedLSTM, build_model
 from depthsearch.learn.scaling import Scaler
 
 __all__ = [
@@ -30,44 +38,6 @@ __all__ = [
     "save_model",
     "write_document",
 ]
-
-FORMAT = "depthsearch.config/1"
-MODEL_FILE = "model.pt"
-CONFIG_FILE = "config.json"
-
-
-def write_document(path: Path, doc: dict[str, Any]) -> None:
-    """Writes a config document as JSON, atomically (a reader never sees half a file)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json_text(doc) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from e
-
-
-def read_document(path: str | Path) -> dict[str, Any]:
-    """Reads a config document (as ``depthsearch export`` writes it)."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{p}: not a depthsearch export ({e})") from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "model" not in doc:
-        raise InputError(f"{p}: not a depthsearch export (expected format {FORMAT!r})")
-    return doc
-
-
-def load_config(path: str | Path) -> ModelConfig:
-    """The :class:`ModelConfig` of an exported config file (``best.json``)."""
-    doc = read_document(path)
-    try:
-        return ModelConfig.from_dict(doc["model"])
-    except ValueError as e:
-        raise InputError(f"{path}: bad model config: {e}") from e
 
 
 def save_model(

@@ -12,13 +12,11 @@ import optuna
 from optuna.trial import TrialState
 
 from depthsearch.errors import InputError
-from depthsearch.learn.model import ModelConfig
-from depthsearch.learn.saved import FORMAT, save_model, write_document
+from depthsearch.learn.config import FORMAT, ModelConfig, write_document
 from depthsearch.results.answer import Answer, answer_of
 from depthsearch.results.verdict import NOTHING_LEARNED
 from depthsearch.search import trials as keys
 from depthsearch.search.confirm import search_trials
-from depthsearch.search.objective import fit_options
 from depthsearch.search.trials import best_trial, metric_names
 from depthsearch.spec import StudySpec
 from depthsearch.storage import mask_url
@@ -292,6 +290,8 @@ def retrain_best(
             f"--register needs an MLflow server: set [tracking] mlflow in the study file or "
             f"{TRACKING_ENV}"
         )
+    from depthsearch.learn.saved import save_model
+
     model, data = _retrained(doc, spec, refit)
     doc["scaler"] = data.scaler.to_dict()
     if data.classes:
@@ -314,6 +314,7 @@ def _retrained(doc: dict[str, Any], spec: StudySpec, refit: str) -> tuple[Any, A
     from depthsearch.learn.evaluate import assess_test, assess_val
     from depthsearch.learn.model import build_model
     from depthsearch.learn.train import fit, resolve_device
+    from depthsearch.search.objective import fit_options
 
     device = resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
@@ -391,7 +392,7 @@ def _register(
     storage_url: str,
     folder: Path,
 ) -> None:
-    from depthsearch.learn.saved import CONFIG_FILE
+    from depthsearch.learn.config import CONFIG_FILE
     from depthsearch.results.registry import register_model
 
     study = open_study(study_name, storage_url, read_trials=False)

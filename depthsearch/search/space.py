@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from depthsearch.learn.model import ModelConfig
+from depthsearch.learn.config import ModelConfig
 from depthsearch.spec import Choices, Fixed, FloatRange, IntRange, ParamSpec, SpaceSpec
 
 __all__ = ["Candidate", "suggest"]
