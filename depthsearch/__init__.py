@@ -10,8 +10,9 @@ The package is layered along the data path (import-linter checks it; see pyproje
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from depthsearch._lazy import lazy_names
 
 if TYPE_CHECKING:
     from depthsearch.errors import DepthsearchError
@@ -55,13 +56,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module 'depthsearch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
 
 
 def __dir__() -> list[str]:

@@ -8,8 +8,9 @@ model, and its document) loads without torch, for the commands that never build 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from depthsearch._lazy import lazy_names
 
 if TYPE_CHECKING:
     from depthsearch.learn.config import ModelConfig, load_config
@@ -40,8 +41,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module 'depthsearch.learn' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _HOME)
