@@ -16,10 +16,16 @@ from depthsearch._lazy import lazy_names
 
 if TYPE_CHECKING:
     from depthsearch.errors import DepthsearchError
-    from depthsearch.learn.config import ModelConfig, load_config
-    from depthsearch.learn.model import StackedLSTM, build_model
-    from depthsearch.learn.predictor import Forecaster, Predictor
-    from depthsearch.learn.saved import load_model, save_model
+    from depthsearch.learn import (
+        Forecaster,
+        ModelConfig,
+        Predictor,
+        StackedLSTM,
+        build_model,
+        load_config,
+        load_model,
+        save_model,
+    )
     from depthsearch.spec import StudySpec, load_spec
     from depthsearch.worker.run import run_study
 
@@ -40,19 +46,21 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+#: The module each name is imported from: the learning code's through depthsearch.learn,
+#: which alone knows its own modules.
 _HOME = {
     "DepthsearchError": "depthsearch.errors",
-    "Forecaster": "depthsearch.learn.predictor",
-    "ModelConfig": "depthsearch.learn.config",
-    "Predictor": "depthsearch.learn.predictor",
-    "StackedLSTM": "depthsearch.learn.model",
+    "Forecaster": "depthsearch.learn",
+    "ModelConfig": "depthsearch.learn",
+    "Predictor": "depthsearch.learn",
+    "StackedLSTM": "depthsearch.learn",
     "StudySpec": "depthsearch.spec",
-    "build_model": "depthsearch.learn.model",
-    "load_config": "depthsearch.learn.config",
-    "load_model": "depthsearch.learn.saved",
+    "build_model": "depthsearch.learn",
+    "load_config": "depthsearch.learn",
+    "load_model": "depthsearch.learn",
     "load_spec": "depthsearch.spec",
     "run_study": "depthsearch.worker.run",
-    "save_model": "depthsearch.learn.saved",
+    "save_model": "depthsearch.learn",
 }
 
 

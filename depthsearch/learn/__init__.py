@@ -15,10 +15,11 @@ from depthsearch._lazy import lazy_names
 if TYPE_CHECKING:
     from depthsearch.learn.config import ModelConfig, load_config
     from depthsearch.learn.model import StackedLSTM, build_model
-    from depthsearch.learn.predictor import Predictor, predict_csv
+    from depthsearch.learn.predictor import Forecaster, Predictor, predict_csv
     from depthsearch.learn.saved import load_model, save_model
 
 __all__ = [
+    "Forecaster",
     "ModelConfig",
     "Predictor",
     "StackedLSTM",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 _HOME = {
+    "Forecaster": "depthsearch.learn.predictor",
     "ModelConfig": "depthsearch.learn.config",
     "Predictor": "depthsearch.learn.predictor",
     "StackedLSTM": "depthsearch.learn.model",
