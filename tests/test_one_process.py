@@ -84,8 +84,9 @@ def test_ctrl_c_to_the_group_writes_every_trained_epoch(
         worker.kill()
     assert worker.returncode == 128 + signal.SIGINT, err
     assert "stopped: interrupted by SIGINT" in err
-    assert not [t for t in trials(url, "ctrlc") if t.state == TrialState.RUNNING]
-    (failed,) = [t for t in trials(url, "ctrlc") if t.state == TrialState.FAIL]
+    got = trials(url, "ctrlc")
+    assert not [t for t in got if t.state == TrialState.RUNNING]
+    (failed,) = [t for t in got if t.state == TrialState.FAIL]
     assert failed.user_attrs["fail_reason"] == "interrupted by SIGINT"
     assert len(failed.intermediate_values) == failed.user_attrs["epochs_trained"] >= MID
 
