@@ -271,10 +271,19 @@ class Gate:
         (self.folder / "hold-finish").write_text("")
 
     def wait_finished(self, timeout: float = 300) -> None:
+        self.wait_file("held-finish-*", timeout)
+
+    def hold_before_tell(self) -> None:
+        """From now on, a worker about to tell a trial's state (its closing attributes
+        written) waits, until :meth:`open`; :meth:`wait_file` ``("held-tell-*")`` waits for it."""
+        (self.folder / "open").unlink(missing_ok=True)
+        (self.folder / "hold-tell").write_text("")
+
+    def wait_file(self, pattern: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
-        while not list(self.folder.glob("held-finish-*")):
+        while not list(self.folder.glob(pattern)):
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for a finished trial")
+                raise AssertionError(f"timed out after {timeout}s waiting for {pattern}")
             time.sleep(0.05)
 
     def open_finish(self) -> None:

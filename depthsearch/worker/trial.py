@@ -295,6 +295,9 @@ class Trials:
             try:
                 self.writer.attrs({**outcome.attrs, **self.reason_attrs(outcome)})
                 self.writer.flush()
+                # Told before its checkpoints go: another worker's stale check may end it
+                # between the write and the tell (its retry resumes from them).
+                outcome.taken_over = not self.tell(trial, outcome.state, outcome.value)
             except optuna.exceptions.UpdateFinishedTrialError:
                 outcome.taken_over = True
             except DatabaseLost as e:
@@ -312,7 +315,6 @@ class Trials:
             return
         by_user = isinstance(outcome.error, Interrupted) and outcome.error.signum == signal.SIGINT
         dropped = by_user and self.for_good()
-        self.tell(trial, outcome.state, outcome.value)
         queued = False
         if outcome.again and not dropped:
             # The user's stop runs again whatever [workers] max_retry says (it bounds failures).
@@ -457,22 +459,25 @@ class Trials:
         value: float | tuple[float, ...] | None,
         *,
         call_db: Callable[[Callable[[], Any], str], Any] | None = None,
-    ) -> None:
-        def do() -> None:
+    ) -> bool:
+        """Ends ``trial`` in ``state``; False when another worker's stale check had ended it
+        (taken over: its run again is queued)."""
+
+        def do() -> TrialState:
             # skip_if_finished: another worker's stale check may have ended it already, or a
             # tell tried again whose first attempt reached the database.
             if state == TrialState.COMPLETE:
                 frozen = self.study.tell(trial, value, skip_if_finished=True)
             else:
                 frozen = self.study.tell(trial, state=state, skip_if_finished=True)
-            if frozen.state != state:
-                _log.warning("trial %d was already %s", trial.number, frozen.state.name)
             if isinstance(self.study.pruner, RecentTrials):
                 self.study.pruner.finished(frozen)  # its next verdict counts this one
+            return frozen.state
 
-        (call_db or self.call_db)(do, f"saving trial {trial.number}")
+        ended = (call_db or self.call_db)(do, f"saving trial {trial.number}")
         if self.tracker is not None:
             self.tracker.end(trial_ref(trial))
+        return bool(ended == state)
 
     def requeue(
         self,
@@ -524,8 +529,8 @@ class Trials:
                 lambda: set_failed(self.study, trial_ref(trial), outcome.reason, keys.FAIL_REASON),
                 "failing",
             )
-            self.tell(trial, TrialState.FAIL, None, call_db=quick)
-            queued = self.requeue(trial, bounded=False, call_db=quick)
+            told = self.tell(trial, TrialState.FAIL, None, call_db=quick)
+            queued = told and self.requeue(trial, bounded=False, call_db=quick)
         except (DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
             _log.warning(
                 "trial %d left RUNNING: the next worker to reach the database fails it as "

@@ -16,7 +16,9 @@ seconds: a test that waits on something outside (Slurm's signal before the time 
 its workers training, slowly, instead of burning the cores the other tests run on.
 
 A second point holds a worker right after it finished a trial (its end told, its retry
-queued), while ``hold-finish`` exists, until ``open-finish`` does (``held-finish-PID``).
+queued), while ``hold-finish`` exists, until ``open-finish`` does (``held-finish-PID``). A third
+holds it right before it tells a trial's state (its closing attributes written), while
+``hold-tell`` exists, until ``open`` does (``held-tell-PID``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def _hold(folder: Path, epoch: int) -> None:
     while (folder / f"held-{os.getpid()}-{held}").exists():
         held += 1
     (folder / f"held-{os.getpid()}-{held}").write_text(str(epoch))
+    _wait_open(folder)
+
+
+def _wait_open(folder: Path) -> None:
     deadline = time.monotonic() + _GIVE_UP_S
     while not (folder / "open").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -89,6 +95,15 @@ def _wrap_finish(module: ModuleType, folder: Path) -> None:
         return out
 
     module.Trials.finish = finish
+    plain_tell = module.Trials.tell
+
+    def tell(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if (folder / "hold-tell").exists() and not (folder / "open").exists():
+            (folder / f"held-tell-{os.getpid()}").write_text("")
+            _wait_open(folder)
+        return plain_tell(self, *args, **kwargs)
+
+    module.Trials.tell = tell
 
 
 _WRAPPERS = {"depthsearch.learn.train": _wrap, "depthsearch.worker.trial": _wrap_finish}
