@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from .conftest import Gate
+from .conftest import Gate, write_study
 from .test_worker import (
     EVENT_S,
     FAST_HEARTBEAT,
@@ -32,12 +32,15 @@ from .test_worker import (
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-def test_three_workers_through_pgbouncer_end_with_exactly_the_budget(
+def test_three_runs_through_pgbouncer_on_an_empty_database_end_with_exactly_the_budget(
     tmp_path: Path, pgbouncer: tuple[str, str]
 ) -> None:
+    """Three ``run``s at the same moment on an empty database behind the pooler: the schema
+    and the study are created in a race, then the budget is shared (on SQLite:
+    test_worker's three-workers test; PostgreSQL without a pooler takes the same path)."""
     via, direct = pgbouncer
-    create(tmp_path, via, "bounced", n_trials=7, max_epochs=3)
-    procs = [spawn("worker", "--study", "bounced", url=via) for _ in range(3)]
+    study_file = write_study(tmp_path, name="bounced", n_trials=7, max_epochs=3)
+    procs = [spawn("run", str(study_file), url=via) for _ in range(3)]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err

@@ -107,6 +107,18 @@ def held_mid_trial(gate: Gate, url: str, name: str, n: int = 1) -> None:
     )
 
 
+def assert_running_rows(out: str, pids: set[int], epoch: str) -> None:
+    """``depthsearch status`` printed ``N running`` and a row for each worker's trial: its
+    host, device, ``epoch`` ("reached/max") and a heartbeat under a minute old."""
+    assert f"{len(pids)} running" in out, out
+    for pid in pids:
+        (row,) = [line for line in out.splitlines() if re.search(rf"\s{pid}\s", line)]
+        assert socket.gethostname() in row and " cpu " in row, row
+        assert re.search(rf"\s{epoch}\s", row), row
+        age = re.search(r"(\d+) s ago", row)
+        assert age is not None and int(age.group(1)) < 60, row  # beating
+
+
 def assert_settled(url: str, name: str, *, finished: int) -> None:
     """The study holds exactly ``finished`` finished trials and none running or waiting, and
     its trials are numbered 0, 1, 2, ... (whoever created them: workers, Optuna's retries)."""
@@ -127,8 +139,10 @@ def create(tmp_path: Path, url: str, name: str, **kw: object) -> None:
     create_here(write_study(tmp_path, name=name, **kw), url)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("fresh_storage_url", ["sqlite"], indirect=True)
 def test_three_workers_end_with_exactly_the_budget(tmp_path: Path, fresh_storage_url: str) -> None:
     # Three `run`s at the same moment on an empty database: schema and study creation race.
+    # (On PostgreSQL: test_pgbouncer's, through the pooler, on the same code path.)
     study_file = write_study(tmp_path, name="budget", n_trials=5, max_epochs=3)
     procs = [spawn("run", str(study_file), url=fresh_storage_url) for _ in range(3)]
     outs = [p.communicate(timeout=240) for p in procs]
@@ -302,7 +316,7 @@ def test_launch_forwards_sigterm_to_every_worker(
     tmp_path: Path, sqlite_url: str, gate: Gate
 ) -> None:
     url = sqlite_url
-    create(tmp_path, url, "stopme", n_trials=20, max_epochs=LONG)
+    create(tmp_path, url, "stopme", n_trials=20, max_epochs=LONG, extra=FAST_HEARTBEAT)
     gate.hold_at(MID)
     proc = subprocess.Popen(
         [
@@ -329,6 +343,10 @@ def test_launch_forwards_sigterm_to_every_worker(
     for pid in workers:
         assert os.getpgid(pid) == pid
         assert os.getsid(pid) == os.getsid(proc.pid)
+    # What a user looks at meanwhile (on PostgreSQL: test_status): each worker's trial.
+    status = depthsearch_cmd("status", "--study", "stopme", "--storage", url)
+    assert status.returncode == 0, status.stderr
+    assert_running_rows(status.stdout, workers, f"{MID}/{LONG}")
     proc.send_signal(signal.SIGTERM)
     gate.open()
     out, err = proc.communicate(timeout=60)
