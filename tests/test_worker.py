@@ -254,13 +254,6 @@ def test_unreachable_database_is_one_line_and_quick(silent_server: int, target: 
     assert "hunter2" not in proc.stderr and "***" in lines[0]
 
 
-def test_unknown_study_name_lists_what_is_there(tmp_path: Path, fresh_storage_url: str) -> None:
-    create(tmp_path, fresh_storage_url, "present", n_trials=1)
-    proc = depthsearch_cmd("worker", "--study", "absent", "--storage", fresh_storage_url)
-    assert proc.returncode == 2
-    assert "no study named 'absent'" in proc.stderr and "present" in proc.stderr
-
-
 # SQLite: the default launch below (one CPU worker per core) meets its budget there.
 @pytest.mark.parametrize("fresh_storage_url", ["postgresql"], indirect=True)
 def test_launch_cpu_workers_split_threads_and_meet_the_budget(
