@@ -167,7 +167,7 @@ def test_slurm_times() -> None:
 def test_without_sbatch_it_says_where_to_run(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = write_study(tmp_path, name="nosb", n_trials=2, max_epochs=1)
-    assert depthsearch_cmd("create", str(study), "--storage", url).returncode == 0
+    create_here(study, url)
     proc = depthsearch_cmd(
         "slurm", "--study", "nosb", "--storage", url, env={"PATH": "/nonexistent"}, cwd=tmp_path
     )

@@ -187,7 +187,7 @@ def test_a_candidate_too_big_for_memory_fails_alone(tmp_path: Path, sqlite_url: 
         .replace("num_layers = { low = 1, high = 3 }", "num_layers = { low = 1, high = 8 }")
         .replace("hidden_size = [4, 8]", "hidden_size = [4, 4096]")
     )
-    assert depthsearch_cmd("create", str(study_file), "--storage", url).returncode == 0
+    create_here(study_file, url)
     study = optuna.load_study(study_name="oom", storage=url)
     study.enqueue_trial({"num_layers": 8, "hidden_size": 4096})
     for _ in range(2):
