@@ -47,34 +47,29 @@ def test_status_shows_each_running_trial_with_its_worker_and_heartbeat(
     assert_running_rows(proc.stdout, {w.pid for w in workers}, f"{MID}/{EPOCHS}")
 
 
-def test_status_of_a_finished_study_says_the_budget_is_met(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'done.db'}"
-    study_file = write_study(tmp_path, name="done", n_trials=3, max_epochs=2)
-    assert depthsearch_cmd("run", str(study_file), "--storage", url).returncode == 0
-    proc = depthsearch_cmd("status", "--study", "done", "--storage", url, "--watch", "1")
-    assert proc.returncode == 0, proc.stderr
-    assert (
-        "3 of 3 search trials finished" in proc.stdout
-        and "budget met: 3 of 3 search trials finished" in proc.stdout
-    )
-    assert re.search(r"best so far: trial \d+ val_loss=", proc.stdout), proc.stdout
-    assert "running:" not in proc.stdout
-
-
-def test_status_needs_the_database_only_not_the_data_file(tmp_path: Path) -> None:
+def test_status_of_a_finished_study_says_the_budget_is_met_from_the_database_alone(
+    tmp_path: Path,
+) -> None:
+    """``--watch`` on a finished study prints once and exits; the study's data file is not
+    needed (as on another machine than the one that ran it)."""
     url = f"sqlite:///{tmp_path / 'csv.db'}"
     csv = tmp_path / "series.csv"
     csv.write_text("y\n" + "\n".join(f"{(i % 17) / 17:.3f}" for i in range(300)) + "\n")
-    study_file = write_study(tmp_path, name="csvstudy", n_trials=2, max_epochs=1)
+    study_file = write_study(tmp_path, name="csvstudy", n_trials=3, max_epochs=2)
     text = study_file.read_text().replace(
         'source = "synthetic"\nlength = 400', f'source = "csv"\npath = "{csv}"\ntarget = "y"'
     )
     study_file.write_text(text)
     assert depthsearch_cmd("run", str(study_file), "--storage", url).returncode == 0
     csv.unlink()  # as on another machine
-    proc = depthsearch_cmd("status", "--study", "csvstudy", "--storage", url)
+    proc = depthsearch_cmd("status", "--study", "csvstudy", "--storage", url, "--watch", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "budget met: 2 of 2 search trials finished" in proc.stdout
+    assert (
+        "3 of 3 search trials finished" in proc.stdout
+        and "budget met: 3 of 3 search trials finished" in proc.stdout
+    ), proc.stdout
+    assert re.search(r"best so far: trial \d+ val_loss=", proc.stdout), proc.stdout
+    assert "running:" not in proc.stdout
 
 
 def test_the_pace_counts_the_time_trials_ran_not_the_time_nothing_did(
