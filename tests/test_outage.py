@@ -200,3 +200,38 @@ def test_a_trial_taken_over_meanwhile_is_left_to_its_retry_and_the_worker_carrie
     # Its checkpoints were left for the retry, which went on from them.
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["resumed_from_epoch"] > 0
     assert retry.user_attrs["epochs_lost"] <= 1, retry.user_attrs
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_the_short_try_after_an_outage_queues_no_second_run_of_a_trial_taken_over(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outage rule's short try (``Trials.abandon``, a worker back after ``db_wait``) finds
+    its trial failed and queued again by another worker's stale check meanwhile: it queues no
+    second run again, and says the trial was taken over."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from depthsearch.storage import retry_for
+    from depthsearch.storage.trials import TrialWrites
+    from depthsearch.studies import load_study
+    from depthsearch.worker.trial import Outcome, Trials
+    from depthsearch.worker.writer import Writer
+
+    url = sqlite_url
+    create(tmp_path, url, "late", n_trials=2, max_epochs=2)
+    study, spec = load_study("late", url)
+    writer = Writer(TrialWrites(study), retry_for(url, 10.0))
+    mine = Trials(study, spec, url, objective=None, writer=writer)  # type: ignore[arg-type]
+    trial = study.ask()
+    other = optuna.load_study(study_name="late", storage=url)
+    other.tell(trial.number, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback()(other, other.get_trials()[trial.number])
+    caplog.set_level(logging.WARNING, logger="depthsearch")
+    try:
+        lost = Outcome(TrialState.FAIL, reason="the database was away", lost=True)
+        mine.abandon(trial, lost)
+    finally:
+        writer.close()
+    assert len(retries_of(trials(url, "late"), trial.number)) == 1
+    assert f"trial {trial.number} was taken over by another worker" in caplog.text

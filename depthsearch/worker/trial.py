@@ -525,12 +525,19 @@ class Trials:
         queues the same. Either way the worker then exits (exit 1)."""
         quick = retry_for(self.url, min(_ABANDON_WAIT_S, self.spec.workers.db_wait))
         try:
-            quick(
+            failed = quick(
                 lambda: set_failed(self.study, trial_ref(trial), outcome.reason, keys.FAIL_REASON),
                 "failing",
             )
-            told = self.tell(trial, TrialState.FAIL, None, call_db=quick)
-            queued = told and self.requeue(trial, bounded=False, call_db=quick)
+            if not failed:  # another worker's stale check ended it and queued its run again
+                _log.warning(
+                    "trial %d was taken over by another worker during the outage; its run "
+                    "again resumes from its checkpoint",
+                    trial.number,
+                )
+                return
+            self.tell(trial, TrialState.FAIL, None, call_db=quick)
+            queued = self.requeue(trial, bounded=False, call_db=quick)
         except (DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
             _log.warning(
                 "trial %d left RUNNING: the next worker to reach the database fails it as "
