@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -228,6 +228,17 @@ def create_here(study_file: Path, url: str) -> None:
     dispose_lock_engines()
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    """Polls ``condition`` every ``every`` seconds until true; fails naming ``what`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 class Gate:
     """Holds the training processes a test starts after a chosen epoch, until it opens
     (``tests/gate/sitecustomize.py``): a test acts exactly mid-trial on any machine, loaded or
@@ -253,13 +264,7 @@ class Gate:
         return {int(p.name.split("-")[1]) for p in self.folder.glob("held-*")}
 
     def wait_held(self, n: int = 1, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while self.held() < n:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out after {timeout}s waiting for {n} held at the gate"
-                )
-            time.sleep(0.05)
+        wait_for(lambda: self.held() >= n, timeout, f"{n} held at the gate", every=0.05)
 
     def open(self) -> None:
         """Lets every held process go on, and holds none from now on."""
@@ -280,11 +285,7 @@ class Gate:
         (self.folder / "hold-tell").write_text("")
 
     def wait_file(self, pattern: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not list(self.folder.glob(pattern)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {pattern}")
-            time.sleep(0.05)
+        wait_for(lambda: any(self.folder.glob(pattern)), timeout, pattern, every=0.05)
 
     def open_finish(self) -> None:
         (self.folder / "open-finish").write_text("")

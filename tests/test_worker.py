@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from depthsearch import run_study
 from depthsearch.launch.local import available_cores
 from depthsearch.storage import RetryHeartbeatStaleTrialCallback
 
-from .conftest import Gate, create_here, depthsearch_cmd, write_study
+from .conftest import Gate, create_here, depthsearch_cmd, wait_for, write_study
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +38,6 @@ heartbeat_interval = 1
 grace_period = 3
 max_retry = 1
 """
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def spawn(*args: str, url: str, **popen: Any) -> subprocess.Popen[str]:
