@@ -25,16 +25,21 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-install: $(PY)
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q $(PIP_LOCK) -e .
+# torch with pip (TORCH may name a wheel on this disk or carry pip's --index-url); the rest
+# with uv, pinned here: the dev extra's ~160 packages in 7 s instead of pip's 45 s on a fresh
+# clone (2 cores, 2026-12-07), from the same lock. uv installs no byte code: `make test`
+# compiles the few thousand files the suite imports, once ($(VENV)/.bytecode below).
+UV ?= uv==0.13.8
+$(BIN)/uv: | $(PY)
+	$(PY) -m pip install -q --no-compile '$(UV)'
 
-# --no-compile: pip byte-compiles every file it installs (about 17,000 with the dev extra: 70 of
-# the 114 s this took on a fresh clone, 2 cores); 43 s without. `make test` compiles the few
-# thousand the suite imports, once ($(VENV)/.bytecode below).
-install-dev: $(PY)
+install: $(BIN)/uv
 	$(PY) -m pip install -q --no-compile $(TORCH)
-	$(PY) -m pip install -q --no-compile $(PIP_LOCK) -e '.[dev]'
+	$(BIN)/uv pip install -q --compile-bytecode --python $(PY) $(PIP_LOCK) -e .
+
+install-dev: $(BIN)/uv
+	$(PY) -m pip install -q --no-compile $(TORCH)
+	$(BIN)/uv pip install -q --python $(PY) $(PIP_LOCK) -e '.[dev]'
 
 quickstart: install
 	$(BIN)/depthsearch run studies/quickstart.toml --storage $(STORAGE)
