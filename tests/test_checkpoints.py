@@ -15,6 +15,7 @@ from depthsearch.learn.data import prepare
 from depthsearch.learn.model import ModelConfig, build_model
 from depthsearch.learn.train import CorruptCheckpoint, FitOptions, History, TrainState, fit
 from depthsearch.spec import DataSpec, WorkersSpec
+from depthsearch.storage import RetryHeartbeatStaleTrialCallback
 
 from .conftest import Gate, create_here, depthsearch_cmd, write_study
 from .test_worker import EVENT_S, assert_settled, count, spawn, trials, wait_for
@@ -197,14 +198,19 @@ def _trained_at_least(url: str, name: str, epochs: int) -> bool:
 
 
 def _stop_in_training(
-    gate: Gate, url: str, name: str, epochs: int, sig: signal.Signals
+    gate: Gate, url: str, name: str, epochs: int, sig: signal.Signals, read: str | None = None
 ) -> tuple[int, str]:
-    """Starts a worker, holds it after epoch ``epochs`` of its trial (reported), sends it
-    ``sig`` there and opens the gate; returns its exit code and stderr once it has exited."""
+    """Starts a worker on ``url``, holds it after epoch ``epochs`` of its trial (reported, as
+    read through ``read``, else ``url``), sends it ``sig`` there and opens the gate; returns its
+    exit code and stderr once it has exited."""
     gate.hold_at(epochs)
     worker = spawn("worker", "--study", name, url=url)
     gate.wait_held()
-    wait_for(lambda: _trained_at_least(url, name, epochs), EVENT_S, f"{epochs} epochs reported")
+    wait_for(
+        lambda: _trained_at_least(read or url, name, epochs),
+        EVENT_S,
+        f"{epochs} epochs reported",
+    )
     worker.send_signal(sig)
     gate.open()  # the next batch finds the signal
     _, err = worker.communicate(timeout=120)
@@ -220,29 +226,44 @@ def _worker_to_the_end(url: str, name: str) -> str:
 
 
 def _reference(tmp_path: Path, name: str) -> dict[int, float]:
-    """The same trial (same study file, seed, parameters) trained once without a stop."""
-    study = tmp_path / f"{name}.toml"
+    """The same trial (same study file, seed, parameters) trained once without a stop, in this
+    process (one torch thread, as the study file says)."""
+    from depthsearch import run_study
+
     ref_url = f"sqlite:///{tmp_path / 'reference.db'}"
-    proc = depthsearch_cmd("run", str(study), "--storage", ref_url, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    run_study(tmp_path / f"{name}.toml", storage=ref_url)
     (only,) = trials(ref_url, name)
     assert only.state == TrialState.COMPLETE
     return dict(only.intermediate_values)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("pgbouncer", marks=pytest.mark.postgres)])
+def worker_and_reader_urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(the URL the workers use, the URL this test reads the study from): a fresh SQLite file,
+    or a fresh PostgreSQL database through a real PgBouncer in transaction pooling mode (the
+    many-workers setup) and directly."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.db'}"
+        return url, url
+    via, direct = request.getfixturevalue("pgbouncer")
+    return str(via), str(direct)
+
+
 def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run(
-    tmp_path: Path, fresh_storage_url: str, gate: Gate
+    tmp_path: Path, worker_and_reader_urls: tuple[str, str], gate: Gate
 ) -> None:
-    url, name = fresh_storage_url, "killed"
+    url, read = worker_and_reader_urls
+    name = "killed"
     # A state every epoch, whatever the time (the default writes one per 10 s of training).
     _study(tmp_path, url, name, extra="checkpoint_seconds = 0\n")
-    code, _ = _stop_in_training(gate, url, name, 4, signal.SIGKILL)
+    code, _ = _stop_in_training(gate, url, name, 4, signal.SIGKILL, read=read)
     assert code == -signal.SIGKILL
     assert list(_store(tmp_path, url).glob(f"{name}-*.trial-0.*"))  # it left its state behind
     err = _worker_to_the_end(url, name)
 
-    killed, retry = trials(url, name)
+    killed, retry = trials(read, name)
     assert killed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == killed.number
     assert retry.params == killed.params and retry.user_attrs["seed"] == killed.user_attrs["seed"]
     k = retry.user_attrs["resumed_from_epoch"]
     reported = max(killed.intermediate_values)
@@ -258,7 +279,7 @@ def test_sigkill_at_epoch_k_costs_at_most_one_epoch_and_ends_as_an_unstopped_run
     assert retry.value == min(reference.values())
     # A finished trial leaves no state behind, nor do the trials it retried.
     assert not list(_store(tmp_path, url).glob(f"{name}-*.trial-*"))
-    assert_settled(url, name, finished=1)
+    assert_settled(read, name, finished=1)
 
 
 def test_sigterm_fails_the_trial_with_the_reason_and_the_next_worker_resumes_it(

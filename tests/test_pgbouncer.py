@@ -1,5 +1,6 @@
-"""Workers through a real PgBouncer in transaction pooling mode: the budget holds, a killed
-worker's trial is failed and retried, and a worker holds at most 2 connections to the server."""
+"""Workers through a real PgBouncer in transaction pooling mode: the budget holds and a worker
+holds at most 2 connections to the server. (A worker killed behind the pooler, its trial failed
+and resumed from its checkpoint: test_checkpoints's SIGKILL test.)"""
 
 from __future__ import annotations
 
@@ -13,16 +14,12 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from .conftest import Gate, write_study
+from .conftest import write_study
 from .test_worker import (
     EVENT_S,
     FAST_HEARTBEAT,
-    LONG,
-    MID,
     assert_settled,
     create,
-    held_mid_trial,
-    retries_of,
     spawn,
     training,
     trials,
@@ -48,37 +45,6 @@ def test_three_runs_through_pgbouncer_on_an_empty_database_end_with_exactly_the_
     assert len({t.number for t in got}) == len(got)
     assert_settled(direct, "bounced", finished=7)
     assert len({t.user_attrs.get("worker_pid") for t in got}) >= 2
-
-
-def test_a_killed_worker_through_pgbouncer_is_failed_and_retried(
-    tmp_path: Path, pgbouncer: tuple[str, str], gate: Gate
-) -> None:
-    """A worker SIGKILLed mid-trial behind the pooler, with no checkpoint to resume from (a
-    study on PostgreSQL keeps none unless it names a folder): the trial is FAIL, its one retry
-    starts over with the same parameters and seed and completes, and the budget is met.
-    (Without a pooler, test_checkpoints kills a worker and checks its retry bit for bit.)"""
-    via, direct = pgbouncer
-    create(tmp_path, via, "bkill", n_trials=2, max_epochs=LONG, extra=FAST_HEARTBEAT)
-    gate.hold_at(MID)
-    victim = spawn("worker", "--study", "bkill", url=via)
-    held_mid_trial(gate, direct, "bkill")
-    killed = next(t for t in trials(direct, "bkill") if t.state == TrialState.RUNNING)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=10)
-    gate.open()
-    survivor = spawn("worker", "--study", "bkill", url=via)
-    _, err = survivor.communicate(timeout=300)
-    assert survivor.returncode == 0, err
-    final = {t.number: t for t in trials(direct, "bkill")}
-    assert final[killed.number].state == TrialState.FAIL
-    (retry,) = retries_of(final.values(), killed.number)
-    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
-    assert retry.user_attrs["seed"] == killed.user_attrs["seed"]
-    # It started over from epoch 1 and says what that cost.
-    assert retry.user_attrs["resumed_from_epoch"] == 0
-    assert retry.user_attrs["epochs_lost"] == max(killed.intermediate_values) >= MID
-    assert min(retry.intermediate_values) == 1
-    assert_settled(direct, "bkill", finished=2)
 
 
 def _backends(direct: str) -> int:

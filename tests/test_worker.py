@@ -1,7 +1,8 @@
 """Many workers, one study: exact budget, orphaned trials, launch, unreachable databases.
 
-Every test runs over a fresh SQLite file and a fresh database on the real PostgreSQL server.
-Workers are real processes of the installed command; nothing is mocked.
+Each test runs on a fresh SQLite file or a fresh database on the real PostgreSQL server (the
+storage its comment names). Workers are real processes of the installed command; nothing is
+mocked.
 """
 
 from __future__ import annotations
@@ -245,15 +246,20 @@ def test_unreachable_database_is_one_line_and_quick(silent_server: int, target: 
     assert "hunter2" not in proc.stderr and "***" in lines[0]
 
 
-# SQLite: the default launch below (one CPU worker per core) meets its budget there.
+# PostgreSQL: the default launch below (one CPU worker per core) meets its budget on SQLite.
 @pytest.mark.parametrize("fresh_storage_url", ["postgresql"], indirect=True)
-def test_launch_cpu_workers_split_threads_and_meet_the_budget(
+def test_launched_cpu_workers_split_threads_meet_the_budget_and_draw_reproducible_trials(
     tmp_path: Path, fresh_storage_url: str
 ) -> None:
+    # Trial k samples from a state seeded by the study's seed and k, whichever worker takes
+    # it: the start-up trials (the first 5, TPE's default) of two launched workers are those
+    # of one worker in this process, trial for trial.
     url = fresh_storage_url
-    create(tmp_path, url, "launched", n_trials=4, max_epochs=2)
+    path = write_study(tmp_path, name="again", n_trials=5, max_epochs=2)
+    path.write_text(path.read_text().replace('kind = "random"', 'kind = "tpe"'))
+    create_here(path, url)
     proc = depthsearch_cmd(
-        "launch", "--study", "launched", "--storage", url, "--cpu-workers", "2", timeout=240
+        "launch", "--study", "again", "--storage", url, "--cpu-workers", "2", timeout=240
     )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if "pid" in line and "on CPU" in line]
@@ -261,35 +267,21 @@ def test_launch_cpu_workers_split_threads_and_meet_the_budget(
     per = max(1, available_cores() // 2)
     threads = f"on CPU, {per} thread{'s' if per > 1 else ''}"
     assert len(lines) == 2 and all(threads in line for line in lines), proc.stdout
-    assert count(url, "launched", TrialState.COMPLETE, TrialState.PRUNED) == 4
-    assert {t.user_attrs["torch_threads"] for t in trials(url, "launched")} == {per}
+    assert {t.user_attrs["torch_threads"] for t in trials(url, "again")} == {per}
     # Each worker's own lines come through the launcher behind its id and device.
     for i in (0, 1):
         assert re.search(rf"^\[{i} cpu\] .*worker on cpu", proc.stderr, re.M), proc.stderr
     assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr
     assert "one a core" not in proc.stderr  # launch gave each its share: no hint to share
-    assert proc.stdout.strip().splitlines()[-1] == "budget met: 4 of 4 search trials finished"
-
-
-def test_launched_workers_draw_the_same_start_up_trials_run_after_run(tmp_path: Path) -> None:
-    # Trial k samples from a state seeded by the study's seed and k, whichever worker takes
-    # it: the start-up trials (the first 5, TPE's default) of two launched workers are those
-    # of one worker in this process, trial for trial.
-    path = write_study(tmp_path, name="again", n_trials=5, max_epochs=2)
-    path.write_text(path.read_text().replace('kind = "random"', 'kind = "tpe"'))
-    drawn = []
-    for run in ("launched", "alone"):
-        url = f"sqlite:///{tmp_path / run}.db"
-        if run == "alone":
-            run_study(path, storage=url)
-        else:
-            create_here(path, url)
-            proc = depthsearch_cmd(
-                "launch", "--study", "again", "--storage", url, "--cpu-workers", "2", timeout=240
-            )
-            assert proc.returncode == 0, proc.stderr
-        assert_settled(url, "again", finished=5)
-        drawn.append({t.number: t.params for t in trials(url, "again") if t.number < 5})
+    assert proc.stdout.strip().splitlines()[-1] == "budget met: 5 of 5 search trials finished"
+    assert_settled(url, "again", finished=5)
+    alone = f"sqlite:///{tmp_path / 'alone'}.db"
+    run_study(path, storage=alone)
+    assert_settled(alone, "again", finished=5)
+    drawn = [
+        {t.number: t.params for t in trials(where, "again") if t.number < 5}
+        for where in (url, alone)
+    ]
     assert len(drawn[0]) == 5 and drawn[0] == drawn[1]
     # Every depth of the range among the start-up trials, at the cheap widths.
     assert {p["num_layers"] for p in drawn[0].values()} == {1, 2, 3}
