@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import optuna
@@ -120,5 +121,45 @@ def test_the_writer_writes_in_order_and_stops_for_a_trial_ended_elsewhere(
         writer.epoch(1, 0.9)
         writer.flush()
         assert study.get_trials(deepcopy=False)[1].intermediate_values == {1: 0.9}
+    finally:
+        writer.close()
+
+
+def _voluntary_switches(thread_id: int) -> int:
+    status = Path(f"/proc/self/task/{thread_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0])
+
+
+def _settled(thread_id: int) -> int:
+    """The thread's count once it stopped moving (two reads 0.1 s apart agree): asleep."""
+    last = -1
+    while (now := _voluntary_switches(thread_id)) != last:
+        last = now
+        time.sleep(0.1)
+    return now
+
+
+def test_the_writer_sleeps_until_its_batch_is_due_whatever_the_epochs_handed_over(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Reports handed over while a batch waits for its time wake the writer's thread no more
+    (it was woken, to sleep again, at every epoch: a core taken from training each time)."""
+    create_study(load_spec(write_study(tmp_path, name="q", n_trials=1, max_epochs=3)), sqlite_url)
+    study, spec = load_study("q", sqlite_url)
+    writer = Writer(TrialWrites(study), retry_for(sqlite_url, spec.workers.db_wait), 3600.0)
+    try:
+        trial = study.ask()
+        writer.start(trial_ref(trial))
+        writer.epoch(1, 1.0)
+        writer.flush()  # written: the next batch is due in an hour
+        native = writer._thread.native_id
+        assert native is not None
+        before = _settled(native)  # back in its wait after the flush
+        for epoch in range(2, 42):
+            writer.epoch(epoch, 1.0 / epoch)
+            time.sleep(0.01)  # as training between epochs: the thread could run meanwhile
+        assert _voluntary_switches(native) - before <= 3  # about 40 (one an epoch) before
+        writer.flush()
+        assert len(study.get_trials(deepcopy=False)[0].intermediate_values) == 41
     finally:
         writer.close()

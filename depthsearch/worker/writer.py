@@ -62,13 +62,22 @@ class Writer:
 
     def epoch(self, step: int, value: float, attrs: dict[str, Any] | None = None) -> None:
         with self._changed:
+            idle = not self._pending
             self._pending.values[step] = value
             self._pending.attrs.update(attrs or {})
-            self._changed.notify_all()
+            self._wake(idle)
 
     def attrs(self, attrs: dict[str, Any]) -> None:
         with self._changed:
+            idle = not self._pending
             self._pending.attrs.update(attrs)
+            self._wake(idle)
+
+    def _wake(self, idle: bool) -> None:
+        """Wakes the thread for a first report (it waits for one); with reports pending it
+        sleeps until their batch is due, and waking it at every epoch only takes a core from
+        training (a 2-thread torch loop waits for a preempted thread)."""
+        if idle:
             self._changed.notify_all()
 
     def check(self) -> None:
