@@ -61,24 +61,22 @@ class Writer:
             self._pending = _Batch()
 
     def epoch(self, step: int, value: float, attrs: dict[str, Any] | None = None) -> None:
-        with self._changed:
-            idle = not self._pending
-            self._pending.values[step] = value
-            self._pending.attrs.update(attrs or {})
-            self._wake(idle)
+        self._hand_over({step: value}, attrs or {})
 
     def attrs(self, attrs: dict[str, Any]) -> None:
+        self._hand_over({}, attrs)
+
+    def _hand_over(self, values: dict[int, float], attrs: dict[str, Any]) -> None:
+        """Adds to the pending batch; wakes the thread only for a first report (it waits for
+        one). With reports pending it sleeps until their batch is due: waking it at every
+        epoch only takes a core from training (a 2-thread torch loop waits for a preempted
+        thread)."""
         with self._changed:
             idle = not self._pending
+            self._pending.values.update(values)
             self._pending.attrs.update(attrs)
-            self._wake(idle)
-
-    def _wake(self, idle: bool) -> None:
-        """Wakes the thread for a first report (it waits for one); with reports pending it
-        sleeps until their batch is due, and waking it at every epoch only takes a core from
-        training (a 2-thread torch loop waits for a preempted thread)."""
-        if idle:
-            self._changed.notify_all()
+            if idle:
+                self._changed.notify_all()
 
     def check(self) -> None:
         """Raises what stopped the writes (the database gone past db_wait, the trial ended
