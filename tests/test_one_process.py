@@ -16,10 +16,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from depthsearch._optuna import study_storage
+from depthsearch.learn.data import prepare
+from depthsearch.search.pruners import RecentTrials
 from depthsearch.spec import load_spec
-from depthsearch.storage import retry_for
+from depthsearch.storage import dialect_of, retry_for
 from depthsearch.storage.trials import TrialWrites, trial_ref
 from depthsearch.studies import create_study, load_study
+from depthsearch.worker.run import run_worker
 from depthsearch.worker.writer import Writer
 
 from .conftest import Gate, write_study
@@ -163,3 +167,49 @@ def test_the_writer_sleeps_until_its_batch_is_due_whatever_the_epochs_handed_ove
         assert len(study.get_trials(deepcopy=False)[0].intermediate_values) == 41
     finally:
         writer.close()
+
+
+def test_a_worker_reads_each_trial_twice_and_its_pruner_holds_its_trials_as_stored(
+    tmp_path: Path, fresh_storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial costs two reads of itself (Optuna's ``Trial`` and ``tell``; ``tell``'s read
+    back is not made), and on SQLite no read of the running trials when it is taken: the
+    cache created it. The pruner's list holds each trial this worker told as the database
+    holds it, built from what the worker read and wrote."""
+    url = fresh_storage_url
+    never = 'kind = "median"\nn_startup_trials = 50\nn_warmup_steps = 0\n'
+    create_study(load_spec(write_study(tmp_path, name="r", max_epochs=3, pruner=never)), url)
+    study, spec = load_study("r", url)
+    assert isinstance(study.pruner, RecentTrials)
+    study.pruner.max_age_s = 3600.0  # read once, at the first verdict: then the told ones
+    storage, reads, running_reads = study_storage(study), [], []
+    get_trial, get_all_trials = storage.get_trial, storage.get_all_trials
+
+    def counted_get_trial(trial_id: int) -> optuna.trial.FrozenTrial:
+        reads.append(trial_id)
+        return get_trial(trial_id)
+
+    def counted_get_all_trials(*args: object, **kw: object) -> list[optuna.trial.FrozenTrial]:
+        if kw.get("states") == (TrialState.RUNNING,):
+            running_reads.append(args)
+        return get_all_trials(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "get_trial", counted_get_trial)
+    monkeypatch.setattr(storage, "get_all_trials", counted_get_all_trials)
+    data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
+    done = run_worker(study, spec, url, n_trials=3, data=data)
+    monkeypatch.undo()
+    assert done.complete == 3
+    stored = {t.number: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert sorted(reads) == sorted(2 * [t._trial_id for t in stored.values()])
+    assert len(running_reads) == (3 if dialect_of(url) == "postgresql" else 0)
+    held = {t.number: t for t in study.pruner.complete}
+    assert held.keys() == stored.keys()
+    for number, told in held.items():
+        as_stored = stored[number]
+        assert told.values == as_stored.values
+        assert told.intermediate_values == as_stored.intermediate_values
+        assert told.params == as_stored.params
+        assert told.distributions == as_stored.distributions
+        assert told.user_attrs == as_stored.user_attrs
+        assert told.system_attrs == as_stored.system_attrs

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+from optuna.study._tell import _tell_with_warning
 
 __all__ = [
     "asked_trial",
@@ -34,6 +35,7 @@ __all__ = [
     "study_id",
     "study_ids",
     "study_storage",
+    "tell_trial",
     "trial_for_id",
     "trial_id",
 ]
@@ -93,13 +95,40 @@ def asked_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
     under its budget lock and leave the rest (reading the trial, the sampler's
     ``before_trial``) outside it. Relative sampling happens later, at the first suggest."""
     study._thread_local.cached_all_trials = None  # as ask() does: the next read is fresh
-    # Optuna's cached storage writes a trial's params only once it has read the trial in a
-    # study-wide read (ask() does one to find waiting trials): an incremental read after the
-    # first (new and unfinished trials only), and the first is what the sampler needs anyway.
-    study._storage.get_all_trials(
-        study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-    )
+    # Optuna's cached storage writes a trial's params only once it knows the trial: it
+    # created it (SQLite's reservation creates through it), or read it in a study-wide read
+    # (ask() does one to find waiting trials): an incremental read after the first (new and
+    # unfinished trials only), and the first is what the sampler needs anyway.
+    if not _cache_knows(study._storage, trial_id):
+        study._storage.get_all_trials(
+            study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+        )
     return optuna.Trial(study, trial_id)
+
+
+def _cache_knows(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
+    """Whether ``storage`` can write trial ``trial_id``'s params without a read first. A
+    trial the cache created stays out of its unfinished list until its next study-wide
+    read, which returns it: its id is above every trial finished when the cache last read."""
+    if not isinstance(storage, _CachedStorage):
+        return True
+    with storage._lock:
+        return trial_id in storage._trial_id_to_study_id_and_number
+
+
+def tell_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    state: optuna.trial.TrialState | None,
+    values: float | tuple[float, ...] | None,
+) -> optuna.trial.TrialState:
+    """``study.tell(trial, values, state, skip_if_finished=True)`` without the read of the
+    told trial that ``tell`` returns (a round trip of six statements): the state the trial
+    ended in, another worker's where it was finished already."""
+    ended, _, _ = _tell_with_warning(
+        study, trial, value_or_values=values, state=state, skip_if_finished=True
+    )
+    return ended
 
 
 def schema_versions(backend: optuna.storages.RDBStorage) -> tuple[str, str]:

@@ -292,6 +292,12 @@ class RecentTrials(optuna.pruners.BasePruner):
         view: Any = _Peers(study, self._complete, self._attrs)
         return self.pruner.prune(view, trial)
 
+    @property
+    def complete(self) -> list[FrozenTrial]:
+        """The complete trials its next verdict reads (unless the list is older than
+        ``max_age_s`` by then)."""
+        return list(self._complete)
+
     def finished(self, trial: FrozenTrial) -> None:
         """A trial this worker just told: complete, it counts from the next verdict on."""
         known = {t.number for t in self._complete}

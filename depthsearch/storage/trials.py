@@ -21,6 +21,7 @@ from depthsearch._optuna import (
     tables,
     trial_id,
 )
+from depthsearch._optuna import tell_trial as _tell_trial
 
 __all__ = [
     "TrialWrites",
@@ -33,6 +34,7 @@ __all__ = [
     "requeue",
     "reseed",
     "set_failed",
+    "tell_trial",
     "trial_number_id",
     "trial_of_id",
     "trial_ref",
@@ -69,6 +71,18 @@ def trial_number_id(study: optuna.Study, number: int) -> int:
 def read_trial(trial: optuna.Trial) -> FrozenTrial:
     """The trial as ``ask()`` read it (its retry history, a confirmation's attributes)."""
     return frozen_trial(trial)
+
+
+def tell_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    state: TrialState | None,
+    value: float | tuple[float, ...] | None,
+) -> TrialState:
+    """Ends ``trial`` as ``study.tell(trial, value, state, skip_if_finished=True)`` does (one
+    read of the trial, not two): the state it ended in, another worker's where another
+    worker's stale check had ended it already."""
+    return _tell_trial(study, trial, state, value)
 
 
 def reseed(study: optuna.Study, seed: int) -> None:

@@ -59,6 +59,7 @@ from depthsearch.storage.trials import (
     requeue,
     reseed,
     set_failed,
+    tell_trial,
     trial_number_id,
     trial_of_id,
     trial_ref,
@@ -398,14 +399,12 @@ class Trials:
         ):
             self.writer.flush()
             return bool(self.call_db(trial.should_prune, "asking the pruner"))
-        known = optuna.trial.create_trial(
-            state=TrialState.RUNNING,
-            params=dict(trial.params),
-            distributions=dict(trial.distributions),
-            user_attrs={**planned.attrs, keys.LAST_EPOCH: last},
-            intermediate_values={e.epoch: e.val_loss for e in history.epochs},
+        known = _as_known(
+            trial,
+            TrialState.RUNNING,
+            {**planned.attrs, keys.LAST_EPOCH: last},
+            {e.epoch: e.val_loss for e in history.epochs},
         )
-        known.number = trial.number  # whose verdict it is (a pruner's cache keys on it)
         return bool(self.call_db(lambda: pruner.prune(self.study, known), "asking the pruner"))
 
     def resume(
@@ -464,20 +463,33 @@ class Trials:
         (taken over: its run again is queued)."""
 
         def do() -> TrialState:
-            # skip_if_finished: another worker's stale check may have ended it already, or a
-            # tell tried again whose first attempt reached the database.
-            if state == TrialState.COMPLETE:
-                frozen = self.study.tell(trial, value, skip_if_finished=True)
-            else:
-                frozen = self.study.tell(trial, state=state, skip_if_finished=True)
-            if isinstance(self.study.pruner, RecentTrials):
-                self.study.pruner.finished(frozen)  # its next verdict counts this one
-            return frozen.state
+            # Skipped when finished: another worker's stale check may have ended it already,
+            # or a tell tried again whose first attempt reached the database.
+            told = None if state == TrialState.COMPLETE else state  # COMPLETE: Optuna checks
+            ended = tell_trial(self.study, trial, told, value)
+            if ended == TrialState.COMPLETE and isinstance(self.study.pruner, RecentTrials):
+                self.study.pruner.finished(self.as_told(trial, value))  # counted from now on
+            return ended
 
         ended = (call_db or self.call_db)(do, f"saving trial {trial.number}")
         if self.tracker is not None:
             self.tracker.end(trial_ref(trial))
         return bool(ended == state)
+
+    def as_told(self, trial: optuna.Trial, value: float | tuple[float, ...] | None) -> FrozenTrial:
+        """The complete trial as the database holds it now, from what this worker read and
+        wrote (no read: Optuna's ``tell`` reads it back)."""
+        read = read_trial(trial)
+        values, attrs = self.writer.handed()
+        done = _as_known(
+            trial,
+            TrialState.COMPLETE,
+            {**read.user_attrs, **attrs},
+            {**read.intermediate_values, **values},
+            values=list(value) if isinstance(value, tuple) else [float(value or 0.0)],
+        )
+        done.system_attrs = dict(read.system_attrs)
+        return done
 
     def requeue(
         self,
@@ -612,6 +624,26 @@ class Trials:
                 finished,
                 budget,
             )
+
+
+def _as_known(
+    trial: optuna.Trial,
+    state: TrialState,
+    attrs: dict[str, Any],
+    intermediate: dict[int, float],
+    values: list[float] | None = None,
+) -> FrozenTrial:
+    """``trial`` as this worker knows it, numbered as in the study (a pruner keys on it)."""
+    known = optuna.trial.create_trial(
+        state=state,
+        values=values,
+        params=dict(trial.params),
+        distributions=dict(trial.distributions),
+        user_attrs=attrs,
+        intermediate_values=intermediate,
+    )
+    known.number = trial.number
+    return known
 
 
 class StaleTrials:

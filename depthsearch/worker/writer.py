@@ -47,6 +47,7 @@ class Writer:
         self._urgent = 0  # flushes waiting: write now, whatever the interval
         self._changed = threading.Condition()
         self._pending = _Batch()
+        self._handed = _Batch()  # everything handed over for the running trial
         self._writing = False
         self._trial: int | None = None
         self._closed = False
@@ -58,7 +59,13 @@ class Writer:
         """Writes for ``trial_id`` from now on (the previous trial was flushed)."""
         with self._changed:
             self._trial, self.error = trial_id, None
-            self._pending = _Batch()
+            self._pending, self._handed = _Batch(), _Batch()
+
+    def handed(self) -> tuple[dict[int, float], dict[str, Any]]:
+        """Every value and attribute handed over for the running trial: what the database
+        holds of this worker's writes once :meth:`flush` returned."""
+        with self._changed:
+            return dict(self._handed.values), dict(self._handed.attrs)
 
     def epoch(self, step: int, value: float, attrs: dict[str, Any] | None = None) -> None:
         self._hand_over({step: value}, attrs or {})
@@ -75,6 +82,8 @@ class Writer:
             idle = not self._pending
             self._pending.values.update(values)
             self._pending.attrs.update(attrs)
+            self._handed.values.update(values)
+            self._handed.attrs.update(attrs)
             if idle:
                 self._changed.notify_all()
 
