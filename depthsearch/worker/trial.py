@@ -477,19 +477,19 @@ class Trials:
         return bool(ended == state)
 
     def as_told(self, trial: optuna.Trial, value: float | tuple[float, ...] | None) -> FrozenTrial:
-        """The complete trial as the database holds it now, from what this worker read and
-        wrote (no read: Optuna's ``tell`` reads it back)."""
+        """The complete trial as the database holds it now, built from what this worker
+        read and wrote, not read back."""
+        assert value is not None  # a complete trial has its values
         read = read_trial(trial)
         values, attrs = self.writer.handed()
-        done = _as_known(
+        return _as_known(
             trial,
             TrialState.COMPLETE,
             {**read.user_attrs, **attrs},
             {**read.intermediate_values, **values},
-            values=list(value) if isinstance(value, tuple) else [float(value or 0.0)],
+            values=list(value) if isinstance(value, tuple) else [value],
+            system_attrs=read.system_attrs,
         )
-        done.system_attrs = dict(read.system_attrs)
-        return done
 
     def requeue(
         self,
@@ -632,6 +632,7 @@ def _as_known(
     attrs: dict[str, Any],
     intermediate: dict[int, float],
     values: list[float] | None = None,
+    system_attrs: dict[str, Any] | None = None,
 ) -> FrozenTrial:
     """``trial`` as this worker knows it, numbered as in the study (a pruner keys on it)."""
     known = optuna.trial.create_trial(
@@ -640,6 +641,7 @@ def _as_known(
         params=dict(trial.params),
         distributions=dict(trial.distributions),
         user_attrs=attrs,
+        system_attrs=system_attrs,
         intermediate_values=intermediate,
     )
     known.number = trial.number
