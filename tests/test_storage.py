@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import optuna
 import pytest
 import sqlalchemy
@@ -48,7 +50,7 @@ def _varied_study(url: str) -> optuna.Study:
     )
     for k in range(6):
         trial = study.ask()
-        trial.suggest_int("num_layers", 1, 4)
+        trial.suggest_int("num_layers", 2, 2)
         trial.suggest_categorical("hidden_size", [8, 16, None, "wide"])
         trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         for step in range(1, k + 2):  # trial.report is for one objective: the storage's call
@@ -113,3 +115,89 @@ def test_a_waiting_trial_taken_under_the_lock_starts_now_in_any_time_zone(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def _reserved(study: optuna.Study, url: str, *, waiting: bool) -> int:
+    """A trial reserved as a worker reserves it: created, or taken from the waiting ones."""
+    from depthsearch.storage import locked_study
+
+    if waiting:
+        study.enqueue_trial({"lr": 0.01}, user_attrs={"note": "queued"})
+        study.get_trials()  # the cache sees it WAITING before it is taken
+    with locked_study(study, url) as locked:
+        locked.counts()
+        taken = locked.take_waiting()
+        return taken if taken is not None else locked.create()
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["created", "taken"])
+def test_a_reserved_trial_opens_as_the_trial_optuna_reads(storage_url: str, waiting: bool) -> None:
+    """The reserved trial's ``optuna.Trial`` is built from the cache's copy where it holds
+    the trial RUNNING (no read of it), and is what Optuna's own constructor builds."""
+    from depthsearch.storage.trials import opened_trial
+
+    name = f"open-{uuid.uuid4().hex[:6]}"
+    study = optuna.create_study(storage=open_storage(storage_url), study_name=name)
+    tid = _reserved(study, storage_url, waiting=waiting)
+    storage = study._storage
+    reads: list[int] = []
+    get_trial = storage.get_trial
+
+    def counted(trial_id: int) -> optuna.trial.FrozenTrial:
+        reads.append(trial_id)
+        return get_trial(trial_id)
+
+    storage.get_trial = counted  # type: ignore[method-assign]
+    ours = opened_trial(study, tid)
+    assert storage.get_trial is counted  # put back as it was
+    del storage.get_trial
+    theirs = optuna.Trial(optuna.load_study(study_name=name, storage=storage_url), tid)
+    assert reads == ([tid] if waiting else [])  # a copy the cache saw WAITING is read again
+    assert vars(ours).keys() == vars(theirs).keys()
+    a, b = ours._cached_frozen_trial, theirs._cached_frozen_trial
+    assert repr(a) == repr(b) and a._trial_id == b._trial_id == tid
+    assert a.state == optuna.trial.TrialState.RUNNING
+    assert ours.suggest_float("lr", 1e-4, 1e-1, log=True) == (
+        0.01 if waiting else ours.params["lr"]
+    )
+
+
+@pytest.mark.parametrize(
+    "state", [None, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL]
+)
+def test_a_tell_without_a_read_writes_what_optunas_tell_writes(
+    storage_url: str, state: optuna.trial.TrialState | None
+) -> None:
+    """Told as the worker knows it (no read), a trial ends as ``study.tell`` ends it (a
+    pruned one with its last report as its value); one another worker ended first is left
+    as that worker ended it, and its state returned."""
+    from depthsearch.storage.trials import opened_trial, read_trial, tell_trial
+
+    name = f"tell-{uuid.uuid4().hex[:6]}"
+    study = optuna.create_study(storage=open_storage(storage_url), study_name=name)
+    ended = []
+    for known in (False, True):
+        trial = opened_trial(study, _reserved(study, storage_url, waiting=False))
+        trial.suggest_int("num_layers", 2, 2)
+        trial.report(0.7, 1)
+        trial.report(0.4, 2)
+        frozen = read_trial(trial) if known else None
+        value = 0.4 if state is None else None
+        assert tell_trial(study, trial, state, value, frozen) == (
+            state or optuna.trial.TrialState.COMPLETE
+        )
+        ended.append(study._storage.get_trial(trial._trial_id))
+    theirs, ours = ended
+    for field in ("state", "values", "params", "intermediate_values", "user_attrs"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert ours.datetime_complete is not None
+    # Ended elsewhere first (a stale check): left FAIL, and FAIL is returned.
+    trial = opened_trial(study, _reserved(study, storage_url, waiting=False))
+    trial.report(0.5, 1)
+    optuna.load_study(study_name=name, storage=storage_url).tell(
+        trial.number, state=optuna.trial.TrialState.FAIL
+    )
+    assert tell_trial(study, trial, state, 0.5 if state is None else None, read_trial(trial)) == (
+        optuna.trial.TrialState.FAIL
+    )
+    assert study._storage.get_trial(trial._trial_id).state == optuna.trial.TrialState.FAIL

@@ -13,13 +13,15 @@ package alone.
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import optuna
+from optuna.pruners import _filter_study
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
-from optuna.study._tell import _tell_with_warning
+from optuna.study._tell import _check_values_are_feasible, _tell_with_warning
 
 __all__ = [
     "asked_trial",
@@ -99,11 +101,47 @@ def asked_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
     # created it (SQLite's reservation creates through it), or read it in a study-wide read
     # (ask() does one to find waiting trials): an incremental read after the first (new and
     # unfinished trials only), and the first is what the sampler needs anyway.
-    if not _cache_knows(study._storage, trial_id):
-        study._storage.get_all_trials(
+    storage = study._storage
+    if not _cache_knows(storage, trial_id):
+        storage.get_all_trials(
             study._study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
         )
-    return optuna.Trial(study, trial_id)
+    known = _running_in_cache(storage, trial_id)
+    if known is None:  # a waiting trial the cache saw before this worker took it: read it
+        return optuna.Trial(study, trial_id)
+    # The cache's copy is the trial as created (SQLite) or as just read (above): Optuna's
+    # Trial reads it once more in its constructor; it is handed this copy instead.
+    read = storage.get_trial
+
+    def get_trial(tid: int) -> optuna.trial.FrozenTrial:
+        return known if tid == trial_id else read(tid)
+
+    own = vars(storage).get("get_trial")  # a caller's own (a test's count), put back after
+    storage.get_trial = get_trial  # type: ignore[method-assign,assignment]
+    try:
+        return optuna.Trial(study, trial_id)
+    finally:
+        if own is None:
+            del storage.get_trial
+        else:
+            storage.get_trial = own
+
+
+def _running_in_cache(
+    storage: optuna.storages.BaseStorage, trial_id: int
+) -> optuna.trial.FrozenTrial | None:
+    """A copy of trial ``trial_id`` as Optuna's cache holds it, if it holds it RUNNING (a
+    trial this worker just reserved: created through the cache, or read after it was taken)."""
+    if not isinstance(storage, _CachedStorage):
+        return None
+    with storage._lock:
+        where = storage._trial_id_to_study_id_and_number.get(trial_id)
+        if where is None:
+            return None
+        trial = storage._studies[where[0]].trials[where[1]]
+        if trial.state != optuna.trial.TrialState.RUNNING:
+            return None
+        return copy.deepcopy(trial)
 
 
 def _cache_knows(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
@@ -121,14 +159,74 @@ def tell_trial(
     trial: optuna.Trial,
     state: optuna.trial.TrialState | None,
     values: float | tuple[float, ...] | None,
+    known: optuna.trial.FrozenTrial | None = None,
 ) -> optuna.trial.TrialState:
     """``study.tell(trial, values, state, skip_if_finished=True)`` without the read of the
     told trial that ``tell`` returns (a round trip of six statements): the state the trial
-    ended in, another worker's where it was finished already."""
-    ended, _, _ = _tell_with_warning(
-        study, trial, value_or_values=values, state=state, skip_if_finished=True
-    )
-    return ended
+    ended in, another worker's where it was finished already.
+
+    ``known``: the RUNNING trial as the database holds it (what this worker read and wrote
+    of it): then not even ``tell``'s own read of the trial before the write. The storage
+    refuses to end a finished trial, so a trial another worker's stale check ended meanwhile
+    (or a try of this tell that reached the database) is found by that refusal and read
+    then; its sampler's ``after_trial`` has been called by then (Optuna's ``tell`` skips it
+    for a finished trial; the built-in samplers write nothing there that a finished trial
+    would keep)."""
+    if known is None:
+        ended, _, _ = _tell_with_warning(
+            study, trial, value_or_values=values, state=state, skip_if_finished=True
+        )
+        return ended
+    tid = trial_id(trial)
+    frozen = copy.copy(known)
+    frozen._trial_id = tid
+    state, told = _told(study, frozen, state, values)
+    study._thread_local.cached_all_trials = None  # as tell() does
+    try:
+        try:
+            study.sampler.after_trial(_filter_study(study, frozen), frozen, state, told)
+        finally:
+            study._storage.set_trial_state_values(tid, state, told)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return study._storage.get_trial(tid).state
+    return state
+
+
+def _told(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    state: optuna.trial.TrialState | None,
+    values: float | tuple[float, ...] | None,
+) -> tuple[optuna.trial.TrialState, list[float] | None]:
+    """The state and values ``tell`` writes, checked as ``tell`` checks them: a complete
+    trial's values (state ``None``: COMPLETE when they are fit, else FAIL with a warning),
+    a pruned trial's last report as its value, no values for a pruned or failed one."""
+    told = None if values is None else [float(v) for v in _as_tuple(values)]
+    done = optuna.trial.TrialState
+    if state in (done.PRUNED, done.FAIL) and told is not None:
+        raise ValueError(f"values {told} told for a {state.name} trial: it takes none")
+    if state in (None, done.COMPLETE):
+        problem = (
+            "The value None could not be cast to float."
+            if told is None
+            else _check_values_are_feasible(study, told)
+        )
+        if problem is None:
+            return done.COMPLETE, told
+        if state == done.COMPLETE:
+            raise ValueError(problem)
+        warnings.warn(problem, stacklevel=3)
+        return done.FAIL, None
+    if state == done.PRUNED and trial.last_step is not None:
+        last = trial.intermediate_values[trial.last_step]
+        return state, [last] if _check_values_are_feasible(study, [last]) is None else None
+    if state not in (done.PRUNED, done.FAIL):
+        raise ValueError(f"cannot tell a trial {state}: COMPLETE, PRUNED or FAIL only")
+    return state, None
+
+
+def _as_tuple(values: float | tuple[float, ...]) -> tuple[float, ...]:
+    return values if isinstance(values, tuple) else (values,)
 
 
 def schema_versions(backend: optuna.storages.RDBStorage) -> tuple[str, str]:

@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "fit",
     "resolve_device",
+    "seed_torch",
 ]
 
 
@@ -200,6 +201,19 @@ def resolve_device(name: str) -> torch.device:
                 "device(s) are visible"
             )
     return device
+
+
+def seed_torch(seed: int, device: torch.device) -> None:
+    """Seeds what builds and trains a model on ``device`` (its weights, its dropout).
+
+    ``torch.manual_seed`` also queues a seed for every lazily started accelerator; where none
+    has started, each such call keeps a formatted stack of its caller (a millisecond in a
+    worker, and a list that grows by one every trial). On the CPU the CPU's generator is all
+    that draws, and it is seeded exactly as ``torch.manual_seed`` seeds it."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def _batches(

@@ -313,14 +313,14 @@ def _retrained(doc: dict[str, Any], spec: StudySpec, refit: str) -> tuple[Any, A
     from depthsearch.learn.data import prepare
     from depthsearch.learn.evaluate import assess_test, assess_val
     from depthsearch.learn.model import build_model
-    from depthsearch.learn.train import fit, resolve_device
+    from depthsearch.learn.train import fit, resolve_device, seed_torch
     from depthsearch.search.objective import fit_options
 
     device = resolve_device(spec.train.device)
     data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
     train = doc["train"]
     seed = int(train["seed"])
-    torch.manual_seed(seed)
+    seed_torch(seed, device)
     model = build_model(ModelConfig.from_dict(doc["model"])).to(device)
     epochs = int(train.get("best_epoch") or spec.train.max_epochs)
     options = fit_options(

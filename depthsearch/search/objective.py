@@ -21,7 +21,14 @@ from depthsearch._optuna import frozen_trial, quiet_experimental
 from depthsearch.learn.data import Windows
 from depthsearch.learn.evaluate import assess_test
 from depthsearch.learn.model import StackedLSTM, build_model
-from depthsearch.learn.train import EpochResult, FitOptions, History, TrainState, fit
+from depthsearch.learn.train import (
+    EpochResult,
+    FitOptions,
+    History,
+    TrainState,
+    fit,
+    seed_torch,
+)
 from depthsearch.search import trials as keys
 from depthsearch.search.resume import StateWriter
 from depthsearch.search.space import Candidate, suggest
@@ -114,7 +121,7 @@ class Objective:
             if confirm
             else trial_seed(self.spec.seed, frozen)
         )
-        torch.manual_seed(seed)
+        seed_torch(seed, self.device)
         model = build_model(candidate.model).to(self.device)
         attrs: dict[str, Any] = {
             keys.MODEL_CONFIG: candidate.model.to_dict(),

@@ -78,11 +78,13 @@ def tell_trial(
     trial: optuna.Trial,
     state: TrialState | None,
     value: float | tuple[float, ...] | None,
+    known: FrozenTrial | None = None,
 ) -> TrialState:
-    """Ends ``trial`` as ``study.tell(trial, value, state, skip_if_finished=True)`` does (one
-    read of the trial, not two): the state it ended in, another worker's where another
-    worker's stale check had ended it already."""
-    return _tell_trial(study, trial, state, value)
+    """Ends ``trial`` as ``study.tell(trial, value, state, skip_if_finished=True)`` does: the
+    state it ended in, another worker's where another worker's stale check had ended it
+    already. ``known``: the running trial as the database holds it (this worker's writes
+    flushed): the write goes without a read of the trial first."""
+    return _tell_trial(study, trial, state, value, known)
 
 
 def reseed(study: optuna.Study, seed: int) -> None:

@@ -458,17 +458,21 @@ class Trials:
         value: float | tuple[float, ...] | None,
         *,
         call_db: Callable[[Callable[[], Any], str], Any] | None = None,
+        flushed: bool = True,
     ) -> bool:
         """Ends ``trial`` in ``state``; False when another worker's stale check had ended it
-        (taken over: its run again is queued)."""
+        (taken over: its run again is queued). ``flushed``: the writer wrote everything
+        handed over, so the trial is told as this worker knows it, without a read first."""
 
         def do() -> TrialState:
             # Skipped when finished: another worker's stale check may have ended it already,
             # or a tell tried again whose first attempt reached the database.
             told = None if state == TrialState.COMPLETE else state  # COMPLETE: Optuna checks
-            ended = tell_trial(self.study, trial, told, value)
+            known = self.as_known(trial, TrialState.RUNNING) if flushed else None
+            ended = tell_trial(self.study, trial, told, value, known)
             if ended == TrialState.COMPLETE and isinstance(self.study.pruner, RecentTrials):
-                self.study.pruner.finished(self.as_told(trial, value))  # counted from now on
+                # counted from now on
+                self.study.pruner.finished(self.as_known(trial, ended, value))
             return ended
 
         ended = (call_db or self.call_db)(do, f"saving trial {trial.number}")
@@ -476,18 +480,23 @@ class Trials:
             self.tracker.end(trial_ref(trial))
         return bool(ended == state)
 
-    def as_told(self, trial: optuna.Trial, value: float | tuple[float, ...] | None) -> FrozenTrial:
-        """The complete trial as the database holds it now, built from what this worker
-        read and wrote, not read back."""
-        assert value is not None  # a complete trial has its values
+    def as_known(
+        self,
+        trial: optuna.Trial,
+        state: TrialState,
+        value: float | tuple[float, ...] | None = None,
+    ) -> FrozenTrial:
+        """The trial as the database holds it once the writer flushed (running) or once it
+        was told (complete, with its ``value``), built from what this worker read and wrote,
+        not read back."""
         read = read_trial(trial)
         values, attrs = self.writer.handed()
         return _as_known(
             trial,
-            TrialState.COMPLETE,
+            state,
             {**read.user_attrs, **attrs},
             {**read.intermediate_values, **values},
-            values=list(value) if isinstance(value, tuple) else [value],
+            values=None if value is None else list(value) if isinstance(value, tuple) else [value],
             system_attrs=read.system_attrs,
         )
 
@@ -548,7 +557,7 @@ class Trials:
                     trial.number,
                 )
                 return
-            self.tell(trial, TrialState.FAIL, None, call_db=quick)
+            self.tell(trial, TrialState.FAIL, None, call_db=quick, flushed=False)
             queued = self.requeue(trial, bounded=False, call_db=quick)
         except (DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
             _log.warning(
