@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -213,3 +214,33 @@ def test_a_worker_reads_no_trial_of_its_own_and_its_pruner_holds_its_trials_as_s
         assert told.distributions == as_stored.distributions
         assert told.user_attrs == as_stored.user_attrs
         assert told.system_attrs == as_stored.system_attrs
+
+
+def test_a_reserved_trial_beats_from_its_reservation_and_the_heartbeat_thread_stops(
+    tmp_path: Path, fresh_storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each trial has its first heartbeat from its reservation (written with it, not by a
+    thread started for it), the worker's one heartbeat thread beats only once an interval
+    has passed, and it is gone when the worker returns."""
+    import sqlalchemy
+
+    url = fresh_storage_url
+    slow_beat = "[workers]\nheartbeat_interval = 60\ngrace_period = 120\n"
+    create_study(load_spec(write_study(tmp_path, name="b", max_epochs=2, extra=slow_beat)), url)
+    study, spec = load_study("b", url)
+    beats: list[int] = []
+    monkeypatch.setattr(study_storage(study), "record_heartbeat", beats.append)
+    data = prepare(spec.data, "cpu", seed=spec.seed, kind=spec.task.kind)
+    done = run_worker(study, spec, url, n_trials=2, data=data)
+    assert done.complete == 2
+    assert beats == []  # two short trials: no interval passed in either
+    assert not [t for t in threading.enumerate() if t.name == "depthsearch-heartbeat"]
+    ids = {t._trial_id for t in study.get_trials()}
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))
+            beaten = [int(r[0]) for r in rows]
+    finally:
+        engine.dispose()
+    assert sorted(beaten) == sorted(ids) and len(ids) == 2

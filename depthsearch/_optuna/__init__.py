@@ -124,7 +124,7 @@ def asked_trial(study: optuna.Study, trial_id: int) -> optuna.Trial:
         if own is None:
             del storage.get_trial
         else:
-            storage.get_trial = own
+            storage.get_trial = own  # type: ignore[method-assign]
 
 
 def _running_in_cache(

@@ -23,6 +23,7 @@ __all__ = [
     "Counts",
     "add_indexes",
     "best_value",
+    "first_heartbeat",
     "has_schema",
     "heartbeat_ages",
     "insert_running",
@@ -204,6 +205,21 @@ def insert_running(conn: sqlalchemy.Connection, sid: int, number: int) -> int:
         .returning(_TRIAL.c.trial_id)
     ).scalar_one()
     return int(created)
+
+
+def first_heartbeat(conn: sqlalchemy.Connection, trial_id: int) -> None:
+    """Records trial ``trial_id``'s first heartbeat as Optuna's ``record_heartbeat`` does
+    (the database's clock), unless it has one."""
+    beaten = sqlalchemy.select(_BEAT.c.trial_id).where(_BEAT.c.trial_id == trial_id)
+    conn.execute(
+        sqlalchemy.insert(_BEAT).from_select(
+            [_BEAT.c.trial_id, _BEAT.c.heartbeat],
+            sqlalchemy.select(
+                sqlalchemy.literal(trial_id, sqlalchemy.Integer),
+                sqlalchemy.func.current_timestamp(),
+            ).where(~beaten.exists()),
+        )
+    )
 
 
 def waiting_ids(conn: sqlalchemy.Connection, sid: int) -> list[int]:

@@ -110,6 +110,18 @@ class LockedStudy:
         assert self._next_number is not None  # counts() sets it on this path
         return tables.insert_running(self._conn, self._id, self._next_number)
 
+    def beat(self, trial_id: int) -> None:
+        """The reserved trial's first heartbeat: it exists with one (in the lock's own
+        transaction on PostgreSQL), and a worker that dies before its next beat leaves it
+        to the stale check."""
+        if self._conn is not None:
+            tables.first_heartbeat(self._conn, trial_id)
+            return
+        backend = rdb_backend(study_storage(self._study))
+        if backend is not None:
+            with backend.engine.begin() as conn:
+                tables.first_heartbeat(conn, trial_id)
+
 
 @contextlib.contextmanager
 def locked_study(study: optuna.Study, url: str) -> Iterator[LockedStudy]:

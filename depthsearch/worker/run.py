@@ -233,7 +233,7 @@ def _trials(
     held.callback(writer.close)
     checkpoints = open_checkpoints(spec, url, study.study_name)
     objective = Objective(spec, samples, device, interrupt=signals.check)
-    return Trials(
+    trials = Trials(
         study,
         spec,
         url,
@@ -243,6 +243,8 @@ def _trials(
         tracker=tracker,
         for_good=signals.for_good,
     )
+    held.callback(trials.close)
+    return trials
 
 
 @dataclasses.dataclass

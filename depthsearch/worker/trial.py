@@ -214,6 +214,12 @@ class Trials:
         self.call_db = retry_for(url, spec.workers.db_wait)
         self.dialect = dialect_of(url)
         self.heartbeat_interval = heartbeat_interval(study)
+        #: The running trial's heartbeat (None: the storage keeps none).
+        self.beats = (
+            None
+            if self.heartbeat_interval is None
+            else Heartbeat(record_heartbeat(study), self.heartbeat_interval)
+        )
         self.stale = StaleTrials(study, self.heartbeat_interval, spec.workers.grace_period)
         #: (val_loss, number) of the best complete trial last announced in the log.
         self.announced: tuple[float, int] | None = None
@@ -348,6 +354,8 @@ class Trials:
                 if self.only_waiting:  # `confirm --wait`: nothing queued is left
                     return BudgetMet()
                 new_id = locked.create()
+            if self.beats is not None:
+                locked.beat(new_id)
         if finished is not None and budget is not None:
             self.announce_best(finished, budget)
         trial = opened_trial(self.study, new_id)
@@ -439,9 +447,14 @@ class Trials:
         return state
 
     def heartbeat(self, tid: int) -> contextlib.AbstractContextManager[object]:
-        if self.heartbeat_interval is None:
+        if self.beats is None:
             return contextlib.nullcontext()
-        return Heartbeat(record_heartbeat(self.study), tid, self.heartbeat_interval)
+        return self.beats.beating(tid)
+
+    def close(self) -> None:
+        """Stops the heartbeat's thread (the worker is done)."""
+        if self.beats is not None:
+            self.beats.close()
 
     @staticmethod
     def reason_attrs(outcome: Outcome) -> dict[str, Any]:
@@ -680,9 +693,9 @@ class StaleTrials:
 
     def fail_unbeaten(self, now: float) -> None:
         """Fails RUNNING trials whose worker died before their first heartbeat (Optuna's
-        check skips them). A live worker beats milliseconds after the reservation, so a
-        trial seen without a heartbeat at two checks ``grace_period`` apart has lost its
-        worker. Timed on this worker's clock only."""
+        check skips them). A worker's trial has its first heartbeat from its reservation
+        on, so a trial seen without one at two checks ``grace_period`` apart has lost its
+        worker (or was made by another program). Timed on this worker's clock only."""
         ids = running_without_heartbeat(self.study)
         if ids is None:
             return
