@@ -6,14 +6,18 @@ The depthsearch side is a trial of a study in the default storage (a SQLite file
 `run_worker` as a worker runs it: reserving it under the budget lock, building the model,
 training, reporting every epoch and asking the median pruner (with a start-up count no study
 reaches, so it asks and never stops the trial: trials stay the same length), the user
-attributes and the tell. One CPU thread for training; medians of --repeats, alternating.
+attributes and the tell. Each repeat of a row is a process of its own (see below).
 
 Two figures per shape:
-* **a trial in a running worker**: a worker runs 3 trials; the middle one is timed from its
-  ``ask`` to the next trial's ``ask`` (the whole cycle: reserve, train, report, tell). What
-  every trial of a study costs once its worker has started.
+* **a trial in a running worker**: a worker runs 4 trials; the two in the middle are timed
+  from their ``ask`` to the next trial's ``ask`` (the whole cycle: reserve, train, report,
+  tell), each against the bare loop run next to it (one just before the worker, one just
+  after): what every trial of a study costs once its worker has started. Each repeat runs
+  in a new process, and the ratio is the median over the processes: on a 2-core VM the same
+  loop runs a few percent faster or slower from one process to the next (and its speed at 2
+  threads drifts by tens of percent over minutes: a pair run seconds apart shares that).
 * **a one-trial worker**: ``run_worker(n_trials=1)`` whole, the worker's start included
-  (its writer and heartbeat threads, the study's first read).
+  (its writer and heartbeat threads, the study's first read), over the bare loop before it.
 
 Both at every torch thread count that ``run`` and ``launch`` choose on this machine (``launch``
 gives each of its K CPU workers cores // K threads; ``run`` takes torch's default).
@@ -50,6 +54,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import statistics
@@ -215,10 +220,72 @@ class Worker:
         assert report.complete == n_trials
         return time.perf_counter() - started
 
-    def middle_trial(self) -> float:
-        """Seconds of the middle trial of a 3-trial worker, ask to next ask."""
-        self.run(3)
-        return self.asked[2] - self.asked[1]
+    def middle_trials(self) -> tuple[float, float]:
+        """Seconds of the two middle trials of a 4-trial worker, each ask to next ask."""
+        self.run(4)
+        return self.asked[2] - self.asked[1], self.asked[3] - self.asked[2]
+
+
+def row_spec(name: str, layers: int, hidden: int, batch: int, epochs: int, threads: int) -> Any:
+    """The study of one row: the shape fixed, asked by the median pruner every epoch with a
+    start-up count no study reaches (trials stay the same length)."""
+    from _study import SUNSPOTS, study_spec
+
+    return study_spec(
+        name,
+        1000,
+        data=SUNSPOTS,
+        space={
+            "num_layers": layers,
+            "hidden_size": hidden,
+            "dropout": 0.0,
+            "lr": LR,
+            "batch_size": batch,
+        },
+        train={"max_epochs": epochs, "device": "cpu", "threads": threads, "patience": 0},
+        pruner={"kind": "median", "n_startup_trials": 100_000, "n_warmup_steps": 0},
+    )
+
+
+def measure_row(shape: list[int], url: str | None) -> dict[str, Any]:
+    """One repeat of a row, in this (new) process: the bare loop, a 4-trial worker (its two
+    middle trials timed), the bare loop again, a one-trial worker; every storage call's CPU
+    time by thread. A process's speed on a VM differs from the next one's by a few percent
+    for the same loop (memory layout, where its threads land): each repeat is a process."""
+    from depthsearch.learn.data import prepare
+    from depthsearch.studies import create_study
+    from depthsearch.worker.process import keep_freed_memory
+
+    layers, hidden, batch, epochs, threads = shape
+    torch.set_num_threads(threads)
+    keep_freed_memory()  # as the worker sets it, for the bare loops before it too
+    with tempfile.TemporaryDirectory() as tmp:
+        url = url or f"sqlite:///{Path(tmp) / 'overhead.db'}"
+        spec = row_spec(f"overhead-{uuid.uuid4().hex[:6]}", layers, hidden, batch, epochs, threads)
+        data = prepare(spec.data, "cpu", seed=0)
+        worker = Worker(create_study(spec, url), spec, url, data, threads)
+        bare_loop(data, layers, hidden, batch, 1)  # torch's first steps in this process
+        before = bare_loop(data, layers, hidden, batch, epochs)
+        first, second = worker.middle_trials()  # the first of the 4: the worker's warm-up
+        after = bare_loop(data, layers, hidden, batch, epochs)
+        one = worker.run(1)
+    return {
+        "bare": [before, after],
+        "trial": [first, second],
+        "one": one,
+        "ratio": statistics.fmean([first / before, second / after]),
+        "one_ratio": one / after,
+        "cpu": [[*key, ms] for key, ms in worker.cpu.items()],
+        "calls": [[*key, n] for key, n in worker.calls.items()],
+    }
+
+
+def run_row(shape: list[int], url: str | None) -> dict[str, Any]:
+    """:func:`measure_row` in a new process."""
+    argv = [sys.executable, __file__, "--row", *map(str, shape), *([url] if url else [])]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    return result
 
 
 def main() -> None:
@@ -238,6 +305,14 @@ def main() -> None:
         data = prepare(dataclasses.replace(spec, horizon=3), "cpu", seed=0)
         bare_loop(data, layers, hidden, batch, 1)  # torch's one-time start-up, not timed
         print(bare_loop(data, layers, hidden, batch, epochs) / epochs)
+        return
+    if len(sys.argv) in (7, 8) and sys.argv[1] == "--row":  # one repeat of a row
+        logging.basicConfig(level=logging.WARNING)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        shape = [int(a) for a in sys.argv[2:7]]
+        print(json.dumps(measure_row(shape, sys.argv[7] if len(sys.argv) == 8 else None)))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -265,7 +340,6 @@ def main() -> None:
         parser.error(f"--shapes: unknown {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     logging.basicConfig(level=logging.WARNING)
     import optuna
-    from _study import SUNSPOTS, study_spec
 
     from depthsearch.learn.data import prepare
     from depthsearch.studies import create_study
@@ -274,7 +348,9 @@ def main() -> None:
     counts = [int(t) for t in args.threads.split(",")] if args.threads else thread_counts()
     print(
         f"# torch {torch.__version__}, {os.cpu_count()} CPUs, thread counts {counts}, "
-        f"median of {args.repeats} (after 1 warm-up)"
+        f"{args.repeats} repeats, each a new process: seconds are medians; a ratio is the "
+        "median over the processes of each one's mean paired ratio (a trial over the bare "
+        "loop run next to it), with their spread"
     )
     if not args.tracking_only:
         print(
@@ -294,66 +370,47 @@ def main() -> None:
             for label, (layers, hidden, batch, epochs) in SHAPES.items():
                 if args.shapes and label.split()[0] not in args.shapes.split(","):
                     continue
-                name = f"overhead-{uuid.uuid4().hex[:6]}"
-                spec = study_spec(
-                    name,
-                    1000,
-                    data=SUNSPOTS,
-                    space={
-                        "num_layers": layers,
-                        "hidden_size": hidden,
-                        "dropout": 0.0,
-                        "lr": LR,
-                        "batch_size": batch,
-                    },
-                    train={
-                        "max_epochs": epochs,
-                        "device": "cpu",
-                        "threads": threads,
-                        "patience": 0,
-                    },
-                    # Asked every epoch, as in the default study; never prunes (trials stay equal).
-                    pruner={"kind": "median", "n_startup_trials": 100_000, "n_warmup_steps": 0},
-                )
-                data = prepare(spec.data, "cpu", seed=0)
-                worker = Worker(
-                    create_study(spec, url), spec, url, data, threads, sched=args.tracking_only
-                )
-                if args.tracking_only:
-                    assert server is not None
-                    worker.run(1)  # warm-up
-                    pairs = compare(worker, server, args.pairs or args.repeats)
+                if args.tracking_only or server is not None:
+                    name = f"overhead-{uuid.uuid4().hex[:6]}"
+                    spec = row_spec(name, layers, hidden, batch, epochs, threads)
+                    data = prepare(spec.data, "cpu", seed=0)
+                    tracked = Worker(create_study(spec, url), spec, url, data, threads, sched=True)
+                    tracked.run(1)  # warm-up
+                    pairs = compare(tracked, server, args.pairs or args.repeats)
                     tracked_pairs.append(pairs)
                     tracked_rows.append(pairs.describe(label, threads))
-                    print(tracked_rows[-1], flush=True)  # as it comes; the table at the end
-                    continue
-                worker.run(1), bare_loop(data, layers, hidden, batch, epochs)  # warm-up
-                worker.cpu.clear(), worker.calls.clear()
-                times: dict[str, list[float]] = {"bare": [], "trial": [], "one": []}
-                for _ in range(args.repeats):
-                    times["bare"].append(bare_loop(data, layers, hidden, batch, epochs))
-                    times["trial"].append(worker.middle_trial())
-                    times["one"].append(worker.run(1))
-                b, t, o = (statistics.median(times[k]) for k in ("bare", "trial", "one"))
-                ratios.append(t / b)
-                cells = f"{b:.3f} | {t:.3f} | {t / b:.3f} | {o:.3f} | {o / b:.3f}"
+                    if args.tracking_only:
+                        print(tracked_rows[-1], flush=True)  # as it comes; the table at the end
+                        continue
+                shape = [layers, hidden, batch, epochs, threads]
+                runs = [run_row(shape, args.storage) for _ in range(args.repeats)]
+                b, t, o = (
+                    statistics.median(x for r in runs for x in (r[k] if k != "one" else [r[k]]))
+                    for k in ("bare", "trial", "one")
+                )
+                per_process = [r["ratio"] for r in runs]
+                ratio = statistics.median(per_process)
+                one_ratio = statistics.median(r["one_ratio"] for r in runs)
+                ratios.append(ratio)
+                spread = f"{min(per_process):.3f}-{max(per_process):.3f}"
+                cells = f"{b:.3f} | {t:.3f} | {ratio:.3f} ({spread}) | {o:.3f} | {one_ratio:.3f}"
                 print(f"| {label} | {threads} | {epochs} | {cells} |", flush=True)
-                if server is not None:
-                    # A worker of its own: the storage call table below stays the table's own.
-                    sample = Worker(worker.study, spec, url, data, threads, sched=True)
-                    pairs = compare(sample, server, args.pairs or args.repeats)
-                    tracked_pairs.append(pairs)
-                    tracked_rows.append(pairs.describe(label, threads))
-                if threads != counts[0]:
+                if threads != counts[0] or breakdown:
                     continue
-                trials_run = args.repeats * (3 + 1)
+                # The first shape (small), where storage weighs most: CPU ms a trial.
+                cpu: dict[tuple[str, str], float] = collections.defaultdict(float)
+                calls: collections.Counter[tuple[str, str]] = collections.Counter()
+                for r in runs:
+                    for thread, call, ms in r["cpu"]:
+                        cpu[thread, call] += ms
+                    for thread, call, n in r["calls"]:
+                        calls[thread, call] += n
+                trials_run = args.repeats * (4 + 1)
                 rows = [
-                    (thread, call, n / trials_run, ms / trials_run * 1000)
-                    for (thread, call), ms in worker.cpu.items()
-                    for n in [worker.calls[thread, call]]
+                    (thread, call, calls[thread, call] / trials_run, ms / trials_run * 1000)
+                    for (thread, call), ms in cpu.items()
                 ]
-                if not breakdown:  # the first shape (small), where storage weighs most
-                    breakdown, small = sorted(rows, key=lambda r: -r[3]), (label, t - b)
+                breakdown, small = sorted(rows, key=lambda r: -r[3]), (label, t - b)
 
         if not (args.no_fresh or args.tracking_only):
             print()
