@@ -384,10 +384,9 @@ def main() -> None:
                         continue
                 shape = [layers, hidden, batch, epochs, threads]
                 runs = [run_row(shape, args.storage) for _ in range(args.repeats)]
-                b, t, o = (
-                    statistics.median(x for r in runs for x in (r[k] if k != "one" else [r[k]]))
-                    for k in ("bare", "trial", "one")
-                )
+                b = statistics.median(x for r in runs for x in r["bare"])
+                t = statistics.median(x for r in runs for x in r["trial"])
+                o = statistics.median(r["one"] for r in runs)
                 per_process = [r["ratio"] for r in runs]
                 ratio = statistics.median(per_process)
                 one_ratio = statistics.median(r["one_ratio"] for r in runs)
