@@ -9,13 +9,16 @@ reaches, so it asks and never stops the trial: trials stay the same length), the
 attributes and the tell. Each repeat of a row is a process of its own (see below).
 
 Two figures per shape:
-* **a trial in a running worker**: a worker runs 4 trials; the two in the middle are timed
-  from their ``ask`` to the next trial's ``ask`` (the whole cycle: reserve, train, report,
-  tell), each against the bare loop run next to it (one just before the worker, one just
-  after): what every trial of a study costs once its worker has started. Each repeat runs
-  in a new process, and the ratio is the median over the processes: on a 2-core VM the same
-  loop runs a few percent faster or slower from one process to the next (and its speed at 2
-  threads drifts by tens of percent over minutes: a pair run seconds apart shares that).
+* **a trial in a running worker**: a worker runs N trials (9 small, 4 medium) and runs the bare
+  loop in its training thread right after each tell (outside every lock and transaction);
+  each trial after the first (the worker's warm-up) is timed from the end of the previous
+  tell to the end of its own, less the bare loop between (the whole cycle: reserve, train,
+  report, tell), and paired with the bare loops just before and just after it (their mean).
+  What every trial of a study costs once its worker has started. Each repeat runs in a new
+  process (on a 2-core VM the same loop runs a few percent faster or slower from one process
+  to the next, and from one second to the next by up to 15 %: a bare loop on either side of
+  every trial shares that drift); the ratio is the median of all the paired ratios of all
+  the processes, with the spread of the processes' own medians.
 * **a one-trial worker**: ``run_worker(n_trials=1)`` whole, the worker's start included
   (its writer and heartbeat threads, the study's first read), over the bare loop before it.
 
@@ -73,6 +76,8 @@ from torch import nn
 
 #: name: (layers, hidden, batch size, epochs). "small" is the default study's smallest trial.
 SHAPES = {"small (quickstart: 1 x 16)": (1, 16, 64, 12), "medium (2 x 64)": (2, 64, 64, 12)}
+#: Trials of a row's worker, by layers: its first is the warm-up, each other a pair.
+TRIALS = {1: 9, 2: 4}
 LR = 3e-3
 SUNSPOTS_CSV = Path(__file__).resolve().parents[1] / "studies" / "data" / "sunspots.csv"
 
@@ -183,6 +188,10 @@ class Worker:
         self.cpu: dict[tuple[str, str], float] = collections.defaultdict(float)
         self.calls: collections.Counter[tuple[str, str]] = collections.Counter()
         self.asked: list[float] = []
+        #: With a bare loop to interleave (:meth:`interleaved`): when each tell returned,
+        #: and the seconds of the bare loop run right after it.
+        self.after_tell: Any = None
+        self.told: list[tuple[float, float]] = []
         #: With ``sched``, each ask's CPU seconds and id of the asking thread (it trains), and
         #: the seconds each thread of this process waited for a CPU (/proc reads kept out of
         #: the other tables' asks).
@@ -196,6 +205,9 @@ class Worker:
             self.asked.append(time.perf_counter())
             if self.sched is not None:
                 self.sched.append((time.thread_time(), threading.get_native_id(), run_delay()))
+        if name == "set_trial_state_values" and self.after_tell is not None:
+            told = time.perf_counter()
+            self.told.append((told, self.after_tell()))
 
     def run(self, n_trials: int) -> float:
         """Seconds of the whole call."""
@@ -220,10 +232,21 @@ class Worker:
         assert report.complete == n_trials
         return time.perf_counter() - started
 
-    def middle_trials(self) -> tuple[float, float]:
-        """Seconds of the two middle trials of a 4-trial worker, each ask to next ask."""
-        self.run(4)
-        return self.asked[2] - self.asked[1], self.asked[3] - self.asked[2]
+    def interleaved(self, n_trials: int, bare: Any) -> list[tuple[float, float, float]]:
+        """A worker of ``n_trials`` that runs ``bare()`` in its training thread after each
+        tell: each trial but the first as (its seconds from the previous tell's end to its
+        own, less the bare loop between; the bare loop before it; the one after it)."""
+        self.told.clear()
+        self.after_tell = bare
+        try:
+            self.run(n_trials)
+        finally:
+            self.after_tell = None
+        assert len(self.told) == n_trials, self.told
+        return [
+            (end - start - before, before, after)
+            for (start, before), (end, after) in zip(self.told, self.told[1:], strict=False)
+        ]
 
 
 def row_spec(name: str, layers: int, hidden: int, batch: int, epochs: int, threads: int) -> Any:
@@ -248,8 +271,8 @@ def row_spec(name: str, layers: int, hidden: int, batch: int, epochs: int, threa
 
 
 def measure_row(shape: list[int], url: str | None) -> dict[str, Any]:
-    """One repeat of a row, in this (new) process: the bare loop, a 4-trial worker (its two
-    middle trials timed), the bare loop again, a one-trial worker; every storage call's CPU
+    """One repeat of a row, in this (new) process: a worker whose trials alternate with the
+    bare loop (:meth:`Worker.interleaved`), then a one-trial worker; every storage call's CPU
     time by thread. A process's speed on a VM differs from the next one's by a few percent
     for the same loop (memory layout, where its threads land): each repeat is a process."""
     from depthsearch.learn.data import prepare
@@ -265,16 +288,18 @@ def measure_row(shape: list[int], url: str | None) -> dict[str, Any]:
         data = prepare(spec.data, "cpu", seed=0)
         worker = Worker(create_study(spec, url), spec, url, data, threads)
         bare_loop(data, layers, hidden, batch, 1)  # torch's first steps in this process
-        before = bare_loop(data, layers, hidden, batch, epochs)
-        first, second = worker.middle_trials()  # the first of the 4: the worker's warm-up
-        after = bare_loop(data, layers, hidden, batch, epochs)
+        pairs = worker.interleaved(
+            TRIALS[layers], lambda: bare_loop(data, layers, hidden, batch, epochs)
+        )
         one = worker.run(1)
+    bare = [before for _, before, _ in pairs] + [pairs[-1][2]]
     return {
-        "bare": [before, after],
-        "trial": [first, second],
+        "bare": bare,
+        "trial": [trial for trial, _, _ in pairs],
         "one": one,
-        "ratio": statistics.fmean([first / before, second / after]),
-        "one_ratio": one / after,
+        "ratios": [trial / ((before + after) / 2) for trial, before, after in pairs],
+        "one_ratio": one / bare[-1],
+        "trials_run": TRIALS[layers] + 1,
         "cpu": [[*key, ms] for key, ms in worker.cpu.items()],
         "calls": [[*key, n] for key, n in worker.calls.items()],
     }
@@ -349,8 +374,8 @@ def main() -> None:
     print(
         f"# torch {torch.__version__}, {os.cpu_count()} CPUs, thread counts {counts}, "
         f"{args.repeats} repeats, each a new process: seconds are medians; a ratio is the "
-        "median over the processes of each one's mean paired ratio (a trial over the bare "
-        "loop run next to it), with their spread"
+        "median of all the processes' paired ratios (a trial over the mean of the bare loops "
+        "just before and after it), with the spread of the processes' own medians"
     )
     if not args.tracking_only:
         print(
@@ -387,8 +412,8 @@ def main() -> None:
                 b = statistics.median(x for r in runs for x in r["bare"])
                 t = statistics.median(x for r in runs for x in r["trial"])
                 o = statistics.median(r["one"] for r in runs)
-                per_process = [r["ratio"] for r in runs]
-                ratio = statistics.median(per_process)
+                per_process = [statistics.median(r["ratios"]) for r in runs]
+                ratio = statistics.median(x for r in runs for x in r["ratios"])
                 one_ratio = statistics.median(r["one_ratio"] for r in runs)
                 ratios.append(ratio)
                 spread = f"{min(per_process):.3f}-{max(per_process):.3f}"
@@ -404,7 +429,7 @@ def main() -> None:
                         cpu[thread, call] += ms
                     for thread, call, n in r["calls"]:
                         calls[thread, call] += n
-                trials_run = args.repeats * (4 + 1)
+                trials_run = sum(r["trials_run"] for r in runs)
                 rows = [
                     (thread, call, calls[thread, call] / trials_run, ms / trials_run * 1000)
                     for (thread, call), ms in cpu.items()
