@@ -29,6 +29,7 @@ from depthsearch.storage import (
     experimental,
     load_all_trials,
     mask_url,
+    new_complete_trials,
     open_storage,
     storage_lock,
     trial_counts,
@@ -126,7 +127,10 @@ def create_study(
         stored, new = _normalise(stored), _normalise(spec.to_dict())
         _check_same(spec, storage_url, stored, new)
         study = optuna.load_study(
-            study_name=spec.name, storage=storage, sampler=sampler, pruner=make_pruner(spec)
+            study_name=spec.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=make_pruner(spec, new_complete_trials),
         )
         _resumed(study, spec, storage_url, stored, new)
         return study
@@ -144,7 +148,7 @@ def _new_study(
             study_name=spec.name,
             directions=spec.directions,
             sampler=sampler,
-            pruner=make_pruner(spec),
+            pruner=make_pruner(spec, new_complete_trials),
         )
     finally:
         optuna.logging.set_verbosity(verbosity)
@@ -279,7 +283,7 @@ def load_study(
         study_name=name,
         storage=storage,
         sampler=make_sampler(spec, sampler_seed),
-        pruner=make_pruner(spec),
+        pruner=make_pruner(spec, new_complete_trials),
     )
     return study, spec
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from click.testing import CliRunner
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
@@ -20,6 +21,7 @@ from depthsearch.search.pruners import (
     make_pruner,
 )
 from depthsearch.spec import load_spec
+from depthsearch.storage import new_complete_trials
 
 from .conftest import write_study
 
@@ -149,6 +151,32 @@ def test_recent_trials_decides_on_a_list_at_most_max_age_old_with_the_workers_ow
     # A trial this worker told counts at once, however young the list.
     cached.finished(study.get_trials()[-1])
     assert cached.prune(study, trial)
+
+
+def test_a_recent_list_reads_only_what_completed_since_it_was_read(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'recent.db'}"
+    median = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    study = optuna.create_study(study_name="recent", storage=url)
+    other = optuna.load_study(study_name="recent", storage=url)  # another worker's handle
+    for t in SHALLOW[:2]:
+        other.add_trial(t)
+    study.enqueue_trial({"num_layers": 12})
+    trial = running(study, 12, SLOW_DEEP)
+    pruner = RecentTrials(median, max_age_s=0, read_new=new_complete_trials)
+    assert not pruner.prune(study, trial)  # two complete: below the startup count
+    statements: list[str] = []
+    engine = study._storage._backend.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert not pruner.prune(study, trial)
+    # Nothing completed since: a count and the study's attributes, no trial's rows.
+    assert len(statements) == 2 and "count" in statements[0].lower(), statements
+    other.add_trial(SHALLOW[2])
+    other.set_user_attr("seen", True)
+    assert pruner.prune(study, trial) and median.prune(study, trial)
+    assert [t.intermediate_values for t in pruner.complete] == [
+        t.intermediate_values for t in SHALLOW
+    ]
+    assert pruner._attrs == {"seen": True}
 
 
 @pytest.mark.parametrize("rule", [DepthAwarePruner, CostAwarePruner])

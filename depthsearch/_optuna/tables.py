@@ -10,7 +10,7 @@ owns); none opens an engine. An Optuna release that changes its schema changes t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -23,6 +23,7 @@ __all__ = [
     "Counts",
     "add_indexes",
     "best_value",
+    "complete_numbers",
     "first_heartbeat",
     "has_schema",
     "heartbeat_ages",
@@ -31,6 +32,7 @@ __all__ = [
     "recent_spans",
     "reservation_counts",
     "state_counts",
+    "study_user_attrs",
     "tagged_counts",
     "take_oldest_waiting",
     "unbeaten_running",
@@ -246,15 +248,40 @@ def unbeaten_running(conn: sqlalchemy.Connection, sid: int) -> set[int]:
     return {int(t) for t in conn.scalars(query)}
 
 
+def complete_numbers(conn: sqlalchemy.Connection, sid: int, known: int) -> set[int] | None:
+    """The numbers of study ``sid``'s COMPLETE trials; None when there are ``known`` of
+    them (a complete trial stays complete: the count says whether any came since)."""
+    count = sqlalchemy.select(sqlalchemy.func.count()).where(
+        _TRIAL.c.study_id == sid, _TRIAL.c.state == TrialState.COMPLETE
+    )
+    if conn.scalar(count) == known:
+        return None
+    query = sqlalchemy.select(_TRIAL.c.number).where(
+        _TRIAL.c.study_id == sid, _TRIAL.c.state == TrialState.COMPLETE
+    )
+    return {int(n) for n in conn.scalars(query)}
+
+
+def study_user_attrs(conn: sqlalchemy.Connection, sid: int) -> dict[str, Any]:
+    """Study ``sid``'s user attributes."""
+    rows = conn.execute(
+        sqlalchemy.select(_STUDY_ATTR.c.key, _STUDY_ATTR.c.value_json).where(
+            _STUDY_ATTR.c.study_id == sid
+        )
+    )
+    return {key: json.loads(value) for key, value in rows}
+
+
 def read_trials(
     conn: sqlalchemy.Connection,
     sid: int,
     states: Sequence[TrialState] | None = None,
     *,
     tagged: str | None = None,
+    numbers: Collection[int] | None = None,
 ) -> list[FrozenTrial]:
-    """Every trial of study ``sid`` (of ``states`` only, and only those with the user
-    attribute ``tagged``, when given), as Optuna's
+    """Every trial of study ``sid`` (of ``states`` only, only those with the user
+    attribute ``tagged`` and only those ``numbers``, when given), as Optuna's
     ``RDBStorage`` builds them, in six plain queries (one per table) on ``conn``, which the
     caller opens in one snapshot.
 
@@ -262,7 +289,7 @@ def read_trials(
     study here; this reads the same rows without the ORM, and parses each distinct
     distribution once.
     """
-    rows = _Rows(conn, _of_study(sid, states, tagged))
+    rows = _Rows(conn, _of_study(sid, states, tagged, numbers))
     trial = _TRIAL
     base = conn.execute(
         sqlalchemy.select(
@@ -301,12 +328,20 @@ def read_trials(
     return out
 
 
-def _of_study(sid: int, states: Sequence[TrialState] | None, tagged: str | None) -> Any:
-    """The condition on the trial table: study ``sid``, ``states``, the ``tagged`` attribute."""
+def _of_study(
+    sid: int,
+    states: Sequence[TrialState] | None,
+    tagged: str | None,
+    numbers: Collection[int] | None = None,
+) -> Any:
+    """The condition on the trial table: study ``sid``, ``states``, the ``tagged`` attribute,
+    the trial ``numbers``."""
     trial = _TRIAL
     of_study = trial.c.study_id == sid
     if states is not None:
         of_study = sqlalchemy.and_(of_study, trial.c.state.in_(tuple(states)))
+    if numbers is not None:
+        of_study = sqlalchemy.and_(of_study, trial.c.number.in_(sorted(numbers)))
     if tagged is not None:
         attr = _models.TrialUserAttributeModel.__table__
         with_tag = sqlalchemy.select(attr.c.trial_id).where(attr.c.key == tagged)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Container
+from collections.abc import Callable, Collection, Container
 from typing import Any
 
 import optuna
@@ -28,6 +28,7 @@ from depthsearch.spec import StudySpec
 __all__ = [
     "CostAwarePruner",
     "DepthAwarePruner",
+    "NewComplete",
     "RecentTrials",
     "Separated",
     "depth_band",
@@ -262,6 +263,13 @@ class Separated(optuna.pruners.BasePruner):
         return bool(at_step) and value - statistics.median(at_step) <= margin
 
 
+#: What :class:`RecentTrials` reads when it holds a list already: the study's complete trials
+#: not among the numbers it holds, and the study's user attributes (None: it cannot tell).
+NewComplete = Callable[
+    [optuna.Study, Collection[int]], "tuple[list[FrozenTrial], dict[str, Any]] | None"
+]
+
+
 class RecentTrials(optuna.pruners.BasePruner):
     """Hands ``pruner`` the study's complete trials as read at most ``max_age_s`` ago, with
     those this worker finished since (:meth:`finished`).
@@ -271,12 +279,19 @@ class RecentTrials(optuna.pruners.BasePruner):
     time: several milliseconds, twelve times in a twelve-epoch trial that may last under a
     second. Within a few seconds, the list changes only by other workers' trials, which come
     when they come; this worker's own are added as it tells them, so one worker decides
-    the same way run after run. Epochs longer than ``max_age_s`` read afresh every time.
+    the same way run after run. Epochs longer than ``max_age_s`` read afresh every time:
+    with ``read_new``, only what completed since (a count when nothing did).
     """
 
-    def __init__(self, pruner: optuna.pruners.BasePruner, max_age_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        pruner: optuna.pruners.BasePruner,
+        max_age_s: float = 2.0,
+        read_new: NewComplete | None = None,
+    ) -> None:
         self.pruner = pruner
         self.max_age_s = max_age_s
+        self._read_new = read_new
         self._read_at = -math.inf
         self._key: tuple[str, int] | None = None
         self._complete: list[FrozenTrial] = []
@@ -286,11 +301,22 @@ class RecentTrials(optuna.pruners.BasePruner):
         now = time.monotonic()
         key = (study.study_name, id(study_storage(study)))
         if key != self._key or now - self._read_at > self.max_age_s:
-            self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            self._attrs = dict(study.user_attrs)
+            self._refresh(study, same=key == self._key)
             self._read_at, self._key = now, key
         view: Any = _Peers(study, self._complete, self._attrs)
         return self.pruner.prune(view, trial)
+
+    def _refresh(self, study: optuna.Study, *, same: bool) -> None:
+        got = None
+        if same and self._read_new is not None:
+            got = self._read_new(study, [t.number for t in self._complete])
+        if got is None:
+            self._complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._attrs = dict(study.user_attrs)
+            return
+        new, self._attrs = got
+        if new:
+            self._complete = sorted([*self._complete, *new], key=lambda t: t.number)
 
     @property
     def complete(self) -> list[FrozenTrial]:
@@ -305,7 +331,9 @@ class RecentTrials(optuna.pruners.BasePruner):
             self._complete = [*self._complete, trial]
 
 
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+def make_pruner(spec: StudySpec, read_new: NewComplete | None = None) -> optuna.pruners.BasePruner:
+    """The spec's pruner; a median-style rule reads the complete trials through
+    :class:`RecentTrials` (``read_new``: its incremental read)."""
     p = spec.pruner
     if p.kind == "none":
         return optuna.pruners.NopPruner()
@@ -315,44 +343,27 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             max_resource=spec.train.max_epochs,
             reduction_factor=p.reduction_factor,
         )
-    rules: dict[str, type[DepthAwarePruner | CostAwarePruner]] = {
-        "depth-aware": DepthAwarePruner,
-        "cost-aware": CostAwarePruner,
-    }
-    if p.kind in rules:
-        return RecentTrials(
-            Separated(
-                rules[p.kind](
-                    n_startup_trials=p.n_startup_trials,
-                    n_warmup_steps=p.n_warmup_steps,
-                    interval_steps=p.interval_steps,
-                    depth_warmup=p.depth_warmup,
-                )
-            )
-        )
-    if p.kind == "percentile":
-        return RecentTrials(
-            Separated(
-                optuna.pruners.PercentilePruner(
-                    p.percentile,
-                    n_startup_trials=p.n_startup_trials,
-                    n_warmup_steps=p.n_warmup_steps,
-                    interval_steps=p.interval_steps,
-                )
-            )
-        )
     if p.kind == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=p.min_resource,
             reduction_factor=p.reduction_factor,
             min_early_stopping_rate=p.min_early_stopping_rate,
         )
-    return RecentTrials(
-        Separated(
-            optuna.pruners.MedianPruner(
-                n_startup_trials=p.n_startup_trials,
-                n_warmup_steps=p.n_warmup_steps,
-                interval_steps=p.interval_steps,
-            )
-        )
-    )
+    return RecentTrials(Separated(_median_rule(spec)), read_new=read_new)
+
+
+def _median_rule(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The median-style rule of ``[pruner] kind``."""
+    p = spec.pruner
+    common = {
+        "n_startup_trials": p.n_startup_trials,
+        "n_warmup_steps": p.n_warmup_steps,
+        "interval_steps": p.interval_steps,
+    }
+    if p.kind == "depth-aware":
+        return DepthAwarePruner(**common, depth_warmup=p.depth_warmup)
+    if p.kind == "cost-aware":
+        return CostAwarePruner(**common, depth_warmup=p.depth_warmup)
+    if p.kind == "percentile":
+        return optuna.pruners.PercentilePruner(p.percentile, **common)
+    return optuna.pruners.MedianPruner(**common)

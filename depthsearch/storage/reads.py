@@ -7,6 +7,7 @@ Each falls back to Optuna's API (or says ``None``) where the storage is not an R
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "confirmation_counts",
     "confirmation_trials",
     "load_all_trials",
+    "new_complete_trials",
     "prime_trials",
     "recent_spans",
     "retry_attrs",
@@ -103,6 +105,29 @@ def prime_trials(storage: optuna.storages.BaseStorage, sid: int) -> int:
         with conn.begin():  # one snapshot: no trial half-read while a worker writes it
             trials = tables.read_trials(conn, sid)
     return len(trials) if prime_cache(storage, sid, trials) else 0
+
+
+def new_complete_trials(
+    study: optuna.Study, known: Collection[int]
+) -> tuple[list[optuna.trial.FrozenTrial], dict[str, Any]] | None:
+    """The study's COMPLETE trials whose numbers are not in ``known`` (every complete trial
+    a caller already holds), and the study's user attributes, in one snapshot: a count and
+    the attributes when no trial completed since (where Optuna's cached read loads every
+    running trial whole), the new trials' rows when some did. ``None`` where the storage is
+    not an RDB one."""
+    backend = rdb_backend(study_storage(study))
+    if backend is None:
+        return None
+    sid = study_id(study)
+    with backend.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            numbers = tables.complete_numbers(conn, sid, len(known))
+            new = numbers - set(known) if numbers is not None else set()
+            trials = tables.read_trials(conn, sid, numbers=new) if new else []
+            attrs = tables.study_user_attrs(conn, sid)
+    return trials, attrs
 
 
 @dataclasses.dataclass(frozen=True)
