@@ -7,8 +7,11 @@ Every test runs over SQLite and the real PostgreSQL server where the storage mat
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -72,6 +75,47 @@ def test_a_running_worker_starts_no_process(tmp_path: Path, sqlite_url: str, gat
     assert worker.returncode == 0, err
     (done,) = trials(url, "one")
     assert done.state == TrialState.COMPLETE and len(done.intermediate_values) == LONG
+
+
+#: Run in a fresh interpreter: a worker's first trial, with every full collection of the
+#: garbage collector it sees (the objects it walks) while a trial trains.
+_FIRST_TRIAL_GC = """
+import gc, json, sys
+import depthsearch.search.objective as objective
+from depthsearch.worker.run import run_study_here
+
+walked, training = [], []
+plan = objective.Objective.plan
+def planned(self, trial):
+    training.append(trial.number)
+    return plan(self, trial)
+objective.Objective.plan = planned
+def seen(phase, info):
+    if phase == "start" and info["generation"] == 2 and training:
+        walked.append(len(gc.get_objects(generation=2)))
+gc.callbacks.append(seen)
+run_study_here(sys.argv[1], storage=sys.argv[2], n_trials=2, tune_process=True)
+gc.callbacks.remove(seen)
+print(json.dumps({"walked": walked, "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_a_fresh_workers_trials_walk_no_start_up_objects_in_a_full_collection(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    # Start-up's garbage (imports, the study's read) tipped the collector into full passes
+    # over ~300,000 objects during the first trial (about 150 ms each, in a 0.6 s trial).
+    path = write_study(tmp_path, name="heap", n_trials=2, max_epochs=3)
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_TRIAL_GC, str(path), sqlite_url],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["frozen"] > 100_000  # torch, Optuna and SQLAlchemy, frozen at start-up
+    assert all(n < got["frozen"] // 2 for n in got["walked"]), got
 
 
 def test_ctrl_c_to_the_group_writes_every_trained_epoch(

@@ -1,11 +1,12 @@
 """What training sets on the whole process (torch threads, cuDNN's autotuner, glibc's
-allocator), set for a worker and put back for a library caller."""
+allocator, the garbage collector), set for a worker and put back for a library caller."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import sys
@@ -13,9 +14,22 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["keep_freed_memory", "training_settings"]
+__all__ = ["keep_freed_memory", "settle_heap", "training_settings"]
 
 _log = logging.getLogger(__name__)
+
+
+def settle_heap() -> None:
+    """Collects what start-up left behind and freezes what survives (``gc.freeze``): the
+    collector's full passes then walk what training made since, not the ~400,000 objects of
+    torch, Optuna and SQLAlchemy.
+
+    Start-up's garbage (imports, the study's first read, the samples) otherwise tips the
+    collector into full passes during the first trial: two of about 150 ms each in a fresh
+    worker here, in a trial of 0.6 s. For a process that exists to train (what it froze
+    stays for good)."""
+    gc.collect()
+    gc.freeze()
 
 
 def keep_freed_memory() -> bool:

@@ -37,7 +37,7 @@ from depthsearch.studies import InlineData, create_study, spec_with_data
 from depthsearch.tracking import PARENT_ATTR, TrialRecord, target_of
 from depthsearch.worker.checkpoints import open_checkpoints
 from depthsearch.worker.confirm import confirm_at_end
-from depthsearch.worker.process import training_settings
+from depthsearch.worker.process import settle_heap, training_settings
 from depthsearch.worker.signals import Signals
 from depthsearch.worker.trial import BudgetMet, Finished, Trials, Wait, WorkerResult
 from depthsearch.worker.writer import Writer
@@ -178,7 +178,8 @@ def run_worker(
     ``device``/``threads`` override the spec's; ``data``: samples already loaded.
 
     Torch's threads, cuDNN's flag and the signal handlers are put back at the end;
-    ``tune_process`` also tunes glibc's allocator for good (a process that exists to train).
+    ``tune_process`` also tunes glibc's allocator and freezes start-up's heap out of the
+    garbage collector's passes, for good (a process that exists to train).
 
     Raises:
         Interrupted: SIGINT/SIGTERM; the running trial was marked FAIL first.
@@ -194,6 +195,8 @@ def run_worker(
         signals = Signals()
         trials = _trials(held, study, spec, storage_url, torch_device, data, signals)
         trials.only_waiting, trials.on_epoch = only_waiting, on_epoch
+        if tune_process:
+            settle_heap()  # start-up's garbage collected now, not in the first trial
         _log.info(
             "worker on %s (%d torch threads), study %r in %s",
             torch_device,
