@@ -375,8 +375,10 @@ class Trials:
             and not isinstance(self.study.pruner, optuna.pruners.NopPruner)
         )
         tid = trial_ref(trial)
+        view: FrozenTrial | None = None  # the trial as the pruner reads it, built once
 
         def end(result: EpochResult, history: History) -> None:
+            nonlocal view
             self.writer.check()  # the database gone, or the trial ended elsewhere
             read = {keys.VAL_LOSS_SE: result.val_loss_se}
             if "val_accuracy" in result.metrics:
@@ -388,32 +390,29 @@ class Trials:
                 self.tracker.epoch(tid, result.epoch, {**numbers, **result.metrics})
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, result)
-            if prunes and self.prune(trial, planned, history, last):
+            if not prunes:
+                return
+            view = view or _as_known(trial, TrialState.RUNNING, {}, {})
+            view.user_attrs = {**planned.attrs, keys.LAST_EPOCH: last}
+            view.intermediate_values = {e.epoch: e.val_loss for e in history.epochs}
+            if self.prune(trial, view):
                 raise PrunedAt(result.epoch, result.val_loss)
 
         return end
 
-    def prune(
-        self, trial: optuna.Trial, planned: Planned, history: History, last: dict[str, Any]
-    ) -> bool:
-        """The pruner's verdict on the trial as this worker knows it (its curve, its noise),
-        against the others' as the pruner's list holds them (read at most every 2 s, with
-        this worker's own trials added as told): no database round trip per epoch. A pruner
-        that keeps its own state in the storage (successive halving, Hyperband) gets the
-        written trial."""
+    def prune(self, trial: optuna.Trial, view: FrozenTrial) -> bool:
+        """The pruner's verdict on the trial as this worker knows it (``view``: its curve,
+        its noise), against the others' as the pruner's list holds them (refreshed at most
+        every 2 s, with this worker's own trials added as told): no read of the trial. A
+        pruner that keeps its own state in the storage (successive halving, Hyperband) gets
+        the written trial."""
         pruner = self.study.pruner
         if isinstance(
             pruner, (optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.HyperbandPruner)
         ):
             self.writer.flush()
             return bool(self.call_db(trial.should_prune, "asking the pruner"))
-        known = _as_known(
-            trial,
-            TrialState.RUNNING,
-            {**planned.attrs, keys.LAST_EPOCH: last},
-            {e.epoch: e.val_loss for e in history.epochs},
-        )
-        return bool(self.call_db(lambda: pruner.prune(self.study, known), "asking the pruner"))
+        return bool(self.call_db(lambda: pruner.prune(self.study, view), "asking the pruner"))
 
     def resume(
         self, trial: optuna.Trial, planned: Planned, attrs: dict[str, Any]
