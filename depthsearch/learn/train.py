@@ -332,12 +332,20 @@ class _Run:
         history.epochs[:0] = [dataclasses.replace(e) for e in state.epochs]
         return state.epoch + 1
 
+    def _optimizer_copy(self) -> dict[str, Any]:
+        """The optimiser's state dict with its tensors copied to the CPU: ``state_dict``
+        packs its parameter groups afresh (numbers and tuples), but hands out the live
+        per-parameter state."""
+        packed = self.optimizer.state_dict()
+        packed["state"] = _cpu_copy(packed["state"])
+        return packed
+
     def state(self, model: nn.Module, epoch: int, history: History) -> TrainState:
         """A copy of everything, on the CPU, to go on after ``epoch``."""
         return TrainState(
             epoch=epoch,
             model=_cpu_copy(model.state_dict()),
-            optimizer=_cpu_copy(self.optimizer.state_dict()),
+            optimizer=self._optimizer_copy(),
             batch_rng=self.generator.get_state(),
             torch_rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
