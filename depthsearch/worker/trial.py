@@ -392,7 +392,7 @@ class Trials:
                 self.on_epoch(trial.number, result)
             if not prunes:
                 return
-            view = view or _as_known(trial, TrialState.RUNNING, {}, {})
+            view = view or _as_known(trial, {}, {})
             view.user_attrs = {**planned.attrs, keys.LAST_EPOCH: last}
             view.intermediate_values = {e.epoch: e.val_loss for e in history.epochs}
             if self.prune(trial, view):
@@ -480,11 +480,14 @@ class Trials:
             # Skipped when finished: another worker's stale check may have ended it already,
             # or a tell tried again whose first attempt reached the database.
             told = None if state == TrialState.COMPLETE else state  # COMPLETE: Optuna checks
-            known = self.as_known(trial, TrialState.RUNNING) if flushed else None
-            ended = tell_trial(self.study, trial, told, value, known)
+            known = self.as_known(trial)
+            ended = tell_trial(self.study, trial, told, value, known if flushed else None)
             if ended == TrialState.COMPLETE and isinstance(self.study.pruner, RecentTrials):
-                # counted from now on
-                self.study.pruner.finished(self.as_known(trial, ended, value))
+                known.state = ended
+                known.values = (
+                    None if value is None else list(value) if isinstance(value, tuple) else [value]
+                )
+                self.study.pruner.finished(known)  # counted from now on
             return ended
 
         ended = (call_db or self.call_db)(do, f"saving trial {trial.number}")
@@ -492,23 +495,15 @@ class Trials:
             self.tracker.end(trial_ref(trial))
         return bool(ended == state)
 
-    def as_known(
-        self,
-        trial: optuna.Trial,
-        state: TrialState,
-        value: float | tuple[float, ...] | None = None,
-    ) -> FrozenTrial:
-        """The trial as the database holds it once the writer flushed (running) or once it
-        was told (complete, with its ``value``), built from what this worker read and wrote,
-        not read back."""
+    def as_known(self, trial: optuna.Trial) -> FrozenTrial:
+        """The running trial as the database holds it once the writer flushed, built from
+        what this worker read and wrote, not read back."""
         read = read_trial(trial)
         values, attrs = self.writer.handed()
         return _as_known(
             trial,
-            state,
             {**read.user_attrs, **attrs},
             {**read.intermediate_values, **values},
-            values=None if value is None else list(value) if isinstance(value, tuple) else [value],
             system_attrs=read.system_attrs,
         )
 
@@ -649,16 +644,14 @@ class Trials:
 
 def _as_known(
     trial: optuna.Trial,
-    state: TrialState,
     attrs: dict[str, Any],
     intermediate: dict[int, float],
-    values: list[float] | None = None,
     system_attrs: dict[str, Any] | None = None,
 ) -> FrozenTrial:
-    """``trial`` as this worker knows it, numbered as in the study (a pruner keys on it)."""
+    """Running ``trial`` as this worker knows it, numbered as in the study (a pruner keys on
+    it)."""
     known = optuna.trial.create_trial(
-        state=state,
-        values=values,
+        state=TrialState.RUNNING,
         params=dict(trial.params),
         distributions=dict(trial.distributions),
         user_attrs=attrs,
