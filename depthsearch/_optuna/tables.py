@@ -251,15 +251,10 @@ def unbeaten_running(conn: sqlalchemy.Connection, sid: int) -> set[int]:
 def complete_numbers(conn: sqlalchemy.Connection, sid: int, known: int) -> set[int] | None:
     """The numbers of study ``sid``'s COMPLETE trials; None when there are ``known`` of
     them (a complete trial stays complete: the count says whether any came since)."""
-    count = sqlalchemy.select(sqlalchemy.func.count()).where(
-        _TRIAL.c.study_id == sid, _TRIAL.c.state == TrialState.COMPLETE
-    )
-    if conn.scalar(count) == known:
+    complete = (_TRIAL.c.study_id == sid, _TRIAL.c.state == TrialState.COMPLETE)
+    if conn.scalar(sqlalchemy.select(sqlalchemy.func.count()).where(*complete)) == known:
         return None
-    query = sqlalchemy.select(_TRIAL.c.number).where(
-        _TRIAL.c.study_id == sid, _TRIAL.c.state == TrialState.COMPLETE
-    )
-    return {int(n) for n in conn.scalars(query)}
+    return {int(n) for n in conn.scalars(sqlalchemy.select(_TRIAL.c.number).where(*complete))}
 
 
 def study_user_attrs(conn: sqlalchemy.Connection, sid: int) -> dict[str, Any]:

@@ -6,12 +6,14 @@ Each falls back to Optuna's API (or says ``None``) where the storage is not an R
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from depthsearch._optuna import (
@@ -99,11 +101,8 @@ def prime_trials(storage: optuna.storages.BaseStorage, sid: int) -> int:
     backend = rdb_backend(storage)
     if backend is None or not needs_first_read(storage, sid):
         return 0
-    with backend.engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():  # one snapshot: no trial half-read while a worker writes it
-            trials = tables.read_trials(conn, sid)
+    with _snapshot(backend) as conn:
+        trials = tables.read_trials(conn, sid)
     return len(trials) if prime_cache(storage, sid, trials) else 0
 
 
@@ -119,15 +118,23 @@ def new_complete_trials(
     if backend is None:
         return None
     sid = study_id(study)
+    with _snapshot(backend) as conn:
+        numbers = tables.complete_numbers(conn, sid, len(known))
+        new = numbers - set(known) if numbers is not None else set()
+        trials = tables.read_trials(conn, sid, numbers=new) if new else []
+        attrs = tables.study_user_attrs(conn, sid)
+    return trials, attrs
+
+
+@contextlib.contextmanager
+def _snapshot(backend: optuna.storages.RDBStorage) -> Iterator[sqlalchemy.Connection]:
+    """A connection in one transaction that sees one state of the database (PostgreSQL:
+    repeatable read): no trial half-read while a worker writes it."""
     with backend.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            numbers = tables.complete_numbers(conn, sid, len(known))
-            new = numbers - set(known) if numbers is not None else set()
-            trials = tables.read_trials(conn, sid, numbers=new) if new else []
-            attrs = tables.study_user_attrs(conn, sid)
-    return trials, attrs
+            yield conn
 
 
 @dataclasses.dataclass(frozen=True)
