@@ -30,7 +30,7 @@ from depthsearch.studies import create_study, load_study
 from depthsearch.worker.run import run_worker
 from depthsearch.worker.writer import Writer
 
-from .conftest import Gate, write_study
+from .conftest import Gate, wait_for, write_study
 from .test_worker import FAST_HEARTBEAT, LONG, MID, create, held_mid_trial, spawn, trials
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -210,6 +210,46 @@ def test_the_writer_sleeps_until_its_batch_is_due_whatever_the_epochs_handed_ove
         assert _voluntary_switches(native) - before <= 3  # about 40 (one an epoch) before
         writer.flush()
         assert len(study.get_trials(deepcopy=False)[0].intermediate_values) == 41
+    finally:
+        writer.close()
+
+
+def test_a_trial_shorter_than_the_writers_interval_is_written_once_by_its_flush(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A trial's first batch waits its interval from the trial's start, as every later one
+    does: a short trial is written once, by its finish, when nothing trains (a write while
+    a 2-thread loop trains takes a core from it). A longer one is written as it trains."""
+    create_study(
+        load_spec(write_study(tmp_path, name="once", n_trials=2, max_epochs=3)), sqlite_url
+    )
+    study, spec = load_study("once", sqlite_url)
+    target = TrialWrites(study)
+    written: list[tuple[int, ...]] = []
+    write = target.write
+
+    def counted(tid: int, values: dict[int, float], attrs: dict[str, object]) -> None:
+        written.append(tuple(values))
+        write(tid, values, attrs)
+
+    target.write = counted  # type: ignore[method-assign]
+    writer = Writer(target, retry_for(sqlite_url, spec.workers.db_wait), 3600.0)
+    try:
+        writer.start(trial_ref(study.ask()))
+        for epoch in (1, 2, 3):
+            writer.epoch(epoch, 1.0 / epoch)
+        time.sleep(0.3)  # the thread could write meanwhile: it waits for the batch's time
+        assert written == []
+        writer.flush()
+        assert written == [(1, 2, 3)]
+    finally:
+        writer.close()
+    written.clear()
+    writer = Writer(target, retry_for(sqlite_url, spec.workers.db_wait), 0.05)
+    try:
+        writer.start(trial_ref(study.ask()))
+        writer.epoch(1, 0.5)
+        wait_for(lambda: written == [(1,)], 60, "the first batch, once its interval passed")
     finally:
         writer.close()
 

@@ -49,6 +49,7 @@ class Writer:
         self._pending = _Batch()
         self._handed = _Batch()  # everything handed over for the running trial
         self._writing = False
+        self._due = 0.0  # when the next batch may go without a flush asking for it
         self._trial: int | None = None
         self._closed = False
         self.error: BaseException | None = None
@@ -56,10 +57,13 @@ class Writer:
         self._thread.start()
 
     def start(self, trial_id: int) -> None:
-        """Writes for ``trial_id`` from now on (the previous trial was flushed)."""
+        """Writes for ``trial_id`` from now on (the previous trial was flushed); its first
+        batch goes ``interval`` seconds later, or at a flush: a trial shorter than that is
+        written once, by its finish, while nothing trains."""
         with self._changed:
             self._trial, self.error = trial_id, None
             self._pending, self._handed = _Batch(), _Batch()
+            self._due = time.monotonic() + self._interval
 
     def handed(self) -> tuple[dict[int, float], dict[str, Any]]:
         """Every value and attribute handed over for the running trial: what the database
@@ -114,18 +118,18 @@ class Writer:
         self._thread.join()
 
     def _run(self) -> None:
-        due = 0.0  # when the next batch may go without a flush asking for it
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: bool(self._pending) or self._closed)
                 if not self._pending and self._closed:
                     return
                 self._changed.wait_for(
-                    lambda: self._urgent > 0 or self._closed, max(0.0, due - time.monotonic())
+                    lambda: self._urgent > 0 or self._closed,
+                    max(0.0, self._due - time.monotonic()),
                 )
                 batch, self._pending, self._writing = self._pending, _Batch(), True
                 trial = self._trial
-            due = time.monotonic() + self._interval
+                self._due = time.monotonic() + self._interval
             try:
                 if trial is not None and self.error is None:
                     self._write(trial, batch)
