@@ -160,12 +160,12 @@ def storage_share(url: str, budget: int, shape: str) -> tuple[float, float, floa
     plain_lock = worker_module.locked_study
 
     @contextlib.contextmanager
-    def timed_lock(*args: Any) -> Any:
+    def timed_lock(*args: Any, **kwargs: Any) -> Any:
         # Waiting for the lock, and what is done under it, on the training thread.
         t0 = time.perf_counter()
         in_lock.set()
         try:
-            with plain_lock(*args) as locked:
+            with plain_lock(*args, **kwargs) as locked:
                 yield locked
         finally:
             in_lock.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import optuna
 import sqlalchemy
@@ -59,7 +59,8 @@ class LockedStudy:
     (:func:`depthsearch.storage.add_indexes`), and the confirmations by their attribute's
     index, not every trial, so the lock is held as briefly at 100,000 trials as at 1,000.
     Trial numbers are 0, 1, 2, ... in order of creation: the next is the highest plus one.
-    Elsewhere (SQLite) each step is a transaction of its own under the file lock.
+    Elsewhere (SQLite) each step is a transaction of its own under the file lock, and the
+    trial is created through Optuna's cached storage, which then holds it (no read of it).
     """
 
     def __init__(self, study: optuna.Study, conn: sqlalchemy.Connection | None) -> None:
@@ -124,17 +125,24 @@ class LockedStudy:
 
 
 @contextlib.contextmanager
-def locked_study(study: optuna.Study, url: str) -> Iterator[LockedStudy]:
+def locked_study(
+    study: optuna.Study, url: str, *, first: Callable[[], object] = lambda: None
+) -> Iterator[LockedStudy]:
     """The study's reservation lock (one per study, shared by every worker on any machine);
-    what is done through the :class:`LockedStudy` is committed when the block ends."""
+    what is done through the :class:`LockedStudy` is committed when the block ends.
+
+    ``first`` runs before the reservation: on PostgreSQL before the lock is asked for (its
+    row locks make a stale check safe to race), elsewhere under the lock."""
     backend = rdb_backend(study_storage(study))
     if backend is not None and dialect(parse(url)) == "postgresql":
+        first()
         key, row = locks.lock_key(study.study_name), study_id(study)
         with locks.advisory_lock(backend.engine, key, study_row=row) as conn:
             yield LockedStudy(study, conn)
-    else:
-        with locks.storage_lock(url, scope=study.study_name):
-            yield LockedStudy(study, None)
+        return
+    with locks.storage_lock(url, scope=study.study_name):
+        first()
+        yield LockedStudy(study, None)
 
 
 def take_waiting_trial(study: optuna.Study) -> int | None:

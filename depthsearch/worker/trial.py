@@ -43,7 +43,6 @@ from depthsearch.search.trials import best_trial, metrics_text, retried_trials
 from depthsearch.spec import StudySpec
 from depthsearch.storage import (
     best_complete,
-    dialect_of,
     drop_retry,
     locked_study,
     retry_for,
@@ -212,7 +211,6 @@ class Trials:
         self.on_epoch = on_epoch
         #: Every database call of the worker: tried again while the database is away.
         self.call_db = retry_for(url, spec.workers.db_wait)
-        self.dialect = dialect_of(url)
         self.heartbeat_interval = heartbeat_interval(study)
         #: The running trial's heartbeat (None: the storage keeps none).
         self.beats = (
@@ -338,11 +336,7 @@ class Trials:
         study's lock, nothing more: the database counts (no trial is read), and on
         PostgreSQL everything runs in the lock's own transaction. The search's trials
         (finished, running, queued) never pass ``n_trials``; confirmations come on top."""
-        if self.dialect == "postgresql":
-            self.stale.check()  # row locks make Optuna's stale check safe to race
-        with locked_study(self.study, self.url) as locked:
-            if self.dialect != "postgresql":
-                self.stale.check()
+        with locked_study(self.study, self.url, first=self.stale.check) as locked:
             finished = None
             if budget is not None:
                 counts = locked.counts()
