@@ -108,6 +108,7 @@ class _Batch:
         self, pred: Tensor, y: Tensor, classify: bool, unit_scale: Sequence[float] | None
     ) -> None:
         self.count = y.shape[0] if classify else y.numel()
+        self.extra: Tensor | None = None
         if classify:
             self.total = nn.functional.cross_entropy(pred, y, reduction="sum").double()
             self.each = nn.functional.cross_entropy(pred, y, reduction="none").double()
@@ -115,35 +116,53 @@ class _Batch:
             self.extra = torch.bincount(y * k + pred.argmax(-1), minlength=k * k)
             return
         error = pred - y
-        self.total = (error**2).sum(dtype=torch.float64)
-        self.each = (error**2).double().reshape(len(y), -1).mean(dim=1)
-        self.extra = torch.zeros(2, device=pred.device, dtype=torch.float64)
+        squared = error**2
+        self.total = squared.sum(dtype=torch.float64)
+        self.each = squared.reshape(len(y), -1).mean(dim=1, dtype=torch.float64)
         if unit_scale:
             units = error * torch.tensor(unit_scale, device=pred.device, dtype=torch.float32)
-            self.extra[0] = (units**2).sum(dtype=torch.float64)
-            self.extra[1] = units.abs().sum(dtype=torch.float64)
+            self.extra = torch.stack(
+                [(units**2).sum(dtype=torch.float64), units.abs().sum(dtype=torch.float64)]
+            )
 
 
 def _judged(parts: list[_Batch], classify: bool, in_units: bool) -> Evaluation:
-    count = sum(p.count for p in parts) or 1
-    total = torch.stack([p.total for p in parts]).sum() if parts else torch.zeros(())
-    each = torch.cat([p.each for p in parts]) if parts else torch.zeros(1)
-    loss = float(total.item()) / count
-    se = float(each.std(unbiased=False)) / math.sqrt(len(each)) if len(each) > 1 else 0.0
-    extra = sum((p.extra for p in parts), torch.zeros_like(parts[0].extra)) if parts else None
+    """The batches' sums as one :class:`Evaluation`: read from the device once (the
+    validation part is one batch but for the largest sets; each read waits for the device,
+    and on the CPU each small op costs as much as a large one)."""
+    if not parts:
+        return Evaluation(0.0)
+    count = sum(p.count for p in parts)
+    one = parts[0]
+    total = one.total if len(parts) == 1 else torch.stack([p.total for p in parts]).sum()
+    each = one.each if len(parts) == 1 else torch.cat([p.each for p in parts])
+    spread = each.std(unbiased=False) if len(each) > 1 else torch.zeros_like(total)
+    extra = one.extra if len(parts) == 1 else _summed([p.extra for p in parts])
     if not classify:
-        if not in_units or extra is None:
+        sums = [total.reshape(1), spread.reshape(1)]
+        read = torch.cat(sums + ([extra] if in_units and extra is not None else [])).tolist()
+        loss, se = read[0] / count, read[1] / math.sqrt(len(each))
+        if len(read) == 2:
             return Evaluation(loss, se=se)
-        squared, absolute = extra.tolist()
+        squared, absolute = read[2:]
         return Evaluation(
             loss, {"val_rmse": math.sqrt(squared / count), "val_mae": absolute / count}, se=se
         )
     assert extra is not None
+    loss, sd = torch.stack([total, spread]).tolist()
     matrix = extra.view(int(extra.numel() ** 0.5), -1).cpu()
     accuracy = float(matrix.diag().sum()) / count
     return Evaluation(
-        loss, {"val_accuracy": accuracy, "val_f1": macro_f1(matrix)}, matrix.tolist(), se
+        loss / count,
+        {"val_accuracy": accuracy, "val_f1": macro_f1(matrix)},
+        matrix.tolist(),
+        sd / math.sqrt(len(each)),
     )
+
+
+def _summed(extras: list[Tensor | None]) -> Tensor | None:
+    present = [e for e in extras if e is not None]
+    return torch.stack(present).sum(0) if present else None
 
 
 def _assess_part(model: nn.Module, data: Windows, part: str, amp: bool) -> Evaluation:
