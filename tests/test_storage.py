@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -201,3 +203,45 @@ def test_a_tell_without_a_read_writes_what_optunas_tell_writes(
         optuna.trial.TrialState.FAIL
     )
     assert study._storage.get_trial(trial._trial_id).state == optuna.trial.TrialState.FAIL
+
+
+def test_a_sqlite_reservation_holds_the_write_lock_from_its_count_to_its_commit(
+    tmp_path: Path,
+) -> None:
+    """SQLite has no row locks: the reservation's transaction takes the database's write lock
+    at its start, so nothing (another program's ``create_new_trial``, a requeue) numbers a
+    trial between its count and its insert. Once committed, Optuna's cache holds the trial as
+    one it created: ``ask`` opens it without a read."""
+    import sqlite3
+
+    from depthsearch._optuna import asked_trial
+    from depthsearch.storage import locked_study
+
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="wl")
+    study.enqueue_trial({"lr": 0.01})
+    other = sqlite3.connect(tmp_path / "lock.db", timeout=0.05)
+    with locked_study(study, url) as locked:
+        counted = locked.counts()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        assert locked.take_waiting() is not None  # the enqueued trial 0
+        created = locked.create()
+    other.execute("BEGIN IMMEDIATE")  # free again once committed
+    other.rollback()
+    other.close()
+    assert counted.waiting == 1 and counted.running == 0
+    storage = study._storage
+    reads: list[object] = []
+    get_all_trials = storage.get_all_trials
+
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return get_all_trials(*args, **kwargs)
+
+    storage.get_all_trials = reading  # type: ignore[method-assign]
+    trial = asked_trial(study, created)
+    del storage.get_all_trials
+    assert trial.number == 1 and reads == []
+    numbers = sorted(t.number for t in optuna.load_study(study_name="wl", storage=url).trials)
+    assert numbers == [0, 1]

@@ -25,6 +25,7 @@ from optuna.study._tell import _check_values_are_feasible, _tell_with_warning
 
 __all__ = [
     "asked_trial",
+    "cache_created",
     "cached",
     "frozen_trial",
     "ignore_optuna_warnings",
@@ -275,6 +276,18 @@ def needs_first_read(storage: optuna.storages.BaseStorage, sid: int) -> bool:
     with storage._lock:
         known = storage._studies.get(sid)
         return known is None or not (known.trials or known.last_finished_trial_id >= 0)
+
+
+def cache_created(
+    storage: optuna.storages.BaseStorage, sid: int, trial: optuna.trial.FrozenTrial
+) -> None:
+    """Tells Optuna's trial cache of study ``sid`` about a trial created (and committed)
+    beside it, as its own ``create_new_trial`` does: ``ask`` then opens it without a read."""
+    if not isinstance(storage, _CachedStorage):
+        return
+    with storage._lock:
+        storage._studies.setdefault(sid, _StudyInfo())
+        storage._add_trials_to_cache(sid, [trial])
 
 
 def prime_cache(

@@ -21,7 +21,7 @@ from depthsearch.storage.engine import lock_engine
 from depthsearch.storage.retry import Backoff
 from depthsearch.storage.urls import dialect, parse, sqlite_file
 
-__all__ = ["advisory_lock", "lock_key", "storage_lock"]
+__all__ = ["advisory_lock", "lock_key", "sqlite_write", "storage_lock"]
 
 
 @contextlib.contextmanager
@@ -71,6 +71,23 @@ def advisory_lock(
         tx.commit()
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def sqlite_write(engine: sqlalchemy.Engine) -> Iterator[sqlalchemy.Connection]:
+    """A connection in a SQLite transaction that holds the database's write lock from its
+    first statement (``BEGIN IMMEDIATE``, waiting up to the driver's busy timeout): what it
+    reads, no other writer changes before it commits, as the study's row lock keeps it on
+    PostgreSQL. Committed when the block ends, rolled back when it raises."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(DBAPIError):
+                conn.rollback()
+            raise
+        conn.commit()
 
 
 def lock_key(scope: str) -> int:

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import optuna
 import sqlalchemy
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from depthsearch._optuna import rdb_backend, study_id, study_storage, tables
+from depthsearch._optuna import cache_created, rdb_backend, study_id, study_storage, tables
 from depthsearch.search.trials import CONFIRM_OF, FAIL_REASON
 from depthsearch.storage import locks
 from depthsearch.storage.reads import confirmation_counts, trial_counts
@@ -59,8 +59,9 @@ class LockedStudy:
     (:func:`depthsearch.storage.add_indexes`), and the confirmations by their attribute's
     index, not every trial, so the lock is held as briefly at 100,000 trials as at 1,000.
     Trial numbers are 0, 1, 2, ... in order of creation: the next is the highest plus one.
-    Elsewhere (SQLite) each step is a transaction of its own under the file lock, and the
-    trial is created through Optuna's cached storage, which then holds it (no read of it).
+    SQLite does the same in one transaction that holds the database's write lock from its
+    start (under the study's file lock): nothing is numbered between the count and the
+    insert. A storage without SQL (``conn`` None) goes through Optuna's calls.
     """
 
     def __init__(self, study: optuna.Study, conn: sqlalchemy.Connection | None) -> None:
@@ -69,6 +70,7 @@ class LockedStudy:
         self._id = study_id(study)
         self._next_number: int | None = None
         self._waiting: int | None = None
+        self._created: FrozenTrial | None = None
 
     def counts(self) -> BudgetCounts:
         """The budget's counts, by the database (no trial is read)."""
@@ -106,10 +108,16 @@ class LockedStudy:
         """A new RUNNING trial's id, numbered after the study's last."""
         if self._conn is None:
             return study_storage(self._study).create_new_trial(self._id)
-        if self._next_number is None:
-            self.counts()
-        assert self._next_number is not None  # counts() sets it on this path
-        return tables.insert_running(self._conn, self._id, self._next_number)
+        if self._next_number is None:  # no budget was counted: the number alone
+            self._next_number = tables.next_number(self._conn, self._id)
+        self._created = tables.insert_running(self._conn, self._id, self._next_number)
+        return self._created._trial_id
+
+    def opened(self) -> None:
+        """Once committed: the trial created is put in Optuna's cache, as its own
+        ``create_new_trial`` puts it (``ask`` then opens it without a read)."""
+        if self._created is not None:
+            cache_created(study_storage(self._study), self._id, self._created)
 
     def beat(self, trial_id: int) -> None:
         """The reserved trial's first heartbeat: it exists with one (in the lock's own
@@ -129,20 +137,31 @@ def locked_study(
     study: optuna.Study, url: str, *, first: Callable[[], object] = lambda: None
 ) -> Iterator[LockedStudy]:
     """The study's reservation lock (one per study, shared by every worker on any machine);
-    what is done through the :class:`LockedStudy` is committed when the block ends.
+    what is done through the :class:`LockedStudy` is committed when the block ends, and a
+    trial it created is then known to Optuna's cache as one it created itself.
 
     ``first`` runs before the reservation: on PostgreSQL before the lock is asked for (its
-    row locks make a stale check safe to race), elsewhere under the lock."""
+    row locks make a stale check safe to race), elsewhere under the lock, before the
+    reservation's transaction (SQLite's write lock would stop the check's own writes)."""
     backend = rdb_backend(study_storage(study))
-    if backend is not None and dialect(parse(url)) == "postgresql":
+    kind = dialect(parse(url)) if backend is not None else None
+    if backend is not None and kind == "postgresql":
         first()
         key, row = locks.lock_key(study.study_name), study_id(study)
         with locks.advisory_lock(backend.engine, key, study_row=row) as conn:
-            yield LockedStudy(study, conn)
+            locked = LockedStudy(study, conn)
+            yield locked
+        locked.opened()
         return
     with locks.storage_lock(url, scope=study.study_name):
         first()
-        yield LockedStudy(study, None)
+        if backend is None or kind != "sqlite":
+            yield LockedStudy(study, None)
+            return
+        with locks.sqlite_write(backend.engine) as conn:
+            locked = LockedStudy(study, conn)
+            yield locked
+        locked.opened()
 
 
 def take_waiting_trial(study: optuna.Study) -> int | None:
