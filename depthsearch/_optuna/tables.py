@@ -517,6 +517,27 @@ def best_value(
     return float(row[0]), int(row[1])
 
 
+@functools.cache
+def _report_statements() -> tuple[Any, ...]:
+    """:func:`write_reports`' statements, built once with bound parameters (building them
+    cost SQLAlchemy about as much as running them on SQLite)."""
+    values = _models.TrialIntermediateValueModel.__table__
+    attrs = _models.TrialUserAttributeModel.__table__
+    tid: Any = sqlalchemy.bindparam("tid")
+    return (
+        sqlalchemy.select(_TRIAL.c.state).where(_TRIAL.c.trial_id == tid).with_for_update(),
+        sqlalchemy.delete(values).where(
+            values.c.trial_id == tid,
+            values.c.step.in_(sqlalchemy.bindparam("keys", expanding=True)),
+        ),
+        sqlalchemy.insert(values),
+        sqlalchemy.delete(attrs).where(
+            attrs.c.trial_id == tid, attrs.c.key.in_(sqlalchemy.bindparam("keys", expanding=True))
+        ),
+        sqlalchemy.insert(attrs),
+    )
+
+
 def write_reports(
     conn: sqlalchemy.Connection, trial_id: int, values: dict[int, float], attrs: dict[str, Any]
 ) -> bool:
@@ -524,22 +545,16 @@ def write_reports(
     caller's transaction, with its row locked while it is RUNNING (as Optuna's writes check
     it): one round trip per table instead of one transaction per value. False, and nothing
     written, when the trial is not RUNNING (another worker ended it)."""
-    state = conn.execute(
-        sqlalchemy.select(_TRIAL.c.state).where(_TRIAL.c.trial_id == trial_id).with_for_update()
-    ).scalar()
-    if state != TrialState.RUNNING:
+    state_of, drop_values, add_values, drop_attrs, add_attrs = _report_statements()
+    if conn.execute(state_of, {"tid": trial_id}).scalar() != TrialState.RUNNING:
         return False
     if values:
-        model = _models.TrialIntermediateValueModel
-        table = model.__table__
-        conn.execute(
-            sqlalchemy.delete(table).where(
-                table.c.trial_id == trial_id, table.c.step.in_(list(values))
-            )
-        )
+        conn.execute(drop_values, {"tid": trial_id, "keys": list(values)})
         rows = []
         for step, value in values.items():
-            stored, kind = model.intermediate_value_to_stored_repr(value)
+            stored, kind = _models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(
+                value
+            )
             rows.append(
                 {
                     "trial_id": trial_id,
@@ -548,16 +563,11 @@ def write_reports(
                     "intermediate_value_type": kind,
                 }
             )
-        conn.execute(sqlalchemy.insert(table), rows)
+        conn.execute(add_values, rows)
     if attrs:
-        table = _models.TrialUserAttributeModel.__table__
+        conn.execute(drop_attrs, {"tid": trial_id, "keys": list(attrs)})
         conn.execute(
-            sqlalchemy.delete(table).where(
-                table.c.trial_id == trial_id, table.c.key.in_(list(attrs))
-            )
-        )
-        conn.execute(
-            sqlalchemy.insert(table),
+            add_attrs,
             [
                 {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
                 for k, v in attrs.items()

@@ -103,7 +103,8 @@ _MAGIC = b"depthsearch-train-state-1\n"
 def _cpu_copy(value: Any) -> Any:
     """``value`` with every tensor copied to the CPU (dicts and lists walked)."""
     if isinstance(value, Tensor):
-        return value.detach().to("cpu", copy=True)
+        detached = value.detach()
+        return detached.clone() if detached.device.type == "cpu" else detached.to("cpu")
     if isinstance(value, dict):
         return {k: _cpu_copy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -351,7 +352,9 @@ class _Run:
             cuda_rng=torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             best=self.patience.best,
             since_best=self.patience.since_best,
-            epochs=[dataclasses.replace(e) for e in history.epochs],
+            # An epoch's result is not changed once the next one started (its ``seconds``
+            # are set right after this copy): only the last one is copied.
+            epochs=[*history.epochs[:-1], *map(dataclasses.replace, history.epochs[-1:])],
             learned=self.patience.learned,
         )
 
