@@ -177,10 +177,9 @@ def tagged_counts(conn: sqlalchemy.Connection, sid: int, tag: str) -> dict[Trial
     return {state: counted.get(state, 0) for state in TrialState}
 
 
-def take_oldest_waiting(conn: sqlalchemy.Connection, sid: int) -> int | None:
-    """Sets study ``sid``'s oldest WAITING trial RUNNING, skipping rows another transaction
-    holds (PostgreSQL); its id, or ``None``. Writes what Optuna's
-    ``set_trial_state_values(RUNNING)`` writes for a waiting trial."""
+@functools.cache
+def _take_oldest_statement() -> Any:
+    sid: Any = sqlalchemy.bindparam("sid")
     oldest = (
         sqlalchemy.select(_TRIAL.c.trial_id)
         .where(_TRIAL.c.study_id == sid, _TRIAL.c.state == TrialState.WAITING)
@@ -189,12 +188,24 @@ def take_oldest_waiting(conn: sqlalchemy.Connection, sid: int) -> int | None:
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    taken = conn.execute(
+    return (
         sqlalchemy.update(_TRIAL)
         .where(_TRIAL.c.trial_id == oldest)
-        .values({_TRIAL.c.state: TrialState.RUNNING, _TRIAL.c.datetime_start: _utcnow()})
+        .values(
+            {
+                _TRIAL.c.state: TrialState.RUNNING,
+                _TRIAL.c.datetime_start: sqlalchemy.bindparam("start"),
+            }
+        )
         .returning(_TRIAL.c.trial_id)
-    ).scalar()
+    )
+
+
+def take_oldest_waiting(conn: sqlalchemy.Connection, sid: int) -> int | None:
+    """Sets study ``sid``'s oldest WAITING trial RUNNING, skipping rows another transaction
+    holds (PostgreSQL); its id, or ``None``. Writes what Optuna's
+    ``set_trial_state_values(RUNNING)`` writes for a waiting trial."""
+    taken = conn.execute(_take_oldest_statement(), {"sid": sid, "start": _utcnow()}).scalar()
     return None if taken is None else int(taken)
 
 
@@ -239,19 +250,20 @@ def insert_running(conn: sqlalchemy.Connection, sid: int, number: int) -> Frozen
     )
 
 
+@functools.cache
+def _first_heartbeat_statement() -> Any:
+    tid: Any = sqlalchemy.bindparam("tid", type_=sqlalchemy.Integer)
+    beaten = sqlalchemy.select(_BEAT.c.trial_id).where(_BEAT.c.trial_id == tid)
+    return sqlalchemy.insert(_BEAT).from_select(
+        [_BEAT.c.trial_id, _BEAT.c.heartbeat],
+        sqlalchemy.select(tid, sqlalchemy.func.current_timestamp()).where(~beaten.exists()),
+    )
+
+
 def first_heartbeat(conn: sqlalchemy.Connection, trial_id: int) -> None:
     """Records trial ``trial_id``'s first heartbeat as Optuna's ``record_heartbeat`` does
     (the database's clock), unless it has one."""
-    beaten = sqlalchemy.select(_BEAT.c.trial_id).where(_BEAT.c.trial_id == trial_id)
-    conn.execute(
-        sqlalchemy.insert(_BEAT).from_select(
-            [_BEAT.c.trial_id, _BEAT.c.heartbeat],
-            sqlalchemy.select(
-                sqlalchemy.literal(trial_id, sqlalchemy.Integer),
-                sqlalchemy.func.current_timestamp(),
-            ).where(~beaten.exists()),
-        )
-    )
+    conn.execute(_first_heartbeat_statement(), {"tid": trial_id})
 
 
 def waiting_ids(conn: sqlalchemy.Connection, sid: int) -> list[int]:
