@@ -81,6 +81,9 @@ SHAPES = {"small (quickstart: 1 x 16)": (1, 16, 64, 12), "medium (2 x 64)": (2, 
 #: Trials of a row's worker, by layers: its first is the warm-up, each other a pair.
 TRIALS = {1: 9, 2: 6}
 LR = 3e-3
+#: The storage table's name for a trial's reservation (the worker's statements under the
+#: study's lock: the count, the insert or the waiting trial taken, the first heartbeat).
+RESERVED = "reserve (lock, count, insert, first beat)"
 SUNSPOTS_CSV = Path(__file__).resolve().parents[1] / "studies" / "data" / "sunspots.csv"
 
 
@@ -203,7 +206,7 @@ class Worker:
         key = (threading.current_thread().name.removeprefix("depthsearch-"), name)
         self.cpu[key] += cpu_s
         self.calls[key] += 1
-        if name == "create_new_trial":
+        if name == RESERVED:
             self.asked.append(time.perf_counter())
             if self.sched is not None:
                 self.sched.append((time.thread_time(), threading.get_native_id(), run_delay()))
@@ -221,7 +224,7 @@ class Worker:
         if self.sched is not None:
             self.sched.clear()
         started = time.perf_counter()
-        with timed_methods(self.study._storage, self.record):
+        with timed_methods(self.study._storage, self.record), self.reservations():
             report = run_worker(
                 self.study,
                 self.spec,
@@ -233,6 +236,29 @@ class Worker:
             )
         assert report.complete == n_trials
         return time.perf_counter() - started
+
+    @contextlib.contextmanager
+    def reservations(self) -> Any:
+        """Records each reservation of a trial (the worker's own statements under the study's
+        lock, not a storage call) as :data:`RESERVED`: its CPU time, and the ask's time."""
+        import optuna
+
+        from depthsearch.worker.trial import Trials
+
+        plain = Trials.reserve
+
+        def reserve(trials: Trials, budget: int | None) -> Any:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            got = plain(trials, budget)
+            if isinstance(got, optuna.Trial):
+                self.record(RESERVED, time.perf_counter() - wall, time.thread_time() - cpu)
+            return got
+
+        Trials.reserve = reserve  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            Trials.reserve = plain  # type: ignore[method-assign]
 
     def interleaved(self, n_trials: int, bare: Any) -> list[tuple[float, float, float]]:
         """A worker of ``n_trials`` that runs ``bare()`` in its training thread after each
