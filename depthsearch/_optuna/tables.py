@@ -217,10 +217,10 @@ def next_number(conn: sqlalchemy.Connection, sid: int) -> int:
     return 0 if top is None else int(top) + 1
 
 
-def insert_running(conn: sqlalchemy.Connection, sid: int, number: int) -> FrozenTrial:
+def insert_running(conn: sqlalchemy.Connection, sid: int, number: int) -> tuple[int, FrozenTrial]:
     """A new RUNNING trial of study ``sid`` numbered ``number`` (the caller holds the study's
-    row lock, or SQLite's write lock, as Optuna's ``create_new_trial`` does to number it), as
-    Optuna's ``create_new_trial`` returns it to its cache."""
+    row lock, or SQLite's write lock, as Optuna's ``create_new_trial`` does to number it): its
+    id, and the trial as Optuna's ``create_new_trial`` hands it to its cache."""
     start = _utcnow()
     created = conn.execute(
         sqlalchemy.insert(_TRIAL)
@@ -234,7 +234,7 @@ def insert_running(conn: sqlalchemy.Connection, sid: int, number: int) -> Frozen
         )
         .returning(_TRIAL.c.trial_id)
     ).scalar_one()
-    return FrozenTrial(
+    return int(created), FrozenTrial(
         number=number,
         state=TrialState.RUNNING,
         value=None,

@@ -110,8 +110,8 @@ class LockedStudy:
             return study_storage(self._study).create_new_trial(self._id)
         if self._next_number is None:  # no budget was counted: the number alone
             self._next_number = tables.next_number(self._conn, self._id)
-        self._created = tables.insert_running(self._conn, self._id, self._next_number)
-        return self._created._trial_id
+        created, self._created = tables.insert_running(self._conn, self._id, self._next_number)
+        return created
 
     def opened(self) -> None:
         """Once committed: the trial created is put in Optuna's cache, as its own
