@@ -134,6 +134,17 @@ def _tagged(sid: Any, key: Any, states: Sequence[TrialState]) -> Any:
     )
 
 
+def _highest(sid: Any) -> sqlalchemy.Select[Any]:
+    """Study ``sid``'s highest trial number (by index; NULL for none)."""
+    return sqlalchemy.select(sqlalchemy.func.max(_TRIAL.c.number)).where(_TRIAL.c.study_id == sid)
+
+
+def _after(highest: int | None) -> int:
+    """The number the next trial takes: trial numbers are 0, 1, 2, ... in order of creation
+    (Optuna numbers a trial by the trials before it, under the study's row lock)."""
+    return 0 if highest is None else int(highest) + 1
+
+
 @functools.cache
 def _reservation_query() -> sqlalchemy.Select[Any]:
     """:func:`reservation_counts`' statement, built once (with its aliases, about a
@@ -141,10 +152,9 @@ def _reservation_query() -> sqlalchemy.Select[Any]:
     sid: Any = sqlalchemy.bindparam("sid")
     tag: Any = sqlalchemy.bindparam("tag")
     of_study = _TRIAL.c.study_id == sid
-    highest = sqlalchemy.select(sqlalchemy.func.max(_TRIAL.c.number)).where(of_study)
     few = (TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
     return sqlalchemy.select(
-        highest.scalar_subquery(),
+        _highest(sid).scalar_subquery(),
         *(sqlalchemy.func.count().filter(_TRIAL.c.state == s) for s in few),
         _tagged(sid, tag, _FINISHED),
         _tagged(sid, tag, (TrialState.RUNNING,)),
@@ -156,12 +166,9 @@ def reservation_counts(conn: sqlalchemy.Connection, sid: int, tag: str) -> Count
     """Study ``sid``'s :class:`Counts` in one round trip, read through the indexes: the
     highest trial number and the few RUNNING, WAITING and FAIL rows, not every trial; and the
     trials tagged ``tag`` (confirmations) by state.
-
-    Trial numbers are 0, 1, 2, ... in order of creation (Optuna numbers a trial by the trials
-    before it, under the study's row lock): the study holds the highest plus one.
     """
     top, *rest = conn.execute(_reservation_query(), {"sid": sid, "tag": tag}).one()
-    return Counts(0 if top is None else int(top) + 1, *(int(n or 0) for n in rest))
+    return Counts(_after(top), *(int(n or 0) for n in rest))
 
 
 def tagged_counts(conn: sqlalchemy.Connection, sid: int, tag: str) -> dict[TrialState, int]:
@@ -210,11 +217,8 @@ def take_oldest_waiting(conn: sqlalchemy.Connection, sid: int) -> int | None:
 
 
 def next_number(conn: sqlalchemy.Connection, sid: int) -> int:
-    """The number study ``sid``'s next trial takes: its highest plus one (by index)."""
-    top = conn.execute(
-        sqlalchemy.select(sqlalchemy.func.max(_TRIAL.c.number)).where(_TRIAL.c.study_id == sid)
-    ).scalar()
-    return 0 if top is None else int(top) + 1
+    """The number study ``sid``'s next trial takes: its highest plus one."""
+    return _after(conn.execute(_highest(sid)).scalar())
 
 
 def insert_running(conn: sqlalchemy.Connection, sid: int, number: int) -> tuple[int, FrozenTrial]:

@@ -97,12 +97,13 @@ def assess(
                 parts.append(_Batch(pred.float(), y[part], classify, unit_scale))
     finally:
         model.train(was_training)
-    return _judged(parts, classify, unit_scale is not None and bool(unit_scale))
+    return _judged(parts, classify)
 
 
 class _Batch:
     """One batch's sums, on the device: the loss (as it always was summed), each sample's
-    loss (for the standard error), the errors in the target's units or the confusion."""
+    loss (for the standard error), the errors in the target's units (only when it has unit
+    scales) or the confusion."""
 
     def __init__(
         self, pred: Tensor, y: Tensor, classify: bool, unit_scale: Sequence[float] | None
@@ -126,7 +127,7 @@ class _Batch:
             )
 
 
-def _judged(parts: list[_Batch], classify: bool, in_units: bool) -> Evaluation:
+def _judged(parts: list[_Batch], classify: bool) -> Evaluation:
     """The batches' sums as one :class:`Evaluation`: read from the device once (the
     validation part is one batch but for the largest sets; each read waits for the device,
     and on the CPU each small op costs as much as a large one)."""
@@ -140,7 +141,7 @@ def _judged(parts: list[_Batch], classify: bool, in_units: bool) -> Evaluation:
     extra = one.extra if len(parts) == 1 else _summed([p.extra for p in parts])
     if not classify:
         sums = [total.reshape(1), spread.reshape(1)]
-        read = torch.cat(sums + ([extra] if in_units and extra is not None else [])).tolist()
+        read = torch.cat(sums + ([extra] if extra is not None else [])).tolist()
         loss, se = read[0] / count, read[1] / math.sqrt(len(each))
         if len(read) == 2:
             return Evaluation(loss, se=se)

@@ -145,23 +145,20 @@ def locked_study(
     reservation's transaction (SQLite's write lock would stop the check's own writes)."""
     backend = rdb_backend(study_storage(study))
     kind = dialect(parse(url)) if backend is not None else None
-    if backend is not None and kind == "postgresql":
-        first()
-        key, row = locks.lock_key(study.study_name), study_id(study)
-        with locks.advisory_lock(backend.engine, key, study_row=row) as conn:
-            locked = LockedStudy(study, conn)
-            yield locked
-        locked.opened()
-        return
-    with locks.storage_lock(url, scope=study.study_name):
-        first()
-        if backend is None or kind != "sqlite":
-            yield LockedStudy(study, None)
-            return
-        with locks.sqlite_write(backend.engine) as conn:
-            locked = LockedStudy(study, conn)
-            yield locked
-        locked.opened()
+    conn: sqlalchemy.Connection | None = None
+    with contextlib.ExitStack() as held:
+        if backend is not None and kind == "postgresql":
+            first()
+            key, row = locks.lock_key(study.study_name), study_id(study)
+            conn = held.enter_context(locks.advisory_lock(backend.engine, key, study_row=row))
+        else:
+            held.enter_context(locks.storage_lock(url, scope=study.study_name))
+            first()
+            if backend is not None and kind == "sqlite":
+                conn = held.enter_context(locks.sqlite_write(backend.engine))
+        locked = LockedStudy(study, conn)
+        yield locked
+    locked.opened()  # committed
 
 
 def take_waiting_trial(study: optuna.Study) -> int | None:
