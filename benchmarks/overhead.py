@@ -84,6 +84,8 @@ LR = 3e-3
 #: The storage table's name for a trial's reservation (the worker's statements under the
 #: study's lock: the count, the insert or the waiting trial taken, the first heartbeat).
 RESERVED = "reserve (lock, count, insert, first beat)"
+#: ... and for its tell (the writer's last batch with the trial's end, in one transaction).
+TOLD = "tell (last reports and the end)"
 SUNSPOTS_CSV = Path(__file__).resolve().parents[1] / "studies" / "data" / "sunspots.csv"
 
 
@@ -210,7 +212,7 @@ class Worker:
             self.asked.append(time.perf_counter())
             if self.sched is not None:
                 self.sched.append((time.thread_time(), threading.get_native_id(), run_delay()))
-        if name == "set_trial_state_values" and self.after_tell is not None:
+        if name == TOLD and self.after_tell is not None:
             told = time.perf_counter()
             self.told.append((told, self.after_tell()))
 
@@ -224,7 +226,7 @@ class Worker:
         if self.sched is not None:
             self.sched.clear()
         started = time.perf_counter()
-        with timed_methods(self.study._storage, self.record), self.reservations():
+        with timed_methods(self.study._storage, self.record), self.marks():
             report = run_worker(
                 self.study,
                 self.spec,
@@ -238,27 +240,34 @@ class Worker:
         return time.perf_counter() - started
 
     @contextlib.contextmanager
-    def reservations(self) -> Any:
+    def marks(self) -> Any:
         """Records each reservation of a trial (the worker's own statements under the study's
-        lock, not a storage call) as :data:`RESERVED`: its CPU time, and the ask's time."""
+        lock, not a storage call) as :data:`RESERVED` (its CPU time, and the ask's time), and
+        each tell as :data:`TOLD` (its end: the bare loop runs right after it)."""
         import optuna
 
         from depthsearch.worker.trial import Trials
 
-        plain = Trials.reserve
+        plain_reserve, plain_tell = Trials.reserve, Trials.tell
 
         def reserve(trials: Trials, budget: int | None) -> Any:
             wall, cpu = time.perf_counter(), time.thread_time()
-            got = plain(trials, budget)
+            got = plain_reserve(trials, budget)
             if isinstance(got, optuna.Trial):
                 self.record(RESERVED, time.perf_counter() - wall, time.thread_time() - cpu)
             return got
 
-        Trials.reserve = reserve  # type: ignore[method-assign,assignment]
+        def tell(trials: Trials, *args: Any, **kwargs: Any) -> bool:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            told = plain_tell(trials, *args, **kwargs)
+            self.record(TOLD, time.perf_counter() - wall, time.thread_time() - cpu)
+            return told
+
+        Trials.reserve, Trials.tell = reserve, tell  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
-            Trials.reserve = plain  # type: ignore[method-assign]
+            Trials.reserve, Trials.tell = plain_reserve, plain_tell  # type: ignore[method-assign]
 
     def interleaved(self, n_trials: int, bare: Any) -> list[tuple[float, float, float]]:
         """A worker of ``n_trials`` that runs ``bare()`` in its training thread after each

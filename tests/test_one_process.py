@@ -214,34 +214,50 @@ def test_the_writer_sleeps_until_its_batch_is_due_whatever_the_epochs_handed_ove
         writer.close()
 
 
-def test_a_trial_shorter_than_the_writers_interval_is_written_once_by_its_flush(
+def test_a_trial_shorter_than_the_writers_interval_is_written_once_with_its_end(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     """A trial's first batch waits its interval from the trial's start, as every later one
     does: a short trial is written once, by its finish, when nothing trains (a write while
-    a 2-thread loop trains takes a core from it). A longer one is written as it trains."""
+    a 2-thread loop trains takes a core from it), its reports and its end in one transaction.
+    A longer one is written as it trains."""
     create_study(
-        load_spec(write_study(tmp_path, name="once", n_trials=2, max_epochs=3)), sqlite_url
+        load_spec(write_study(tmp_path, name="once", n_trials=3, max_epochs=3)), sqlite_url
     )
     study, spec = load_study("once", sqlite_url)
     target = TrialWrites(study)
-    written: list[tuple[int, ...]] = []
+    written: list[tuple[tuple[int, ...], object]] = []
     write = target.write
 
-    def counted(tid: int, values: dict[int, float], attrs: dict[str, object]) -> None:
-        written.append(tuple(values))
-        write(tid, values, attrs)
+    def counted(
+        tid: int, values: dict[int, float], attrs: dict[str, object], end: object = None
+    ) -> None:
+        written.append((tuple(values), end))
+        write(tid, values, attrs, end)  # type: ignore[arg-type]
 
     target.write = counted  # type: ignore[method-assign]
     writer = Writer(target, retry_for(sqlite_url, spec.workers.db_wait), 3600.0)
     try:
-        writer.start(trial_ref(study.ask()))
+        short = study.ask()
+        writer.start(trial_ref(short))
         for epoch in (1, 2, 3):
             writer.epoch(epoch, 1.0 / epoch)
         time.sleep(0.3)  # the thread could write meanwhile: it waits for the batch's time
         assert written == []
-        writer.flush()
-        assert written == [(1, 2, 3)]
+        writer.end(TrialState.COMPLETE, [0.25])
+        assert written == [((1, 2, 3), (TrialState.COMPLETE, [0.25]))]
+        told = study.trials[short.number]
+        assert (told.state, told.value) == (TrialState.COMPLETE, 0.25)
+        assert told.intermediate_values == {1: 1.0, 2: 0.5, 3: 1.0 / 3}
+        # A trial another worker ended meanwhile: refused, and nothing of it written.
+        other = study.ask()
+        writer.start(trial_ref(other))
+        writer.epoch(1, 0.5)
+        study.tell(other, state=TrialState.FAIL)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            writer.end(TrialState.COMPLETE, [0.5])
+        ended = study.trials[other.number]
+        assert (ended.state, ended.intermediate_values) == (TrialState.FAIL, {})
     finally:
         writer.close()
     written.clear()
@@ -249,7 +265,7 @@ def test_a_trial_shorter_than_the_writers_interval_is_written_once_by_its_flush(
     try:
         writer.start(trial_ref(study.ask()))
         writer.epoch(1, 0.5)
-        wait_for(lambda: written == [(1,)], 60, "the first batch, once its interval passed")
+        wait_for(lambda: written == [((1,), None)], 60, "the first batch, its interval passed")
     finally:
         writer.close()
 

@@ -192,7 +192,8 @@ def test_a_tell_without_a_read_writes_what_optunas_tell_writes(
     theirs, ours = ended
     for field in ("state", "values", "params", "intermediate_values", "user_attrs"):
         assert getattr(ours, field) == getattr(theirs, field), field
-    assert ours.datetime_complete is not None
+    assert ours.datetime_complete is not None and theirs.datetime_complete is not None
+    assert abs((ours.datetime_complete - theirs.datetime_complete).total_seconds()) < 60
     # Ended elsewhere first (a stale check): left FAIL, and FAIL is returned.
     trial = opened_trial(study, _reserved(study, storage_url, waiting=False))
     trial.report(0.5, 1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -161,13 +161,15 @@ def tell_trial(
     state: optuna.trial.TrialState | None,
     values: float | tuple[float, ...] | None,
     known: optuna.trial.FrozenTrial | None = None,
+    end: Callable[[optuna.trial.TrialState, list[float] | None], None] | None = None,
 ) -> optuna.trial.TrialState:
     """``study.tell(trial, values, state, skip_if_finished=True)`` without the read of the
     told trial that ``tell`` returns (a round trip of six statements): the state the trial
     ended in, another worker's where it was finished already.
 
     ``known``: the RUNNING trial as the database holds it (what this worker read and wrote
-    of it): then not even ``tell``'s own read of the trial before the write. The storage
+    of it): then not even ``tell``'s own read of the trial before the write, which ``end``
+    makes where given (raising ``UpdateFinishedTrialError`` for a finished trial). The storage
     refuses to end a finished trial, so a trial another worker's stale check ended meanwhile
     (or a try of this tell that reached the database) is found by that refusal and read
     then; its sampler's ``after_trial`` has been called by then (Optuna's ``tell`` skips it
@@ -187,7 +189,10 @@ def tell_trial(
         try:
             study.sampler.after_trial(_filter_study(study, frozen), frozen, state, told)
         finally:
-            study._storage.set_trial_state_values(tid, state, told)
+            if end is None:
+                study._storage.set_trial_state_values(tid, state, told)
+            else:
+                end(state, told)
     except optuna.exceptions.UpdateFinishedTrialError:
         return study._storage.get_trial(tid).state
     return state

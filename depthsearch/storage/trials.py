@@ -79,12 +79,36 @@ def tell_trial(
     state: TrialState | None,
     value: float | tuple[float, ...] | None,
     known: FrozenTrial | None = None,
+    end: Callable[[TrialState, list[float] | None], None] | None = None,
 ) -> TrialState:
     """Ends ``trial`` as ``study.tell(trial, value, state, skip_if_finished=True)`` does: the
     state it ended in, another worker's where another worker's stale check had ended it
-    already. ``known``: the running trial as the database holds it (this worker's writes
-    flushed): the write goes without a read of the trial first."""
-    return _tell_trial(study, trial, state, value, known)
+    already. ``known``: the running trial as the database will hold it (this worker's
+    writes): the write goes without a read of the trial first; ``end`` then writes the state
+    and values (the worker's writer, with its last reports) instead of the storage."""
+    if known is not None and end is None:
+        end = _ender(study, trial_id(trial))
+    return _tell_trial(study, trial, state, value, known, end)
+
+
+def _ender(
+    study: optuna.Study, tid: int
+) -> Callable[[TrialState, list[float] | None], None] | None:
+    """What writes trial ``tid``'s end as the storage's ``set_trial_state_values`` does: on
+    an RDB storage one transaction of three statements, not the ORM's round trips (None:
+    the storage's own call)."""
+    rdb = rdb_backend(study_storage(study))
+    if rdb is None:
+        return None
+
+    def end(state: TrialState, values: list[float] | None) -> None:
+        with rdb.engine.begin() as conn:
+            if not tables.end_running(conn, tid, state, values):
+                raise optuna.exceptions.UpdateFinishedTrialError(
+                    f"trial id {tid} is finished: another worker ended it"
+                )
+
+    return end
 
 
 def reseed(study: optuna.Study, seed: int) -> None:
@@ -136,24 +160,38 @@ def set_failed(study: optuna.Study, tid: int, reason: str, key: str) -> bool:
 
 class TrialWrites:
     """A study's trial writes in batches: a trial's epochs' values and attributes in one
-    transaction (:func:`depthsearch._optuna.tables.write_reports`), or Optuna's calls one by
-    one where the storage is not an RDB one."""
+    transaction (:func:`depthsearch._optuna.tables.write_reports`), with the trial's end in the
+    same transaction when it ends, or Optuna's calls one by one where the storage is not an
+    RDB one."""
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
         self._rdb = rdb_backend(study_storage(study))
 
-    def write(self, tid: int, values: dict[int, float], attrs: dict[str, Any]) -> None:
-        """Raises ``optuna.exceptions.UpdateFinishedTrialError`` when the trial is finished."""
+    def write(
+        self,
+        tid: int,
+        values: dict[int, float],
+        attrs: dict[str, Any],
+        end: tuple[TrialState, list[float] | None] | None = None,
+    ) -> None:
+        """Writes the reports, and the trial's ``end`` (its finished state and values) after
+        them where given. Raises ``optuna.exceptions.UpdateFinishedTrialError`` when the
+        trial is finished already, and writes nothing then."""
         if self._rdb is None:
             storage = study_storage(self._study)
             for step, value in values.items():
                 storage.set_trial_intermediate_value(tid, step, value)
             for key, value in attrs.items():
                 storage.set_trial_user_attr(tid, key, value)
+            if end is not None:
+                storage.set_trial_state_values(tid, *end)
             return
         with self._rdb.engine.begin() as conn:
-            if not tables.write_reports(conn, tid, values, attrs):
+            written = tables.write_reports(conn, tid, values, attrs) and (
+                end is None or tables.end_running(conn, tid, *end)
+            )
+            if not written:
                 raise optuna.exceptions.UpdateFinishedTrialError(
                     f"trial id {tid} is finished: another worker ended it"
                 )

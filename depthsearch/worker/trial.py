@@ -299,9 +299,8 @@ class Trials:
         if not outcome.lost and not outcome.taken_over:
             try:
                 self.writer.attrs({**outcome.attrs, **self.reason_attrs(outcome)})
-                self.writer.flush()
-                # Told before its checkpoints go: another worker's stale check may end it
-                # between the write and the tell (its retry resumes from them).
+                # Told (with the writer's last batch) before its checkpoints go: another
+                # worker's stale check may have ended it meanwhile (its retry resumes from them).
                 outcome.taken_over = not self.tell(trial, outcome.state, outcome.value)
             except optuna.exceptions.UpdateFinishedTrialError:
                 outcome.taken_over = True
@@ -464,18 +463,22 @@ class Trials:
         value: float | tuple[float, ...] | None,
         *,
         call_db: Callable[[Callable[[], Any], str], Any] | None = None,
-        flushed: bool = True,
+        written: bool = True,
     ) -> bool:
         """Ends ``trial`` in ``state``; False when another worker's stale check had ended it
-        (taken over: its run again is queued). ``flushed``: the writer wrote everything
-        handed over, so the trial is told as this worker knows it, without a read first."""
+        (taken over: its run again is queued). ``written``: the end goes with the writer's
+        last batch, and the trial is told as this worker knows it, without a read first;
+        else through the storage, after a read."""
 
         def do() -> TrialState:
             # Skipped when finished: another worker's stale check may have ended it already,
             # or a tell tried again whose first attempt reached the database.
             told = None if state == TrialState.COMPLETE else state  # COMPLETE: Optuna checks
             known = self.as_known(trial)
-            ended = tell_trial(self.study, trial, told, value, known if flushed else None)
+            if written:
+                ended = tell_trial(self.study, trial, told, value, known, self.writer.end)
+            else:
+                ended = tell_trial(self.study, trial, told, value)
             if ended == TrialState.COMPLETE and isinstance(self.study.pruner, RecentTrials):
                 known.state = ended
                 known.values = (
@@ -558,7 +561,7 @@ class Trials:
                     trial.number,
                 )
                 return
-            self.tell(trial, TrialState.FAIL, None, call_db=quick, flushed=False)
+            self.tell(trial, TrialState.FAIL, None, call_db=quick, written=False)
             queued = self.requeue(trial, bounded=False, call_db=quick)
         except (DatabaseLost, optuna.exceptions.UpdateFinishedTrialError):
             _log.warning(

@@ -1,8 +1,9 @@
 """The worker's one writer: a thread that writes its running trial's reports (each epoch's
 validation loss, the attributes) in the order they came, in batches at most every
 ``interval`` seconds, so that training never waits for the database and short epochs do not
-each cost a transaction; :meth:`Writer.flush` writes what is pending at once and makes sure
-of it before the trial ends.
+each cost a transaction; :meth:`Writer.flush` writes what is pending at once, and
+:meth:`Writer.end` writes it with the trial's end (its state and values) in one transaction:
+the reports are always in the database before, or with, the trial's final state.
 
 A database away is waited out as every storage call of the worker is (``[workers] db_wait``,
 with backoff); past it, or when another worker ended the trial meanwhile, the error is kept
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from optuna.trial import TrialState
+
 from depthsearch.storage.trials import TrialWrites
 
 __all__ = ["Writer"]
@@ -32,9 +35,11 @@ CallDb = Callable[[Callable[[], Any], str], Any]
 class _Batch:
     values: dict[int, float] = dataclasses.field(default_factory=dict)
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The trial's finished state and values, written after the reports (the last batch).
+    end: tuple[TrialState, list[float] | None] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.values or self.attrs)
+        return bool(self.values or self.attrs or self.end)
 
 
 class Writer:
@@ -97,6 +102,14 @@ class Writer:
         if self.error is not None:
             raise self.error
 
+    def end(self, state: TrialState, values: list[float] | None) -> None:
+        """Writes what is pending and the trial's end in one transaction, and waits for it;
+        raises what stopped it (``UpdateFinishedTrialError``: the trial was finished
+        already, and nothing was written)."""
+        with self._changed:
+            self._pending.end = (state, values)
+        self.flush()
+
     def flush(self, timeout: float | None = None) -> None:
         """Waits until everything handed over is written; raises what stopped it."""
         with self._changed:
@@ -141,6 +154,6 @@ class Writer:
 
     def _write(self, trial: int, batch: _Batch) -> None:
         self._call_db(
-            lambda: self._target.write(trial, batch.values, batch.attrs),
+            lambda: self._target.write(trial, batch.values, batch.attrs, batch.end),
             "writing a trial's reports",
         )
