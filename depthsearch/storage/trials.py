@@ -4,6 +4,7 @@ writes, its heartbeat, the retry of a failed one, the stale check, the sampler's
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -86,29 +87,9 @@ def tell_trial(
     already. ``known``: the running trial as the database will hold it (this worker's
     writes): the write goes without a read of the trial first; ``end`` then writes the state
     and values (the worker's writer, with its last reports) instead of the storage."""
-    if known is not None and end is None:
-        end = _ender(study, trial_id(trial))
+    if known is not None and end is None:  # the writer's transaction, without reports
+        end = functools.partial(TrialWrites(study).end, trial_id(trial))
     return _tell_trial(study, trial, state, value, known, end)
-
-
-def _ender(
-    study: optuna.Study, tid: int
-) -> Callable[[TrialState, list[float] | None], None] | None:
-    """What writes trial ``tid``'s end as the storage's ``set_trial_state_values`` does: on
-    an RDB storage one transaction of three statements, not the ORM's round trips (None:
-    the storage's own call)."""
-    rdb = rdb_backend(study_storage(study))
-    if rdb is None:
-        return None
-
-    def end(state: TrialState, values: list[float] | None) -> None:
-        with rdb.engine.begin() as conn:
-            if not tables.end_running(conn, tid, state, values):
-                raise optuna.exceptions.UpdateFinishedTrialError(
-                    f"trial id {tid} is finished: another worker ended it"
-                )
-
-    return end
 
 
 def reseed(study: optuna.Study, seed: int) -> None:
@@ -195,3 +176,7 @@ class TrialWrites:
                 raise optuna.exceptions.UpdateFinishedTrialError(
                     f"trial id {tid} is finished: another worker ended it"
                 )
+
+    def end(self, tid: int, state: TrialState, values: list[float] | None) -> None:
+        """Writes the trial's end alone (:meth:`write` without reports)."""
+        self.write(tid, {}, {}, (state, values))
