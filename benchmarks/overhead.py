@@ -19,6 +19,11 @@ Two figures per shape:
   to the next, and from one second to the next by up to 15 %: a bare loop on either side of
   every trial shares that drift); the ratio is the median of all the paired ratios of all
   the processes, with the spread of the processes' own medians.
+  Two columns say how quiet the machine was meanwhile: the processes' median bare loops,
+  the slowest over the fastest (1.000: the machine ran at one speed; a VM's neighbours slow it
+  unseen), and the cores other work kept busy, on average, in the busiest process (other
+  processes and time the hypervisor stole, from /proc/stat). A row with other load or a drift
+  of more than a few percent was not timed on a quiet machine.
 * **a one-trial worker**: ``run_worker(n_trials=1)`` whole, the worker's start included
   (its writer and heartbeat threads, the study's first read), over the bare loop before it.
 
@@ -60,6 +65,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -344,11 +350,34 @@ def measure_row(shape: list[int], url: str | None) -> dict[str, Any]:
     }
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds this machine's CPUs were busy since it booted, time the hypervisor stole
+    included (Linux's /proc/stat); None where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def run_row(shape: list[int], url: str | None) -> dict[str, Any]:
-    """:func:`measure_row` in a new process."""
+    """:func:`measure_row` in a new process, with ``others``: the cores that other work kept
+    busy meanwhile, on average (other processes, and time the hypervisor stole)."""
     argv = [sys.executable, __file__, "--row", *map(str, shape), *([url] if url else [])]
+    busy, own, started = machine_busy_s(), children_cpu_s(), time.perf_counter()
     out = subprocess.run(argv, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.splitlines()[-1])
+    after = machine_busy_s()
+    if busy is not None and after is not None:
+        others = (after - busy) - (children_cpu_s() - own)
+        result["others"] = max(0.0, others) / (time.perf_counter() - started)
     return result
 
 
@@ -419,9 +448,10 @@ def main() -> None:
     if not args.tracking_only:
         print(
             "| shape | threads | epochs | bare loop s | trial in a running worker s | ratio "
-            "| one-trial worker s | ratio |"
+            "| one-trial worker s | ratio | bare loop, slowest process / fastest | other load "
+            "(cores) |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
     ratios: list[float] = []
     tracked_pairs: list[Pairs] = []
     breakdown: list[tuple[str, str, float, float]] = []
@@ -457,6 +487,7 @@ def main() -> None:
                 ratios.append(ratio)
                 spread = f"{min(per_process):.3f}-{max(per_process):.3f}"
                 cells = f"{b:.3f} | {t:.3f} | {ratio:.3f} ({spread}) | {o:.3f} | {one_ratio:.3f}"
+                cells += f" | {quiet(runs)}"
                 print(f"| {label} | {threads} | {epochs} | {cells} |", flush=True)
                 if threads != counts[0] or breakdown:
                     continue
@@ -524,6 +555,16 @@ def main() -> None:
     if tracked_rows:
         print_tracked(args.mlflow, tracked_rows, tracked_pairs)
     print(f"overhead_ratio={max(ratios):.3f}")
+
+
+def quiet(runs: list[dict[str, Any]]) -> str:
+    """Two cells that say how quiet the machine was during a row: its processes' median bare
+    loops, the slowest over the fastest (the machine's own speed drifting), and the largest of
+    their other loads (:func:`run_row`; "?" where it could not be read)."""
+    bare = [statistics.median(r["bare"]) for r in runs]
+    others = [r["others"] for r in runs if "others" in r]
+    load = f"{max(others):.2f}" if len(others) == len(runs) else "?"
+    return f"{max(bare) / min(bare):.3f} | {load}"
 
 
 def print_tracked(uri: str, rows: list[str], pairs: list[Pairs]) -> None:
