@@ -86,7 +86,7 @@ from torch import nn
 SHAPES = {"small (quickstart: 1 x 16)": (1, 16, 64, 12), "medium (2 x 64)": (2, 64, 64, 6)}
 #: Trials of a row's worker, by layers: its first is the warm-up, each other a pair. A small
 #: row's 36 pairs (12 a process) move its median about a point less from run to run than 24
-#: did; the script still runs in under 8 minutes here.
+#: did; the script runs in 6-9 minutes on these 2-vCPU hosts.
 TRIALS = {1: 13, 2: 6}
 LR = 3e-3
 #: The storage table's name for a trial's reservation (the worker's statements under the
